@@ -1,0 +1,401 @@
+"""The `nodegraph` command line: run, validate and convert workflows, list nodes, serve the editor and API.
+
+Heavy modules (torch, diffusers, aiohttp) are imported inside the sub-commands that need them, so `nodegraph --help`
+and the engine commands start fast.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DESCRIPTION = """\
+nodegraph: a workflow node-graph engine and server for diffusion image generation.
+
+A workflow is a graph of typed nodes (load a checkpoint, encode a prompt, sample, decode, save). Workflow files may
+be ComfyUI API-format JSON, ComfyUI UI-format JSON (what the editor saves), or a PNG that carries its workflow.
+
+examples:
+  nodegraph run workflows/txt2img.json --set 3.seed=42      run a workflow, changing one input
+  nodegraph validate my_workflow.json                       list every problem in a workflow
+  nodegraph convert ui_workflow.json > api.json             UI format -> API format
+  nodegraph nodes KSampler                                  describe a node type
+"""
+
+
+def _add_folder_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("folders")
+    group.add_argument(
+        "--models-dir",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a models root in ComfyUI's layout (checkpoints/, controlnet/, vae/, ...); repeat for several, the "
+        "first is where new files go (default: ./models, then the bundled demo models)",
+    )
+    group.add_argument("--input-dir", type=Path, default=Path("input"), help="images for LoadImage (default: ./input)")
+    group.add_argument(
+        "--output-dir", type=Path, default=Path("output"), help="where SaveImage writes (default: ./output)"
+    )
+    group.add_argument(
+        "--temp-dir", type=Path, default=None, help="where PreviewImage writes (default: <output-dir>/../temp)"
+    )
+
+
+def make_folders(args: argparse.Namespace) -> Any:
+    from .engine import Folders
+    from .paths import default_models_dirs
+
+    models_dirs = list(args.models_dir or [Path("models")]) + default_models_dirs()
+    temp_dir = args.temp_dir or Path(args.output_dir).parent / "temp"
+    return Folders(models_dirs=models_dirs, input_dir=args.input_dir, output_dir=args.output_dir, temp_dir=temp_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nodegraph", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"nodegraph {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run a workflow file headlessly",
+        description="Validate and run a workflow (API JSON, UI JSON, or a PNG carrying a workflow), with a progress "
+        "bar. Prints the files it wrote. Exit status: 0 done, 1 a node failed, 2 invalid workflow, 130 interrupted.",
+    )
+    run.add_argument("workflow", type=Path, help="the workflow file")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=VALUE",
+        help="override a literal input before running, e.g. --set 3.seed=42 or --set KSampler.steps=30 (a node id "
+        "or a unique node title; VALUE is read as JSON when it parses, else as text); repeatable",
+    )
+    run.add_argument("--json", action="store_true", help="print the result (outputs, timings) as JSON")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar, only the output files")
+    _add_folder_args(run)
+
+    validate = sub.add_parser(
+        "validate",
+        help="check a workflow and report every problem",
+        description="Check a workflow without running it. Prints every problem (node, input, expected and received "
+        "value) and exits 2 if any output cannot run, 0 if all can.",
+    )
+    validate.add_argument("workflow", type=Path)
+    validate.add_argument("--json", action="store_true", help="print ComfyUI's error object (node_errors) as JSON")
+    _add_folder_args(validate)
+
+    convert = sub.add_parser(
+        "convert",
+        help="print the API-format JSON of a UI-format workflow or a PNG",
+        description="Convert a workflow file (ComfyUI UI format, or a PNG carrying a workflow) to the API format "
+        "that POST /prompt takes, and print it. Nodes whose type is not installed are reported on stderr by id, "
+        "type and title, and the exit status is then 2.",
+    )
+    convert.add_argument("workflow", type=Path)
+    convert.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+
+    nodes = sub.add_parser(
+        "nodes",
+        help="list the installed node types, or describe one",
+        description="Without a name: every installed node type by category. With a name: its inputs (type, default, "
+        "range, choices) and outputs. Also reports node packs that failed to load.",
+    )
+    nodes.add_argument("name", nargs="?", help="a node type (class_type), e.g. KSampler")
+    nodes.add_argument("--json", action="store_true", help="print the object_info record(s) as JSON")
+    return parser
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------------
+
+
+def _load(path: Path, registry: Any, env: Any) -> Any:
+    from .formats import WorkflowFormatError, load_workflow
+
+    def node_info(class_type: str) -> dict[str, Any] | None:
+        info = registry.object_info(env, class_type)
+        return info.get(class_type)
+
+    try:
+        return load_workflow(path, node_info)
+    except (OSError, WorkflowFormatError) as exc:
+        raise SystemExit(_fail(f"cannot read workflow {path}: {exc}", EXIT_INVALID))
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"nodegraph: {message}", file=sys.stderr)
+    return code
+
+
+def _report_problems(loaded: Any) -> None:
+    for problem in loaded.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+
+
+def apply_overrides(prompt: dict[str, Any], overrides: Sequence[str]) -> None:
+    """Apply `NODE.INPUT=VALUE` overrides in place; NODE is a node id or a unique `_meta.title`."""
+    for item in overrides:
+        target, sep, raw = item.partition("=")
+        node_ref, dot, input_name = target.rpartition(".")
+        if not sep or not dot or not node_ref or not input_name:
+            raise ValueError(f"--set {item!r}: expected NODE.INPUT=VALUE, e.g. 3.seed=42")
+        if node_ref in prompt:
+            node_id = node_ref
+        else:
+            matches = [
+                nid
+                for nid, node in prompt.items()
+                if isinstance(node, dict) and (node.get("_meta") or {}).get("title") == node_ref
+            ]
+            if len(matches) != 1:
+                found = "no node" if not matches else f"{len(matches)} nodes ({', '.join(matches)})"
+                raise ValueError(f"--set {item!r}: {found} with id or title {node_ref!r}")
+            node_id = matches[0]
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        prompt[node_id].setdefault("inputs", {})[input_name] = value
+
+
+# --- commands --------------------------------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .engine import default_registry, format_validation, validate_prompt
+
+    env = make_folders(args)
+    registry = default_registry()
+    loaded = _load(args.workflow, registry, env)
+    _report_problems(loaded)
+    result = validate_prompt(loaded.prompt, registry, env)
+    if args.json:
+        print(json.dumps(result.response() if not result.ok else {"node_errors": result.node_errors}, indent=2))
+    else:
+        print(format_validation(result, loaded.prompt))
+    return EXIT_OK if result.ok and not result.node_errors else EXIT_INVALID
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .engine import default_registry
+
+    registry = default_registry()
+    loaded = _load(args.workflow, registry, None)
+    _report_problems(loaded)
+    text = json.dumps(loaded.prompt, indent=2)
+    if args.output:
+        args.output.write_text(text + "\n")
+    else:
+        print(text)
+    return EXIT_INVALID if loaded.problems else EXIT_OK
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from .engine import default_registry
+
+    registry = default_registry()
+    for err in registry.load_errors:
+        print(f"warning: node pack {err.pack} failed to load: {err.error}", file=sys.stderr)
+    info = registry.object_info(None)
+    if args.name:
+        if args.name not in info:
+            return _fail(f"no node type {args.name!r}; `nodegraph nodes` lists them", EXIT_INVALID)
+        record = info[args.name]
+        if args.json:
+            print(json.dumps(record, indent=2))
+        else:
+            print(describe_node(record))
+        return EXIT_OK
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    by_category: dict[str, list[str]] = {}
+    for name, record in info.items():
+        by_category.setdefault(record["category"], []).append(f"{name} ({record['display_name']})")
+    for category in sorted(by_category):
+        print(f"{category}:")
+        for line in sorted(by_category[category]):
+            print(f"  {line}")
+    return EXIT_OK
+
+
+def describe_node(record: dict[str, Any]) -> str:
+    lines = [f"{record['name']}: {record['display_name']}  [{record['category']}]"]
+    if record.get("description"):
+        lines += ["", *("  " + line for line in record["description"].splitlines()), ""]
+    lines.append("inputs:")
+    for section in ("required", "optional"):
+        for name, spec in record["input"].get(section, {}).items():
+            kind, opts = spec[0], spec[1] if len(spec) > 1 else {}
+            shown = f"one of {kind}" if isinstance(kind, list) else kind
+            extras = ", ".join(f"{k}={v!r}" for k, v in opts.items() if k != "tooltip")
+            flag = " (optional)" if section == "optional" else ""
+            lines.append(f"  {name}: {shown}{flag}" + (f"  [{extras}]" if extras else ""))
+            if opts.get("tooltip"):
+                lines.append(f"      {opts['tooltip']}")
+    lines.append("outputs:")
+    for index, (kind, name) in enumerate(zip(record["output"], record["output_name"])):
+        lines.append(f"  {index}: {name} ({kind})")
+    if record.get("output_node"):
+        lines.append("  (an output node: running a workflow runs what output nodes need)")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .engine import Executor, default_registry, format_validation, validate_prompt
+
+    env = make_folders(args)
+    registry = default_registry()
+    for err in registry.load_errors:
+        print(f"warning: node pack {err.pack} failed to load: {err.error}", file=sys.stderr)
+    loaded = _load(args.workflow, registry, env)
+    _report_problems(loaded)
+    try:
+        apply_overrides(loaded.prompt, args.set)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_INVALID)
+    result = validate_prompt(loaded.prompt, registry, env)
+    if not result.ok or result.node_errors:
+        print(format_validation(result, loaded.prompt), file=sys.stderr)
+        if not result.ok:
+            return EXIT_INVALID
+
+    extra_data = {"extra_pnginfo": {"workflow": loaded.workflow}} if loaded.workflow else {}
+    progress = _Progress(result.workflow, enabled=not args.quiet and not args.json)
+    executor = Executor(env)
+    run = asyncio.run(_run_interruptible(executor, result.workflow, extra_data, progress.on_event))
+    progress.close()
+    files = _output_files(run.outputs, env)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "status": run.status,
+                    "outputs": run.outputs,
+                    "files": [str(f) for f in files],
+                    "timings": run.timings,
+                    "cached": run.cached,
+                    "error": run.error,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    else:
+        for path in files:
+            print(path)
+        for nid, ui in run.outputs.items():
+            for text in ui.get("text", []):
+                print(f"[{nid}] {text}")
+    if run.status == "error":
+        err = run.error or {}
+        if not args.json:
+            print(
+                f"error in node {err.get('node_id')} ({err.get('node_type')}): "
+                f"{err.get('exception_type')}: {err.get('exception_message')}",
+                file=sys.stderr,
+            )
+        return EXIT_FAILED
+    if run.status == "interrupted":
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+async def _run_interruptible(executor: Any, workflow: Any, extra_data: dict[str, Any], on_event: Any) -> Any:
+    """Run with Ctrl+C mapped to the executor's interrupt, so the run stops cleanly between steps."""
+    import uuid
+
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGINT, executor.interrupt)
+    except (NotImplementedError, RuntimeError):
+        pass  # not on the main thread (tests) or no signal support
+    try:
+        return await executor.run(workflow, str(uuid.uuid4()), extra_data=extra_data, on_event=on_event)
+    finally:
+        try:
+            loop.remove_signal_handler(signal.SIGINT)
+        except (NotImplementedError, RuntimeError):
+            pass
+        executor.close()
+
+
+def _output_files(outputs: dict[str, dict[str, Any]], env: Any) -> list[Path]:
+    files = []
+    for ui in outputs.values():
+        for image in ui.get("images", []):
+            root = env.root_for(image.get("type", "output"))
+            files.append(Path(root) / image.get("subfolder", "") / image["filename"])
+    return files
+
+
+class _Progress:
+    """Per-node progress bars on stderr (tqdm), and one line per node with its time or 'cached'."""
+
+    def __init__(self, workflow: Any, enabled: bool):
+        self.workflow = workflow
+        self.enabled = enabled
+        self.bar: Any = None
+        self.node: str | None = None
+
+    def on_event(self, event: str, data: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if event == "execution_cached" and data["nodes"]:
+            print(f"cached: {', '.join(self._label(n) for n in data['nodes'])}", file=sys.stderr)
+        elif event == "executing":
+            self._finish_bar()
+            self.node = data["node"]
+            print(f"running {self._label(self.node)}", file=sys.stderr)
+        elif event == "progress":
+            if self.bar is None or self.bar.total != data["max"]:
+                self._finish_bar()
+                self.bar = tqdm(total=data["max"], desc=f"  {self._label(data['node'])}", file=sys.stderr, leave=True)
+            self.bar.n = data["value"]
+            self.bar.refresh()
+
+    def _label(self, nid: str | None) -> str:
+        spec = self.workflow.nodes.get(nid) if nid is not None else None
+        return f"{nid} {spec.title}" if spec else str(nid)
+
+    def _finish_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def close(self) -> None:
+        self._finish_bar()
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "convert": cmd_convert, "nodes": cmd_nodes}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_INVALID
+    try:
+        return COMMANDS[args.command](args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Runs a validated workflow: cache lookup, topological order, node work off the event loop, events.
+
+Order guarantees: a node runs after every node it takes a link from, and only nodes that an output needs (and
+that are not cached) run. Among independent nodes the order is a deterministic topological order with node ids as
+the tie-break; nothing else is promised, so clients must not rely on one independent branch running first.
+
+Events (ComfyUI's message names, COMPAT.md 2.3) go to the `on_event(event, data)` callback on the event loop's
+thread: execution_start, execution_cached, executing, progress, preview, executed, execution_success,
+execution_error, execution_interrupted. Sync node methods run on one worker thread (nodes share one device);
+async ones are awaited on the loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import networkx as nx
+
+from .cache import OutputCache, node_key
+from .node import ExecutionBlocked, Interrupted, NodeContext, normalize_result
+from .workflow import Workflow, node_sort_key
+
+EventCallback = Callable[[str, dict[str, Any]], None]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class RunResult:
+    prompt_id: str
+    status: str  # "success" | "error" | "interrupted"
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # node id -> ui output
+    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # node id -> seconds, executed nodes only
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    values: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # node id -> link outputs of this run
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+class Executor:
+    """One per process (or per device): owns the output cache and the worker thread."""
+
+    def __init__(self, env: Any = None, cache: OutputCache | None = None):
+        self.env = env
+        self.cache = cache if cache is not None else OutputCache()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodegraph-node")
+        self._interrupt = threading.Event()
+        self.running_prompt: str | None = None
+
+    def interrupt(self) -> None:
+        """Stop the running workflow at the next node boundary or progress report."""
+        self._interrupt.set()
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+    # --- keys ----------------------------------------------------------------------------------------------------
+
+    def compute_keys(self, workflow: Workflow, order: list[str]) -> dict[str, str]:
+        keys: dict[str, str] = {}
+        for nid in order:
+            spec = workflow.nodes[nid]
+            try:
+                fingerprint = spec.cls.fingerprint(self.env, **spec.constants)
+            except Exception:
+                fingerprint = float("nan")  # a failing fingerprint means "unknown", so always run
+            links = {name: (keys[link.node], link.slot) for name, link in spec.links.items()}
+            keys[nid] = node_key(
+                spec.class_type if spec.class_type == spec.cls.type_name else spec.cls.type_name,
+                fingerprint,
+                spec.constants,
+                links,
+                node_id=nid if spec.cls.not_idempotent else None,
+            )
+        return keys
+
+    # --- running -------------------------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        workflow: Workflow,
+        prompt_id: str,
+        extra_data: dict[str, Any] | None = None,
+        on_event: EventCallback | None = None,
+    ) -> RunResult:
+        loop = asyncio.get_running_loop()
+        result = RunResult(prompt_id, "success")
+        extra_data = extra_data or {}
+        self._interrupt.clear()
+        self.running_prompt = prompt_id
+
+        def emit(event: str, data: dict[str, Any]) -> None:
+            data = {**data, "prompt_id": prompt_id}
+            if event.startswith("execution_"):
+                data["timestamp"] = now_ms()
+            if event not in ("progress", "preview"):
+                result.messages.append((event, data))
+            if on_event is not None:
+                on_event(event, data)
+
+        def emit_threadsafe(event: str, data: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(emit, event, data)
+
+        current: str | None = None  # the node running now, for error and interrupt reports
+        try:
+            graph = nx.DiGraph()
+            for nid, spec in workflow.nodes.items():
+                graph.add_node(nid)
+                for src in spec.sources():
+                    graph.add_edge(src, nid)
+            order = list(nx.lexicographical_topological_sort(graph, key=node_sort_key))
+            keys = self.compute_keys(workflow, order)
+
+            emit("execution_start", {})
+
+            # Walk back from the outputs; a cached node's inputs are not needed at all.
+            values: dict[str, tuple[Any, ...]] = result.values
+            cached_ui: dict[str, dict[str, Any] | None] = {}
+            to_run: set[str] = set()
+            stack = list(workflow.outputs)
+            while stack:
+                nid = stack.pop()
+                if nid in values or nid in to_run:
+                    continue
+                entry = self.cache.get(keys[nid])
+                if entry is not None:
+                    values[nid] = entry.outputs  # pinned for this run even if the cache evicts it meanwhile
+                    cached_ui[nid] = entry.ui
+                    continue
+                to_run.add(nid)
+                stack.extend(workflow.nodes[nid].sources())
+            # ComfyUI lists every node of the workflow whose result is cached, not only the ones it stopped at.
+            for nid in order:
+                if nid not in values and nid not in to_run and keys[nid] in self.cache:
+                    values[nid] = self.cache.get(keys[nid]).outputs  # type: ignore[union-attr]
+            result.cached = [nid for nid in order if nid in values]
+            emit("execution_cached", {"nodes": list(result.cached)})
+            for nid in result.cached:
+                if cached_ui.get(nid):
+                    result.outputs[nid] = cached_ui[nid]  # type: ignore[assignment]
+                    emit("executed", {"node": nid, "display_node": nid, "output": cached_ui[nid]})
+
+            for nid in order:
+                if nid not in to_run:
+                    continue
+                if self._interrupt.is_set():
+                    raise Interrupted("interrupted")
+                spec = workflow.nodes[nid]
+                current = nid
+                emit("executing", {"node": nid, "display_node": nid})
+                kwargs = dict(spec.constants)
+                for name, link in spec.links.items():
+                    kwargs[name] = values[link.node][link.slot]
+                node = spec.cls()
+                node.context = NodeContext(
+                    node_id=nid,
+                    prompt_id=prompt_id,
+                    env=self.env,
+                    prompt=workflow.prompt,
+                    extra_data=extra_data,
+                    report=emit_threadsafe if not spec.cls.is_async() else emit,
+                    interrupted=self._interrupt.is_set,
+                )
+                started = time.perf_counter()
+                try:
+                    if spec.cls.is_async():
+                        raw = await node.execute(**kwargs)
+                    else:
+                        raw = await loop.run_in_executor(self._worker, lambda: node.execute(**kwargs))
+                    out = normalize_result(spec.cls, raw)
+                except Interrupted:
+                    raise
+                except Exception as exc:
+                    result.timings[nid] = time.perf_counter() - started
+                    await asyncio.sleep(0)  # deliver progress events queued by the worker before the error
+                    result.status = "error"
+                    result.error = self._error_data(nid, spec, kwargs, exc, result)
+                    emit("execution_error", result.error)
+                    return result
+                result.timings[nid] = time.perf_counter() - started
+                values[nid] = out.outputs
+                result.executed.append(nid)
+                self.cache.put(keys[nid], out.outputs, out.ui)
+                await asyncio.sleep(0)  # flush progress events from the worker thread in order
+                if out.ui:
+                    result.outputs[nid] = out.ui
+                    emit("executed", {"node": nid, "display_node": nid, "output": out.ui})
+
+            emit("execution_success", {})
+            return result
+        except Interrupted:
+            await asyncio.sleep(0)
+            result.status = "interrupted"
+            data = {
+                "node_id": current,
+                "node_type": workflow.nodes[current].class_type if current is not None else None,
+                "executed": list(result.cached + result.executed),
+            }
+            result.error = data
+            emit("execution_interrupted", data)
+            return result
+        finally:
+            self.running_prompt = None
+
+    @staticmethod
+    def _error_data(nid: str, spec: Any, kwargs: dict[str, Any], exc: Exception, result: RunResult) -> dict[str, Any]:
+        exc_type = type(exc)
+        qualified = exc_type.__qualname__
+        if exc_type.__module__ not in ("builtins", "__main__"):
+            qualified = f"{exc_type.__module__}.{qualified}"
+        if isinstance(exc, ExecutionBlocked):
+            qualified = "ExecutionBlocked"
+        return {
+            "node_id": nid,
+            "node_type": spec.class_type,
+            "executed": list(result.cached + result.executed),
+            "exception_message": str(exc) or exc_type.__name__,
+            "exception_type": qualified,
+            "traceback": traceback.format_tb(exc.__traceback__),
+            "current_inputs": {name: [_short_repr(value)] for name, value in kwargs.items()},
+            "current_outputs": list(result.values),
+        }
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,112 @@
+"""Where models, inputs and outputs live, and the one place that turns user-given names into safe paths.
+
+Models follow ComfyUI's layout: a models root holds `checkpoints/`, `controlnet/`, `vae/`, `loras/`, `embeddings/`.
+Several roots may be given; the first is where new files go. Every path built from a name that came from a user
+(a workflow, an upload, a URL) goes through `resolve_inside`, which resolves symlinks before checking containment.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODEL_KINDS = ("checkpoints", "controlnet", "vae", "loras", "embeddings")
+MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+
+
+class UnsafePath(ValueError):
+    """A user-given name that would leave its folder (`..`, absolute paths, symlinks pointing out)."""
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """`root / relative`, with symlinks resolved, guaranteed to stay inside `root`, else UnsafePath."""
+    if not isinstance(relative, str) or relative == "" or "\x00" in relative:
+        raise UnsafePath(f"invalid file name {relative!r}")
+    if os.path.isabs(relative) or relative.startswith(("/", "\\")):
+        raise UnsafePath(f"absolute paths are not allowed: {relative!r}")
+    root_real = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(root_real / relative))
+    if target != root_real and root_real not in target.parents:
+        raise UnsafePath(f"{relative!r} points outside {root}")
+    return target
+
+
+@dataclass
+class Folders:
+    """The folders one server or CLI run works with."""
+
+    models_dirs: list[Path] = field(default_factory=lambda: [Path("models")])
+    input_dir: Path = Path("input")
+    output_dir: Path = Path("output")
+    temp_dir: Path = Path("temp")
+
+    def __post_init__(self) -> None:
+        self.models_dirs = [Path(p) for p in self.models_dirs]
+        self.input_dir = Path(self.input_dir)
+        self.output_dir = Path(self.output_dir)
+        self.temp_dir = Path(self.temp_dir)
+
+    # --- models --------------------------------------------------------------------------------------------------
+
+    def model_roots(self, kind: str) -> list[Path]:
+        if kind not in MODEL_KINDS:
+            raise KeyError(f"unknown model folder {kind!r}; known: {', '.join(MODEL_KINDS)}")
+        return [root / kind for root in self.models_dirs]
+
+    def list_models(self, kind: str) -> list[str]:
+        """Model names of one kind: files with a model extension, and diffusers folders (with model_index.json or
+        config.json), as paths relative to their root with '/' separators, sorted, first root winning."""
+        names: dict[str, None] = {}
+        for root in self.model_roots(kind):
+            if not root.is_dir():
+                continue
+            for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+                here = Path(dirpath)
+                if here != root and ((here / "model_index.json").exists() or (here / "config.json").exists()):
+                    names.setdefault(here.relative_to(root).as_posix(), None)
+                    dirnames.clear()  # a diffusers folder is one model, not a tree to list
+                    continue
+                dirnames.sort()
+                for filename in sorted(filenames):
+                    if filename.lower().endswith(MODEL_EXTENSIONS):
+                        names.setdefault((here / filename).relative_to(root).as_posix(), None)
+        return sorted(names)
+
+    def model_path(self, kind: str, name: str) -> Path:
+        """The file or folder for a model name, searching the roots in order."""
+        for root in self.model_roots(kind):
+            path = resolve_inside(root, name)
+            if path.exists():
+                return path
+        roots = ", ".join(str(r) for r in self.model_roots(kind))
+        raise FileNotFoundError(f"model {name!r} not found in {roots}")
+
+    # --- inputs and outputs --------------------------------------------------------------------------------------
+
+    def root_for(self, kind: str) -> Path:
+        roots = {"input": self.input_dir, "output": self.output_dir, "temp": self.temp_dir}
+        if kind not in roots:
+            raise UnsafePath(f"unknown folder type {kind!r}; expected input, output or temp")
+        return roots[kind]
+
+    def annotated_path(self, name: str, default: str = "input") -> Path:
+        """Resolve ComfyUI's annotated names: `x.png [output]` picks the output folder, plain names `default`."""
+        kind = default
+        for candidate in ("input", "output", "temp"):
+            suffix = f" [{candidate}]"
+            if name.endswith(suffix):
+                name, kind = name[: -len(suffix)], candidate
+                break
+        return resolve_inside(self.root_for(kind), name)
+
+    def list_inputs(self, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[str]:
+        if not self.input_dir.is_dir():
+            return []
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.input_dir):
+            dirnames.sort()
+            for filename in sorted(filenames):
+                if filename.lower().endswith(extensions):
+                    found.append((Path(dirpath) / filename).relative_to(self.input_dir).as_posix())
+        return sorted(found)

@@ -1,0 +1,353 @@
+"""Whole-workflow validation with ComfyUI's error shapes (COMPAT.md 1.3), reporting every problem at once.
+
+`validate_prompt` checks every node an output needs: its class exists, each required input is present, links point
+at an existing node and output of a compatible type, literals coerce to their type and fit min / max / choices, the
+node's own `check_inputs` passes, and no node depends on itself through a cycle. Each error names the node, its
+class, the input, what was expected and what was received; each failing node lists the outputs it takes down.
+Outputs whose dependencies are all valid are kept (`ValidationResult.workflow.outputs`); the result is an error
+only when no output survives, or when a node type is unknown.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import networkx as nx
+
+from .node import Node
+from .registry import NodeRegistry
+from .spec import InputError
+from .workflow import Link, NodeSpec, Workflow, is_link, node_sort_key, unwrap_literal
+
+
+@dataclass
+class ValidationResult:
+    workflow: Workflow | None
+    error: dict[str, Any] | None = None
+    node_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def response(self) -> dict[str, Any]:
+        """The body of ComfyUI's 400 answer."""
+        return {"error": self.error, "node_errors": self.node_errors}
+
+
+def _error(type: str, message: str, details: str, **extra_info: Any) -> dict[str, Any]:
+    return {"type": type, "message": message, "details": details, "extra_info": extra_info}
+
+
+def _title(node: Any, class_type: str | None, cls: type[Node] | None) -> str:
+    meta = node.get("_meta") if isinstance(node, dict) else None
+    if isinstance(meta, dict) and isinstance(meta.get("title"), str) and meta["title"]:
+        return meta["title"]
+    if cls is not None:
+        return cls.title()
+    return class_type or "?"
+
+
+def validate_prompt(
+    prompt: Any,
+    registry: NodeRegistry,
+    env: Any = None,
+    targets: Iterable[str] | None = None,
+) -> ValidationResult:
+    """Validate an API-format workflow; `targets` limits execution to these output nodes (partial execution)."""
+    if not isinstance(prompt, dict):
+        return ValidationResult(
+            None,
+            _error(
+                "invalid_prompt",
+                "Invalid prompt",
+                f"a workflow is an object mapping node ids to nodes, got {type(prompt).__name__}",
+            ),
+        )
+
+    node_errors: dict[str, dict[str, Any]] = {}
+    missing: list[dict[str, Any]] = []
+    classes: dict[str, type[Node]] = {}
+    raw_nodes: dict[str, dict[str, Any]] = {}
+
+    def add_errors(nid: str, class_type: str | None, errors: list[dict[str, Any]]) -> None:
+        entry = node_errors.setdefault(nid, {"errors": [], "dependent_outputs": [], "class_type": class_type})
+        entry["errors"].extend(errors)
+
+    for key, node in prompt.items():
+        nid = str(key)
+        class_type = node.get("class_type") if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not isinstance(class_type, str):
+            err = _error(
+                "missing_node_type",
+                f"Node '#{nid}' has no class_type. The workflow may be corrupted or a custom node is missing.",
+                f"Node ID '#{nid}': expected an object with a string 'class_type' and an 'inputs' object",
+                node_id=nid,
+                class_type=None,
+                node_title=_title(node, None, None),
+            )
+            missing.append(err)
+            add_errors(nid, None, [err])
+            continue
+        cls = registry.get(class_type)
+        if cls is None:
+            title = _title(node, class_type, None)
+            err = _error(
+                "missing_node_type",
+                f"Node '{title}' not found. The custom node may not be installed.",
+                f"Node ID '#{nid}': node type {class_type!r} is not installed",
+                node_id=nid,
+                class_type=class_type,
+                node_title=title,
+            )
+            missing.append(err)
+            add_errors(nid, class_type, [err])
+            continue
+        inputs = node.get("inputs", {})
+        if not isinstance(inputs, dict):
+            add_errors(
+                nid,
+                class_type,
+                [_error("invalid_prompt", "Invalid node", f"Node ID '#{nid}': 'inputs' must be an object")],
+            )
+            inputs = {}
+        classes[nid] = cls
+        raw_nodes[nid] = {"class_type": class_type, "inputs": inputs, "title": _title(node, class_type, cls)}
+
+    outputs = sorted((nid for nid, cls in classes.items() if cls.output_node), key=node_sort_key)
+    if targets is not None:
+        wanted = {str(t) for t in targets}
+        outputs = [nid for nid in outputs if nid in wanted]
+    if not outputs and not missing:
+        return ValidationResult(
+            None,
+            _error(
+                "prompt_no_outputs",
+                "Prompt has no outputs",
+                "the workflow has no output node (such as SaveImage or PreviewImage) to run"
+                + (" among the requested targets" if targets is not None else ""),
+            ),
+            node_errors,
+        )
+
+    # Nodes the outputs need, following links (also into unknown or invalid nodes, to attribute failures).
+    graph = nx.DiGraph()
+    needed: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        nid = stack.pop()
+        if nid in needed:
+            continue
+        needed.add(nid)
+        graph.add_node(nid)
+        if nid not in raw_nodes:
+            continue
+        for value in raw_nodes[nid]["inputs"].values():
+            if is_link(value):
+                src = str(value[0])
+                if src in prompt:
+                    graph.add_edge(src, nid)
+                    stack.append(src)
+
+    specs: dict[str, NodeSpec] = {}
+    for nid in sorted(needed, key=node_sort_key):
+        if nid not in classes:
+            continue
+        errors, spec = _validate_node(nid, classes[nid], raw_nodes[nid], classes, prompt, env)
+        if errors:
+            add_errors(nid, raw_nodes[nid]["class_type"], errors)
+        specs[nid] = spec
+
+    for component in nx.strongly_connected_components(graph):
+        if len(component) == 1:
+            (only,) = component
+            if not graph.has_edge(only, only):
+                continue
+        cycle = sorted(component, key=node_sort_key)
+        for nid in cycle:
+            class_type = raw_nodes[nid]["class_type"] if nid in raw_nodes else None
+            add_errors(
+                nid,
+                class_type,
+                [
+                    _error(
+                        "dependency_cycle",
+                        "Dependency cycle detected",
+                        f"node {nid} depends on itself through the cycle {' -> '.join(cycle + [cycle[0]])}",
+                        cycle=cycle,
+                    )
+                ],
+            )
+
+    good_outputs = []
+    for out in outputs:
+        failing = [nid for nid in nx.ancestors(graph, out) | {out} if nid in node_errors]
+        if failing:
+            for nid in failing:
+                node_errors[nid]["dependent_outputs"].append(out)
+        else:
+            good_outputs.append(out)
+
+    if missing:
+        return ValidationResult(None, missing[0], node_errors)
+    if not good_outputs:
+        details = "; ".join(
+            f"node {nid}: {err['details']}" for nid, entry in node_errors.items() for err in entry["errors"]
+        )
+        return ValidationResult(
+            None,
+            _error("prompt_outputs_failed_validation", "Prompt outputs failed validation", details),
+            node_errors,
+        )
+    keep = set().union(*(nx.ancestors(graph, out) | {out} for out in good_outputs))
+    workflow = Workflow(nodes={nid: specs[nid] for nid in keep}, outputs=good_outputs, prompt=prompt)
+    return ValidationResult(workflow, None, node_errors)
+
+
+def _validate_node(
+    nid: str,
+    cls: type[Node],
+    raw: dict[str, Any],
+    classes: dict[str, type[Node]],
+    prompt: dict[str, Any],
+    env: Any,
+) -> tuple[list[dict[str, Any]], NodeSpec]:
+    inputs = raw["inputs"]
+    errors: list[dict[str, Any]] = []
+    constants: dict[str, Any] = {}
+    links: dict[str, Link] = {}
+
+    for name, spec in cls.inputs.items():
+        config = spec.object_info(env)
+        if isinstance(config[0], list) and len(config[0]) > 20:
+            config = None  # as ComfyUI: long combo lists are not echoed back in errors
+        if name not in inputs:
+            if spec.optional:
+                continue
+            if spec.is_widget and spec.has_default:
+                constants[name] = spec.default  # hand-written workflows may leave widgets at their defaults
+                continue
+            errors.append(
+                _error(
+                    "required_input_missing",
+                    "Required input is missing",
+                    f"{name}: the required {spec.type} input of {cls.type_name} is missing",
+                    input_name=name,
+                    input_config=config,
+                )
+            )
+            continue
+        value = inputs[name]
+        if is_link(value):
+            src, slot = str(value[0]), value[1]
+            if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
+                errors.append(
+                    _error(
+                        "bad_linked_input",
+                        "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                        f"{name}: output index {slot!r} is not a non-negative integer",
+                        input_name=name,
+                        input_config=config,
+                        received_value=value,
+                    )
+                )
+                continue
+            if src not in prompt:
+                errors.append(
+                    _error(
+                        "bad_linked_input",
+                        "Bad linked input: the source node does not exist",
+                        f"{name}: links to node {src!r}, which is not in the workflow",
+                        input_name=name,
+                        input_config=config,
+                        received_value=value,
+                    )
+                )
+                continue
+            src_cls = classes.get(src)
+            if src_cls is None:
+                continue  # the source's own error (unknown type) is reported on it
+            if slot >= len(src_cls.outputs):
+                errors.append(
+                    _error(
+                        "bad_linked_input",
+                        "Bad linked input: the source node has no such output",
+                        f"{name}: node {src} ({src_cls.type_name}) has {len(src_cls.outputs)} outputs, "
+                        f"output index {slot} does not exist",
+                        input_name=name,
+                        input_config=config,
+                        received_value=value,
+                    )
+                )
+                continue
+            received_type = src_cls.outputs[slot].type
+            if not spec.accepts_link_from(received_type):
+                errors.append(
+                    _error(
+                        "return_type_mismatch",
+                        "Return type mismatch between linked nodes",
+                        f"{name}: expected {spec.type}, but node {src} ({src_cls.type_name}) output {slot} "
+                        f"is {received_type}",
+                        input_name=name,
+                        input_config=config,
+                        received_type=received_type,
+                        linked_node=[src, slot],
+                    )
+                )
+                continue
+            links[name] = Link(src, slot)
+            continue
+        try:
+            constants[name] = spec.coerce(unwrap_literal(value), env)
+        except InputError as exc:
+            errors.append(
+                _error(exc.type, exc.message, exc.details, input_name=name, input_config=config, received_value=value)
+            )
+
+    if not errors:
+        try:
+            problems = cls.check_inputs(env, **constants) or {}
+        except Exception as exc:
+            problems = None
+            errors.append(
+                _error(
+                    "exception_during_inner_validation",
+                    "Exception when validating inner node",
+                    f"{type(exc).__name__}: {exc}",
+                )
+            )
+        for name, message in (problems or {}).items():
+            errors.append(
+                _error(
+                    "custom_validation_failed",
+                    "Custom validation failed for node",
+                    f"{name}: {message}",
+                    input_name=name,
+                    received_value=constants.get(name),
+                )
+            )
+
+    return errors, NodeSpec(nid, cls, raw["class_type"], raw["title"], constants, links)
+
+
+def format_validation(result: ValidationResult, prompt: dict[str, Any] | None = None) -> str:
+    """A readable report for terminals: one block per failing node, one line per problem."""
+    if result.ok and not result.node_errors:
+        return "The workflow is valid."
+    lines = []
+    if result.error:
+        lines.append(f"Invalid workflow: {result.error['message']}")
+        if not result.node_errors and result.error.get("details"):
+            lines.append(f"  {result.error['details']}")
+    else:
+        lines.append("Some outputs of the workflow are invalid and will not run:")
+    for nid, entry in result.node_errors.items():
+        title = ""
+        if prompt and isinstance(prompt.get(nid), dict):
+            title = _title(prompt[nid], entry.get("class_type"), None)
+        lines.append(f"  node {nid} ({entry.get('class_type') or 'no class_type'}{', ' + repr(title) if title else ''}):")
+        for err in entry["errors"]:
+            lines.append(f"    - {err['message']}: {err['details']}")
+        if entry["dependent_outputs"]:
+            lines.append(f"    affects output nodes: {', '.join(entry['dependent_outputs'])}")
+    return "\n".join(lines)
