@@ -143,7 +143,7 @@ def validate_prompt(
         if nid not in raw_nodes:
             continue
         for value in raw_nodes[nid]["inputs"].values():
-            if is_link(value):
+            if is_link(value) and isinstance(value[1], int):
                 src = str(value[0])
                 if src in prompt:
                     graph.add_edge(src, nid)
