@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 MODEL_KINDS = ("checkpoints", "controlnet", "vae", "loras", "embeddings")
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
@@ -40,6 +41,8 @@ class Folders:
     input_dir: Path = Path("input")
     output_dir: Path = Path("output")
     temp_dir: Path = Path("temp")
+    # Options for node packs that are not folders (e.g. the model cache's device, precision and budgets).
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.models_dirs = [Path(p) for p in self.models_dirs]

@@ -1,0 +1,11 @@
+"""The Stable Diffusion node pack: ComfyUI's core nodes (and their names), on diffusers and transformers.
+
+The node declarations import no torch; each `execute` imports the diffusion library it needs, so listing nodes,
+validating workflows and starting the server stay fast.
+"""
+from .images import NODES as _IMAGE_NODES
+from .latent import NODES as _LATENT_NODES
+from .loading import NODES as _LOADING_NODES
+from .sampling import NODES as _SAMPLING_NODES
+
+NODES = [*_LOADING_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_IMAGE_NODES]
