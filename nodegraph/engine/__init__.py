@@ -1,0 +1,1 @@
+"""The workflow engine: torch-free workflow model, validation, cache and executor."""
