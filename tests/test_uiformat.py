@@ -127,7 +127,7 @@ def test_link_to_absent_node_is_removed_and_reported():
     result = convert("absent_link.json")
     assert result.prompt == expected
     assert result.problems == [ConversionProblem(
-        "8", "VAEDecode", "VAEDecode", "input 'vae' is linked to node 40, which is not in the workflow")]
+        "8", "VAEDecode", "VAE Decode", "input 'vae' is linked to node 40, which is not in the workflow")]
 
 
 def test_unknown_node_type_is_reported_and_left_out():
@@ -214,9 +214,8 @@ def test_nested_subgraph_ids_are_colon_paths():
                    "outputs": [{"name": "positive", "type": "CONDITIONING", "links": [202]},
                                {"name": "negative", "type": "CONDITIONING", "links": [203]}],
                    "widgets_values": ["a heron"]}],
-        "links": [{"id": 201, "origin_id": -10, "origin_slot": 0, "target_id": 7, "target_slot": 0, "type": "CLIP"},
-                  {"id": 202, "origin_id": 7, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "CONDITIONING"},
-                  {"id": 203, "origin_id": 7, "origin_slot": 1, "target_id": -20, "target_slot": 1, "type": "CONDITIONING"}],
+        "links": [[201, -10, 0, 7, 0, "CLIP"], [202, 7, 0, -20, 0, "CONDITIONING"],
+                  [203, 7, 1, -20, 1, "CONDITIONING"]],  # links as 6-lists are read too
     }
     workflow["definitions"]["subgraphs"].append(outer)
     instance = next(node for node in workflow["nodes"] if node["id"] == 15)
@@ -239,6 +238,27 @@ def test_bypassed_subgraph_instance_passes_through_by_type():
     assert not any(node_id.startswith("15") for node_id in result.prompt)
     # No input of the instance is CONDITIONING, so nothing passes through.
     assert "positive" not in result.prompt["3"]["inputs"]
+
+
+def test_muted_subgraph_instance_leaves_out_its_inner_nodes():
+    workflow = load_ui("subgraph.json")
+    instance = next(node for node in workflow["nodes"] if node["id"] == 15)
+    instance["mode"] = 2
+    result = ui_to_api(workflow, node_info)
+    assert not any(node_id.startswith("15") for node_id in result.prompt)
+    assert "positive" not in result.prompt["3"]["inputs"] and "negative" not in result.prompt["3"]["inputs"]
+    assert result.problems == []
+
+
+def test_legacy_group_node_is_reported_with_advice():
+    workflow = load_ui("notes.json")
+    workflow["nodes"].append({"id": 30, "type": "workflow>Upscale group", "mode": 0, "inputs": [], "outputs": []})
+    workflow["extra"]["groupNodes"] = {"Upscale group": {"nodes": [], "links": []}}
+    result = ui_to_api(workflow, node_info)
+    assert result.prompt == TXT2IMG
+    assert result.problems == [ConversionProblem(
+        "30", "workflow>Upscale group", "workflow>Upscale group",
+        "legacy group node: not supported, convert it to a subgraph in the editor")]
 
 
 def test_self_containing_subgraph_is_reported_not_expanded_forever():

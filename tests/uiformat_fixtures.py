@@ -124,7 +124,8 @@ TXT2IMG: dict[str, dict[str, Any]] = {
                      "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
                      "latent_image": ["5", 0]},
           "_meta": {"title": "KSampler"}},
-    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}, "_meta": {"title": "VAE Decode"}},
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]},
+          "_meta": {"title": "VAE Decode"}},
     "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]},
           "_meta": {"title": "Save Image"}},
 }

@@ -360,7 +360,6 @@ class _Converter:
         self.problems: list[ConversionProblem] = []
         self.subgraphs: dict[str, dict] = {}
         self._collect_subgraphs(workflow)
-        self.group_nodes = set(((workflow.get("extra") or {}).get("groupNodes") or {}))
         self.execs: dict[str, _Exec] = {}
         self._info_cache: dict[str, dict | None] = {}
         self._graph_cache: dict[str, _Graph] = {}
@@ -533,11 +532,13 @@ class _Converter:
         return self._info_cache[node_type]
 
     def _problem(self, ex: _Exec, message: str) -> None:
-        title = ex.node.get("title") or ex.type
+        info = None if ex.type in self.subgraphs or ex.type in VIRTUAL_TYPES else self._info(ex.type)
+        title = ex.node.get("title") or (info or {}).get("display_name") or ex.type
         self.problems.append(ConversionProblem(ex.id, ex.type, str(title), message))
 
     def _missing_type_message(self, ex: _Exec) -> str:
-        if ex.type in self.group_nodes or ex.type.startswith(("workflow>", "workflow/")):
+        # Group nodes (before subgraphs) are typed "workflow>Name", defined in extra.groupNodes.
+        if ex.type.startswith(("workflow>", "workflow/")):
             return "legacy group node: not supported, convert it to a subgraph in the editor"
         return "node type not installed"
 
