@@ -1,0 +1,146 @@
+"""The CLI as a user runs it: `python -m nodegraph ...` in a subprocess, on utility-node workflows."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nodegraph(*args, cwd=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "nodes"), env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "nodegraph", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd
+    )
+
+
+ARITH = {
+    "1": {"class_type": "PrimitiveInt", "inputs": {"value": 6}, "_meta": {"title": "Six"}},
+    "2": {"class_type": "IntMath", "inputs": {"a": ["1", 0], "op": "multiply", "b": 7}, "_meta": {"title": "Times"}},
+    "3": {"class_type": "ShowText", "inputs": {"value": ["2", 0]}},
+}
+
+
+@pytest.fixture
+def workflow(tmp_path):
+    path = tmp_path / "arith.json"
+    path.write_text(json.dumps(ARITH))
+    return path
+
+
+def test_help_explains_each_command():
+    out = nodegraph("--help")
+    assert out.returncode == 0
+    for command in ("run", "validate", "convert", "nodes"):
+        assert command in out.stdout
+        sub = nodegraph(command, "--help")
+        assert sub.returncode == 0 and "usage: nodegraph " + command in sub.stdout
+
+
+def test_run_prints_outputs(workflow, tmp_path):
+    out = nodegraph("run", workflow, "--output-dir", tmp_path / "out", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "[3] 42" in out.stdout
+    assert "running 2 Times" in out.stderr
+
+
+def test_run_with_overrides_by_id_and_title(workflow, tmp_path):
+    out = nodegraph("run", workflow, "--set", "1.value=5", "--set", "Times.op=\"add\"", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["status"] == "success" and result["outputs"]["3"] == {"text": ["12"]}
+    assert set(result["timings"]) == {"1", "2", "3"}
+    bad = nodegraph("run", workflow, "--set", "Nope.value=1", cwd=tmp_path)
+    assert bad.returncode == 2 and "no node with id or title 'Nope'" in bad.stderr
+
+
+def test_run_reports_node_errors(tmp_path):
+    wf = json.loads(json.dumps(ARITH))
+    wf["2"]["inputs"].update(op="floor_divide", b=0)
+    path = tmp_path / "div0.json"
+    path.write_text(json.dumps(wf))
+    out = nodegraph("run", path, cwd=tmp_path)
+    assert out.returncode == 1
+    assert "error in node 2 (IntMath): ZeroDivisionError: floor_divide by zero" in out.stderr
+
+
+def test_validate_lists_every_problem(tmp_path):
+    wf = json.loads(json.dumps(ARITH))
+    wf["2"]["inputs"].update(op="nope", b="x")
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(wf))
+    out = nodegraph("validate", path)
+    assert out.returncode == 2
+    assert "node 2 (IntMath, 'Times')" in out.stdout
+    assert "Value not in list: op: 'nope'" in out.stdout and "expected an integer, got 'x'" in out.stdout
+    as_json = json.loads(nodegraph("validate", path, "--json").stdout)
+    assert as_json["error"]["type"] == "prompt_outputs_failed_validation"
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(ARITH))
+    assert nodegraph("validate", good).returncode == 0
+
+
+def test_malformed_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text("{not json")
+    out = nodegraph("run", path)
+    assert out.returncode == 2 and "cannot read workflow" in out.stderr and "broken.json" in out.stderr
+    missing = nodegraph("run", tmp_path / "absent.json")
+    assert missing.returncode == 2 and "absent.json" in missing.stderr
+
+
+def test_convert_ui_to_api_and_reports_unknown_nodes(tmp_path):
+    ui = {
+        "last_node_id": 3,
+        "last_link_id": 2,
+        "nodes": [
+            {"id": 1, "type": "PrimitiveInt", "pos": [0, 0], "size": [200, 80], "mode": 0, "order": 0,
+             "outputs": [{"name": "INT", "type": "INT", "links": [1]}], "widgets_values": [6, "fixed"]},
+            {"id": 2, "type": "ShowText", "pos": [300, 0], "size": [200, 80], "mode": 0, "order": 1,
+             "inputs": [{"name": "value", "type": "*", "link": 1}], "widgets_values": []},
+            {"id": 3, "type": "NotInstalled", "title": "Fancy", "pos": [0, 200], "size": [200, 80], "mode": 0,
+             "order": 2, "widgets_values": []},
+        ],
+        "links": [[1, 1, 0, 2, 0, "INT"]],
+        "groups": [],
+        "config": {},
+        "extra": {},
+        "version": 0.4,
+    }
+    path = tmp_path / "ui.json"
+    path.write_text(json.dumps(ui))
+    out = nodegraph("convert", path)
+    assert out.returncode == 2  # an uninstalled node type is reported, not silently dropped
+    assert "3" in out.stderr and "NotInstalled" in out.stderr and "Fancy" in out.stderr
+    prompt = json.loads(out.stdout)
+    assert prompt["1"] == {"class_type": "PrimitiveInt", "inputs": {"value": 6}, "_meta": {"title": "Int"}}
+    assert prompt["2"]["inputs"] == {"value": ["1", 0]}
+    ok = tmp_path / "ok.json"
+    ui["nodes"] = ui["nodes"][:2]
+    ok.write_text(json.dumps(ui))
+    run = nodegraph("run", ok, cwd=tmp_path)
+    assert run.returncode == 0 and "[2] 6" in run.stdout
+
+
+def test_run_a_png_that_carries_its_workflow(tmp_path):
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("prompt", json.dumps(ARITH))
+    path = tmp_path / "carrier.png"
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    out = nodegraph("run", path, cwd=tmp_path)
+    assert out.returncode == 0 and "[3] 42" in out.stdout
+
+
+def test_nodes_lists_and_describes():
+    out = nodegraph("nodes")
+    assert out.returncode == 0 and "utils/math:" in out.stdout and "IntMath (Int Math)" in out.stdout
+    one = nodegraph("nodes", "IntMath")
+    assert "op: one of ['add'" in one.stdout and "0: result (INT)" in one.stdout
+    assert nodegraph("nodes", "Nope").returncode == 2
