@@ -27,11 +27,11 @@ class ModelHandle:
 @dataclass(frozen=True)
 class ClipHandle:
     """CLIP: the family's text encoder(s) and tokenizer(s); `stop_at_layer` is ComfyUI's CLIPSetLastLayer value
-    (-1 = the family's default layer)."""
+    (-1 the last layer, -2 the penultimate); None keeps the family's own choice (SDXL: penultimate)."""
 
     ref: ModelRef
     family: str
-    stop_at_layer: int = -1
+    stop_at_layer: int | None = None
 
     def cache_nbytes(self) -> int:
         return 0

@@ -1,0 +1,132 @@
+"""Image and latent tensor helpers: loading, PIL conversion, resizing (ComfyUI's methods), center crops.
+
+IMAGE tensors are float32 [B, H, W, 3] in 0..1; MASK tensors [B, H, W]; latents [B, C, h, w].
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, ImageSequence
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image as a [H, W, 3] float tensor in 0..1."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """One [H, W, 3] image tensor (0..1) as an 8-bit PIL image."""
+    array = (image.detach().float().cpu().clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames of the first frame's size as an IMAGE batch, and masks (1 = transparent) from their alpha."""
+    images, masks = [], []
+    with Image.open(path) as source:
+        size = None
+        for frame in ImageSequence.Iterator(source):
+            frame = ImageOps.exif_transpose(frame)
+            if frame.mode == "I":  # 16-bit greyscale PNGs
+                frame = frame.point(lambda v: v * (1 / 255))
+            if size is None:
+                size = frame.size
+            if frame.size != size:
+                continue
+            images.append(pil_to_tensor(frame))
+            if "A" in frame.getbands():
+                alpha = np.asarray(frame.getchannel("A"), dtype=np.float32) / 255.0
+                masks.append(1.0 - torch.from_numpy(alpha))
+            elif frame.mode == "P" and "transparency" in frame.info:
+                alpha = np.asarray(frame.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+                masks.append(1.0 - torch.from_numpy(alpha))
+            else:
+                masks.append(torch.zeros(size[1], size[0]))
+    return torch.stack(images), torch.stack(masks)
+
+
+def center_crop(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Crop [B, C, H, W] to the aspect ratio of width:height, around the center."""
+    h, w = x.shape[-2:]
+    target = width / height
+    if w / h > target:
+        new_w = round(h * target)
+        left = (w - new_w) // 2
+        return x[..., :, left : left + new_w]
+    new_h = round(w / target)
+    top = (h - new_h) // 2
+    return x[..., top : top + new_h, :]
+
+
+def resize_nchw(x: torch.Tensor, width: int, height: int, method: str, crop: str = "disabled") -> torch.Tensor:
+    """Resize [B, C, H, W] to (height, width) with ComfyUI's method names."""
+    if crop == "center":
+        x = center_crop(x, width, height)
+    if method == "bislerp":
+        return bislerp(x, width, height)
+    if method == "lanczos":
+        return _lanczos(x, width, height)
+    if method == "area":
+        return F.interpolate(x, size=(height, width), mode="area")
+    if method == "nearest-exact":
+        return F.interpolate(x, size=(height, width), mode="nearest-exact")
+    if method in ("bilinear", "bicubic"):
+        return F.interpolate(x, size=(height, width), mode=method, align_corners=False, antialias=False)
+    raise ValueError(f"unknown resize method {method!r}")
+
+
+def _lanczos(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Lanczos through PIL, channel by channel (for images in 0..1)."""
+    out = []
+    for sample in x:
+        channels = [
+            torch.from_numpy(
+                np.asarray(
+                    Image.fromarray(c.float().cpu().numpy(), mode="F").resize((width, height), Image.LANCZOS),
+                    dtype=np.float32,
+                )
+            )
+            for c in sample
+        ]
+        out.append(torch.stack(channels))
+    return torch.stack(out).to(x.dtype)
+
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between feature vectors along dim 1, with linearly interpolated lengths."""
+    len_a = a.norm(dim=1, keepdim=True)
+    len_b = b.norm(dim=1, keepdim=True)
+    unit_a = a / len_a.clamp_min(1e-12)
+    unit_b = b / len_b.clamp_min(1e-12)
+    dot = (unit_a * unit_b).sum(dim=1, keepdim=True).clamp(-1.0, 1.0)
+    omega = dot.acos()
+    sin_omega = omega.sin()
+    # Nearly parallel vectors: plain linear interpolation is exact enough and avoids 0/0.
+    parallel = sin_omega.abs() < 1e-4
+    wa = torch.where(parallel, 1 - t, ((1 - t) * omega).sin() / sin_omega.where(~parallel, torch.ones_like(sin_omega)))
+    wb = torch.where(parallel, t, (t * omega).sin() / sin_omega.where(~parallel, torch.ones_like(sin_omega)))
+    direction = wa * unit_a + wb * unit_b
+    return direction * (len_a * (1 - t) + len_b * t)
+
+
+def _bislerp_axis(x: torch.Tensor, size: int, axis: int) -> torch.Tensor:
+    """Resample one spatial axis (2 = height, 3 = width) by slerping between the two nearest samples."""
+    n = x.shape[axis]
+    pos = (torch.arange(size, dtype=torch.float32) + 0.5) * n / size - 0.5
+    pos = pos.clamp(0, n - 1)
+    low = pos.floor().long()
+    high = (low + 1).clamp(max=n - 1)
+    t = (pos - low.float()).to(x.dtype)
+    a = x.index_select(axis, low)
+    b = x.index_select(axis, high)
+    shape = [1, 1, 1, 1]
+    shape[axis] = size
+    return _slerp(a, b, t.reshape(shape))
+
+
+def bislerp(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Bilinear resampling that slerps latent feature vectors instead of averaging them (keeps their norm)."""
+    return _bislerp_axis(_bislerp_axis(x.float(), width, 3), height, 2).to(x.dtype)
