@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 from nodegraph_nodes.diffusion.text_encoding import (
     SD1,
@@ -103,7 +105,8 @@ def test_empty_prompt_is_one_window(tok_l) -> None:
 
 def test_weights_follow_their_tokens(tok_l) -> None:
     (window,) = tokenize_weighted(tok_l, "ab (cd:1.5) ((e))")
-    assert window.ids[:7] == tuple([tok_l.bos_token_id] + tok_l("ab cd e", add_special_tokens=False).input_ids + [tok_l.eos_token_id])
+    letters = tok_l("ab cd e", add_special_tokens=False).input_ids
+    assert window.ids[:7] == (tok_l.bos_token_id, *letters, tok_l.eos_token_id)
     assert window.weights[:7] == (1.0, 1.0, 1.0, 1.5, 1.5, 1.1 * 1.1, 1.0)
 
 
@@ -117,6 +120,32 @@ def test_long_segment_is_split_at_the_window_edge(tok_l) -> None:
     first, second = tokenize_weighted(tok_l, words(72) + " (abcdefghij:1.2)")
     assert first.weights[73:76] == (1.2,) * 3 and first.ids[76] == tok_l.eos_token_id
     assert second.weights[1:8] == (1.2,) * 7 and second.ids[8] == tok_l.eos_token_id
+
+
+segments = st.lists(
+    st.tuples(st.integers(1, 40), st.sampled_from([1.0, 0.5, 1.2, 2.0])), min_size=1, max_size=12
+)
+
+
+@given(segments)
+def test_windows_keep_every_token_in_order_and_short_segments_whole(tok_l, parts) -> None:
+    """Segments of n letters (one word: n tokens) with weights. The windows hold exactly those tokens and weights
+    in order, each 77 long with BOS/EOS framing, and no window edge falls inside a segment shorter than 8 tokens."""
+    windows = tokenize_weighted(tok_l, " ".join(f"({'x' * n}:{w})" for n, w in parts))
+    contents = []
+    for window in windows:
+        assert len(window.ids) == len(window.weights) == 77 and window.ids[0] == tok_l.bos_token_id
+        end = window.ids.index(tok_l.eos_token_id, 1)
+        assert set(window.ids[end + 1 :]) <= {tok_l.pad_token_id}
+        contents.append(list(zip(window.ids[1:end], window.weights[1:end])))
+    x, x_end = tok_l.convert_tokens_to_ids(["x", "x</w>"])
+    assert [pair for c in contents for pair in c] == [
+        (x_end if i == n - 1 else x, w) for n, w in parts for i in range(n)
+    ]
+    edges = list(itertools.accumulate(len(c) for c in contents[:-1]))
+    starts = list(itertools.accumulate([0] + [n for n, _ in parts]))
+    for (n, _), start in zip(parts, starts):
+        assert n >= 8 or not any(start < edge < start + n for edge in edges)
 
 
 # --- SD1 ----------------------------------------------------------------------------------------------------
@@ -166,13 +195,17 @@ def test_sdxl_equals_the_pipeline(sdxl, sdxl_pipe) -> None:
     )
     cond, uncond = sdxl.encode(PROMPT), sdxl.encode(NEGATIVE)
     assert cond.embeds.shape == (1, 77, tf.L_HIDDEN + tf.G_HIDDEN) and cond.pooled.shape == (1, tf.G_PROJECTION)
-    for ours, theirs in [(cond.embeds, positive), (uncond.embeds, negative), (cond.pooled, pooled), (uncond.pooled, negative_pooled)]:
+    pairs = [(cond.embeds, positive), (uncond.embeds, negative), (cond.pooled, pooled)]
+    pairs.append((uncond.pooled, negative_pooled))
+    for ours, theirs in pairs:
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
 
 
 def test_sdxl_separate_prompts_go_to_l_and_g(sdxl, sdxl_pipe) -> None:
     text_l, text_g = "a cat", "a dog in the snow"
-    positive, _, pooled, _ = sdxl_pipe.encode_prompt(text_l, prompt_2=text_g, device="cpu", do_classifier_free_guidance=False)
+    positive, _, pooled, _ = sdxl_pipe.encode_prompt(
+        text_l, prompt_2=text_g, device="cpu", do_classifier_free_guidance=False
+    )
     cond = sdxl.encode({"l": text_l, "g": text_g})
     torch.testing.assert_close(cond.embeds, positive, rtol=0, atol=1e-6)
     torch.testing.assert_close(cond.pooled, pooled, rtol=0, atol=1e-6)
@@ -191,7 +224,9 @@ def test_refiner_equals_the_pipeline(refiner, refiner_pipe) -> None:
     )
     cond, uncond = refiner.encode(PROMPT), refiner.encode(NEGATIVE)
     assert cond.embeds.shape == (1, 77, tf.G_HIDDEN)
-    for ours, theirs in [(cond.embeds, positive), (uncond.embeds, negative), (cond.pooled, pooled), (uncond.pooled, negative_pooled)]:
+    pairs = [(cond.embeds, positive), (uncond.embeds, negative), (cond.pooled, pooled)]
+    pairs.append((uncond.pooled, negative_pooled))
+    for ours, theirs in pairs:
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
 
 

@@ -101,7 +101,9 @@ def sdxl_pipeline(
     )
 
 
-def refiner_pipeline(clip_g: CLIPTextModelWithProjection, tokenizer_g: CLIPTokenizer) -> StableDiffusionXLImg2ImgPipeline:
+def refiner_pipeline(
+    clip_g: CLIPTextModelWithProjection, tokenizer_g: CLIPTokenizer
+) -> StableDiffusionXLImg2ImgPipeline:
     unet = _unet(
         G_HIDDEN, addition_embed_type="text_time", addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=G_PROJECTION + 5 * 8,

@@ -130,7 +130,9 @@ class ClipTextEncoder:
         if names - set(self.models) or names - set(self.tokenizers):
             raise ValueError(f"need a model and a tokenizer for each of {sorted(names)}")
         if self.stop_at_clip_layer is not None and self.stop_at_clip_layer >= 0:
-            raise ValueError(f"stop_at_clip_layer counts from the end and must be negative, got {self.stop_at_clip_layer}")
+            raise ValueError(
+                f"stop_at_clip_layer counts from the end and must be negative, got {self.stop_at_clip_layer}"
+            )
 
     def with_last_layer(self, stop_at_clip_layer: int) -> ClipTextEncoder:
         """CLIPSetLastLayer: -1 is the last layer, -2 the penultimate, for every encoder of the family."""
@@ -142,7 +144,10 @@ class ClipTextEncoder:
         `text` is one prompt for every encoder, or a prompt per encoder name (CLIPTextEncodeSDXL's text_g/text_l).
         """
         prompts = {role.name: text if isinstance(text, str) else text[role.name] for role in self.family.encoders}
-        tokens = {name: tokenize_weighted(self.tokenizers[name], prompt, self._length(name)) for name, prompt in prompts.items()}
+        tokens = {
+            name: tokenize_weighted(self.tokenizers[name], prompt, self._length(name))
+            for name, prompt in prompts.items()
+        }
         count = max(len(windows) for windows in tokens.values())
         for name, windows in tokens.items():
             empty = tokenize_weighted(self.tokenizers[name], "", self._length(name))
@@ -181,7 +186,9 @@ class ClipTextEncoder:
         return torch.cat([z for z, _ in encoded], dim=1), encoded[0][1]
 
     @staticmethod
-    def _forward(model: ClipModel, role: EncoderRole, layer: int, ids: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(
+        model: ClipModel, role: EncoderRole, layer: int, ids: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One window through the model: (the chosen hidden state [1, 77, dim], pooled [1, pooled_dim])."""
         out = model(input_ids=torch.tensor([ids], device=model.device), output_hidden_states=True)
         pooled = out.text_embeds if isinstance(model, CLIPTextModelWithProjection) else out.pooler_output
@@ -220,7 +227,9 @@ def sdxl_time_ids(
     return torch.tensor([[height, width, crop_h, crop_w, target_height, target_width]], dtype=torch.float32)
 
 
-def refiner_time_ids(*, height: int, width: int, aesthetic_score: float, crop_h: int = 0, crop_w: int = 0) -> torch.Tensor:
+def refiner_time_ids(
+    *, height: int, width: int, aesthetic_score: float, crop_h: int = 0, crop_w: int = 0
+) -> torch.Tensor:
     """SDXL refiner size conditioning [1, 5]: original size, crop's top-left, aesthetic score.
 
     ComfyUI's CLIPTextEncodeSDXLRefiner has no crop inputs (zero); its `ascore` defaults to 6.0, and the usual
