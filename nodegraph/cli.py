@@ -272,7 +272,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     extra_data = {"extra_pnginfo": {"workflow": loaded.workflow}} if loaded.workflow else {}
     progress = _Progress(result.workflow, enabled=not args.quiet and not args.json)
-    executor = Executor(env)
+    executor = Executor(env, previews=False)
     run = asyncio.run(_run_interruptible(executor, result.workflow, extra_data, progress.on_event))
     progress.close()
     files = _output_files(run.outputs, env)

@@ -52,8 +52,9 @@ class RunResult:
 class Executor:
     """One per process (or per device): owns the output cache and the worker thread."""
 
-    def __init__(self, env: Any = None, cache: OutputCache | None = None):
+    def __init__(self, env: Any = None, cache: OutputCache | None = None, previews: bool = True):
         self.env = env
+        self.previews = previews
         self.cache = cache if cache is not None else OutputCache()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodegraph-node")
         self._interrupt = threading.Event()
@@ -172,6 +173,7 @@ class Executor:
                     extra_data=extra_data,
                     report=emit_threadsafe if not spec.cls.is_async() else emit,
                     interrupted=self._interrupt.is_set,
+                    previews=self.previews,
                 )
                 started = time.perf_counter()
                 try:

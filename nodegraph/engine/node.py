@@ -50,6 +50,7 @@ class NodeContext:
     extra_data: dict[str, Any] = field(default_factory=dict)
     report: Callable[[str, dict[str, Any]], None] = lambda event, data: None
     interrupted: Callable[[], bool] = lambda: False
+    previews: bool = True  # whether anyone wants preview images (the CLI does not: they are skipped)
 
     def check_interrupted(self) -> None:
         """Raise Interrupted if the user asked to stop; long nodes call this inside their loops."""
