@@ -48,6 +48,48 @@ def _add_folder_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--temp-dir", type=Path, default=None, help="where PreviewImage writes (default: <output-dir>/../temp)"
     )
+    models = parser.add_argument_group("model placement")
+    models.add_argument(
+        "--device",
+        default="auto",
+        help="where models run: auto (CUDA if present, else MPS, else CPU), cpu, cuda, cuda:N, mps (default: auto)",
+    )
+    models.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        default="auto",
+        help="model weights' precision: auto = bf16 (or fp16) on CUDA, fp32 on the CPU",
+    )
+    models.add_argument(
+        "--vram-budget",
+        type=_size,
+        metavar="SIZE",
+        help="bytes of accelerator memory models may use, e.g. 6G (default: free memory minus 1.5 GiB)",
+    )
+    models.add_argument(
+        "--ram-budget",
+        type=_size,
+        metavar="SIZE",
+        help="bytes of RAM loaded models may use before the least recently used are dropped, e.g. 16G "
+        "(default: 75%% of available RAM)",
+    )
+    models.add_argument(
+        "--disable-metadata", action="store_true", help="do not embed the workflow in saved PNG files"
+    )
+
+
+def _size(text: str) -> int:
+    """Parse sizes like 512M, 6G, 1.5GiB or a plain number of bytes."""
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    value = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = value[-1] if value and value[-1] in units else ""
+    try:
+        number = float(value[: -1] if unit else value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 512M, 6G or a number of bytes)") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
+    return int(number * units[unit])
 
 
 def make_folders(args: argparse.Namespace) -> Any:
@@ -56,7 +98,17 @@ def make_folders(args: argparse.Namespace) -> Any:
 
     models_dirs = list(args.models_dir or [Path("models")]) + default_models_dirs()
     temp_dir = args.temp_dir or Path(args.output_dir).parent / "temp"
-    return Folders(models_dirs=models_dirs, input_dir=args.input_dir, output_dir=args.output_dir, temp_dir=temp_dir)
+    settings = {
+        "device": args.device,
+        "precision": args.precision,
+        "vram_budget": args.vram_budget,
+        "ram_budget": args.ram_budget,
+        "disable_metadata": args.disable_metadata,
+    }
+    return Folders(
+        models_dirs=models_dirs, input_dir=args.input_dir, output_dir=args.output_dir, temp_dir=temp_dir,
+        settings=settings,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
