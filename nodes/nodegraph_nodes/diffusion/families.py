@@ -125,11 +125,15 @@ class ControlNetFamily:
         return any(all(rule.holds(shapes, None) for rule in rules) for rules in self.signatures)
 
 
+def bundled_json(*parts: str) -> dict[str, Any]:
+    """A JSON file of the bundled config folders, by its path under configs/."""
+    return json.loads(resources.files(__package__).joinpath("configs", *parts).read_text(encoding="utf-8"))
+
+
 def bundled_config(folder: str, component: str) -> dict[str, Any]:
     """The JSON config of one component ("unet", "vae", "scheduler", ...; "" for a lone model) of a bundled folder."""
     name = "scheduler_config.json" if component == "scheduler" else "config.json"
-    path = resources.files(__package__).joinpath("configs", folder, *([component] if component else []), name)
-    return json.loads(path.read_text(encoding="utf-8"))
+    return bundled_json(folder, *([component] if component else []), name)
 
 
 def bundled_folder(folder: str) -> str:

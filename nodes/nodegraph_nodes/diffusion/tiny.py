@@ -55,6 +55,13 @@ TINY_CLIP_G: dict[str, Any] = {  # OpenCLIP ViT-bigG/14's text tower, shrunk; wi
     "projection_dim": 48,
 }
 
+TINY_CLIP_H: dict[str, Any] = {  # OpenCLIP ViT-H's text tower (SD2), shrunk
+    **TINY_CLIP_G,
+    "hidden_size": 40,
+    "intermediate_size": 80,
+    "projection_dim": 40,
+}
+
 TINY_SD1_UNET: dict[str, Any] = {
     "sample_size": 8,
     "in_channels": 4,
@@ -65,6 +72,14 @@ TINY_SD1_UNET: dict[str, Any] = {
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
     "cross_attention_dim": TINY_CLIP_L["hidden_size"],
     "attention_head_dim": 8,
+}
+
+TINY_SD2_UNET: dict[str, Any] = {
+    **TINY_SD1_UNET,
+    "attention_head_dim": [2, 4],
+    "use_linear_projection": True,
+    "upcast_attention": True,
+    "cross_attention_dim": TINY_CLIP_H["hidden_size"],
 }
 
 TINY_SDXL_UNET: dict[str, Any] = {
@@ -177,6 +192,19 @@ def tiny_sd1(seed: int = 0, vocab_size: int = TINY_VOCAB_SIZE) -> Components:
         text_encoders=[build_text_encoder(TINY_CLIP_L, tokenizer, seed + 2)],
         tokenizers=[tokenizer],
         scheduler_config=bundled_config("sd15", "scheduler"),
+    )
+
+
+def tiny_sd2(seed: int = 0, vocab_size: int = TINY_VOCAB_SIZE) -> Components:
+    """SD2.x-768-shaped: linear-projection UNet, OpenCLIP-H-like text encoder padding with "!", v-prediction."""
+    tokenizer = clip_tokenizer(vocab_size, pad_token="!")
+    return Components(
+        family="sd2",
+        unet=build_unet(TINY_SD2_UNET, seed),
+        vae=build_vae(TINY_VAE, seed + 1),
+        text_encoders=[build_text_encoder(TINY_CLIP_H, tokenizer, seed + 2)],
+        tokenizers=[tokenizer],
+        scheduler_config=bundled_config("sd21_v", "scheduler"),
     )
 
 
