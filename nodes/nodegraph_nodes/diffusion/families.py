@@ -147,7 +147,8 @@ _SD_ATTN2_K = UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.we
 _UNET_IN = UNET_PREFIX + "input_blocks.0.0.weight"  # in_channels on axis 1: 4 for text-to-image (9 for inpainting)
 # SDXL-style size conditioning: label_emb's input width = pooled dim + number of time ids * 256
 _LABEL_EMB = UNET_PREFIX + "label_emb.0.0.weight"
-# A norm bias that ended up much wider in SD2's v-prediction training than in the epsilon (512 "base") models.
+# Keys cannot tell SD2's v-prediction (768) models from its epsilon (512 "base") ones. A heuristic, the one ComfyUI
+# uses: this norm bias has a population std above 0.09 in the v-prediction releases and below it in the base ones.
 _SD2_V_PROBE = UNET_PREFIX + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
 
 CLIP_L_SD1 = TextEncoderSpec("text_encoder", "cond_stage_model.transformer.", "clip")

@@ -13,6 +13,7 @@ Nothing here contacts a model hub: configs are bundled and tokenizers are built 
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,12 @@ class SingleFile:
                     "Convert it to .safetensors (for example with safetensors.torch.save_file on its state dict), "
                     "or pass allow_pickle=True to read it with torch.load(weights_only=True)."
                 )
-            loaded = torch.load(self.path, map_location="cpu", weights_only=True)
+            try:
+                loaded = torch.load(self.path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as error:
+                raise CheckpointError(
+                    f"{self.path}: holds more than tensors, refused by torch.load(weights_only=True): {error}"
+                ) from error
             state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
             if not isinstance(state, dict):
                 raise CheckpointError(f"{self.path}: expected a state dict, found {type(loaded).__name__}")

@@ -7,6 +7,7 @@ sampling run takes well under a second on a CPU. The same seed always gives the 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -110,7 +111,8 @@ TINY_REFINER_UNET: dict[str, Any] = {
 }
 
 TINY_CONTROLNET_HINT_CHANNELS = (8, 16, 32, 32)  # hint encoder: three stride-2 convs take pixels to latent size
-CONTROLNET_INIT_STD = 0.05  # weights given to ControlNet's zero-initialised outputs
+CONTROLNET_INIT_STD = 0.05  # weights given to ControlNet's zero-initialised output projections
+HINT_OUT_GAIN = 8.0  # brings the hint embedding to the size of the latent features it is added to
 
 
 @dataclass
@@ -239,23 +241,25 @@ def tiny_refiner(seed: int = 0, vocab_size: int = TINY_VOCAB_SIZE) -> Components
 
 
 def tiny_controlnet(unet: UNet2DConditionModel, seed: int = 0) -> ControlNetModel:
-    """A ControlNet copied from `unet` whose hint actually changes the output.
+    """A ControlNet copied from `unet` whose hint image clearly changes the output.
 
     `from_unet` zero-initialises the hint encoder's last conv and every output projection, as training starts, so
-    an untrained ControlNet has exactly no effect; tests of control need small random weights there instead.
+    an untrained ControlNet has exactly no effect. Here the hint encoder gets He-initialised convolutions (with
+    default init the hint fades through its eight convolutions to ~1e-4 of the latent features) and an output
+    scaled to the latent features' magnitude, and the output projections get small random weights.
     """
     with seeded(seed):
         controlnet = ControlNetModel.from_unet(
             unet, conditioning_embedding_out_channels=TINY_CONTROLNET_HINT_CHANNELS
         ).eval()
-        zero_initialised = [
-            controlnet.controlnet_cond_embedding.conv_out,
-            controlnet.controlnet_mid_block,
-            *controlnet.controlnet_down_blocks,
-        ]
+        hint = controlnet.controlnet_cond_embedding
         with torch.no_grad():
-            for conv in zero_initialised:
+            for conv in [hint.conv_in, *hint.blocks]:
+                conv.weight.normal_(0.0, math.sqrt(2.0 / conv.weight[0].numel()))
+                conv.bias.zero_()
+            hint.conv_out.weight.normal_(0.0, HINT_OUT_GAIN / math.sqrt(hint.conv_out.weight[0].numel()))
+            hint.conv_out.bias.zero_()
+            for conv in [controlnet.controlnet_mid_block, *controlnet.controlnet_down_blocks]:
                 conv.weight.normal_(0.0, CONTROLNET_INIT_STD)
-                conv.bias.normal_(0.0, CONTROLNET_INIT_STD)
+                conv.bias.zero_()
     return controlnet
-
