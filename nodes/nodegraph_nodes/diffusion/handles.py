@@ -14,11 +14,14 @@ from .model_cache import ModelRef
 
 @dataclass(frozen=True)
 class ModelHandle:
-    """MODEL: a denoising UNet, its family and the diffusers scheduler config it was trained with."""
+    """MODEL: a denoising UNet, its family, the diffusers scheduler config it was trained with, and the factor
+    between VAE latents and the UNet's latent space (latents between nodes are raw VAE latents, as in ComfyUI, so
+    any VAE can decode them; the sampler scales on the way in and out)."""
 
     ref: ModelRef
     family: str
     scheduler_config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    latent_scale: float = 0.18215
 
     def cache_nbytes(self) -> int:
         return 0
@@ -39,11 +42,10 @@ class ClipHandle:
 
 @dataclass(frozen=True)
 class VaeHandle:
-    """VAE: an AutoencoderKL; `scaling_factor` maps its latents to the UNet's scale."""
+    """VAE: an AutoencoderKL. It encodes to and decodes from raw (unscaled) latents."""
 
     ref: ModelRef
     family: str
-    scaling_factor: float
 
     def cache_nbytes(self) -> int:
         return 0

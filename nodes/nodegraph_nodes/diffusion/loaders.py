@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import loader
+from .families import FAMILIES
 from .model_cache import ModelCache
 from .text_encoding import TEXT_FAMILIES
 
@@ -31,14 +32,14 @@ def read_checkpoint(path: str) -> dict[str, Any]:
         "info": {
             "family": components.family,
             "scheduler_config": dict(components.scheduler_config),
-            "scaling_factor": float(components.vae.config.scaling_factor),
+            "latent_scale": FAMILIES[components.family].latent_scale,
         },
     }
 
 
 def read_vae(path: str) -> dict[str, Any]:
     vae = loader.load_vae(path)
-    return {"vae": vae, "info": {"family": "vae", "scaling_factor": float(vae.config.scaling_factor)}}
+    return {"vae": vae, "info": {"family": "vae"}}
 
 
 def read_controlnet(path: str) -> dict[str, Any]:

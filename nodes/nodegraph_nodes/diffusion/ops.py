@@ -59,11 +59,11 @@ def load_checkpoint(path: Path, settings: dict[str, Any]) -> tuple[ModelHandle, 
     cache = model_cache(settings)
     refs = cache.refs(path, "checkpoint", ("unet", "clip", "vae", "info"))
     with cache.use(refs["info"]) as info:  # reads the file unless it is already loaded
-        family, scheduler_config, scaling = info["family"], info["scheduler_config"], info["scaling_factor"]
+        family, scheduler_config, scale = info["family"], info["scheduler_config"], info["latent_scale"]
     return (
-        ModelHandle(refs["unet"], family, scheduler_config),
+        ModelHandle(refs["unet"], family, scheduler_config, scale),
         ClipHandle(refs["clip"], family),
-        VaeHandle(refs["vae"], family, scaling),
+        VaeHandle(refs["vae"], family),
     )
 
 
@@ -71,7 +71,7 @@ def load_vae(path: Path, settings: dict[str, Any]) -> VaeHandle:
     cache = model_cache(settings)
     refs = cache.refs(path, "vae", ("vae", "info"))
     with cache.use(refs["info"]) as info:
-        return VaeHandle(refs["vae"], info["family"], info["scaling_factor"])
+        return VaeHandle(refs["vae"], info["family"])
 
 
 def load_controlnet(path: Path, settings: dict[str, Any]) -> ControlNetHandle:
@@ -106,8 +106,8 @@ VAE_BATCH = 4  # images per VAE call: bounds the activation memory of large batc
 
 
 def vae_encode(vae: VaeHandle, pixels: torch.Tensor) -> torch.Tensor:
-    """IMAGE [B, H, W, 3] in 0..1 -> latents [B, 4, H/8, W/8] scaled for the UNet (the distribution's mean,
-    so the same image always gives the same latent). The image is cropped to a multiple of 8 pixels."""
+    """IMAGE [B, H, W, 3] in 0..1 -> raw VAE latents [B, 4, H/8, W/8] (the distribution's mean, so the same image
+    always gives the same latent). The image is cropped to a multiple of 8 pixels."""
     h, w = (pixels.shape[1] // 8) * 8, (pixels.shape[2] // 8) * 8
     if h == 0 or w == 0:
         raise ValueError(f"image of {pixels.shape[2]}x{pixels.shape[1]} is smaller than 8x8 pixels")
@@ -122,13 +122,13 @@ def vae_encode(vae: VaeHandle, pixels: torch.Tensor) -> torch.Tensor:
                 for chunk in pixels.split(VAE_BATCH):
                     x = chunk.movedim(-1, 1).to(param.device, param.dtype) * 2.0 - 1.0
                     out.append(model.encode(x).latent_dist.mode().float().cpu())
-            return torch.cat(out) * vae.scaling_factor
+            return torch.cat(out)
 
         return with_oom_retry(cache, run)
 
 
 def vae_decode(vae: VaeHandle, samples: torch.Tensor) -> torch.Tensor:
-    """Latents -> IMAGE [B, H, W, 3] float32 in 0..1 on the CPU."""
+    """Raw VAE latents -> IMAGE [B, H, W, 3] float32 in 0..1 on the CPU."""
     cache = model_cache()
     with cache.use(vae.ref) as model:
         param = next(model.parameters())
@@ -137,7 +137,7 @@ def vae_decode(vae: VaeHandle, samples: torch.Tensor) -> torch.Tensor:
             out = []
             with torch.no_grad():
                 for chunk in samples.split(VAE_BATCH):
-                    z = chunk.to(param.device, param.dtype) / vae.scaling_factor
+                    z = chunk.to(param.device, param.dtype)
                     image = model.decode(z).sample.float()
                     out.append(((image + 1.0) / 2.0).clamp(0, 1).movedim(1, -1).cpu())
             return torch.cat(out)
@@ -150,12 +150,12 @@ def vae_decode(vae: VaeHandle, samples: torch.Tensor) -> torch.Tensor:
 
 def _progress_callback(context: Any, family: str) -> Callable[..., None]:
     """Per-step progress, a latent preview when clients want one, and the interrupt check."""
-    from .preview import latent_preview
+    from .preview import latent_to_rgb
 
     want_previews = getattr(context, "previews", True)
 
     def callback(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        preview = latent_preview(denoised, family) if want_previews else None
+        preview = latent_to_rgb(denoised, family) if want_previews else None
         context.progress(step + 1, total, preview=preview)
 
     return callback
@@ -182,7 +182,8 @@ def ksample(
     context: Any,
     **options: Any,
 ) -> torch.Tensor:
-    """KSampler / KSamplerAdvanced: `options` are ksampler.ksample's keyword arguments."""
+    """KSampler / KSamplerAdvanced: `options` are ksampler.ksample's keyword arguments. Latents arrive and
+    leave as raw VAE latents; the sampler works in the model's scaled latent space."""
     from .ksampler import ksample as run_ksample
     from .model_sampling import DiscreteModelSampling
 
@@ -193,13 +194,14 @@ def ksample(
         unet = stack.enter_context(cache.use(model.ref))
         pos = _resolve_controls(stack, cache, positive)
         neg = _resolve_controls(stack, cache, negative)
-        return with_oom_retry(
+        samples = with_oom_retry(
             cache,
             lambda: run_ksample(
-                unet, sampling, pos, neg, latent["samples"], callback=callback,
+                unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
                 batch_index=latent.get("batch_index"), **options,
             ),
         )
+    return samples / model.latent_scale
 
 
 def sample_custom(
@@ -230,20 +232,20 @@ def sample_custom(
         samples = with_oom_retry(
             cache,
             lambda: sample_with_sigmas(
-                unet, sampling, pos, neg, latent["samples"], callback=callback,
+                unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
                 batch_index=latent.get("batch_index"), **options,
             ),
         )
-    denoised = last.get("denoised", samples)
-    return samples, denoised.detach().float().cpu()
+    denoised = last["denoised"].detach().float().cpu() if "denoised" in last else samples
+    return samples / model.latent_scale, denoised / model.latent_scale
 
 
 def noise_schedule(model: ModelHandle, scheduler: str, steps: int, denoise: float, beta_schedule: str) -> torch.Tensor:
     """NoiseSchedule: sigmas for `steps` steps (denoise < 1: the tail of a longer schedule), ending in 0."""
-    from .ksampler import schedule_sigmas
+    from .ksampler import ksampler_sigmas
     from .model_sampling import DiscreteModelSampling
 
     config = dict(model.scheduler_config)
     if beta_schedule != "model":
         config["beta_schedule"] = beta_schedule
-    return schedule_sigmas(DiscreteModelSampling.from_config(config), scheduler, steps, denoise)
+    return ksampler_sigmas(DiscreteModelSampling.from_config(config), scheduler, "euler", steps, denoise)
