@@ -79,7 +79,10 @@ async def submit(state: ServerState, body: Any, default_client_id: str | None = 
         log.exception("validation of prompt %s failed", prompt_id)
         raise prompt_error("invalid_prompt", "Invalid prompt", f"validation failed: {type(exc).__name__}: {exc}")
     if not result.ok or result.workflow is None:
-        raise BadRequest("validation failed", body=result.response())
+        body = result.response()
+        if body["error"]["type"] == "missing_node_type":
+            body["node_errors"] = {}  # ComfyUI's shape: a top-level error only (its extra_info names the node)
+        raise BadRequest("validation failed", body=body)
 
     extra_data["create_time"] = now_ms()
     item = QueueItem(number, prompt_id, prompt, extra_data, list(result.workflow.outputs))
