@@ -45,7 +45,10 @@ async def submit(state: ServerState, body: Any, default_client_id: str | None = 
     prompt = body["prompt"]
 
     if body.get("number") is not None:
-        number: int | float = finite_number(body["number"], "number")
+        try:
+            number: int | float = finite_number(body["number"], "number")
+        except BadRequest as exc:
+            raise prompt_error("invalid_prompt", "Invalid number", str(exc)) from None
     else:
         number = state.store.next_number(front=bool(body.get("front")))
 

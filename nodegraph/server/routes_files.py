@@ -74,8 +74,9 @@ def _view_file(request: web.Request) -> Path:
     return path
 
 
-def _render(path: Path, channel: str, preview: str | None) -> tuple[bytes, str] | None:
-    """Re-encode per `channel` / `preview`; None to send the file as it is."""
+def _render(path: Path, channel: str, preview: str | None, asked_alpha: bool) -> tuple[bytes, str] | None:
+    """Re-encode per `channel` / `preview` (webp when the client asked for a channel with alpha); None to send
+    the file as it is."""
     from PIL import Image
 
     if channel == "rgba" and not preview:
@@ -96,7 +97,7 @@ def _render(path: Path, channel: str, preview: str | None) -> tuple[bytes, str] 
                 quality = max(1, min(100, int(quality_text))) if quality_text else 90
             except ValueError:
                 quality = 90
-            if fmt not in ("webp", "jpeg") or "a" in channel:
+            if fmt not in ("webp", "jpeg") or asked_alpha:
                 fmt = "webp"
             if fmt == "jpeg":
                 img = img.convert("RGB")
@@ -115,7 +116,7 @@ async def get_view(request: web.Request) -> web.StreamResponse:
     disposition = 'filename="' + path.name.replace('"', "").replace("\r", "").replace("\n", "") + '"'
     if channel != "rgba" or preview:
         try:
-            rendered = await _off_loop(_render, path, channel, preview)
+            rendered = await _off_loop(_render, path, channel, preview, "a" in request.query.get("channel", ""))
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for files that are not images
             raise BadRequest(f"cannot re-encode {path.name}: {exc}") from None
         if rendered is not None:
