@@ -74,10 +74,14 @@ def create_app(config: ServerConfig) -> web.Application:
     async def start(app: web.Application) -> None:
         await state.start()
 
-    async def stop(app: web.Application) -> None:
-        await state.stop()
+    async def shutdown(app: web.Application) -> None:
+        await state.shutdown()
+
+    async def cleanup(app: web.Application) -> None:
+        await state.cleanup()
 
     app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    app.on_shutdown.append(shutdown)
+    app.on_cleanup.append(cleanup)
     return app
 

@@ -49,9 +49,13 @@ class ServerState:
         if self.store.pending:
             self.worker.wake.set()
 
-    async def stop(self) -> None:
+    async def shutdown(self) -> None:
+        """First stage of stopping: record or interrupt the running prompt, close the websockets (open sockets
+        would otherwise hold the server's shutdown until their handlers end)."""
         await self.worker.stop()
         await self.hub.close_all()
+
+    async def cleanup(self) -> None:
         await self.store.close()
         self.executor.close()
 
