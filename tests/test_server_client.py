@@ -53,3 +53,15 @@ def test_api_script_queue_follow_download(server):
     assert status == 200 and data.startswith(b"\x89PNG") and headers["Content-Type"] == "image/png"
     saved = Path(server.config.folders.output_dir) / images[0]["filename"]
     assert saved.read_bytes() == data
+
+
+def test_the_documented_client_example_works(server, tmp_path):
+    """docs/api.md's Python client, run as written against the server."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {"__name__": "docs_example"}
+    exec(compile(code, "docs/api.md", "exec"), namespace)
+    namespace["SERVER"] = server.url
+    entry, files = namespace["run"](image_workflow(steps=1, shade=30, prefix="doc"), out_dir=str(tmp_path))
+    assert entry["status"]["status_str"] == "success"
+    assert len(files) == 1 and files[0].read_bytes().startswith(b"\x89PNG")
