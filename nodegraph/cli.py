@@ -435,10 +435,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = args.auth_token
     if token is None and not is_loopback(host):
         token = secrets.token_urlsafe(24)  # never expose an unauthenticated server to the network
-    for name, value, low in (("--cache-entries", args.cache_entries, 1), ("--max-history", args.max_history, 1),
-                             ("--preview-size", args.preview_size, 16), ("--port", args.port + 1, 1)):
-        if value < low:
-            return _fail(f"{name} is out of range", EXIT_INVALID)
+    limits = (("--port", args.port, 0, 65535), ("--cache-entries", args.cache_entries, 1, 10**9),
+              ("--max-history", args.max_history, 1, 10**9), ("--preview-size", args.preview_size, 16, 8192),
+              ("--max-upload-size", args.max_upload_size, 0.001, 1 << 20))
+    for name, value, low, high in limits:
+        if not low <= value <= high:
+            return _fail(f"{name} must be between {low} and {high}, got {value}", EXIT_INVALID)
     config = ServerConfig(
         folders=make_folders(args),
         data_dir=args.data_dir,

@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from nodegraph.server import create_app
 from nodegraph.server.config import is_loopback
-from server_fixtures import client, make_config  # noqa: F401
+from server_fixtures import client, make_config, serve_process  # noqa: F401
 
 
 def test_loopback_detection():
@@ -78,3 +78,23 @@ async def test_access_token_on_every_route_and_the_websocket(tmp_path: Path):
 async def test_every_answer_disables_sniffing(client):
     for response in (await client.get("/api/queue"), await client.get("/nope"), await client.post("/api/prompt")):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_listen_beyond_loopback_generates_and_requires_a_token(serve_process):
+    import re
+    import time
+
+    from server_fixtures import http
+
+    server = serve_process("--listen", "0.0.0.0")
+    printed = "".join(server.lines)
+    while "access token required" not in printed:  # the token line follows the address line
+        time.sleep(0.01)
+        printed = "".join(server.lines)
+    token = re.search(r"\?token=(\S+)", printed).group(1)
+    url = server.url
+    assert http("GET", f"{url}/api/queue")[0] == 401
+    assert http("GET", f"{url}/api/queue", headers={"Authorization": f"Bearer {token}"})[0] == 200
+    # Not bound to loopback: other Host names are allowed (the token protects), e.g. the machine's LAN name.
+    assert http("GET", f"{url}/api/queue", headers={"Authorization": f"Bearer {token}", "Host": "box.lan:1"})[0] == 200
+    server.stop()

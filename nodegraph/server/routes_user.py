@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ..engine import UnsafePath, resolve_inside
-from .bodies import BadRequest, json_object, parse_json, query_bool, read_json
+from .bodies import BadRequest, json_object, query_bool, read_json
 from .routes_files import DANGEROUS_TYPES
 from .state import STATE
 
