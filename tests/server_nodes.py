@@ -77,4 +77,15 @@ class SlowCount(Node):
         return (n,)
 
 
-NODES = [TestPattern, SaveTestImage, Explode, SlowCount]
+class OddOutput(Node):
+    """An output node whose UI output holds a value JSON cannot represent (a complex number)."""
+
+    category = "testing"
+    output_node = True
+    value = Int(1)
+
+    def execute(self, value: int) -> NodeResult:
+        return NodeResult(ui={"values": [complex(value, 2)]})
+
+
+NODES = [TestPattern, SaveTestImage, Explode, SlowCount, OddOutput]

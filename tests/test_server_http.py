@@ -552,3 +552,9 @@ async def test_cache_none_recomputes_everything(tmp_path):
             entry = await wait_done(c, body["prompt_id"])
             assert sorted(entry["timings"]) == ["1", "2", "3", "4"]
             assert entry["status"]["messages"][1][1]["nodes"] == []
+
+
+async def test_non_json_ui_output_is_recorded_as_text(client):
+    _, body = await post(client, {"1": {"class_type": "OddOutput", "inputs": {"value": 3}}})
+    entry = await wait_done(client, body["prompt_id"])
+    assert entry["status"]["status_str"] == "success" and entry["outputs"] == {"1": {"values": ["(3+2j)"]}}

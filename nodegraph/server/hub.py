@@ -113,7 +113,7 @@ class Hub:
     # --- sending -------------------------------------------------------------------------------------------------
 
     def send(self, event: str, data: Any, sid: str | None = None) -> None:
-        text = json.dumps({"type": event, "data": data})
+        text = json.dumps({"type": event, "data": data}, default=str)  # odd values in UI output become text
         self._route(text, event in DROPPABLE, sid)
 
     def send_preview(self, preview: Preview, sid: str | None = None) -> None:

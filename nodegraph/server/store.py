@@ -101,6 +101,12 @@ class Finished:
     end_time: int | None = None
 
 
+def to_json(value: Any) -> str:
+    """JSON for the database; a value a node left in its UI output that JSON cannot hold becomes its text, so a
+    prompt's record is never lost to one odd value."""
+    return json.dumps(value, default=str)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -250,8 +256,8 @@ class Store:
         self.db.execute(
             "INSERT INTO prompts (prompt_id, seq, number, number_json, state, prompt, extra_data, outputs_to_execute, "
             "create_time, workflow_id) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
-            (item.prompt_id, item.seq, float(item.number), json.dumps(item.number), json.dumps(item.prompt),
-             json.dumps(item.extra_data), json.dumps(item.outputs_to_execute), item.create_time, item.workflow_id),
+            (item.prompt_id, item.seq, float(item.number), to_json(item.number), to_json(item.prompt),
+             to_json(item.extra_data), to_json(item.outputs_to_execute), item.create_time, item.workflow_id),
         )
 
     def queue_remaining(self) -> int:
@@ -304,9 +310,9 @@ class Store:
             self.db.execute(
                 "UPDATE prompts SET state='done', done_seq=?, end_time=?, status_str=?, job_status=?, outputs=?, "
                 "messages=?, meta=?, timings=?, outputs_count=?, preview=?, error=? WHERE prompt_id=?",
-                (done_seq, done.end_time or now_ms(), done.status_str, done.job_status, json.dumps(done.outputs),
-                 json.dumps(done.messages), json.dumps(history_meta(done.outputs)), json.dumps(done.timings), count,
-                 json.dumps(preview), json.dumps(done.error), prompt_id),
+                (done_seq, done.end_time or now_ms(), done.status_str, done.job_status, to_json(done.outputs),
+                 to_json(done.messages), to_json(history_meta(done.outputs)), to_json(done.timings), count,
+                 to_json(preview), to_json(done.error), prompt_id),
             )
             excess = self.db.execute("SELECT COUNT(*) FROM prompts WHERE state='done'").fetchone()[0] - self.max_history
             if excess > 0:
