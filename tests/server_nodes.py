@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from nodegraph.engine import Float, Input, Int, Node, NodeResult, Output, String
+from nodegraph.engine import Input, Int, Node, NodeResult, Output, String
 
 _counter = itertools.count(1)
 
@@ -60,23 +60,6 @@ class Explode(Node):
         raise ValueError(message)
 
 
-class SlowCount(Node):
-    """Count to `n`, sleeping `delay` seconds per step and honouring interrupts: a long, cooperative node."""
-
-    category = "testing"
-    n = Int(100, min=1, max=100000)
-    delay = Float(0.01, min=0.0, max=1.0)
-    outputs = (Output("INT"),)
-
-    def execute(self, n: int, delay: float) -> tuple[int]:
-        import time
-
-        for i in range(n):
-            time.sleep(delay)
-            self.context.progress(i + 1, n)
-        return (n,)
-
-
 class OddOutput(Node):
     """An output node whose UI output holds a value JSON cannot represent (a complex number)."""
 
@@ -88,4 +71,4 @@ class OddOutput(Node):
         return NodeResult(ui={"values": [complex(value, 2)]})
 
 
-NODES = [TestPattern, SaveTestImage, Explode, SlowCount, OddOutput]
+NODES = [TestPattern, SaveTestImage, Explode, OddOutput]
