@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from nodegraph.server.app import ROUTES
 from server_fixtures import ServerThread, http, make_config, math_workflow
 
-CASES = {"workflows": 0, "accepted": 0, "requests": 0}
+CASES = {"workflows": 0, "accepted": 0, "requests": 0, "uploads": 0}
 NODE_TYPES = ["PrimitiveInt", "IntMath", "ShowText", "Sleep", "StringFormat", "ToString", "TestPattern",
               "SaveTestImage", "Nope", ""]
 
@@ -53,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     with ServerThread(make_config(tmp_path_factory.mktemp("fuzz"))) as running:
         yield running
     print(f"\nfuzz cases: {CASES}")
-    assert CASES["workflows"] >= 150 and CASES["requests"] >= 150
+    assert CASES["workflows"] >= 150 and CASES["requests"] >= 200 and CASES["uploads"] >= 150
 
 
 def _alive(url: str) -> None:
@@ -86,14 +86,18 @@ paths = [path for _, path, _ in ROUTES if path != "/ws"]
 segments = st.one_of(st.text(max_size=10), st.sampled_from(["..", "%2e%2e", "..%2F..", "a.png", "workflows%2Fx"]))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(method=st.sampled_from(["GET", "POST", "DELETE", "PUT"]), path=st.sampled_from(paths),
        fill=segments, query=st.dictionaries(st.sampled_from(["filename", "type", "subfolder", "max_items", "offset",
                                                              "limit", "status", "dir", "path", "channel", "preview",
                                                              "sort_by", "overwrite"]),
                                             st.text(max_size=8), max_size=3),
-       raw=st.one_of(st.binary(max_size=40), json_values.map(lambda v: json.dumps(v).encode())))
-def test_routes_never_5xx(server, method, path, fill, query, raw):
+       raw=st.one_of(st.binary(max_size=40), json_values.map(lambda v: json.dumps(v).encode()),
+                     st.binary(max_size=60).map(lambda b: b"--xyz\r\nContent-Disposition: form-data; name=image; "
+                                                          b"filename=a.png\r\n\r\n" + b + b"\r\n--xyz--\r\n")),
+       content_type=st.sampled_from([None, "application/json", "multipart/form-data; boundary=xyz",
+                                     "multipart/form-data", "text/plain"]))
+def test_routes_never_5xx(server, method, path, fill, query, raw, content_type):
     CASES["requests"] += 1
     concrete = path
     for name in ("{prompt_id}", "{job_id}", "{folder}", "{node_class}", "{setting_id}", "{file}", "{dest}"):
@@ -101,8 +105,26 @@ def test_routes_never_5xx(server, method, path, fill, query, raw):
     if concrete.endswith("/free") or concrete.endswith("/interrupt") or "clear" in str(raw):
         raw = b"{}"  # keep the fuzz from wiping state other cases look at; the bodies are fuzzed elsewhere
     url = f"{server.url}/api{concrete}?{urllib.parse.urlencode(query)}"
-    status, data, headers = http(method, url, raw=raw if method in ("POST", "PUT") else None)
+    headers = {"Content-Type": content_type} if content_type else {}
+    status, data, headers = http(method, url, raw=raw if method in ("POST", "PUT") else None, headers=headers)
     assert status < 500, (method, url, status, data[:200])
     if status >= 400:
         assert headers.get("Content-Type", "").startswith("application/json"), (url, headers)
+    _alive(server.url)
+
+
+PART_HEADS = [b"", b"--xyz\r\nContent-Disposition: form-data; name=image; filename=a.png\r\n\r\n",
+              b"--xyz\r\nContent-Disposition: form-data; name=original_ref\r\n\r\n", b"--xyz\r\n"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/upload/image", "/upload/mask"]), head=st.sampled_from(PART_HEADS),
+       body=st.binary(max_size=80), tail=st.sampled_from([b"", b"\r\n--xyz--\r\n", b"\r\n--xyz\r\n"]),
+       content_type=st.sampled_from(["multipart/form-data; boundary=xyz", "multipart/form-data; boundary=",
+                                     "application/x-www-form-urlencoded"]))
+def test_malformed_multipart_never_5xx(server, path, head, body, tail, content_type):
+    CASES["uploads"] += 1
+    status, data, _ = http("POST", f"{server.url}/api{path}", raw=head + body + tail,
+                           headers={"Content-Type": content_type})
+    assert status < 500, (path, head + body + tail, data[:200])
     _alive(server.url)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..engine import Folders, UnsafePath, resolve_inside
 from ..engine.folders import MODEL_KINDS
@@ -175,6 +176,16 @@ def _upload_target(folders: Folders, form: Any) -> tuple[Path, str, str]:
     return folder, subfolder, kind
 
 
+async def _read_form(request: web.Request) -> Any:
+    """The multipart form of an upload; anything else (or a broken body) is a 400."""
+    if request.content_type != "multipart/form-data":
+        raise BadRequest(f"expected a multipart/form-data body, got {request.content_type or 'none'}")
+    try:
+        return await request.post()
+    except (ValueError, AssertionError, HttpProcessingError) as exc:  # aiohttp's errors for malformed multipart
+        raise BadRequest(f"malformed multipart body: {exc}") from None
+
+
 def _upload_name(field: Any) -> tuple[str, bytes]:
     if not isinstance(field, web.FileField):
         raise BadRequest("multipart field 'image' (a file) is required")
@@ -186,7 +197,7 @@ def _upload_name(field: Any) -> tuple[str, bytes]:
 
 async def post_upload_image(request: web.Request) -> web.Response:
     folders = request.app[STATE].folders
-    form = await request.post()
+    form = await _read_form(request)
     name, data = _upload_name(form.get("image"))
     folder, subfolder, kind = _upload_target(folders, form)
     overwrite = str(form.get("overwrite", "")).lower() in ("true", "1")
@@ -219,7 +230,7 @@ def _apply_mask(original: Path, mask: bytes) -> bytes:
 
 async def post_upload_mask(request: web.Request) -> web.Response:
     folders = request.app[STATE].folders
-    form = await request.post()
+    form = await _read_form(request)
     name, data = _upload_name(form.get("image"))
     ref_text = form.get("original_ref")
     if not isinstance(ref_text, str):
