@@ -28,6 +28,7 @@ examples:
   nodegraph validate my_workflow.json                       list every problem in a workflow
   nodegraph convert ui_workflow.json > api.json             UI format -> API format
   nodegraph nodes KSampler                                  describe a node type
+  nodegraph serve --port 8188                               the ComfyUI-compatible server (API + editor)
 """
 
 
@@ -165,7 +166,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nodes.add_argument("name", nargs="?", help="a node type (class_type), e.g. KSampler")
     nodes.add_argument("--json", action="store_true", help="print the object_info record(s) as JSON")
+    _add_serve_parser(sub)
     return parser
+
+
+def _add_serve_parser(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="run the ComfyUI-compatible server (HTTP API, websocket, editor)",
+        description="Serve the ComfyUI-compatible HTTP API and websocket, and the editor from web/. Prompts run one "
+        "at a time; the queue and history are kept in SQLite under --data-dir and survive restarts. Binds "
+        "127.0.0.1 unless --listen is given; listening beyond loopback requires an access token (given with "
+        "--auth-token, or generated and printed). See docs/api.md.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8188, help="port (default: 8188; 0 picks a free one)")
+    serve.add_argument(
+        "--listen",
+        nargs="?",
+        const="0.0.0.0",
+        metavar="ADDR",
+        help="listen on ADDR (default with the flag: 0.0.0.0, all interfaces); overrides --host",
+    )
+    serve.add_argument(
+        "--auth-token",
+        metavar="TOKEN",
+        help="require this token on every request (Authorization: Bearer TOKEN, or ?token=TOKEN); generated and "
+        "printed when listening beyond loopback without one",
+    )
+    serve.add_argument("--data-dir", type=Path, default=Path("data"), help="queue, history, user settings and "
+                       "saved workflows (default: ./data)")
+    serve.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB",
+                       help="largest request body, uploads included (default: 100)")
+    serve.add_argument("--cache", choices=("lru", "none"), default="lru",
+                       help="node output cache across prompts: lru (default) or none (recompute everything)")
+    serve.add_argument("--cache-entries", type=int, default=512, metavar="N",
+                       help="most node results the lru cache keeps (default: 512)")
+    serve.add_argument("--max-history", type=int, default=10000, metavar="N",
+                       help="finished prompts kept in the history, oldest dropped first (default: 10000)")
+    serve.add_argument("--preview-size", type=int, default=512, metavar="PX",
+                       help="largest side of live preview images (default: 512)")
+    serve.add_argument("--web-root", type=Path, help="serve the editor from this folder instead of web/ (e.g. "
+                       "comfyui_frontend_package/static)")
+    _add_folder_args(serve)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
@@ -432,7 +475,45 @@ class _Progress:
         self._finish_bar()
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "convert": cmd_convert, "nodes": cmd_nodes}
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    import secrets
+
+    from .server import ServerConfig, serve
+    from .server.config import is_loopback
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host = args.listen or args.host
+    token = args.auth_token
+    if token is None and not is_loopback(host):
+        token = secrets.token_urlsafe(24)  # never expose an unauthenticated server to the network
+    limits = (("--port", args.port, 0, 65535), ("--cache-entries", args.cache_entries, 1, 10**9),
+              ("--max-history", args.max_history, 1, 10**9), ("--preview-size", args.preview_size, 16, 8192),
+              ("--max-upload-size", args.max_upload_size, 0.001, 1 << 20))
+    for name, value, low, high in limits:
+        if not low <= value <= high:
+            return _fail(f"{name} must be between {low} and {high}, got {value}", EXIT_INVALID)
+    config = ServerConfig(
+        folders=make_folders(args),
+        data_dir=args.data_dir,
+        host=host,
+        port=args.port,
+        auth_token=token,
+        max_upload_size_mb=args.max_upload_size,
+        cache=args.cache,
+        cache_entries=args.cache_entries,
+        max_history=args.max_history,
+        preview_size=args.preview_size,
+        web_root=args.web_root,
+    )
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        return _fail(f"cannot serve on {host}:{args.port}: {exc}", EXIT_FAILED)
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "convert": cmd_convert, "nodes": cmd_nodes, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

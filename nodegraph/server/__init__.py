@@ -1,0 +1,11 @@
+"""The ComfyUI-compatible HTTP + websocket server (`nodegraph serve`). See docs/api.md.
+
+Modules: `app` (routes table, static files), `routes_*` (handlers by area), `websocket` and `hub` (clients and
+message routing), `worker` (runs prompts, engine events -> messages), `store` (SQLite queue and history),
+`prompts` (POST /prompt semantics), `security` (Host / Origin / token guards), `openapi`, `serve` (the process).
+"""
+from .app import create_app
+from .config import ServerConfig
+from .serve import serve
+
+__all__ = ["ServerConfig", "create_app", "serve"]

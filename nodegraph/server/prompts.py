@@ -1,0 +1,113 @@
+"""Queueing a prompt: ComfyUI's POST /prompt semantics (COMPAT.md 1.3), shared by HTTP and the websocket."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from ..engine import validate_prompt
+from .bodies import BadRequest, finite_number, string_list
+from .state import ServerState
+from .store import DuplicatePrompt, QueueItem, now_ms
+
+log = logging.getLogger(__name__)
+
+# Keys of extra_data that are credentials: handed to the run, never stored, listed or echoed.
+SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+MAX_ID_LENGTH = 256
+
+
+def prompt_error(type: str, message: str, details: str, **extra_info: Any) -> BadRequest:
+    body = {"error": {"type": type, "message": message, "details": details, "extra_info": extra_info},
+            "node_errors": {}}
+    return BadRequest(details, body=body)
+
+
+def _identifier(value: Any, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise prompt_error("invalid_prompt", f"Invalid {what}", f"{what} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if not text or len(text) > MAX_ID_LENGTH or not text.isprintable():
+        raise prompt_error(
+            "invalid_prompt", f"Invalid {what}", f"{what} must be 1..{MAX_ID_LENGTH} printable characters"
+        )
+    return text
+
+
+async def submit(state: ServerState, body: Any, default_client_id: str | None = None) -> dict[str, Any]:
+    """Validate and queue; returns `{prompt_id, number, node_errors}` or raises BadRequest with ComfyUI's 400 body."""
+    if not isinstance(body, dict):
+        raise prompt_error("invalid_prompt", "Invalid request", f"the body must be a JSON object, got "
+                                                                  f"{type(body).__name__}")
+    if "prompt" not in body:
+        raise prompt_error("no_prompt", "No prompt provided", "No prompt provided")
+    prompt = body["prompt"]
+
+    if body.get("number") is not None:
+        try:
+            number: int | float = finite_number(body["number"], "number")
+        except BadRequest as exc:
+            raise prompt_error("invalid_prompt", "Invalid number", str(exc)) from None
+    else:
+        number = state.store.next_number(front=bool(body.get("front")))
+
+    if body.get("prompt_id") is not None:
+        prompt_id = _identifier(body["prompt_id"], "prompt_id")
+    else:
+        prompt_id = str(uuid.uuid4())
+
+    targets = body.get("partial_execution_targets")
+    if targets is not None:
+        try:
+            targets = string_list(targets, "partial_execution_targets")
+        except BadRequest as exc:
+            raise prompt_error("invalid_prompt", "Invalid partial_execution_targets", str(exc)) from None
+
+    extra_data = body.get("extra_data") or {}
+    if not isinstance(extra_data, dict):
+        raise prompt_error("invalid_prompt", "Invalid extra_data", "extra_data must be a JSON object")
+    extra_data = dict(extra_data)
+    client_id = body.get("client_id") if body.get("client_id") is not None else default_client_id
+    if client_id is not None:
+        client_id = _identifier(client_id, "client_id")
+        extra_data["client_id"] = client_id
+    sensitive = {key: extra_data.pop(key) for key in SENSITIVE_EXTRA_DATA_KEYS if key in extra_data}
+
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: validate_prompt(prompt, state.registry, state.folders, targets)
+        )
+    except Exception as exc:  # a validator bug must not look like a server crash to the client, but is logged
+        log.exception("validation of prompt %s failed", prompt_id)
+        raise prompt_error("invalid_prompt", "Invalid prompt", f"validation failed: {type(exc).__name__}: {exc}")
+    if not result.ok or result.workflow is None:
+        body = result.response()
+        if body["error"]["type"] == "missing_node_type":
+            body["node_errors"] = {}  # ComfyUI's shape: a top-level error only (its extra_info names the node)
+        raise BadRequest("validation failed", body=body)
+
+    extra_data["create_time"] = now_ms()
+    item = QueueItem(number, prompt_id, prompt, extra_data, list(result.workflow.outputs))
+    duplicate = prompt_error(
+        "invalid_prompt", "Duplicate prompt_id", f"prompt_id {prompt_id!r} is already queued or in the history"
+    )
+    # From this check to the queue insert nothing awaits, so the registrations below can only be this prompt's.
+    if state.store.contains(prompt_id):
+        raise duplicate
+    if sensitive:
+        state.worker.sensitive[prompt_id] = sensitive
+    state.worker.workflows[prompt_id] = result.workflow
+    if client_id is not None:
+        state.hub.reserve(client_id)
+    try:
+        await state.store.add(item)
+    except DuplicatePrompt:  # the id is in the history: the registrations above are this prompt's
+        state.worker.forget([prompt_id])
+        raise duplicate from None
+    except Exception:
+        state.worker.forget([prompt_id])
+        raise
+    state.broadcast_status()
+    state.worker.wake.set()
+    return {"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors}

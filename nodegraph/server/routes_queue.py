@@ -1,0 +1,178 @@
+"""Prompts, the queue, interrupt, history, jobs and /free (COMPAT.md 1.2 - 1.4)."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from .bodies import BadRequest, json_object, query_int, read_json, string_list
+from .prompts import submit
+from .state import STATE
+from .store import JOB_STATUSES
+
+
+async def post_prompt(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        body = await read_json(request)
+    except BadRequest as exc:
+        raise BadRequest(str(exc), body={
+            "error": {"type": "invalid_prompt", "message": "Invalid request", "details": str(exc), "extra_info": {}},
+            "node_errors": {},
+        }) from None
+    return web.json_response(await submit(state, body))
+
+
+async def get_prompt(request: web.Request) -> web.Response:
+    return web.json_response({"exec_info": request.app[STATE].queue_status()["exec_info"]})
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    store = request.app[STATE].store
+    running = [store.running.wire()] if store.running is not None else []
+    return web.json_response({"queue_running": running, "queue_pending": [i.wire() for i in store.pending_sorted()]})
+
+
+async def post_queue(request: web.Request) -> web.Response:
+    """`{"clear": true}` drops every pending prompt; `{"delete": [ids]}` drops those (the running one is untouched)."""
+    state = request.app[STATE]
+    body = json_object(await read_json(request, {}))
+    removed: list[str] = []
+    if body.get("clear"):
+        removed += await state.store.clear_pending()
+    if "delete" in body:
+        removed += await state.store.delete_pending(string_list(body["delete"], "delete"))
+    if removed:
+        state.worker.forget(removed)
+        state.broadcast_status()
+    return web.Response(status=200)
+
+
+async def post_interrupt(request: web.Request) -> web.Response:
+    """Interrupt the running prompt; with `{"prompt_id": id}` only if that prompt is the one running."""
+    body = json_object(await read_json(request, {}))
+    prompt_id = body.get("prompt_id")
+    if prompt_id is not None and not isinstance(prompt_id, str):
+        raise BadRequest("prompt_id must be a string")
+    request.app[STATE].worker.interrupt(prompt_id)
+    return web.Response(status=200)
+
+
+async def post_free(request: web.Request) -> web.Response:
+    body = json_object(await read_json(request, {}))
+    request.app[STATE].worker.request_free(bool(body.get("unload_models")), bool(body.get("free_memory")))
+    return web.Response(status=200)
+
+
+async def get_history(request: web.Request) -> web.Response:
+    max_items = query_int(request, "max_items", None, minimum=0)
+    offset = query_int(request, "offset", -1, minimum=-1)
+    assert offset is not None
+    return web.json_response(await request.app[STATE].store.history(max_items, offset))
+
+
+async def get_history_entry(request: web.Request) -> web.Response:
+    prompt_id = request.match_info["prompt_id"]
+    entry = await request.app[STATE].store.history_entry(prompt_id)
+    return web.json_response({prompt_id: entry} if entry is not None else {})
+
+
+async def post_history(request: web.Request) -> web.Response:
+    store = request.app[STATE].store
+    body = json_object(await read_json(request, {}))
+    if body.get("clear"):
+        await store.clear_history()
+    if "delete" in body:
+        await store.delete_history(string_list(body["delete"], "delete"))
+    return web.Response(status=200)
+
+
+def _jobs_error(message: str) -> BadRequest:
+    return BadRequest(message, body={"error": message})
+
+
+async def get_jobs(request: web.Request) -> web.Response:
+    """GET /api/jobs: filter by status and workflow_id, sort by created_at or execution_duration, page."""
+    raw_status = request.query.get("status")
+    statuses = set(JOB_STATUSES)
+    if raw_status:
+        statuses = {s.strip() for s in raw_status.split(",") if s.strip()}
+        unknown = sorted(statuses - set(JOB_STATUSES))
+        if unknown:
+            raise _jobs_error(f"invalid status {', '.join(unknown)}; expected any of {', '.join(JOB_STATUSES)}")
+    sort_by = request.query.get("sort_by", "created_at")
+    if sort_by not in ("created_at", "execution_duration"):
+        raise _jobs_error("sort_by must be 'created_at' or 'execution_duration'")
+    sort_order = request.query.get("sort_order", "desc")
+    if sort_order not in ("asc", "desc"):
+        raise _jobs_error("sort_order must be 'asc' or 'desc'")
+    try:
+        limit = query_int(request, "limit", None, minimum=1)
+        offset = query_int(request, "offset", 0, minimum=0) or 0
+    except BadRequest as exc:
+        raise _jobs_error(str(exc)) from None
+    jobs, total = await request.app[STATE].store.jobs(
+        statuses, request.query.get("workflow_id"), sort_by, sort_order == "desc", limit, offset
+    )
+    shown_limit = limit if limit is not None else max(total - offset, 0)
+    return web.json_response({
+        "jobs": jobs,
+        "pagination": {"offset": offset, "limit": shown_limit, "total": total, "has_more": offset + len(jobs) < total},
+    })
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job = await request.app[STATE].store.job(request.match_info["job_id"])
+    if job is None:
+        return web.json_response({"error": "Job not found"}, status=404)
+    return web.json_response(job)
+
+
+async def _cancel(request: web.Request, job_id: str) -> str:
+    """'cancelled' (was pending), 'interrupted' (was running), 'finished' or 'not_found'."""
+    state = request.app[STATE]
+    if await state.store.delete_pending([job_id]):
+        state.worker.forget([job_id])
+        state.broadcast_status()
+        return "cancelled"
+    if state.worker.interrupt(job_id):
+        return "interrupted"
+    return "finished" if await state.store.job(job_id) is not None else "not_found"
+
+
+async def post_cancel_job(request: web.Request) -> web.Response:
+    """Cancel one job: a pending one leaves the queue, a running one is interrupted."""
+    job_id = request.match_info["job_id"]
+    outcome = await _cancel(request, job_id)
+    if outcome == "not_found":
+        return web.json_response({"error": "Job not found"}, status=404)
+    if outcome == "finished":
+        return web.json_response({"error": "Job already finished"}, status=409)
+    return web.json_response({"id": job_id, "result": outcome})
+
+
+async def post_cancel_jobs(request: web.Request) -> web.Response:
+    """Cancel several: `{"job_ids": [...]}` -> `{"cancelled": [...], "interrupted": [...], "not_cancelled": [...]}`."""
+    body = json_object(await read_json(request))
+    if "job_ids" not in body:
+        raise _jobs_error("job_ids is required: a list of job ids")
+    result: dict[str, list[str]] = {"cancelled": [], "interrupted": [], "not_cancelled": []}
+    for job_id in string_list(body["job_ids"], "job_ids"):
+        outcome = await _cancel(request, job_id)
+        result[outcome if outcome in ("cancelled", "interrupted") else "not_cancelled"].append(job_id)
+    return web.json_response(result)
+
+
+ROUTES = [
+    ("POST", "/prompt", post_prompt),
+    ("GET", "/prompt", get_prompt),
+    ("GET", "/queue", get_queue),
+    ("POST", "/queue", post_queue),
+    ("POST", "/interrupt", post_interrupt),
+    ("POST", "/free", post_free),
+    ("GET", "/history", get_history),
+    ("GET", "/history/{prompt_id}", get_history_entry),
+    ("POST", "/history", post_history),
+    ("GET", "/jobs", get_jobs),
+    ("GET", "/jobs/{job_id}", get_job),
+    ("POST", "/jobs/{job_id}/cancel", post_cancel_job),
+    ("POST", "/jobs/cancel", post_cancel_jobs),
+]

@@ -1,0 +1,120 @@
+"""Node definitions, system stats, feature flags, extensions (COMPAT.md 1.2, 1.5, 3.4).
+
+Nothing here imports torch: devices are described through torch only if a model pack has already imported it.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from importlib import metadata
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__
+from ..engine import resources
+from .state import STATE
+
+
+async def get_object_info(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    info = await asyncio.get_running_loop().run_in_executor(None, state.registry.object_info, state.folders)
+    return web.json_response(info)
+
+
+async def get_object_info_class(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    name = request.match_info["node_class"]
+    info = await asyncio.get_running_loop().run_in_executor(None, state.registry.object_info, state.folders, name)
+    return web.json_response(info)
+
+
+def memory() -> tuple[int, int]:
+    """(total, available) system RAM in bytes, from /proc/meminfo where there is one."""
+    try:
+        fields = {}
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                fields[key] = int(rest.split()[0]) * 1024
+        return fields["MemTotal"], fields.get("MemAvailable", fields.get("MemFree", 0))
+    except (OSError, KeyError, ValueError, IndexError):
+        page = os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def devices(ram_total: int, ram_free: int) -> list[dict[str, Any]]:
+    torch = sys.modules.get("torch")  # never imported here: only described once a model pack loaded it
+    found = []
+    if torch is not None and torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(index)
+            found.append({
+                "name": f"cuda:{index} {torch.cuda.get_device_name(index)}",
+                "type": "cuda",
+                "index": index,
+                "vram_total": total,
+                "vram_free": free,
+                "torch_vram_total": torch.cuda.memory_reserved(index),
+                "torch_vram_free": torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index),
+            })
+    if not found:
+        found.append({"name": "cpu", "type": "cpu", "index": 0, "vram_total": ram_total, "vram_free": ram_free,
+                      "torch_vram_total": 0, "torch_vram_free": 0})
+    return found
+
+
+def _system_stats(state: Any) -> dict[str, Any]:
+    ram_total, ram_free = memory()
+    return {
+        "system": {
+            "os": sys.platform,
+            "ram_total": ram_total,
+            "ram_free": ram_free,
+            "comfyui_version": __version__,
+            "nodegraph_version": __version__,
+            "required_frontend_version": "",
+            "python_version": sys.version,
+            "pytorch_version": _package_version("torch"),
+            "embedded_python": False,
+            "argv": list(sys.argv),
+        },
+        "devices": devices(ram_total, ram_free),
+        "nodegraph": {
+            "output_cache": state.executor.cache.stats(),
+            "resources": {owner.name: owner.stats() for owner in resources.owners()},
+            "queue_remaining": state.store.queue_remaining(),
+            "max_history": state.config.max_history,
+        },
+    }
+
+
+async def get_system_stats(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return web.json_response(await asyncio.get_running_loop().run_in_executor(None, _system_stats, state))
+
+
+async def get_features(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].feature_flags())
+
+
+async def get_extensions(request: web.Request) -> web.Response:
+    """Front-end extension scripts: none yet (node packs with web code would list theirs here)."""
+    return web.json_response([])
+
+
+ROUTES = [
+    ("GET", "/object_info", get_object_info),
+    ("GET", "/object_info/{node_class}", get_object_info_class),
+    ("GET", "/system_stats", get_system_stats),
+    ("GET", "/features", get_features),
+    ("GET", "/extensions", get_extensions),
+]

@@ -1,0 +1,106 @@
+"""Request guards: Host / Origin checks (CSRF, DNS rebinding), the access token, safe headers, JSON errors.
+
+- Bound to loopback, the Host header must name a loopback address or the bound name; anything else is a DNS
+  rebinding attempt (a page on evil.example resolving its name to 127.0.0.1) and gets 403.
+- With a loopback Host, a request carrying an `Origin` whose host:port differs (or `Origin: null`), or marked
+  `Sec-Fetch-Site: cross-site`, gets 403: another website's page may not drive the server (ComfyUI #4850, #13245).
+- With an access token (always, when listening beyond loopback), every route and the websocket need it:
+  `Authorization: Bearer <token>`, or `?token=<token>` (websocket / browser), after which the browser holds it in an
+  HttpOnly, SameSite=Strict cookie so the editor's own requests pass.
+- Every answer carries `X-Content-Type-Options: nosniff`; every error is JSON, never an HTML page.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from .bodies import BadRequest
+from .config import is_loopback
+from .state import STATE
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TOKEN_COOKIE = "nodegraph_token"
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _host_and_port(value: str, scheme: str) -> tuple[str, int | None]:
+    parts = urlsplit(f"{scheme}://{value}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.hostname or "").lower(), port or DEFAULT_PORTS.get(scheme)
+
+
+def _forbidden(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=403)
+
+
+def _given_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.query.get("token") or request.cookies.get(TOKEN_COOKIE)
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    config = request.app[STATE].config
+    scheme = request.scheme
+    host, port = _host_and_port(request.host, scheme)
+    if config.loopback_only and not (is_loopback(host) or host == config.host.lower()):
+        return _forbidden(f"Host {request.host!r} refused: this server answers only to its loopback name "
+                          "(DNS rebinding protection)")
+    if is_loopback(host):
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            parts = urlsplit(origin)
+            origin_host, origin_port = _host_and_port(parts.netloc, parts.scheme or scheme)
+            if origin.strip().lower() == "null" or (origin_host, origin_port) != (host, port):
+                return _forbidden(f"cross-origin request from {origin!r} refused")
+        if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+            return _forbidden("cross-site request refused")
+    if config.auth_token:
+        given = _given_token(request)
+        if given is None or not hmac.compare_digest(given.encode(), config.auth_token.encode()):
+            return web.json_response(
+                {"error": "authentication required: send 'Authorization: Bearer <token>' or '?token=<token>'"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        response = await handler(request)
+        if request.query.get("token") and not response.prepared:
+            response.set_cookie(TOKEN_COOKIE, config.auth_token, httponly=True, samesite="Strict", path="/")
+        return response
+    return await handler(request)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Client errors as `{"error": message}` (or the route's own JSON body); a bug as a logged JSON 500."""
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return web.json_response(exc.body, status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        return web.json_response({"error": message}, status=exc.status, headers=headers)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return web.json_response({"error": "internal server error (see the server log)"}, status=500)
+
+
+async def safe_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: no MIME sniffing anywhere; the editor's code is always revalidated."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if request.path == "/" or request.path.endswith((".js", ".css", ".html")):
+        response.headers.setdefault("Cache-Control", "no-cache")

@@ -1,0 +1,63 @@
+"""Everything one running server shares between its routes, websocket and worker."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__
+from ..engine import Executor, NodeRegistry, NullCache, OutputCache, default_registry
+from .config import ServerConfig
+from .hub import Hub
+from .store import Store
+from .worker import PromptWorker
+
+
+class ServerState:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.folders = config.folders
+        self.registry: NodeRegistry = config.registry if config.registry is not None else default_registry()
+        cache = NullCache() if config.cache == "none" else OutputCache(max_entries=config.cache_entries)
+        self.executor = Executor(self.folders, cache=cache)
+        self.store = Store(config.database_path, max_history=config.max_history)
+        self.hub = Hub()
+        self.worker = PromptWorker(self)
+        self.settings_lock = asyncio.Lock()  # settings are read-modify-written
+
+    def feature_flags(self) -> dict[str, Any]:
+        """Server flags: the websocket `feature_flags` reply and GET /features."""
+        return {
+            "supports_preview_metadata": True,
+            "max_upload_size": self.config.max_upload_bytes,
+            "nodegraph_version": __version__,
+            "websocket_prompts": True,
+        }
+
+    def queue_status(self) -> dict[str, Any]:
+        return {"exec_info": {"queue_remaining": self.store.queue_remaining()}}
+
+    def broadcast_status(self) -> None:
+        self.hub.send("status", {"status": self.queue_status()})
+
+    async def start(self) -> None:
+        for folder in (self.folders.input_dir, self.folders.output_dir, self.folders.temp_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        await self.store.open()
+        self.worker.start()
+        if self.store.pending:
+            self.worker.wake.set()
+
+    async def shutdown(self) -> None:
+        """First stage of stopping: record or interrupt the running prompt, close the websockets (open sockets
+        would otherwise hold the server's shutdown until their handlers end)."""
+        await self.worker.stop()
+        await self.hub.close_all()
+
+    async def cleanup(self) -> None:
+        await self.store.close()
+        self.executor.close()
+
+
+STATE: web.AppKey[ServerState] = web.AppKey("nodegraph_state", ServerState)
