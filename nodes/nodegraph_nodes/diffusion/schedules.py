@@ -8,7 +8,8 @@ Two kinds of function live here:
   sampler visits, descending, with a trailing 0. Names and meaning follow ComfyUI's schedulers, so a workflow
   picks the same sigmas here as there.
 
-All spacings return float32 CPU tensors of length steps + 1 (`beta` may return fewer when rounding merges steps).
+All spacings return float32 CPU tensors of length steps + 1 (`beta` may return fewer when rounding merges steps,
+`ddim_uniform` more when the table length is not a multiple of steps).
 """
 from __future__ import annotations
 
@@ -141,6 +142,7 @@ def ddim_uniform_sigmas(model: SigmaTable, steps: int) -> torch.Tensor:
     """Every (T // steps)-th entry of the sigma table starting at timestep 1, descending (the original DDIM code).
 
     For T=1000 and 10 steps: timesteps 901, 801, ..., 1 (diffusers' "leading" spacing with steps_offset=1).
+    When T is not a multiple of steps this gives more steps than asked (12 -> 13), as ComfyUI's does.
     """
     table = model.sigmas
     stride = max(len(table) // steps, 1)
