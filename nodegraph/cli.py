@@ -174,6 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("name", nargs="?", help="a node type (class_type), e.g. KSampler")
     nodes.add_argument("--json", action="store_true", help="print the object_info record(s) as JSON")
     _add_serve_parser(sub)
+
+    tiny = sub.add_parser(
+        "make-tiny-models",
+        help="write tiny random-weight models (SD1, SDXL base/refiner, ControlNet, VAE) for tests and trials",
+        description="Write deterministic tiny random-weight models into a models root in ComfyUI's layout: "
+        "checkpoints/tiny_sd1, tiny_sdxl, tiny_sdxl_refiner (each as an original-layout .safetensors file and as a "
+        "diffusers folder), controlnet/tiny_controlnet_sd1, vae/tiny_vae.safetensors. They exercise every code "
+        "path of real models in seconds; their images are noise.",
+    )
+    tiny.add_argument("directory", type=Path, help="the models root to write into (created if missing)")
+    tiny.add_argument("--seed", type=int, default=0, help="weights seed (default 0); the same seed writes the same bytes")
+
+    models = sub.add_parser(
+        "models",
+        help="list model files, or what a running server has loaded",
+        description="Without --server: the model files in the models roots, by folder. With --server URL: the "
+        "models a running `nodegraph serve` holds (component, device, bytes) and the cache's hit / miss / eviction "
+        "counters, from its /system_stats.",
+    )
+    models.add_argument("--server", metavar="URL", help="a running server, e.g. http://127.0.0.1:8188")
+    models.add_argument("--token", help="the server's access token, if it has one")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    _add_folder_args(models)
     return parser
 
 
@@ -361,6 +384,60 @@ def describe_node(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cmd_make_tiny_models(args: argparse.Namespace) -> int:
+    from nodegraph_nodes.diffusion.loader import make_tiny_models
+
+    written = make_tiny_models(args.directory, seed=args.seed)
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.server:
+        return _models_of_server(args)
+    from .engine.folders import MODEL_KINDS
+
+    env = make_folders(args)
+    listing = {kind: env.list_models(kind) for kind in MODEL_KINDS}
+    if args.json:
+        print(json.dumps({"roots": [str(p) for p in env.models_dirs], "models": listing}, indent=2))
+        return EXIT_OK
+    print("models roots: " + ", ".join(str(p) for p in env.models_dirs))
+    for kind, names in listing.items():
+        print(f"{kind}/: " + (", ".join(names) if names else "(none)"))
+    return EXIT_OK
+
+
+def _models_of_server(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(args.server.rstrip("/") + "/api/system_stats")
+    if args.token:
+        request.add_header("Authorization", f"Bearer {args.token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            stats = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return _fail(f"cannot read {args.server}/api/system_stats: {exc}", EXIT_FAILED)
+    owners = stats.get("nodegraph", {}).get("resources", {})
+    models = owners.get("models") if isinstance(owners, dict) else None
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return EXIT_OK
+    if not models:
+        print("no models loaded (the server has not run a model node yet)")
+        return EXIT_OK
+    print(f"device {models['device']} ({models['dtype']}), {models['bytes_total'] >> 20} MiB loaded, "
+          f"{models['bytes_on_device'] >> 20} MiB on the device")
+    for entry in models["loaded"]:
+        flag = " (in use)" if entry["in_use"] else ""
+        print(f"  {entry['file']}:{entry['component']}  {entry['device']}  {entry['bytes'] >> 20} MiB{flag}")
+    print("  " + ", ".join(f"{k} {models[k]}" for k in ("file_reads", "hits", "misses", "offloads", "drops")))
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .engine import Executor, default_registry, format_validation, validate_prompt
 
@@ -528,7 +605,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "convert": cmd_convert, "nodes": cmd_nodes, "serve": cmd_serve}
+COMMANDS = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "convert": cmd_convert,
+    "nodes": cmd_nodes,
+    "serve": cmd_serve,
+    "make-tiny-models": cmd_make_tiny_models,
+    "models": cmd_models,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
