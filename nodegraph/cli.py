@@ -95,7 +95,7 @@ def _size(text: str) -> int:
 
 def make_folders(args: argparse.Namespace) -> Any:
     from .engine import Folders
-    from .paths import default_models_dirs
+    from .paths import default_models_dirs, example_input_dirs
 
     models_dirs = list(args.models_dir or [Path("models")]) + default_models_dirs()
     temp_dir = args.temp_dir or Path(args.output_dir).parent / "temp"
@@ -108,7 +108,7 @@ def make_folders(args: argparse.Namespace) -> Any:
     }
     return Folders(
         models_dirs=models_dirs, input_dir=args.input_dir, output_dir=args.output_dir, temp_dir=temp_dir,
-        settings=settings,
+        settings=settings, extra_input_dirs=example_input_dirs(),
     )
 
 

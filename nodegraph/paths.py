@@ -22,3 +22,10 @@ def default_models_dirs() -> list[Path]:
     """Models roots searched after the user's own: the bundled demo models, when they are installed."""
     demo = project_dir("demo_models")
     return [demo] if demo is not None else []
+
+
+def example_input_dirs() -> list[Path]:
+    """The example workflows' input images, searched after the user's input folder (read-only)."""
+    workflows = project_dir("workflows")
+    inputs = workflows / "inputs" if workflows is not None else None
+    return [inputs] if inputs is not None and inputs.is_dir() else []

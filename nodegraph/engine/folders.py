@@ -43,12 +43,15 @@ class Folders:
     temp_dir: Path = Path("temp")
     # Options for node packs that are not folders (e.g. the model cache's device, precision and budgets).
     settings: dict[str, Any] = field(default_factory=dict)
+    # Read-only folders searched after `input_dir` (the example workflows' input images), never written to.
+    extra_input_dirs: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.models_dirs = [Path(p) for p in self.models_dirs]
         self.input_dir = Path(self.input_dir)
         self.output_dir = Path(self.output_dir)
         self.temp_dir = Path(self.temp_dir)
+        self.extra_input_dirs = [Path(p) for p in self.extra_input_dirs]
 
     # --- models --------------------------------------------------------------------------------------------------
 
@@ -101,15 +104,22 @@ class Folders:
             if name.endswith(suffix):
                 name, kind = name[: -len(suffix)], candidate
                 break
-        return resolve_inside(self.root_for(kind), name)
+        path = resolve_inside(self.root_for(kind), name)
+        if kind == "input" and not path.exists():
+            for extra in self.extra_input_dirs:
+                candidate = resolve_inside(extra, name)
+                if candidate.exists():
+                    return candidate
+        return path
 
     def list_inputs(self, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[str]:
-        if not self.input_dir.is_dir():
-            return []
-        found = []
-        for dirpath, dirnames, filenames in os.walk(self.input_dir):
-            dirnames.sort()
-            for filename in sorted(filenames):
-                if filename.lower().endswith(extensions):
-                    found.append((Path(dirpath) / filename).relative_to(self.input_dir).as_posix())
+        found: set[str] = set()
+        for root in (self.input_dir, *self.extra_input_dirs):
+            if not root.is_dir():
+                continue
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames.sort()
+                for filename in filenames:
+                    if filename.lower().endswith(extensions):
+                        found.add((Path(dirpath) / filename).relative_to(root).as_posix())
         return sorted(found)
