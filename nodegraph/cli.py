@@ -354,7 +354,10 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         return EXIT_OK
     by_category: dict[str, list[str]] = {}
     for name, record in info.items():
-        by_category.setdefault(record["category"], []).append(f"{name} ({record['display_name']})")
+        if "alias_of" in record:
+            continue
+        also = f"; also {', '.join(record['search_aliases'])}" if record.get("search_aliases") else ""
+        by_category.setdefault(record["category"], []).append(f"{name} ({record['display_name']}{also})")
     for category in sorted(by_category):
         print(f"{category}:")
         for line in sorted(by_category[category]):
