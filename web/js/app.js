@@ -224,6 +224,7 @@ class App {
 
   /** Keep the graph in localStorage so a reload or a server restart never loses it. */
   persist() {
+    document.getElementById("empty-hint").hidden = this.editor.nodeIds().length > 0;
     const text = JSON.stringify(this.editor.serializeWorkflow());
     if (text === this.lastSaved) return;
     this.lastSaved = text;

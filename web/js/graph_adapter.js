@@ -201,6 +201,7 @@ function makeNodeClass(def, editor) {
       super(title ?? def.title);
       this.comfyClass = def.type;
       this.serialize_widgets = true;
+      this.widgets = []; // saved as "widgets_values": [] even without widgets, as ComfyUI does
       for (const input of slotOrder(def)) {
         if (input.widget) {
           this.addInput(input.name, input.type, widgetSocket(input));
@@ -476,6 +477,8 @@ export class Editor {
       outputs: (node.outputs ?? []).map((o) => ({ name: o.name, type: o.type, links: (o.links ?? []).length })),
       errors: node.ngErrors ?? null,
       images: (node.ngImages ?? []).map((img) => img.src),
+      text: node.ngText ?? null,
+      preview: !!node.ngPreview,
       running: this.running === node,
       progress: node.ngProgress ?? null,
     };

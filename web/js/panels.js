@@ -1,6 +1,6 @@
 // The side panel: the queue / history list (from GET /api/jobs) and the results gallery.
 
-import { formatDuration, h, showImage, toast } from "./ui.js";
+import { formatDuration, h, icon, showImage, toast } from "./ui.js";
 
 const STATUS_LABELS = {
   pending: "Pending",
@@ -76,12 +76,12 @@ export class QueuePanel {
     const actions = [];
     if (!finished) {
       actions.push(h("button.icon-button", { title: running ? "Stop" : "Cancel", "aria-label": "Cancel job",
-        dataset: { action: "cancel" }, onclick: () => this.cancel(job.id) }, "✕"));
+        dataset: { action: "cancel" }, onclick: () => this.cancel(job.id) }, icon("close")));
     } else {
       actions.push(h("button.icon-button", { title: "Open this job's workflow", "aria-label": "Open workflow",
-        dataset: { action: "open" }, onclick: () => this.openWorkflow(job.id) }, "⤴"));
+        dataset: { action: "open" }, onclick: () => this.openWorkflow(job.id) }, icon("open")));
       actions.push(h("button.icon-button", { title: "Delete from history", "aria-label": "Delete job",
-        dataset: { action: "delete" }, onclick: () => this.remove(job.id) }, "🗑"));
+        dataset: { action: "delete" }, onclick: () => this.remove(job.id) }, icon("trash")));
     }
     return h(`li.job.${job.status}`, { dataset: { id: job.id, status: job.status } },
       thumb,
@@ -151,7 +151,7 @@ export class ResultsGallery {
         h("img", { src: this.api.viewUrl(image, true), alt: image.filename, loading: "lazy",
           onclick: () => showImage(url, image.filename) }),
         h("figcaption", {}, h("span", {}, image.filename),
-          h("a.download", { href: url, download: image.filename, title: "Download", "aria-label": "Download" }, "⤓")));
+          h("a.download", { href: url, download: image.filename, title: "Download", "aria-label": "Download" }, icon("download"))));
       this.grid.prepend(tile);
     }
     this.empty.hidden = this.seen.size > 0;

@@ -16,7 +16,7 @@ export function searchNodes(defs, query, filter = null, limit = 60) {
     const title = def.title.toLowerCase();
     const type = def.type.toLowerCase();
     const haystack = `${title} ${type} ${def.category.toLowerCase()} ${def.description.toLowerCase()}`;
-    let score = 0;
+    let score = title === query.trim().toLowerCase() || type === query.trim().toLowerCase() ? 20 : 0;
     let matched = true;
     for (const word of words) {
       if (title.startsWith(word) || type.startsWith(word)) score += 8;
@@ -28,7 +28,7 @@ export function searchNodes(defs, query, filter = null, limit = 60) {
     if (def.deprecated) score -= 3;
     results.push({ def, score });
   }
-  results.sort((a, b) => b.score - a.score || a.def.category.localeCompare(b.def.category)
+  results.sort((a, b) => b.score - a.score || a.def.title.length - b.def.title.length
     || a.def.title.localeCompare(b.def.title));
   return results.slice(0, limit).map((r) => r.def);
 }
@@ -57,19 +57,22 @@ export class NodeSearch {
       ? h("div.search-filter", {}, `${request.filter.direction === "input" ? "Takes" : "Gives"} `,
         h("span.type-pill", {}, request.filter.type))
       : null;
-    const box = h("div.search-box", { role: "dialog", "aria-label": "Add node" }, input, filterNote, list);
+    const about = h("div.search-about");
+    const box = h("div.search-box", { role: "dialog", "aria-label": "Add node" }, input, filterNote, list, about);
     let results = [];
     let active = 0;
     const render = () => {
       results = searchNodes(this.defs, input.value, request.filter);
       active = Math.min(active, Math.max(0, results.length - 1));
-      list.replaceChildren(...results.map((def, i) => h("li.search-item", {
-        role: "option", "aria-selected": i === active ? "true" : "false", className: `search-item${i === active ? " active" : ""}`,
+      list.replaceChildren(...results.map((def, i) => h(i === active ? "li.search-item.active" : "li.search-item", {
+        role: "option", "aria-selected": i === active ? "true" : "false",
         dataset: { type: def.type },
         onpointerdown: (event) => { event.preventDefault(); this.#pick(def, request); },
         onpointermove: () => { if (active !== i) { active = i; render(); } },
       }, h("span.search-title", {}, def.title), h("span.search-category", {}, def.category))));
       if (!results.length) list.append(h("li.search-empty", {}, "No matching node"));
+      about.textContent = results[active]?.description ?? "";
+      about.hidden = !about.textContent;
       list.querySelector(".active")?.scrollIntoView({ block: "nearest" });
     };
     input.addEventListener("input", () => { active = 0; render(); });

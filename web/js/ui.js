@@ -20,6 +20,25 @@ export function h(tag, props = {}, ...children) {
   return element;
 }
 
+const ICONS = {
+  close: "M4.5 4.5l7 7m0-7l-7 7",
+  trash: "M3 4.5h10M6.5 4.5V3h3v1.5M4.5 4.5l.6 8.5h5.8l.6-8.5",
+  open: "M6 3H3v10h10v-3M9 3h4v4M13 3L7.5 8.5",
+  download: "M8 2.5v8m-3.5-3.5L8 10.5l3.5-3.5M3 13.5h10",
+};
+
+/** A 16px line icon (stroke follows the text colour). */
+export function icon(name) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("class", "icon");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", ICONS[name]);
+  svg.append(path);
+  return svg;
+}
+
 /** A message in the corner. kind: "info" | "success" | "error". Errors stay until closed. */
 export function toast(message, kind = "info", { detail = null, timeout = 4000, action = null } = {}) {
   const box = document.getElementById("toasts");
