@@ -8,6 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -153,3 +157,28 @@ def editor(playwright_browser: Any, editor_server: ServerThread) -> Iterator[Edi
     page = context.new_page()
     yield EditorPage(page, editor_server.url + "/")
     context.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_serve(base: Path, port: int) -> subprocess.Popen:
+    """`python -m nodegraph serve` on `port` (built-in nodes), once it announces that it listens."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "nodes")]), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nodegraph", "serve", "--port", str(port), "--data-dir", str(base / "data"),
+         "--input-dir", str(base / "input"), "--output-dir", str(base / "output"), "--web-root", str(ROOT / "web")],
+        cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines = []
+    for line in process.stdout:  # type: ignore[union-attr]
+        lines.append(line)
+        if "listening on" in line:
+            break
+    else:
+        raise AssertionError("nodegraph serve did not start:\n" + "".join(lines))
+    threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()  # type: ignore[union-attr]
+    return process

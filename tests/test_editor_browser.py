@@ -16,12 +16,15 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from editor_fixtures import (  # noqa: F401  (fixtures)
+    VIEWPORT,
     EditorPage,
     editor,
     editor_server,
+    free_port,
     math_ui_workflow,
     pattern_api_prompt,
     playwright_browser,
+    start_serve,
 )
 from nodegraph.engine.uiformat import ui_to_api
 from server_fixtures import http
@@ -274,3 +277,32 @@ def test_muted_and_bypassed_nodes_follow_comfyui(editor: EditorPage, mode: int, 
     expected = {} if mode == 2 else {"value": ["1", 0]}
     assert prompt["4"]["inputs"] == expected
     assert prompt == ui_to_api(workflow, object_info(editor_server.url).get).prompt
+
+
+def test_reconnects_after_a_server_restart_without_losing_the_graph(playwright_browser, tmp_path):
+    port = free_port()
+    server = start_serve(tmp_path, port)
+    context = playwright_browser.new_context(viewport=VIEWPORT)
+    try:
+        page = EditorPage(context.new_page(), f"http://127.0.0.1:{port}/").open(math_ui_workflow())
+        page.js("(app) => app.editor.setWidgetValue(2, 'value', 40)")  # an edit the server never saw
+        server.terminate()
+        server.wait()
+        page.page.wait_for_selector("#connection[data-state='offline']")
+        server = start_serve(tmp_path, port)
+        page.page.wait_for_selector("#connection[data-state='online']")
+        page.page.wait_for_selector(".toast.success:has-text('Reconnected')")
+        assert node(page, 2)["widgets"]["value"] == 40
+        page.page.click("#queue-button")
+        page.page.wait_for_function("() => window.nodegraph.editor.nodeInfo(4).text === '42'")
+        # A reload (or a browser restart) brings the same graph back from localStorage.
+        page.page.reload()
+        page.page.wait_for_selector("body[data-ready='true']")
+        assert node(page, 2)["widgets"]["value"] == 40
+        assert len(page.js("(app) => app.editor.nodeIds()")) == 4
+        # While the server was away the page logged the failed socket; nothing else.
+        assert page.unexpected_errors("WebSocket connection to", "ERR_CONNECTION_REFUSED") == []
+    finally:
+        context.close()
+        server.terminate()
+        server.wait()
