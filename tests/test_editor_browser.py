@@ -306,3 +306,36 @@ def test_reconnects_after_a_server_restart_without_losing_the_graph(playwright_b
         context.close()
         server.terminate()
         server.wait()
+
+
+def sleep_prompt(seconds: float, text: str) -> dict[str, Any]:
+    return {
+        "1": {"class_type": "PrimitiveString", "inputs": {"value": text}},
+        "2": {"class_type": "Sleep", "inputs": {"value": ["1", 0], "seconds": seconds}},
+        "3": {"class_type": "ShowText", "inputs": {"value": ["2", 0]}},
+    }
+
+
+def test_queue_panel_cancels_stops_and_deletes_jobs(editor: EditorPage):
+    editor.open()
+    page = editor.page
+    editor.js("(app, p) => app.loadDocument(p, 'sleepy', {quiet: true})", sleep_prompt(30, "first"))
+    page.keyboard.press("Control+Enter")  # the shortcut queues like the button
+    page.wait_for_function("() => window.nodegraph.editor.running?.id === 2")
+    # The running node shows its progress bar while it sleeps.
+    page.wait_for_function("() => window.nodegraph.editor.nodeInfo(2).progress > 0")
+    editor.js("(app) => app.editor.setWidgetValue(1, 'value', 'second')")
+    page.click("#queue-button")
+    page.wait_for_selector(".job[data-status='pending']")
+    assert page.inner_text("#queue-count") == "2"
+    editor.screenshot("editor-running")
+    page.click(".job[data-status='pending'] [data-action='cancel']")
+    page.wait_for_selector(".job[data-status='pending']", state="detached")
+    page.click("#interrupt-button")
+    page.wait_for_selector(".job[data-status='cancelled']")
+    page.wait_for_selector("#queue-count", state="hidden")
+    assert editor.js("(app) => app.editor.running") is None
+    count = page.locator(".job").count()
+    page.click(".job[data-status='cancelled'] [data-action='delete']")
+    page.wait_for_function(f"() => document.querySelectorAll('.job').length === {count - 1}")
+    assert editor.unexpected_errors() == []

@@ -518,10 +518,12 @@ class App {
   }
 }
 
+/** One validation error as a line: the server's precise details ("width: 99999 is bigger than the maximum
+ * 4096"), else its message, led by the input's name. */
 function errorText(error) {
   const input = error.extra_info?.input_name;
-  const details = error.details && error.details !== error.message ? `: ${error.details}` : "";
-  return `${input ? `${input}: ` : ""}${error.message}${details}`;
+  const text = String(error.details || error.message || "invalid");
+  return input && !text.startsWith(input) ? `${input}: ${text}` : text;
 }
 
 function download(filename, text) {

@@ -10,6 +10,14 @@ const STATUS_LABELS = {
   cancelled: "Cancelled",
 };
 
+const STATUS_ICONS = {
+  pending: "clock",
+  in_progress: "play",
+  completed: "check",
+  failed: "alert",
+  cancelled: "stop",
+};
+
 function ago(ms) {
   if (!ms) return "";
   const seconds = Math.max(0, (Date.now() - ms) / 1000);
@@ -68,7 +76,7 @@ export class QueuePanel {
     const thumb = preview
       ? h("img.job-thumb", { src: this.api.viewUrl(preview, true), alt: "", loading: "lazy",
         onclick: () => this.onShowImage(this.api.viewUrl(preview), preview.filename) })
-      : h(`div.job-thumb.placeholder.${job.status}`);
+      : h(`div.job-thumb.placeholder.${job.status}`, {}, icon(STATUS_ICONS[job.status] ?? "clock"));
     const error = job.execution_error
       ? h("div.job-error", { title: job.execution_error.exception_message ?? "" },
         `${job.execution_error.node_type ?? ""} ${job.execution_error.exception_message ?? ""}`.trim())

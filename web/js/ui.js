@@ -25,6 +25,11 @@ const ICONS = {
   trash: "M3 4.5h10M6.5 4.5V3h3v1.5M4.5 4.5l.6 8.5h5.8l.6-8.5",
   open: "M6 3H3v10h10v-3M9 3h4v4M13 3L7.5 8.5",
   download: "M8 2.5v8m-3.5-3.5L8 10.5l3.5-3.5M3 13.5h10",
+  check: "M3.5 8.5l3 3 6-7",
+  alert: "M8 3.5v5.5m0 2.5v.5",
+  clock: "M8 3a5 5 0 1 0 0 10A5 5 0 0 0 8 3zm0 2v3l2 1.5",
+  play: "M5.5 3.5v9l7-4.5z",
+  stop: "M4.5 4.5h7v7h-7z",
 };
 
 /** A 16px line icon (stroke follows the text colour). */
