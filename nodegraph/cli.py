@@ -151,11 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     convert = sub.add_parser(
         "convert",
         help="print the API-format JSON of a UI-format workflow or a PNG",
-        description="Convert a workflow file (ComfyUI UI format, or a PNG carrying a workflow) to the API format "
-        "that POST /prompt takes, and print it. Nodes whose type is not installed are reported on stderr by id, "
-        "type and title, and the exit status is then 2.",
+        description="Convert a workflow file (ComfyUI UI format, API format, or a PNG carrying a workflow) to the "
+        "API format that POST /prompt takes (or, with --to ui, to a laid-out UI workflow), and print it. Nodes "
+        "whose type is not installed are reported on stderr by id, type and title, and the exit status is then 2.",
     )
     convert.add_argument("workflow", type=Path)
+    convert.add_argument(
+        "--to",
+        choices=["api", "ui"],
+        default="api",
+        help="api (default): the format POST /prompt takes; ui: a laid-out editor workflow (schema 0.4) that "
+        "ComfyUI's editor and ours open",
+    )
     convert.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
 
     nodes = sub.add_parser(
@@ -290,7 +297,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     registry = default_registry()
     loaded = _load(args.workflow, registry, None)
     _report_problems(loaded)
-    text = json.dumps(loaded.prompt, indent=2)
+    result = loaded.prompt
+    if args.to == "ui":
+        from .engine.uiformat import api_to_ui
+
+        try:
+            result = api_to_ui(loaded.prompt, lambda name: registry.object_info(None, name).get(name))
+        except ValueError as exc:
+            return _fail(str(exc), EXIT_INVALID)
+    text = json.dumps(result, indent=2)
     if args.output:
         args.output.write_text(text + "\n")
     else:

@@ -340,3 +340,33 @@ def test_format_detection():
     assert not is_ui_format([])
     with pytest.raises(ValueError, match="not a UI-format workflow"):
         ui_to_api(TXT2IMG, node_info)
+
+
+# --- api_to_ui: the inverse, used for the example workflows and `nodegraph convert --to ui` --------------------------
+
+
+def test_api_to_ui_round_trips_txt2img():
+    from nodegraph.engine.uiformat import api_to_ui
+
+    ui = api_to_ui(TXT2IMG, node_info)
+    assert ui["version"] == 0.4 and len(ui["nodes"]) == len(TXT2IMG) and len(ui["links"]) == 9
+    sampler = next(n for n in ui["nodes"] if n["type"] == "KSampler")
+    assert sampler["widgets_values"][:2] == [TXT2IMG["3"]["inputs"]["seed"], "fixed"]
+    columns = {n["id"]: n["pos"][0] for n in ui["nodes"]}
+    assert columns[4] < columns[6] < columns[3] < columns[8] < columns[9]  # laid out left to right
+    back = ui_to_api(ui, node_info)
+    assert back.problems == []
+    assert back.prompt == TXT2IMG
+
+
+def test_api_to_ui_keeps_linked_widgets_and_titles():
+    from nodegraph.engine.uiformat import api_to_ui
+
+    prompt = {
+        "1": {"class_type": "PrimitiveInt", "inputs": {"value": 5}, "_meta": {"title": "Seed source"}},
+        **{k: v for k, v in TXT2IMG.items()},
+    }
+    prompt["3"] = {**TXT2IMG["3"], "inputs": {**TXT2IMG["3"]["inputs"], "seed": ["1", 0]}}
+    ui = api_to_ui(prompt, node_info)
+    assert next(n for n in ui["nodes"] if n["id"] == 1)["title"] == "Seed source"
+    assert ui_to_api(ui, node_info).prompt == prompt

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "nodegraph.nodes"
 BUILTIN_PACKS = (
     "nodegraph_nodes.utility",
+    "nodegraph_nodes.sd",
 )
 
 

@@ -590,3 +590,124 @@ def ui_to_api(workflow: dict, node_info: NodeInfo) -> ConversionResult:
     prompt = converter.build()
     # A link resolved from several consumers reports its problem once.
     return ConversionResult(prompt, list(dict.fromkeys(converter.problems)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The other way: API prompt -> UI workflow, laid out in columns
+
+
+def api_to_ui(prompt: dict, node_info: NodeInfo) -> dict:
+    """Lay an API prompt out as a UI-format workflow (schema 0.4) that ComfyUI's editor and ours open.
+
+    Nodes are placed in columns by their depth in the graph (sources on the left); widget values are written
+    in the editor's order, with "fixed" for seed controls and the upload button's value, so that
+    ``ui_to_api(api_to_ui(p))`` gives back ``p``. Raises ValueError for node types ``node_info`` does not know.
+    """
+    unknown = sorted({node.get("class_type") for node in prompt.values() if node_info(node.get("class_type")) is None})
+    if unknown:
+        raise ValueError(f"cannot lay out node types that are not installed: {', '.join(map(str, unknown))}")
+    numeric = [int(nid) for nid in prompt if str(nid).isdigit()]
+    next_id = max(numeric, default=0) + 1
+    ui_ids: dict[str, int] = {}
+    for nid in prompt:
+        if str(nid).isdigit():
+            ui_ids[nid] = int(nid)
+        else:
+            ui_ids[nid], next_id = next_id, next_id + 1
+
+    def sources(nid: str) -> list[str]:
+        return [str(v[0]) for v in prompt[nid].get("inputs", {}).values() if isinstance(v, list) and len(v) == 2]
+
+    depth: dict[str, int] = {}
+
+    def depth_of(nid: str, trail: frozenset = frozenset()) -> int:
+        if nid not in depth:
+            if nid in trail:
+                raise ValueError(f"the prompt has a cycle through node {nid}")
+            depth[nid] = 1 + max((depth_of(s, trail | {nid}) for s in sources(nid) if s in prompt), default=-1)
+        return depth[nid]
+
+    columns: dict[int, list[str]] = {}
+    for nid in prompt:
+        columns.setdefault(depth_of(nid), []).append(nid)
+
+    links: list[list[Any]] = []
+    nodes: list[dict[str, Any]] = []
+    out_links: dict[tuple[str, int], list[int]] = {}
+    order = 0
+    for column in sorted(columns):
+        y = 40.0
+        for nid in columns[column]:
+            node = prompt[nid]
+            info = node_info(node["class_type"])
+            values = node.get("inputs", {})
+            specs = dict(_ordered_inputs(info, "required")) | dict(_ordered_inputs(info, "optional"))
+            inputs = []
+            for name, spec in specs.items():
+                linked = isinstance(values.get(name), list) and len(values[name]) == 2
+                if _is_widget(spec) and not linked:
+                    continue
+                kind, _ = _split_spec(spec)
+                slot: dict[str, Any] = {"name": name, "type": "COMBO" if isinstance(kind, list) else kind, "link": None}
+                if _is_widget(spec):
+                    slot["widget"] = {"name": name}
+                if linked:
+                    src, src_slot = str(values[name][0]), int(values[name][1])
+                    link_id = len(links) + 1
+                    src_info = node_info(prompt[src]["class_type"]) if src in prompt else None
+                    out_type = (src_info or {}).get("output", ["*"] * (src_slot + 1))[src_slot]
+                    links.append([link_id, ui_ids.get(src, -1), src_slot, ui_ids[nid], len(inputs), out_type])
+                    out_links.setdefault((src, src_slot), []).append(link_id)
+                    slot["link"] = link_id
+                inputs.append(slot)
+            widgets_values = []
+            for slot in _widget_layout(info):
+                if slot.kind == "input":
+                    value = values.get(slot.name, _widget_default(specs[slot.name]))
+                    if isinstance(value, list) and len(value) == 2:
+                        value = _widget_default(specs[slot.name])
+                    if isinstance(value, dict) and "__value__" in value:
+                        value = value["__value__"]
+                    widgets_values.append(None if value is _MISSING else value)
+                elif slot.kind in ("control", "legacy_control"):
+                    widgets_values.append("fixed")
+                else:
+                    widgets_values.append("image")
+            height = 30 + 26 * (len(inputs) + len(widgets_values) + len(info.get("output", [])))
+            title = (node.get("_meta") or {}).get("title") or info.get("display_name") or node["class_type"]
+            entry: dict[str, Any] = {
+                "id": ui_ids[nid],
+                "type": node["class_type"],
+                "pos": [40.0 + 360.0 * column, y],
+                "size": [320.0, float(height)],
+                "flags": {},
+                "order": order,
+                "mode": 0,
+                "inputs": inputs,
+                "outputs": [],
+                "properties": {"Node name for S&R": node["class_type"]},
+                "widgets_values": widgets_values,
+            }
+            if title != info.get("display_name"):
+                entry["title"] = title
+            nodes.append(entry)
+            order += 1
+            y += height + 40
+    prompt_id_of = {ui_id: nid for nid, ui_id in ui_ids.items()}
+    for entry in nodes:
+        nid = prompt_id_of[entry["id"]]
+        info = node_info(prompt[nid]["class_type"])
+        entry["outputs"] = [
+            {"name": name, "type": kind, "links": out_links.get((nid, index), []), "slot_index": index}
+            for index, (kind, name) in enumerate(zip(info.get("output", []), info.get("output_name", [])))
+        ]
+    return {
+        "last_node_id": max((n["id"] for n in nodes), default=0),
+        "last_link_id": len(links),
+        "nodes": nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 1.0, "offset": [0.0, 0.0]}},
+        "version": 0.4,
+    }

@@ -93,17 +93,19 @@ def module_nbytes(value: Any) -> int:
 
 def _move(value: Any, device: torch.device, dtype: torch.dtype | None) -> None:
     if isinstance(value, torch.nn.Module):
-        value.to(device=device, dtype=dtype if dtype is not None and _is_float_module(value) else None)
+        current = next(value.parameters(), None)
+        if current is None:
+            return
+        if dtype is None or not current.is_floating_point() or current.dtype == dtype:
+            dtype = None  # only cast when needed: diffusers warns on every dtype cast of a loaded model
+        if current.device != device or dtype is not None:
+            value.to(device=device, dtype=dtype)
     elif isinstance(value, (list, tuple)):
         for v in value:
             _move(v, device, dtype)
     elif isinstance(value, dict):
         for v in value.values():
             _move(v, device, dtype)
-
-
-def _is_float_module(module: torch.nn.Module) -> bool:
-    return any(p.is_floating_point() for p in module.parameters())
 
 
 def release_memory() -> None:

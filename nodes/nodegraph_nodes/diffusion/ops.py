@@ -194,13 +194,15 @@ def ksample(
         unet = stack.enter_context(cache.use(model.ref))
         pos = _resolve_controls(stack, cache, positive)
         neg = _resolve_controls(stack, cache, negative)
+        scaled = latent["samples"] * model.latent_scale
         samples = with_oom_retry(
             cache,
             lambda: run_ksample(
-                unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
-                batch_index=latent.get("batch_index"), **options,
+                unet, sampling, pos, neg, scaled, callback=callback, batch_index=latent.get("batch_index"), **options
             ),
         )
+    if torch.equal(samples, scaled):  # no step taken (denoise 0): give the input back bit for bit
+        return latent["samples"].clone()
     return samples / model.latent_scale
 
 

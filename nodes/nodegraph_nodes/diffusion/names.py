@@ -1,0 +1,45 @@
+"""The sampler and scheduler names the KSampler-family nodes publish (torch-free).
+
+Node definitions list these as combo choices without importing torch, so they live apart from the code that
+implements them. Each list keeps ComfyUI's relative order and spelling so saved workflows validate unchanged, and
+holds exactly the names `samplers.SAMPLERS` / `schedules.SCHEDULERS` implement (a test checks both ways).
+"""
+from __future__ import annotations
+
+SAMPLER_NAMES: list[str] = [
+    "euler",
+    "euler_ancestral",
+    "heun",
+    "dpm_2",
+    "dpm_2_ancestral",
+    "lms",
+    "dpmpp_2s_ancestral",
+    "dpmpp_sde",
+    "dpmpp_sde_gpu",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu",
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
+    "ddpm",
+    "lcm",
+    "ddim",
+    "uni_pc",
+    "uni_pc_bh2",
+]
+
+SCHEDULER_NAMES: list[str] = [
+    "simple",
+    "sgm_uniform",
+    "karras",
+    "exponential",
+    "ddim_uniform",
+    "beta",
+    "normal",
+    "linear_quadratic",
+    "kl_optimal",
+]
+
+# Samplers whose schedule is computed for steps + 1 with the penultimate sigma dropped (ComfyUI does this for
+# second-order single-step solvers so the last real step is not wasted on a tiny interval).
+DISCARD_PENULTIMATE_SIGMA_SAMPLERS: frozenset[str] = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})

@@ -1,0 +1,46 @@
+"""Cheap live previews: latent -> RGB by a per-family linear map, no VAE decode.
+
+Each family's VAE latent space is close enough to linear in colour that rgb = latent . factors + bias gives a
+recognisable (blurry, latent-resolution) picture. The factors are the community-published least-squares fits used
+by most Stable Diffusion UIs for previews; they apply to latents in the UNet's space (scaled by the VAE factor),
+which is what the sampler callback hands out.
+"""
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+# family -> (4x3 factors: latent channel -> R, G, B contribution; RGB bias). Output is in [-1, 1].
+LATENT_RGB: dict[str, tuple[list[list[float]], list[float]]] = {
+    "sd1": (
+        [
+            [0.298, 0.207, 0.208],
+            [0.187, 0.286, 0.173],
+            [-0.158, 0.189, 0.264],
+            [-0.184, -0.271, -0.473],
+        ],
+        [0.0, 0.0, 0.0],
+    ),
+    "sdxl": (
+        [
+            [0.3651, 0.4232, 0.4341],
+            [-0.2533, -0.0042, 0.1068],
+            [0.1076, 0.1111, -0.0362],
+            [-0.3165, -0.2492, -0.2188],
+        ],
+        [0.1084, -0.0175, -0.0011],
+    ),
+}
+
+
+def latent_to_rgb(latent: torch.Tensor, family: str = "sd1") -> Image.Image:
+    """A PIL RGB image (latent resolution) of the first sample of `latent` ([B, 4, h, w] or [4, h, w])."""
+    try:
+        factors, bias = LATENT_RGB[family]
+    except KeyError:
+        raise ValueError(f"no preview factors for latent family {family!r}; known: {sorted(LATENT_RGB)}") from None
+    sample = latent[0] if latent.ndim == 4 else latent
+    sample = sample.detach().float().cpu()
+    rgb = torch.einsum("chw,cr->hwr", sample, torch.tensor(factors)) + torch.tensor(bias)
+    pixels = ((rgb + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)
+    return Image.fromarray(pixels.numpy())

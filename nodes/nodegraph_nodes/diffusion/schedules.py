@@ -1,0 +1,224 @@
+"""Noise schedules: the training beta schedules, and the sigma spacings a sampler can walk.
+
+Two kinds of function live here:
+
+* training schedules (`training_betas`, `alphas_cumprod`): the betas a discrete-time model was trained with, as in the
+  DDPM paper (`linear`), Stable Diffusion (`scaled_linear`) and improved DDPM (`cosine`);
+* spacings: given a model's sigma table (see `model_sampling.DiscreteModelSampling`) and a step count, the sigmas a
+  sampler visits, descending, with a trailing 0. Names and meaning follow ComfyUI's schedulers, so a workflow
+  picks the same sigmas here as there.
+
+All spacings return float32 CPU tensors of length steps + 1 (`beta` may return fewer when rounding merges steps,
+`ddim_uniform` more when the table length is not a multiple of steps).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training schedules
+
+
+def _linear_betas(n: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """DDPM (Ho et al. 2020): betas evenly spaced from beta_start to beta_end."""
+    return torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
+
+
+def _scaled_linear_betas(n: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """Stable Diffusion's schedule: evenly spaced in sqrt(beta), then squared (ComfyUI calls this one "linear")."""
+    return torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
+
+
+def _cosine_betas(n: int, beta_start: float, beta_end: float, s: float = 0.008) -> torch.Tensor:
+    """Improved DDPM (Nichol & Dhariwal 2021): alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) * pi/2), betas capped at 0.999.
+
+    beta_start / beta_end are not used by this schedule; the signature matches the others.
+    """
+    t = torch.arange(n + 1, dtype=torch.float64) / n
+    alpha_bar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+
+
+BETA_SCHEDULES: dict[str, Callable[[int, float, float], torch.Tensor]] = {
+    "linear": _linear_betas,
+    "scaled_linear": _scaled_linear_betas,
+    "cosine": _cosine_betas,
+    "squaredcos_cap_v2": _cosine_betas,  # diffusers' name for the same schedule
+}
+
+
+def training_betas(schedule: str, num_train_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """The float64 betas of a named training schedule (see BETA_SCHEDULES)."""
+    try:
+        make = BETA_SCHEDULES[schedule]
+    except KeyError:
+        raise ValueError(f"unknown beta schedule {schedule!r}; known: {sorted(BETA_SCHEDULES)}") from None
+    return make(num_train_timesteps, beta_start, beta_end)
+
+
+def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
+    """Cumulative product of (1 - beta), computed in float64 and returned as float32 (what the sigma table uses)."""
+    return torch.cumprod(1.0 - betas.double(), dim=0).float()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Spacings
+
+
+class SigmaTable(Protocol):
+    """What a spacing needs from a model's discrete schedule (implemented by DiscreteModelSampling)."""
+
+    sigmas: torch.Tensor  # ascending, one per training timestep
+
+    @property
+    def sigma_min(self) -> float: ...
+
+    @property
+    def sigma_max(self) -> float: ...
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor: ...
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor: ...
+
+
+def _with_zero(sigmas: torch.Tensor | list[float]) -> torch.Tensor:
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float32).flatten()
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. 2022: evenly spaced in sigma^(1/rho) from sigma_max to sigma_min."""
+    ramp = torch.linspace(0, 1, steps)
+    hi, lo = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return _with_zero((hi + ramp * (lo - hi)) ** rho)
+
+
+def exponential_sigmas(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """Evenly spaced in log(sigma) from sigma_max to sigma_min."""
+    return _with_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps).exp())
+
+
+def kl_optimal_sigmas(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """"Align Your Steps" (Sabour et al. 2024) KL-optimal spacing: evenly spaced in atan(sigma)."""
+    w = torch.linspace(0, 1, steps) if steps > 1 else torch.zeros(1)
+    return _with_zero(torch.tan(w * math.atan(sigma_min) + (1 - w) * math.atan(sigma_max)))
+
+
+def normal_sigmas(model: SigmaTable, steps: int) -> torch.Tensor:
+    """Timesteps evenly spaced from the one of sigma_max to the one of sigma_min (both included), as sigmas."""
+    start, end = _timestep_range(model)
+    return _with_zero(model.sigma(torch.linspace(start, end, steps)))
+
+
+def sgm_uniform_sigmas(model: SigmaTable, steps: int) -> torch.Tensor:
+    """Like `normal` but over steps + 1 evenly spaced timesteps with the last (sigma_min) dropped, as SGM does."""
+    start, end = _timestep_range(model)
+    return _with_zero(model.sigma(torch.linspace(start, end, steps + 1)[:-1]))
+
+
+def _timestep_range(model: SigmaTable) -> tuple[float, float]:
+    start = float(model.timestep(torch.tensor(model.sigma_max)))
+    end = float(model.timestep(torch.tensor(model.sigma_min)))
+    return start, end
+
+
+def simple_sigmas(model: SigmaTable, steps: int) -> torch.Tensor:
+    """Every (T/steps)-th entry of the model's sigma table, from the top: timesteps T-1, T-1-T/steps, ... (truncated).
+
+    For T=1000 and 10 steps this is timesteps 999, 899, ..., 99 (diffusers' "trailing" spacing).
+    """
+    table = model.sigmas
+    stride = len(table) / steps
+    return _with_zero([float(table[-(1 + int(i * stride))]) for i in range(steps)])
+
+
+def ddim_uniform_sigmas(model: SigmaTable, steps: int) -> torch.Tensor:
+    """Every (T // steps)-th entry of the sigma table starting at timestep 1, descending (the original DDIM code).
+
+    For T=1000 and 10 steps: timesteps 901, 801, ..., 1 (diffusers' "leading" spacing with steps_offset=1).
+    When T is not a multiple of steps this gives more steps than asked (12 -> 13), as ComfyUI's does.
+    """
+    table = model.sigmas
+    stride = max(len(table) // steps, 1)
+    return _with_zero([float(table[t]) for t in range(1, len(table), stride)][::-1])
+
+
+def beta_sigmas(model: SigmaTable, steps: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+    """Timesteps placed at the quantiles of a Beta(alpha, beta) distribution (Lee et al. 2024, "Beta Sampling is
+    All You Need"): dense at both ends of the schedule. Quantiles that round to the same timestep are merged."""
+    last = len(model.sigmas) - 1
+    quantiles = 1 - np.linspace(0, 1, steps, endpoint=False)
+    timesteps = np.rint(_beta_ppf(quantiles, alpha, beta) * last)
+    sigmas, previous = [], None
+    for t in timesteps:
+        if t != previous:
+            sigmas.append(float(model.sigmas[int(t)]))
+        previous = t
+    return _with_zero(sigmas)
+
+
+def _beta_ppf(q: np.ndarray, a: float, b: float, grid: int = 200_000) -> np.ndarray:
+    """Inverse CDF of Beta(a, b), without scipy.
+
+    With x = sin^2(theta) the density becomes 2 sin^(2a-1) cos^(2b-1) in theta, which is bounded for a, b >= 1/2 and
+    integrable otherwise; a midpoint rule on a fine theta grid gives the CDF to ~1e-6, enough to place timesteps.
+    """
+    edges = np.linspace(0, math.pi / 2, grid + 1)
+    mid = (edges[:-1] + edges[1:]) / 2
+    density = np.sin(mid) ** (2 * a - 1) * np.cos(mid) ** (2 * b - 1)
+    cdf = np.concatenate([[0.0], np.cumsum(density)])
+    cdf /= cdf[-1]
+    return np.sin(np.interp(q, cdf, edges)) ** 2
+
+
+def linear_quadratic_sigmas(
+    model: SigmaTable, steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None
+) -> torch.Tensor:
+    """Movie Gen's schedule (Polyak et al. 2024), as a fraction of sigma_max: the first half of the steps lowers the
+    noise linearly to `threshold_noise`, the rest follow a quadratic that reaches 0 with a continuous slope."""
+    if steps == 1:
+        return torch.tensor([1.0, 0.0]) * model.sigma_max
+    n_lin = steps // 2 if linear_steps is None else linear_steps
+    n_quad = steps - n_lin
+    # Quadratic a*i^2 + b*i + c on [n_lin, steps] that meets the linear part (value and slope) at n_lin and 1 at steps.
+    excess = n_lin - threshold_noise * steps
+    a = excess / (n_lin * n_quad**2)
+    b = threshold_noise / n_lin - 2 * excess / n_quad**2
+    c = a * n_lin**2
+    progress = [i * threshold_noise / n_lin for i in range(n_lin)]
+    progress += [a * i**2 + b * i + c for i in range(n_lin, steps)]
+    progress.append(1.0)
+    return torch.tensor([1.0 - p for p in progress], dtype=torch.float32) * model.sigma_max
+
+
+def _table_free(spacing: Callable[[int, float, float], torch.Tensor]) -> Callable[[SigmaTable, int], torch.Tensor]:
+    """Adapt a spacing that only needs the sigma range to the (model, steps) signature."""
+    return lambda model, steps: spacing(steps, model.sigma_min, model.sigma_max)
+
+
+SCHEDULERS: dict[str, Callable[[SigmaTable, int], torch.Tensor]] = {
+    "simple": simple_sigmas,
+    "sgm_uniform": sgm_uniform_sigmas,
+    "karras": _table_free(karras_sigmas),
+    "exponential": _table_free(exponential_sigmas),
+    "ddim_uniform": ddim_uniform_sigmas,
+    "beta": beta_sigmas,
+    "normal": normal_sigmas,
+    "linear_quadratic": linear_quadratic_sigmas,
+    "kl_optimal": _table_free(kl_optimal_sigmas),
+}
+
+
+def calculate_sigmas(model: SigmaTable, scheduler: str, steps: int) -> torch.Tensor:
+    """The sigmas of the named scheduler for `steps` steps (descending, trailing 0)."""
+    try:
+        spacing = SCHEDULERS[scheduler]
+    except KeyError:
+        raise ValueError(f"unknown scheduler {scheduler!r}; known: {list(SCHEDULERS)}") from None
+    return spacing(model, steps)
