@@ -49,9 +49,12 @@ def object_info(server_url: str) -> dict[str, Any]:
 def test_page_boots_connected_without_console_errors(editor: EditorPage):
     editor.open()
     assert editor.page.title().endswith("nodegraph")
-    # No SD nodes in this server: the first open is an empty canvas with a hint, not a graph of missing nodes.
-    assert editor.js("(app) => app.editor.nodeIds()") == []
-    assert editor.page.is_visible("#empty-hint")
+    # This server has no workflows/txt2img.json: the first open shows the built-in txt2img graph.
+    types = editor.js("(app) => app.editor.nodeIds().map((id) => app.editor.nodeInfo(id).type)")
+    assert sorted(types) == ["CLIPTextEncode", "CLIPTextEncode", "CheckpointLoaderSimple", "EmptyLatentImage",
+                             "KSampler", "SaveImage", "VAEDecode"]
+    assert editor.js("(app) => app.editor.nodeInfo(3).widgets.control_after_generate") == "randomize"
+    assert editor.page.is_hidden("#empty-hint")
     # The websocket handshake gave the page its client id.
     assert editor.js("(app) => app.api.clientId")
     editor.page.click(".menu-button[data-menu='examples']")
@@ -59,6 +62,8 @@ def test_page_boots_connected_without_console_errors(editor: EditorPage):
     names = editor.page.locator(".dropdown .menu-item .hint").all_inner_texts()
     assert names == ["math.json", "pattern_api.json"]
     editor.page.keyboard.press("Escape")
+    editor.js("(app) => app.newWorkflow()")
+    assert editor.page.is_visible("#empty-hint")
     editor.screenshot("editor-empty")
     assert editor.unexpected_errors() == []
 

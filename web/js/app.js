@@ -17,10 +17,11 @@ const DEFAULT_EXAMPLE = "txt2img.json";
 
 // The first-open graph when the server has no workflows/txt2img.json: ComfyUI's default txt2img.
 function builtinDefault(defs) {
-  const checkpoints = defs.get("CheckpointLoaderSimple")?.inputs.find((i) => i.name === "ckpt_name")?.widget
-    ?.options.values ?? [];
+  const checkpoint = defs.get("CheckpointLoaderSimple")?.inputs.find((i) => i.name === "ckpt_name")?.widget;
+  const choices = checkpoint?.options.values ?? [];
+  const ckpt = choices.includes(checkpoint.value) ? checkpoint.value : choices[0] ?? "nodegraph-demo-sd1.safetensors";
   return {
-    4: { class_type: "CheckpointLoaderSimple", inputs: { ckpt_name: checkpoints[0] ?? "nodegraph-demo-sd1.safetensors" } },
+    4: { class_type: "CheckpointLoaderSimple", inputs: { ckpt_name: ckpt } },
     6: { class_type: "CLIPTextEncode", inputs: { text: "a watercolor painting of a lighthouse on a cliff at sunset", clip: ["4", 1] } },
     7: { class_type: "CLIPTextEncode", inputs: { text: "blurry, low quality", clip: ["4", 1] } },
     5: { class_type: "EmptyLatentImage", inputs: { width: 512, height: 512, batch_size: 1 } },
@@ -355,11 +356,8 @@ class App {
     api.addEventListener("executing", ({ detail }) => {
       const id = detail.display_node ?? detail.node;
       this.editor.setRunning(id == null ? null : id);
-      if (id == null) {
-        this.setStatus("");
-        return;
-      }
-      this.setStatus(`Running ${this.#nodeTitle(id)}`);
+      if (id != null) this.setStatus(`Running ${this.#nodeTitle(id)}`);
+      else this.queuePanel.refreshSoon(); // the end: the job has left the queue
     });
     api.addEventListener("progress", ({ detail }) => {
       this.editor.setProgress(detail.node, detail.value, detail.max);

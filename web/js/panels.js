@@ -77,10 +77,14 @@ export class QueuePanel {
       ? h("img.job-thumb", { src: this.api.viewUrl(preview, true), alt: "", loading: "lazy",
         onclick: () => this.onShowImage(this.api.viewUrl(preview), preview.filename) })
       : h(`div.job-thumb.placeholder.${job.status}`, {}, icon(STATUS_ICONS[job.status] ?? "clock"));
-    const error = job.execution_error
-      ? h("div.job-error", { title: job.execution_error.exception_message ?? "" },
-        `${job.execution_error.node_type ?? ""} ${job.execution_error.exception_message ?? ""}`.trim())
-      : null;
+    const failure = job.execution_error;
+    let error = null;
+    if (failure && job.status === "cancelled") {
+      error = h("div.job-note", {}, failure.node_type ? `stopped at ${failure.node_type}` : "stopped");
+    } else if (failure) {
+      const text = `${failure.node_type ?? ""}: ${failure.exception_message ?? "failed"}`.replace(/^: /, "");
+      error = h("div.job-error", { title: text }, text);
+    }
     const actions = [];
     if (!finished) {
       actions.push(h("button.icon-button", { title: running ? "Stop" : "Cancel", "aria-label": "Cancel job",
