@@ -344,3 +344,20 @@ def test_queue_panel_cancels_stops_and_deletes_jobs(editor: EditorPage):
     page.click(".job[data-status='cancelled'] [data-action='delete']")
     page.wait_for_function(f"() => document.querySelectorAll('.job').length === {count - 1}")
     assert editor.unexpected_errors() == []
+
+
+def test_load_image_upload_button_sends_the_file_and_selects_it(editor: EditorPage, tmp_path):
+    editor.open({"nodes": [], "links": [], "version": 0.4})
+    node_id = editor.js("(app) => app.addFromSearch(app.defs.get('LoadImage'), {position: [80, 80], link: null})")
+    picture = tmp_path / "cat.png"
+    Image.new("RGB", (32, 32), (200, 120, 40)).save(picture)
+    with editor.page.expect_file_chooser() as chooser:
+        editor.page.mouse.click(*editor.screen_point(node_id, {"widget": "upload"}))
+    chooser.value.set_files(str(picture))
+    editor.page.wait_for_function(f"() => window.nodegraph.editor.nodeInfo({node_id}).widgets.image === 'cat.png'")
+    assert editor_prompt(editor)[str(node_id)]["inputs"] == {"image": "cat.png"}  # the button is not an input
+    assert "filename=cat.png" in node(editor, node_id)["images"][0] and "type=input" in node(editor, node_id)["images"][0]
+    choices = editor.js("(app) => app.defs.get('LoadImage').inputs[0].widget.options.values")
+    assert "cat.png" in choices
+    assert editor.js("(app) => app.editor.serializeWorkflow().nodes[0].widgets_values") == ["cat.png", "image"]
+    assert editor.unexpected_errors() == []

@@ -46,6 +46,11 @@ class App {
       onUpload: (nodeId, widgetName) => this.upload(nodeId, widgetName),
       onOpenImage: (url) => showImage(url),
       onChange: () => this.persistSoon(),
+      inputImageUrl: (name) => {
+        const slash = name.lastIndexOf("/");
+        return this.api.viewUrl({ filename: name.slice(slash + 1), subfolder: name.slice(0, Math.max(0, slash)),
+          type: "input" });
+      },
     });
     this.queuePanel = new QueuePanel(document.getElementById("tab-queue"), this.api, {
       onOpenWorkflow: (workflow, prompt) => this.openJob(workflow, prompt),

@@ -170,6 +170,11 @@ function addWidgets(node, def, editor) {
       widget = node.addWidget(type, input.name, spec.value, (value) => {
         widget.value = Math.min(Math.max(roundTo(Number(value), o.integer ? 1 : o.round), o.min), o.max);
       }, { min: o.min, max: o.max, step: o.step * 10, step2: o.step, precision: o.precision, round: o.round });
+    } else if (spec.kind === "combo" && spec.options.imageUpload) {
+      // An input image picker: the node shows the chosen picture.
+      widget = node.addWidget("combo", input.name, spec.value, (value) => editor.showInputImage(node.id, value),
+        { values: spec.options.values });
+      node.ngInputImageWidget = widget;
     } else if (spec.kind === "combo") {
       widget = node.addWidget("combo", input.name, spec.value, () => {}, { values: spec.options.values });
     } else if (spec.kind === "toggle") {
@@ -217,7 +222,9 @@ function makeNodeClass(def, editor) {
       }
       addWidgets(this, def, editor);
       const size = this.computeSize();
-      this.setSize([Math.max(size[0], NODE_MIN_WIDTH), size[1]]);
+      // Text boxes get room to show a prompt; other nodes take what their slots and widgets need.
+      const text = this.widgets.some((w) => w instanceof MultilineWidget);
+      this.setSize([Math.max(size[0], text ? 320 : NODE_MIN_WIDTH), size[1] + (text ? 40 : 0)]);
     }
 
     configure(info) {
@@ -226,6 +233,7 @@ function makeNodeClass(def, editor) {
       (this.widgets ?? []).forEach((widget, i) => {
         if (values[i] !== undefined) widget.value = values[i];
       });
+      if (this.ngInputImageWidget) editor.showInputImage(this.id, this.ngInputImageWidget.value);
       // Files from older editors list only linked sockets: give every widget its socket back, after them.
       for (const input of def.inputs) {
         if (input.widget && !this.inputs.some((slot) => slot.name === input.name)) {
@@ -236,6 +244,10 @@ function makeNodeClass(def, editor) {
 
     onDrawForeground(ctx) {
       editor.drawNodeExtras(this, ctx);
+    }
+
+    onAdded() {
+      if (this.ngInputImageWidget?.value) editor.showInputImage(this.id, this.ngInputImageWidget.value);
     }
 
     getExtraMenuOptions(canvas, options) {
@@ -287,6 +299,7 @@ function registerHelpers(editor) {
   for (const [type, cls] of [["Note", NoteNode], ["MarkdownNote", MarkdownNoteNode], ["Reroute", RerouteNode]]) {
     cls.nodeDef = null;
     LiteGraph.registerNodeType(type, cls);
+    cls.category = "utils";
   }
 }
 
@@ -297,6 +310,7 @@ export class Editor {
    *   onUpload(nodeId, widgetName)                   - pick and upload an image into a combo
    *   onOpenImage(url)                               - show an image large
    *   onChange()                                     - the graph changed (debounce on the caller's side)
+   *   inputImageUrl(name)                            - URL of a file of the input folder, to show it
    */
   constructor(canvasElement, hooks = {}) {
     applyTheme();
@@ -339,7 +353,9 @@ export class Editor {
     for (const [type, def] of defs) {
       const registered = LiteGraph.registered_node_types[type];
       if (registered) LiteGraph.unregisterNodeType(type);
-      LiteGraph.registerNodeType(type, makeNodeClass(def, this));
+      const cls = makeNodeClass(def, this);
+      LiteGraph.registerNodeType(type, cls);
+      cls.category = def.category; // registerNodeType derives it from the type name; ours is the definition's
     }
     // Combo choices (model files, input images) may have changed: refresh the lists of existing nodes.
     for (const node of this.graph._nodes) {
@@ -492,6 +508,7 @@ export class Editor {
     const widget = this.graph.getNodeById(id)?.widgets?.find((w) => w.name === name);
     if (!widget) throw new Error(`node ${id} has no widget ${name}`);
     widget.value = value;
+    if (widget === this.graph.getNodeById(id).ngInputImageWidget) this.showInputImage(id, value);
     this.canvas.setDirty(true, false);
   }
 
@@ -623,6 +640,14 @@ export class Editor {
     });
     node.ngPreview = null;
     this.#makeRoomForImage(node);
+  }
+
+  /** Show the picked input file on an image-loading node (through hooks.inputImageUrl). */
+  showInputImage(id, name) {
+    const widget = this.graph.getNodeById(id)?.ngInputImageWidget;
+    if (!name || !widget?.options.values.includes(name)) return; // only files the server listed: no 404s
+    const url = this.hooks.inputImageUrl?.(name);
+    if (url) this.setImages(id, [url]);
   }
 
   setPreview(id, url) {
