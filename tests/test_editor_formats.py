@@ -37,7 +37,9 @@ def load(page: EditorPage, workflow: dict[str, Any]) -> dict[str, Any]:
 def test_prompt_matches_the_server_converter(comfy_editor: EditorPage, name: str):
     workflow = load_ui(name)
     assert load(comfy_editor, workflow) == ui_to_api(workflow, node_info).prompt
-    assert comfy_editor.unexpected_errors() == []
+    # The swapped-in library lists input images this server does not have; LoadImage's picture then 404s.
+    allowed = ("status of 404",) if name == "loadimage.json" else ()
+    assert comfy_editor.unexpected_errors(*allowed) == []
 
 
 def test_default_comfyui_graph_gives_comfyuis_prompt_and_saves_back_unchanged(comfy_editor: EditorPage):
