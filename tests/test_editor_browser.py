@@ -72,14 +72,16 @@ def test_add_nodes_from_search_and_link_them_with_the_mouse(editor: EditorPage):
     editor.open({"nodes": [], "links": [], "version": 0.4})
     page = editor.page
     page.mouse.dblclick(220, 180)
-    page.wait_for_selector(".search-box")
+    page.wait_for_selector(".search-box input:focus")
     page.keyboard.type("int")
     assert page.locator(".search-item .search-title").first.inner_text() == "Int"
     page.keyboard.press("Enter")
     page.mouse.dblclick(620, 200)
+    page.wait_for_selector(".search-box input:focus")
     page.keyboard.type("show text")
     page.keyboard.press("Enter")
     page.mouse.dblclick(620, 420)
+    page.wait_for_selector(".search-box input:focus")
     page.keyboard.type("savetestimage")
     page.keyboard.press("Enter")
     ids = editor.js("(app) => app.editor.nodeIds()")
@@ -347,6 +349,9 @@ def test_queue_panel_cancels_stops_and_deletes_jobs(editor: EditorPage):
 
 
 def test_load_image_upload_button_sends_the_file_and_selects_it(editor: EditorPage, tmp_path):
+    # Listening from the start turns Chromium's file chooser interception on before the click (enabling it only
+    # inside expect_file_chooser races with the click).
+    editor.page.on("filechooser", lambda chooser: None)
     editor.open({"nodes": [], "links": [], "version": 0.4})
     node_id = editor.js("(app) => app.addFromSearch(app.defs.get('LoadImage'), {position: [80, 80], link: null})")
     picture = tmp_path / "cat.png"

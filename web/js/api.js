@@ -29,7 +29,6 @@ export class Api extends EventTarget {
     this.connected = false;
     this.everConnected = false;
     this._retryDelay = 500;
-    this._closing = false;
   }
 
   url(path) {
@@ -123,7 +122,6 @@ export class Api extends EventTarget {
   // --- websocket ----------------------------------------------------------------------------------------------
 
   connect() {
-    this._closing = false;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const query = this.clientId ? `?clientId=${encodeURIComponent(this.clientId)}` : "";
     const socket = new WebSocket(`${scheme}://${location.host}${this.base}/ws${query}`);
@@ -138,16 +136,9 @@ export class Api extends EventTarget {
       const was = this.connected;
       this.connected = false;
       if (was) this._emit("disconnected", {});
-      if (!this._closing) {
-        setTimeout(() => this.connect(), this._retryDelay);
-        this._retryDelay = Math.min(this._retryDelay * 2, 4000);
-      }
+      setTimeout(() => this.connect(), this._retryDelay);
+      this._retryDelay = Math.min(this._retryDelay * 2, 4000);
     });
-  }
-
-  close() {
-    this._closing = true;
-    this.socket?.close();
   }
 
   _emit(type, detail) {

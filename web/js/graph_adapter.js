@@ -15,7 +15,7 @@ import { nextValue } from "./control.js";
 import { CONTROL_MODES, CONTROL_WIDGET, alignWidgetValues, slotOrder, typesCompatible } from "./node_defs.js";
 
 // Colours per socket / link type (the family ComfyUI users know).
-export const TYPE_COLORS = {
+const TYPE_COLORS = {
   MODEL: "#b39ddb",
   CLIP: "#ffd500",
   VAE: "#ff6e6e",
@@ -336,6 +336,13 @@ export class Editor {
     this.canvas.onDrawBackground = (ctx, area) => this.#drawGrid(ctx, area);
     this.canvas.showSearchBox = (event, context) => this.#openSearch(event, context);
     this.canvas.showConnectionMenu = (options) => this.#openSearch(options.e, options);
+    // The search opens on the browser's own double-click (litegraph times clicks itself, which a busy machine
+    // can miss): on empty canvas only.
+    this.canvas.allow_searchbox = false;
+    canvasElement.addEventListener("dblclick", (event) => {
+      const [x, y] = this.toGraph(event.clientX, event.clientY);
+      if (!this.graph.getNodeOnPos(x, y) && !this.graph.getGroupOnPos(x, y)) this.#openSearch(event, null);
+    });
     registerHelpers(this);
     this.#watchSize();
     this.running = null;
@@ -470,13 +477,6 @@ export class Editor {
     return node.id;
   }
 
-  connect(originId, originSlot, targetId, targetSlot) {
-    const origin = this.graph.getNodeById(originId);
-    const target = this.graph.getNodeById(targetId);
-    const slot = typeof targetSlot === "string" ? target.findInputSlot(targetSlot) : targetSlot;
-    return !!origin.connect(originSlot, target, slot);
-  }
-
   /** Plain facts about one node for the UI and tests: type, title, pos, size, widgets, links, state. */
   nodeInfo(id) {
     const node = this.graph.getNodeById(id);
@@ -515,6 +515,8 @@ export class Editor {
   /** Screen (client) coordinates of a node's slot centre, or of a widget's centre: for tests and tours. */
   screenPoint(id, what) {
     const node = this.graph.getNodeById(id);
+    // Draw a frame now: slot and widget positions and hit areas are computed while drawing.
+    this.canvas.draw(true, true);
     let point;
     if (what.input !== undefined || what.output !== undefined) {
       const isInput = what.input !== undefined;
@@ -874,8 +876,9 @@ export class Editor {
     if (context?.nodeTo && context.slotTo) filter = { type: context.slotTo.type, direction: "output" };
     const clientX = event?.clientX ?? 200;
     const clientY = event?.clientY ?? 200;
-    this.hooks.onSearch?.({ clientX, clientY, position: this.toGraph(clientX, clientY), filter,
-      link: filter ? context : null });
+    const request = { clientX, clientY, position: this.toGraph(clientX, clientY), filter, link: filter ? context : null };
+    // After litegraph has finished with this pointer event (it focuses the canvas), so the box keeps the focus.
+    setTimeout(() => this.hooks.onSearch?.(request), 0);
   }
 
   #watchSize() {

@@ -12,7 +12,6 @@
 
 import { typesCompatible } from "./node_defs.js";
 
-export const MODE_ALWAYS = 0;
 export const MODE_NEVER = 2;
 export const MODE_BYPASS = 4;
 
