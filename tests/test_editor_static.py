@@ -74,6 +74,7 @@ async def examples_client(tmp_path):
     folder = tmp_path / "workflows"
     (folder / "more").mkdir(parents=True)
     (folder / "txt2img.json").write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
+    (folder / "txt2img.ui.json").write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
     (folder / "more" / "upscale_two_pass.json").write_text(json.dumps({"1": {"class_type": "X", "inputs": {}}}))
     (folder / "notes.txt").write_text("not a workflow")
     (folder / "broken.json").write_text("{not json")
@@ -89,6 +90,7 @@ async def test_example_workflows_are_listed_and_served(examples_client):
         {"name": "broken.json", "title": "broken"},
         {"name": "more/upscale_two_pass.json", "title": "more/upscale two pass"},
         {"name": "txt2img.json", "title": "txt2img"},
+        {"name": "txt2img.ui.json", "title": "txt2img"},  # the same workflow in the editor's format
     ]}
     assert (await examples_client.get("/nodegraph/workflows")).status == 200  # also without /api, like every route
     answer = await examples_client.get("/api/nodegraph/workflows/txt2img.json")
@@ -109,6 +111,25 @@ async def test_example_workflow_names_are_checked(examples_client, name, status)
     answer = await examples_client.get(f"/api/nodegraph/workflows/{name}")
     assert answer.status == status
     assert list(await answer.json()) == ["error"]  # a message, never the file behind the link
+
+
+async def test_view_serves_input_images_of_the_example_folder(tmp_path):
+    """The img2img example's LoadImage shows its picture: /view finds inputs where the nodes find them."""
+    from nodegraph.engine import Folders
+
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    (bundled / "example.png").write_bytes((ROOT / "workflows" / "inputs" / "example.png").read_bytes())
+    (tmp_path / "input").mkdir()
+    (tmp_path / "input" / "mine.png").write_bytes(b"\x89PNG user")
+    folders = Folders(models_dirs=[tmp_path / "models"], input_dir=tmp_path / "input", output_dir=tmp_path / "output",
+                      temp_dir=tmp_path / "temp", extra_input_dirs=[bundled])
+    async with TestClient(TestServer(create_app(make_config(tmp_path, folders=folders)))) as client:
+        answer = await client.get("/api/view", params={"filename": "example.png", "type": "input"})
+        assert answer.status == 200 and await answer.read() == (bundled / "example.png").read_bytes()
+        assert (await client.get("/api/view", params={"filename": "mine.png", "type": "input"})).status == 200
+        assert (await client.get("/api/view", params={"filename": "example.png", "type": "output"})).status == 404
+        assert (await client.get("/api/view", params={"filename": "absent.png", "type": "input"})).status == 404
 
 
 def test_frontend_comfyui_without_the_package_says_how_to_install_it(tmp_path, capsys, monkeypatch):
