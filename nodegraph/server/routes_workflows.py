@@ -3,7 +3,9 @@ route; it is ours, under `/api/nodegraph/`).
 
 - `GET /nodegraph/workflows` -> `{"workflows": [{"name": "txt2img.json", "title": "txt2img"}, ...]}` sorted by name,
   files of subfolders included as `sub/name.json`
-  (URL-encode the slash when asking for one: `sub%2Fname.json`).
+  (URL-encode the slash when asking for one: `sub%2Fname.json`). A workflow shipped in both formats is listed as
+  both files (`NAME.json`, the API prompt, and `NAME.ui.json`, the editor's layout) under the same title; the
+  editor shows it once, opening the `.ui.json`.
 - `GET /nodegraph/workflows/{name}` -> the file's JSON; 404 when absent, 400 for a name that is not a `.json` file
   inside the folder (`..`, absolute paths and symlinks out of it are refused).
 """
@@ -25,7 +27,9 @@ def workflows_dir(request: web.Request) -> Path | None:
 
 
 def _title(relative: str) -> str:
-    return relative[: -len(".json")].replace("_", " ")
+    """`sub/hires_fix.ui.json` -> `sub/hires fix`: the same title for a workflow's API and UI files."""
+    base = relative.removesuffix(".json").removesuffix(".ui")
+    return base.replace("_", " ")
 
 
 async def list_workflows(request: web.Request) -> web.Response:
