@@ -150,6 +150,34 @@ class EditorPage:
         return [e for e in self.errors if not any(a in e for a in allowed)]
 
 
+# Counts the light pixels (text: titles #c9ccd3, values #e2e4e9) of one band of the canvas as drawn now: a node's
+# title bar after its dot, or the right half of a widget's row (where the value is), less the arrow.
+_TEXT_PIXELS_JS = """(app, a) => {
+  const editor = app.editor;
+  const info = editor.nodeInfo(a.id);
+  const scale = editor.canvas.ds.scale;
+  const [cx, cy] = editor.screenPoint(a.id, a.widget ? { widget: a.widget } : {});
+  const half = info.size[0] * scale / 2;
+  const [x0, x1] = a.widget ? [cx, cx + half - 30 * scale] : [cx - half + 30 * scale, cx + half];
+  const [y0, y1] = [cy - 6 * scale, cy + 6 * scale];
+  const canvas = document.getElementById("graph-canvas");
+  const rect = canvas.getBoundingClientRect();
+  const ratio = canvas.width / rect.width;
+  const pixels = canvas.getContext("2d").getImageData(Math.round((x0 - rect.left) * ratio),
+    Math.round((y0 - rect.top) * ratio), Math.round((x1 - x0) * ratio), Math.round((y1 - y0) * ratio)).data;
+  let light = 0;
+  for (let i = 0; i < pixels.length; i += 4) {
+    if (Math.min(pixels[i], pixels[i + 1], pixels[i + 2]) > 150) light += 1;
+  }
+  return light;
+}"""
+
+
+def text_pixels(page: EditorPage, node_id: int, widget: str | None = None) -> int:
+    """Light pixels in node `node_id`'s title bar (or in `widget`'s value): zero when litegraph drew no text."""
+    return page.js(_TEXT_PIXELS_JS, {"id": node_id, "widget": widget})
+
+
 @pytest.fixture
 def editor(playwright_browser: Any, editor_server: ServerThread) -> Iterator[EditorPage]:
     """A fresh browser context (empty localStorage) at 1280x720 with the editor's URL."""

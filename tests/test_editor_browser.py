@@ -147,6 +147,40 @@ def test_queue_button_runs_the_workflow_with_progress_previews_and_images(editor
     assert editor.unexpected_errors() == []
 
 
+ALIASES = {"CheckpointLoaderSimple": "LoadCheckpoint", "CLIPTextEncode": "CLIPEncode", "BasicScheduler": "NoiseSchedule"}
+
+
+def test_node_library_lists_each_node_once_and_finds_it_by_an_alias(editor: EditorPage, editor_server):
+    info = object_info(editor_server.url)
+    assert {name: record["alias_of"] for name, record in info.items() if "alias_of" in record} == ALIASES
+    editor.open({"nodes": [], "links": [], "version": 0.4})
+    page = editor.page
+    page.mouse.dblclick(300, 200)
+    page.wait_for_selector(".search-box input:focus")
+    listed = page.locator(".search-item").evaluate_all("(items) => items.map((item) => item.dataset.type)")
+    assert set(ALIASES.values()) <= set(listed) and not set(ALIASES) & set(listed)
+    assert len(listed) == len(set(listed))
+    # An alias name finds its primary, first.
+    page.keyboard.type("CheckpointLoaderSimple")
+    assert page.locator(".search-item").first.get_attribute("data-type") == "LoadCheckpoint"
+    page.keyboard.press("Enter")
+    (node_id,) = editor.js("(app) => app.editor.nodeIds()")
+    assert node(editor, node_id)["type"] == "LoadCheckpoint"
+    # litegraph's Add Node menu (right click) lists it once as well.
+    page.mouse.click(700, 600, button="right")
+    page.click(".litecontextmenu .litemenu-entry:has-text('Add Node')")
+    page.locator(".litecontextmenu").last.locator(".litemenu-entry", has_text="loaders").click()
+    entries = page.locator(".litecontextmenu").last.locator(".litemenu-entry").all_inner_texts()
+    assert entries.count("Load Checkpoint") == 1
+    page.keyboard.press("Escape")
+    # A workflow naming the alias still loads as that type (not "not installed") and queues it by that name.
+    editor.js("(app, p) => app.loadDocument(p, 'aliases', {quiet: true})",
+              {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.safetensors"}}})
+    assert node(editor, 4)["title"] == "Load Checkpoint"
+    assert editor_prompt(editor)["4"]["class_type"] == "CheckpointLoaderSimple"
+    assert editor.unexpected_errors() == []
+
+
 def test_control_after_generate_applies_after_each_queue(editor: EditorPage):
     workflow = math_ui_workflow()
     workflow["nodes"][0]["widgets_values"] = [10, "increment"]

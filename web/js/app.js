@@ -9,13 +9,13 @@ import { workflowFromPng } from "./png_meta.js";
 import { graphToPrompt } from "./prompt.js";
 import { NodeSearch } from "./search.js";
 import { askText, closeMenu, showImage, showMenu, toast } from "./ui.js";
-import { apiToWorkflow, classify } from "./workflow_io.js";
+import { apiToWorkflow, classify, exampleEntries } from "./workflow_io.js";
 
 const STORE_WORKFLOW = "nodegraph.workflow";
 const STORE_NAME = "nodegraph.workflowName";
-const DEFAULT_EXAMPLE = "txt2img.json";
+const DEFAULT_EXAMPLE = "txt2img";
 
-// The first-open graph when the server has no workflows/txt2img.json: ComfyUI's default txt2img.
+// The first-open graph when the server has no workflows/txt2img(.ui).json: ComfyUI's default txt2img.
 function builtinDefault(defs) {
   const checkpoint = defs.get("CheckpointLoaderSimple")?.inputs.find((i) => i.name === "ckpt_name")?.widget;
   const choices = checkpoint?.options.values ?? [];
@@ -110,11 +110,9 @@ class App {
 
   async openDefault() {
     try {
-      const list = await this.api.exampleWorkflows();
-      if (list.workflows?.some((w) => w.name === DEFAULT_EXAMPLE)) {
-        await this.openExample(DEFAULT_EXAMPLE);
-        return;
-      }
+      const example = exampleEntries((await this.api.exampleWorkflows()).workflows)
+        .find((entry) => entry.base === DEFAULT_EXAMPLE);
+      if (example && await this.openExample(example.name)) return;
     } catch {
       // no examples route or folder: use the built-in graph
     }
@@ -189,12 +187,17 @@ class App {
     }
   }
 
+  /** Open a file of the server's workflows/ folder, fitted to the window; true when it loaded. */
   async openExample(name) {
     try {
       const doc = await this.api.exampleWorkflow(name);
-      this.loadDocument(doc, name.replace(/\.json$/, ""), { quiet: true });
+      if (!this.loadDocument(doc, name.replace(/(\.ui)?\.json$/, ""), { quiet: true })) return false;
+      this.editor.fitView();
+      this.persist();
+      return true;
     } catch (error) {
       toast(`Could not open example ${name}`, "error", { detail: error.message });
+      return false;
     }
   }
 
@@ -447,8 +450,8 @@ class App {
       examples: async () => {
         try {
           const list = await this.api.exampleWorkflows();
-          const items = (list.workflows ?? []).map((w) => ({ label: w.title || w.name, hint: w.name,
-            run: () => this.openExample(w.name) }));
+          const items = exampleEntries(list.workflows).map((entry) => ({ label: entry.title, hint: entry.name,
+            run: () => this.openExample(entry.name) }));
           return items.length ? [{ heading: "Example workflows" }, ...items]
             : [{ heading: "No example workflows on this server" }];
         } catch (error) {

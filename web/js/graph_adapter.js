@@ -49,7 +49,14 @@ const THEME = {
 };
 
 const NODE_MIN_WIDTH = 240;
+const CONTROL_NODE_MIN_WIDTH = 300;
 const IMAGE_AREA_MIN = 200;
+// Below this zoom litegraph draws nodes without any text (its "low quality" mode; its default is 0.6). At 0.5 the
+// 14 px titles are 7 px high, about the smallest that still reads. The example workflows and autoLayout are
+// compact enough to be fitted above it (about 0.7 for txt2img on a 1280x720 window with the side panel open).
+const LOW_QUALITY_ZOOM = 0.5;
+// The largest zoom "Fit to view" uses: a graph of two nodes is not blown up.
+const FIT_MAX_ZOOM = 1.1;
 
 function applyTheme() {
   Object.assign(LiteGraph, {
@@ -59,7 +66,7 @@ function applyTheme() {
     NODE_TITLE_COLOR: THEME.nodeTitleText,
     NODE_SELECTED_TITLE_COLOR: THEME.selectedTitleText,
     NODE_TEXT_COLOR: "#b9bdc7",
-    NODE_TEXT_SIZE: 13,
+    NODE_TEXT_SIZE: 14,
     NODE_SUBTEXT_SIZE: 12,
     NODE_FONT: THEME.font,
     DEFAULT_FONT: THEME.font,
@@ -222,9 +229,11 @@ function makeNodeClass(def, editor) {
       }
       addWidgets(this, def, editor);
       const size = this.computeSize();
-      // Text boxes get room to show a prompt; other nodes take what their slots and widgets need.
+      // Text boxes get room to show a prompt, a "control after generate" row room for its label; other nodes
+      // take what their slots and widgets need.
       const text = this.widgets.some((w) => w instanceof MultilineWidget);
-      this.setSize([Math.max(size[0], text ? 320 : NODE_MIN_WIDTH), size[1] + (text ? 40 : 0)]);
+      const minWidth = text ? 320 : this.ngControls.length ? CONTROL_NODE_MIN_WIDTH : NODE_MIN_WIDTH;
+      this.setSize([Math.max(size[0], minWidth), size[1] + (text ? 40 : 0)]);
     }
 
     configure(info) {
@@ -331,6 +340,7 @@ export class Editor {
       round_radius: 8,
       links_render_mode: LiteGraph.SPLINE_LINK,
       default_link_color: THEME.link,
+      low_quality_zoom_threshold: LOW_QUALITY_ZOOM,
     });
     this.canvas.default_connection_color_byType = { ...TYPE_COLORS };
     this.canvas.onDrawBackground = (ctx, area) => this.#drawGrid(ctx, area);
@@ -363,6 +373,8 @@ export class Editor {
       const cls = makeNodeClass(def, this);
       LiteGraph.registerNodeType(type, cls);
       cls.category = def.category; // registerNodeType derives it from the type name; ours is the definition's
+      // An alias type stays registered (workflows name it) but out of litegraph's Add Node menu: the primary is there.
+      cls.skip_list = !!def.aliasOf && defs.has(def.aliasOf);
     }
     // Combo choices (model files, input images) may have changed: refresh the lists of existing nodes.
     for (const node of this.graph._nodes) {
@@ -544,7 +556,11 @@ export class Editor {
     return this.canvas.ds.convertCanvasToOffset([clientX - rect.left, clientY - rect.top]);
   }
 
-  /** Lay nodes out left to right by link depth (for API-format imports, which carry no positions). */
+  /**
+   * Lay nodes out left to right by link depth (for API-format imports, which carry no positions). A column short
+   * enough to fit under its left neighbour within the tallest column's height is stacked there (VAE Decode over
+   * Save Image, say): fewer columns keep a usual graph wide enough to read when fitted on a laptop screen.
+   */
   autoLayout() {
     const nodes = this.graph._nodes;
     const depth = new Map();
@@ -561,27 +577,37 @@ export class Editor {
       depth.set(node.id, d);
       return d;
     };
-    const columns = [];
+    const byDepth = [];
     for (const node of [...nodes].sort((a, b) => Number(a.id) - Number(b.id))) {
-      const d = depthOf(node);
-      (columns[d] ??= []).push(node);
+      (byDepth[depthOf(node)] ??= []).push(node);
+    }
+    const gap = 40; // between stacked nodes; columns are further apart, so that their links show
+    const columnGap = 70;
+    const title = LiteGraph.NODE_TITLE_HEIGHT;
+    const heightOf = (column) => column.reduce((sum, node) => sum + node.size[1] + title, 0) + gap * (column.length - 1);
+    const filled = byDepth.filter(Boolean);
+    const tallest = Math.max(0, ...filled.map(heightOf));
+    const columns = [];
+    for (const column of filled) {
+      const last = columns.at(-1);
+      if (last && heightOf(last) + gap + heightOf(column) <= tallest) last.push(...column);
+      else columns.push([...column]);
     }
     let x = 0;
-    const gap = 60;
     for (const column of columns) {
-      if (!column) continue;
       let y = 0;
       let width = 0;
       for (const node of column) {
-        node.pos = [x, y + LiteGraph.NODE_TITLE_HEIGHT];
-        y += node.size[1] + LiteGraph.NODE_TITLE_HEIGHT + 40;
+        node.pos = [x, y + title];
+        y += node.size[1] + title + gap;
         width = Math.max(width, node.size[0]);
       }
-      x += width + gap;
+      x += width + columnGap;
     }
     this.fitView();
   }
 
+  /** Show the whole graph, centred, as large as the canvas allows (up to FIT_MAX_ZOOM). */
   fitView() {
     const nodes = this.graph._nodes;
     if (!nodes.length) {
@@ -597,8 +623,9 @@ export class Editor {
       bottom = Math.max(bottom, node.pos[1] + node.size[1]);
     }
     const rect = this.element.getBoundingClientRect();
-    const margin = 40;
-    const scale = Math.min(1.1, (rect.width - margin * 2) / (right - left), (rect.height - margin * 2) / (bottom - top));
+    const margin = 32; // screen pixels: room for links that loop out of a node stacked over its consumer
+    const scale = Math.min(FIT_MAX_ZOOM, (rect.width - margin * 2) / (right - left),
+      (rect.height - margin * 2) / (bottom - top));
     const ds = this.canvas.ds;
     ds.scale = Math.max(0.25, scale);
     ds.offset = [
@@ -764,10 +791,12 @@ export class Editor {
       ctx.restore();
     }
     if (node.ngProgress != null) {
-      ctx.fillStyle = "rgba(0,0,0,0.35)";
-      ctx.fillRect(0, -4, width, 4);
+      // Along the foot of the title bar, on a visible track, so that step 1 of 3000 already shows a bar.
+      const barHeight = 6;
+      ctx.fillStyle = "rgba(255,255,255,0.14)";
+      ctx.fillRect(0, -barHeight, width, barHeight);
       ctx.fillStyle = THEME.running;
-      ctx.fillRect(0, -4, width * node.ngProgress, 4);
+      ctx.fillRect(0, -barHeight, Math.max(barHeight, width * node.ngProgress), barHeight);
     }
     if (node.ngErrors) this.#drawErrors(node, ctx);
   }

@@ -92,7 +92,7 @@ export function typesCompatible(a, b) {
 
 /**
  * One object_info record -> the editor's node description:
- * {type, title, category, description, outputNode, deprecated, experimental,
+ * {type, title, category, description, outputNode, deprecated, experimental, aliasOf, searchAliases,
  *  inputs: [{name, type, optional, tooltip, widget: {kind, value, options, control} | null}],
  *  outputs: [{name, type, isList, tooltip}],
  *  widgetOrder: [{name, role: "input"|"control"|"upload", input?}]}  (the `widgets_values` layout)
@@ -133,17 +133,28 @@ export function describeNode(type, record) {
     deprecated: !!record.deprecated,
     experimental: !!record.experimental,
     pythonModule: record.python_module ?? "",
+    // Another name of the same node (CheckpointLoaderSimple for LoadCheckpoint): kept so that workflows using it
+    // load and run, left out of the library and search, which find the primary by this name instead.
+    aliasOf: typeof record.alias_of === "string" ? record.alias_of : null,
+    searchAliases: Array.isArray(record.search_aliases) ? record.search_aliases.map(String) : [],
     inputs,
     outputs,
     widgetOrder,
   };
 }
 
-/** The whole object_info answer -> Map(type -> description), skipping records that cannot be described. */
+/**
+ * The whole object_info answer -> Map(type -> description), skipping records that cannot be described. Every
+ * alias's name is among its primary's `searchAliases`, even where the server listed it only on the alias.
+ */
 export function describeAll(objectInfo) {
   const defs = new Map();
   for (const [type, record] of Object.entries(objectInfo ?? {})) {
     if (record && typeof record === "object") defs.set(type, describeNode(type, record));
+  }
+  for (const def of defs.values()) {
+    const primary = def.aliasOf ? defs.get(def.aliasOf) : null;
+    if (primary && !primary.searchAliases.includes(def.type)) primary.searchAliases.push(def.type);
   }
   return defs;
 }

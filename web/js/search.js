@@ -4,23 +4,29 @@
 import { typesCompatible } from "./node_defs.js";
 import { h } from "./ui.js";
 
-/** Rank definitions for a query: name prefix > word prefix > substring > category/description match. */
+/**
+ * Rank definitions for a query: name prefix > word prefix > substring > category/description match. The names
+ * are the title, the type and the type's aliases (`search_aliases`); alias records themselves are not listed,
+ * so each node shows once.
+ */
 export function searchNodes(defs, query, filter = null, limit = 60) {
   const words = query.toLowerCase().split(/\s+/).filter(Boolean);
+  const whole = query.trim().toLowerCase();
   const results = [];
   for (const def of defs.values()) {
+    if (def.aliasOf && defs.has(def.aliasOf)) continue;
     if (filter) {
       const slots = filter.direction === "input" ? def.inputs : def.outputs;
       if (!slots.some((slot) => typesCompatible(slot.type, filter.type))) continue;
     }
     const title = def.title.toLowerCase();
-    const type = def.type.toLowerCase();
-    const haystack = `${title} ${type} ${def.category.toLowerCase()} ${def.description.toLowerCase()}`;
-    let score = title === query.trim().toLowerCase() || type === query.trim().toLowerCase() ? 20 : 0;
+    const names = [def.type, ...(def.searchAliases ?? [])].map((name) => name.toLowerCase());
+    const haystack = `${title} ${names.join(" ")} ${def.category.toLowerCase()} ${def.description.toLowerCase()}`;
+    let score = title === whole || names.includes(whole) ? 20 : 0;
     let matched = true;
     for (const word of words) {
-      if (title.startsWith(word) || type.startsWith(word)) score += 8;
-      else if (title.includes(` ${word}`) || title.includes(word) || type.includes(word)) score += 4;
+      if (title.startsWith(word) || names.some((name) => name.startsWith(word))) score += 8;
+      else if (title.includes(word) || names.some((name) => name.includes(word))) score += 4;
       else if (haystack.includes(word)) score += 1;
       else matched = false;
     }

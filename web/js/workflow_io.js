@@ -113,3 +113,19 @@ export function apiToWorkflow(prompt, defs) {
   };
   return { workflow, missing: [...missing] };
 }
+
+const UI_SUFFIX = ".ui.json";
+
+/**
+ * The server's example files, one entry per workflow: `NAME.ui.json` (laid out by hand) is preferred to
+ * `NAME.json` (an API prompt, laid out automatically) when both exist. -> [{base, name, title}] by name.
+ */
+export function exampleEntries(files) {
+  const chosen = new Map();
+  for (const file of files ?? []) {
+    const isUi = file.name.endsWith(UI_SUFFIX);
+    const base = file.name.slice(0, -(isUi ? UI_SUFFIX.length : ".json".length));
+    if (!chosen.has(base) || isUi) chosen.set(base, { base, name: file.name, title: file.title || base });
+  }
+  return [...chosen.values()].sort((a, b) => a.base.localeCompare(b.base));
+}
