@@ -109,8 +109,9 @@ class MultilineWidget extends BaseWidget {
     ctx.fill();
     ctx.stroke();
     ctx.clip();
-    ctx.font = `12px ${THEME.font}`;
     const text = String(this.value ?? "");
+    // An empty box shows its placeholder (or the input's name) dimmed and in italics, so it never reads as text.
+    ctx.font = `${text ? "" : "italic "}12px ${THEME.font}`;
     ctx.fillStyle = text ? THEME.widgetText : THEME.widgetLabel;
     const lines = wrapText(ctx, text || this.options?.placeholder || this.name, width - margin * 2 - 14);
     lines.forEach((line, i) => ctx.fillText(line, margin + 7, y + 16 + i * 15));
