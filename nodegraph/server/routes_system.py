@@ -89,7 +89,8 @@ def _system_stats(state: Any) -> dict[str, Any]:
         },
         "devices": devices(ram_total, ram_free),
         "nodegraph": {
-            "output_cache": state.executor.cache.stats(),
+            "output_cache": state.executor.cache.stats() if state.executor is not None else None,
+            "executor": state.backend.stats(),
             "resources": {owner.name: owner.stats() for owner in resources.owners()},
             "queue_remaining": state.store.queue_remaining(),
             "max_history": state.config.max_history,
