@@ -59,7 +59,10 @@ class PromptBackend(Protocol):
         """Drop the output cache (`free_memory`) and let model owners give memory back."""
 
     def stats(self) -> dict[str, Any]:
-        """JSON-able state for /system_stats (cheap: no waiting on workers)."""
+        """JSON-able state for /system_stats and GET /workers (cheap: no waiting on workers)."""
+
+    def resize(self, size: int | None) -> None:
+        """Keep `size` workers (None: as many as the cluster has devices); ValueError where that is impossible."""
 
     async def close(self) -> None: ...
 
@@ -107,6 +110,10 @@ class LocalBackend:
 
     def stats(self) -> dict[str, Any]:
         return {"name": self.name}
+
+    def resize(self, size: int | None) -> None:
+        raise ValueError("the local executor runs one prompt at a time in this process; "
+                         "run the server with --executor ray for a pool of workers")
 
     async def close(self) -> None:
         self.executor.close()
