@@ -334,7 +334,8 @@ class RayPool:
             reply = await finished
         except RayActorError as exc:
             self._lost(worker)
-            raise WorkerDied(f"worker {worker.id} died: {exc}") from None
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WorkerDied(f"worker {worker.id} died: {first_line}") from None
         finally:
             if finished.done() and not finished.cancelled():
                 finished.exception()  # retrieved: a death is reported once, by the poll
@@ -345,7 +346,7 @@ class RayPool:
                          executed=reply["executed"], cached=reply["cached"], error=reply["error"])
 
     def _remember_retry(self, prompt_id: str, attempts: list[str]) -> None:
-        self.retried[prompt_id] = list(attempts)
+        self.retried[prompt_id] = attempts  # the same list: the retry's worker is added when it starts
         while len(self.retried) > KEEP_RECENT:
             self.retried.popitem(last=False)
 
