@@ -158,11 +158,6 @@ class Store:
         self._counter = 0
         self.recovered: list[str] = []  # prompt ids found running at start-up and recorded as failed
 
-    @property
-    def running(self) -> QueueItem | None:
-        """The running prompt that started first (the only one with the local executor)."""
-        return next(iter(self.running_items.values()), None)
-
     # --- plumbing ------------------------------------------------------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:

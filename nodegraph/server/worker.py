@@ -122,14 +122,15 @@ class PromptWorker:
         workflow = self.workflows.pop(pid, None)
         pipeline = _EventPipeline(self, pid, target)
         pipeline.start()
+        handed_over = False  # the backend releases the slot once it runs the prompt; before that, we do
         try:
             if workflow is None:
                 workflow = await self._revalidate(item, pipeline)
             if workflow is None:
-                self.backend.release(slot)
                 result_status, outputs, timings = "error", {}, {}
                 error = pipeline.last_error
             else:
+                handed_over = True
                 result = await self.backend.run(Job(pid, workflow, extra_data), pipeline.on_event, slot)
                 result_status, outputs, timings, error = result.status, result.outputs, result.timings, result.error
         except Exception as exc:
@@ -137,6 +138,8 @@ class PromptWorker:
             error = _failure(pid, exc, "the executor failed")
             pipeline.on_event("execution_error", error)
             result_status, outputs, timings = "error", {}, {}
+        if not handed_over:
+            self.backend.release(slot)
         await pipeline.close()
         done = Finished(
             status_str="success" if result_status == "success" else "error",
