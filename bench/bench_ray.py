@@ -9,6 +9,10 @@ queued without a client_id are broadcast, so one socket sees every prompt end). 
 - overhead: `--latency-prompts` trivial utility prompts one after the other, POST -> `executing null` latency.
 
     python bench/bench_ray.py --workers 1 2 4 --prompts 16
+
+Ray sets OMP_NUM_THREADS in each worker from its CPU reservation (1 thread here), while the local server's torch
+uses one thread per core; on a busy machine that alone changes the tiny SD figures several-fold, so compare with
+`OMP_NUM_THREADS=1 python bench/bench_ray.py ...` as well.
 """
 from __future__ import annotations
 

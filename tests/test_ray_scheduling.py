@@ -81,3 +81,12 @@ print("ray imported:", "ray" in sys.modules)
                           env={"PYTHONPATH": ":".join(env_path), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert "ray imported: False" in done.stdout
+
+
+def test_serve_refuses_ray_options_without_the_ray_executor(capsys) -> None:
+    from nodegraph.cli import EXIT_INVALID, build_parser, main
+
+    assert main(["serve", "--workers", "2"]) == EXIT_INVALID
+    assert "need --executor ray" in capsys.readouterr().err
+    args = build_parser().parse_args(["serve", "--executor", "ray", "--workers", "auto", "--ray-address", "auto"])
+    assert (args.executor, args.workers, args.ray_address) == ("ray", None, "auto")
