@@ -6,6 +6,7 @@ and the engine commands start fast.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import asyncio
 import json
 import signal
@@ -205,7 +206,7 @@ def _add_serve_parser(sub: Any) -> None:
         "serve",
         help="run the ComfyUI-compatible server (HTTP API, websocket, editor)",
         description="Serve the ComfyUI-compatible HTTP API and websocket, and the editor from web/. Prompts run one "
-        "at a time; the queue and history are kept in SQLite under --data-dir and survive restarts. Binds "
+        "at a time in this process, or several at once on a Ray cluster with --executor ray; the queue and history are kept in SQLite under --data-dir and survive restarts. Binds "
         "127.0.0.1 unless --listen is given; listening beyond loopback requires an access token (given with "
         "--auth-token, or generated and printed). See docs/api.md.",
     )
@@ -241,7 +242,34 @@ def _add_serve_parser(sub: Any) -> None:
     serve.add_argument("--frontend", choices=("nodegraph", "comfyui"), default="nodegraph",
                        help="editor served at /: nodegraph's own (default) or the official ComfyUI frontend, "
                        "if you installed it (pip install comfyui-frontend-package)")
+    ray = serve.add_argument_group("executor (see docs/ray.md)")
+    ray.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="where prompts run: local (this process, one at a time; default) or ray (a pool of Ray "
+                     "workers, one device each; pip install 'nodegraph[ray]')")
+    ray.add_argument("--ray-address", metavar="ADDR",
+                     help="the Ray cluster to join: auto (one started with `ray start` on this machine) or "
+                     "ray://host:10001; default: start a local Ray instance")
+    ray.add_argument("--workers", type=_workers, default=None, metavar="N|auto",
+                     help="Ray workers to keep (default: auto, one per GPU of the cluster, one per node without "
+                     "GPUs; follows nodes joining and leaving)")
+    ray.add_argument("--worker-cpus", type=float, default=1.0, metavar="N",
+                     help="CPUs each Ray worker reserves (default: 1)")
+    ray.add_argument("--worker-output-dir", type=Path, metavar="DIR",
+                     help="Ray workers write outputs under DIR and send the files to the server (default: workers "
+                     "on this machine write into --output-dir, workers on other nodes into a temporary folder)")
     _add_folder_args(serve)
+
+
+def _workers(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1 worker")
+    return value
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
@@ -592,6 +620,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for name, value, low, high in limits:
         if not low <= value <= high:
             return _fail(f"{name} must be between {low} and {high}, got {value}", EXIT_INVALID)
+    ray_options = (args.ray_address, args.workers, args.worker_output_dir)
+    if args.executor == "local" and any(option is not None for option in ray_options):
+        return _fail("--ray-address, --workers and --worker-output-dir need --executor ray", EXIT_INVALID)
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+        return _fail("--executor ray needs Ray: pip install 'nodegraph[ray]'", EXIT_INVALID)
+    if args.worker_cpus <= 0:
+        return _fail(f"--worker-cpus must be above 0, got {args.worker_cpus}", EXIT_INVALID)
     web_root = args.web_root
     if args.frontend != "nodegraph":
         if web_root is not None:
@@ -612,6 +647,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_history=args.max_history,
         preview_size=args.preview_size,
         web_root=web_root,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        workers=args.workers,
+        worker_cpus=args.worker_cpus,
+        worker_output_dir=args.worker_output_dir.absolute() if args.worker_output_dir else None,
     )
     try:
         asyncio.run(serve(config))

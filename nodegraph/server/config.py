@@ -37,6 +37,12 @@ class ServerConfig:
     web_root: Path | None = None  # None: the project's web/ folder
     workflows_dir: Path | None = None  # example workflows for the editor; None: the project's workflows/ folder
     registry: Any = None  # a NodeRegistry; None: the default registry (built-in + installed packs)
+    # Where prompts run (docs/ray.md): "local" (this process, one at a time) or "ray" (a pool of Ray actors).
+    executor: str = "local"
+    ray_address: str | None = None  # None: start a local Ray instance (or use the one this process started)
+    workers: int | None = None  # Ray workers; None: one per GPU in the cluster, one per node without GPUs
+    worker_cpus: float = 1.0  # CPUs each Ray worker reserves
+    worker_output_dir: Path | None = None  # workers write here and send the files' bytes (no shared filesystem)
 
     @property
     def max_upload_bytes(self) -> int:

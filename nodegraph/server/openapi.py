@@ -194,6 +194,12 @@ PATHS: dict[str, dict[str, Any]] = {
         system={"type": "object"}, devices={"type": "array"}, nodegraph={"type": "object"}))}, tag="system")},
     "/features": {"get": _op("Server feature flags", {"200": _ok("Flags", {"type": "object"})}, tag="system")},
     "/extensions": {"get": _op("Editor extension scripts", {"200": _ok("URLs", IDS)}, tag="system")},
+    "/workers": {
+        "get": _op("The executor backend and, with Ray, its workers (docs/ray.md)", {"200": _ok("Pool", _obj(
+            name={"type": "string"}, workers={"type": "array"}))}, tag="system"),
+        "post": _op("Resize the Ray worker pool", {"200": _ok("Pool", {"type": "object"}), "400": E400},
+                    body=_body(_obj(size={"type": ["integer", "null"]})), tag="system"),
+    },
     "/users": {
         "get": _op("User storage mode", {"200": _ok("Mode", _obj(storage={"type": "string"},
                                                                  migrated={"type": "boolean"}))}, tag="user"),

@@ -27,7 +27,7 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 async def get_queue(request: web.Request) -> web.Response:
     store = request.app[STATE].store
-    running = [store.running.wire()] if store.running is not None else []
+    running = [item.wire() for item in store.running_items.values()]
     return web.json_response({"queue_running": running, "queue_pending": [i.wire() for i in store.pending_sorted()]})
 
 
@@ -47,7 +47,7 @@ async def post_queue(request: web.Request) -> web.Response:
 
 
 async def post_interrupt(request: web.Request) -> web.Response:
-    """Interrupt the running prompt; with `{"prompt_id": id}` only if that prompt is the one running."""
+    """Interrupt the running prompt(s); with `{"prompt_id": id}` only that prompt, if it is running."""
     body = json_object(await read_json(request, {}))
     prompt_id = body.get("prompt_id")
     if prompt_id is not None and not isinstance(prompt_id, str):

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..engine import resources
+from .bodies import BadRequest, json_object, read_json
 from .state import STATE
 
 
@@ -89,7 +90,8 @@ def _system_stats(state: Any) -> dict[str, Any]:
         },
         "devices": devices(ram_total, ram_free),
         "nodegraph": {
-            "output_cache": state.executor.cache.stats(),
+            "output_cache": state.executor.cache.stats() if state.executor is not None else None,
+            "executor": state.backend.stats(),
             "resources": {owner.name: owner.stats() for owner in resources.owners()},
             "queue_remaining": state.store.queue_remaining(),
             "max_history": state.config.max_history,
@@ -111,10 +113,31 @@ async def get_extensions(request: web.Request) -> web.Response:
     return web.json_response([])
 
 
+async def get_workers(request: web.Request) -> web.Response:
+    """The executor backend: its name and, for Ray, each worker (state, running prompt, loaded models)."""
+    return web.json_response(request.app[STATE].backend.stats())
+
+
+async def post_workers(request: web.Request) -> web.Response:
+    """`{"size": N}` sets how many Ray workers the pool keeps (`null`: one per GPU / node of the cluster)."""
+    body = json_object(await read_json(request))
+    size = body.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise BadRequest("size must be a whole number >= 0, or null to follow the cluster")
+    backend = request.app[STATE].backend
+    try:
+        backend.resize(size)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    return web.json_response(backend.stats())
+
+
 ROUTES = [
     ("GET", "/object_info", get_object_info),
     ("GET", "/object_info/{node_class}", get_object_info_class),
     ("GET", "/system_stats", get_system_stats),
     ("GET", "/features", get_features),
     ("GET", "/extensions", get_extensions),
+    ("GET", "/workers", get_workers),
+    ("POST", "/workers", post_workers),
 ]

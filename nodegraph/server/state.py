@@ -7,8 +7,9 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
-from ..engine import Executor, NodeRegistry, NullCache, OutputCache, default_registry
+from ..engine import Executor, NodeRegistry, default_registry
 from .config import ServerConfig
+from .executors import LocalBackend, PromptBackend, make_backend
 from .hub import Hub
 from .store import Store
 from .worker import PromptWorker
@@ -19,8 +20,9 @@ class ServerState:
         self.config = config
         self.folders = config.folders
         self.registry: NodeRegistry = config.registry if config.registry is not None else default_registry()
-        cache = NullCache() if config.cache == "none" else OutputCache(max_entries=config.cache_entries)
-        self.executor = Executor(self.folders, cache=cache)
+        self.backend: PromptBackend = make_backend(config)
+        # The in-process executor (None when prompts run elsewhere, e.g. on Ray workers).
+        self.executor: Executor | None = self.backend.executor if isinstance(self.backend, LocalBackend) else None
         self.store = Store(config.database_path, max_history=config.max_history)
         self.hub = Hub()
         self.worker = PromptWorker(self)
@@ -45,6 +47,7 @@ class ServerState:
         for folder in (self.folders.input_dir, self.folders.output_dir, self.folders.temp_dir):
             folder.mkdir(parents=True, exist_ok=True)
         await self.store.open()
+        await self.backend.start(self.worker.wake.set)
         self.worker.start()
         if self.store.pending:
             self.worker.wake.set()
@@ -57,7 +60,7 @@ class ServerState:
 
     async def cleanup(self) -> None:
         await self.store.close()
-        self.executor.close()
+        await self.backend.close()
 
 
 STATE: web.AppKey[ServerState] = web.AppKey("nodegraph_state", ServerState)

@@ -5,7 +5,8 @@ committed, so an accepted prompt survives a crash. At start-up, pending rows are
 running (the process died under it) is written to the history as failed ("server stopped while running"), never
 re-run: a prompt that crashed the process would otherwise crash it again at every start.
 
-The queue (pending + running) is also kept in memory, so queue reads and `status` messages never touch the disk;
+Several prompts may run at once (the Ray executor runs one per worker), so `running_items` holds them all; the
+local executor runs one at a time. The queue (pending + running) is also kept in memory, so queue reads and `status` messages never touch the disk;
 the history is read from the database, paged. All database work runs on one dedicated thread: it is the single
 writer, and reads queued behind a write see it.
 """
@@ -151,7 +152,7 @@ class Store:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodegraph-db")
         self._db: sqlite3.Connection | None = None
         self.pending: dict[str, QueueItem] = {}
-        self.running: QueueItem | None = None
+        self.running_items: dict[str, QueueItem] = {}  # prompt id -> item, in start order
         self._inserting: set[str] = set()
         self._seq = 0
         self._counter = 0
@@ -234,7 +235,7 @@ class Store:
         return (
             prompt_id in self.pending
             or prompt_id in self._inserting
-            or (self.running is not None and self.running.prompt_id == prompt_id)
+            or prompt_id in self.running_items
         )
 
     async def add(self, item: QueueItem) -> None:
@@ -261,25 +262,29 @@ class Store:
         )
 
     def queue_remaining(self) -> int:
-        return len(self.pending) + (1 if self.running is not None else 0)
+        return len(self.pending) + len(self.running_items)
 
     def pending_sorted(self) -> list[QueueItem]:
         return sorted(self.pending.values(), key=QueueItem.sort_key)
 
     async def take_next(self) -> QueueItem | None:
-        """Move the first pending prompt to running (committed before it runs, so a crash is detected)."""
-        if self.running is not None or not self.pending:
+        """Move the first pending prompt to running, when nothing runs (the one-at-a-time local worker)."""
+        if self.running_items or not self.pending:
             return None
         item = min(self.pending.values(), key=QueueItem.sort_key)
+        await self.mark_running(item)
+        return item
+
+    async def mark_running(self, item: QueueItem) -> None:
+        """Move a pending prompt to running (committed before it runs, so a crash is detected)."""
         del self.pending[item.prompt_id]
         item.start_time = now_ms()
-        self.running = item
+        self.running_items[item.prompt_id] = item
         await self._call(
             lambda: self.db.execute(
                 "UPDATE prompts SET state='running', start_time=? WHERE prompt_id=?", (item.start_time, item.prompt_id)
             )
         )
-        return item
 
     async def delete_pending(self, prompt_ids: Iterable[str]) -> list[str]:
         removed = [pid for pid in prompt_ids if isinstance(pid, str) and self.pending.pop(pid, None) is not None]
@@ -295,12 +300,12 @@ class Store:
         return await self.delete_pending(list(self.pending))
 
     async def finish(self, item: QueueItem, done: Finished) -> None:
-        """Record the running prompt in the history and free the running slot."""
+        """Record a running prompt in the history and free its running slot."""
         try:
             await self._call(self._finish, item.prompt_id, done)
         finally:
-            if self.running is item:
-                self.running = None
+            if self.running_items.get(item.prompt_id) is item:
+                del self.running_items[item.prompt_id]
 
     def _finish(self, prompt_id: str, done: Finished) -> None:
         count, preview = summarize_outputs(done.outputs)
@@ -380,8 +385,7 @@ class Store:
 
     def _queue_jobs(self) -> list[dict[str, Any]]:
         jobs = []
-        if self.running is not None:
-            jobs.append(queue_job(self.running, "in_progress"))
+        jobs.extend(queue_job(item, "in_progress") for item in self.running_items.values())
         jobs.extend(queue_job(item, "pending") for item in self.pending_sorted())
         return jobs
 
@@ -435,8 +439,7 @@ class Store:
         """Job detail: the job plus outputs, execution_status, timings and the workflow."""
         for job in self._queue_jobs():
             if job["id"] == prompt_id:
-                item = self.running if job["status"] == "in_progress" else self.pending[prompt_id]
-                assert item is not None
+                item = self.running_items[prompt_id] if job["status"] == "in_progress" else self.pending[prompt_id]
                 return {**job, "outputs": {}, "workflow": {"prompt": item.prompt, "extra_data": item.extra_data}}
 
         def query() -> dict[str, Any] | None:

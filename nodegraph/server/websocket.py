@@ -1,7 +1,7 @@
 """The `/ws?clientId=` endpoint (COMPAT.md 2), plus prompts sent over the socket.
 
-On connect the client gets `status` with its `sid`, then whatever waited for it while it was away, then (if its
-prompt is running) `executing` for the current node. Messages it may send:
+On connect the client gets `status` with its `sid`, then whatever waited for it while it was away, then (for each of its
+prompts that is running) `executing` for the current node. Messages it may send:
 
 - `{"type": "feature_flags", "data": {...}}` -> the server's `feature_flags` reply.
 - `{"type": "prompt", "data": <POST /prompt body>, "request_id": any?}` -> `prompt_queued` with
@@ -39,12 +39,12 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     sid = _client_id(request.query.get("clientId"))
     status = {"type": "status", "data": {"status": state.queue_status(), "sid": sid}}
     resume = []
-    running = state.store.running
-    if running is not None and running.extra_data.get("client_id") == sid and state.worker.current_node is not None:
-        node = state.worker.current_node
-        resume.append(json.dumps(
-            {"type": "executing", "data": {"node": node, "display_node": node, "prompt_id": running.prompt_id}}
-        ))
+    for running in state.store.running_items.values():
+        node = state.worker.current_nodes.get(running.prompt_id)
+        if running.extra_data.get("client_id") == sid and node is not None:
+            resume.append(json.dumps(
+                {"type": "executing", "data": {"node": node, "display_node": node, "prompt_id": running.prompt_id}}
+            ))
     client = await state.hub.attach(sid, ws, [json.dumps(status)], resume)
     try:
         async for message in ws:

@@ -1,8 +1,11 @@
-"""The prompt worker: runs queued prompts one at a time and turns engine events into websocket messages.
+"""The prompt worker: takes queued prompts in order, runs them on the executor backend and turns engine events into
+websocket messages.
 
-The executor runs on the event loop but does node work on its own thread, so the server keeps answering while a
-prompt runs. Engine events go through one ordered pipeline per prompt: previews are JPEG-encoded on a thread while
-later events wait behind them, so clients see ComfyUI's order (executing -> progress / previews -> executed).
+The backend decides how many prompts run at once (`executors.py`): the local executor runs one at a time in this
+process (node work on its own thread, so the server keeps answering); the Ray pool runs one per worker actor. Engine
+events of each prompt go through one ordered pipeline: previews are JPEG-encoded on a thread (unless a remote worker
+sent them encoded) while later events wait behind them, so clients see ComfyUI's order (executing -> progress /
+previews -> executed).
 
 Routing fixes ComfyUI's trap (#3503, #8395): a prompt queued without a client_id has ALL its execution messages
 broadcast, not only progress and previews.
@@ -14,7 +17,8 @@ import logging
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from ..engine import Workflow, format_validation, resources, validate_prompt
+from ..engine import Workflow, format_validation, validate_prompt
+from .executors import Job
 from .previews import Preview, encode_preview, preview_metadata
 from .store import Finished, QueueItem, now_ms
 
@@ -29,12 +33,14 @@ JOB_STATUS = {"success": "completed", "error": "failed", "interrupted": "cancell
 class PromptWorker:
     def __init__(self, state: ServerState):
         self.state = state
+        self.backend = state.backend
         self.workflows: dict[str, Workflow] = {}  # validated at submission (re-validated after a restart)
         self.sensitive: dict[str, dict[str, Any]] = {}  # secrets from extra_data: memory only, never stored
         self.wake = asyncio.Event()
-        self.current_node: str | None = None
+        self.current_nodes: dict[str, str] = {}  # running prompt id -> the node it runs now
         self._free_flags: dict[str, bool] = {}
         self._task: asyncio.Task[None] | None = None
+        self._running: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
 
     # --- control -------------------------------------------------------------------------------------------------
@@ -43,27 +49,28 @@ class PromptWorker:
         self._task = asyncio.create_task(self._run_forever(), name="nodegraph-prompt-worker")
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Interrupt the running prompt and wait (a little) for it to be recorded; a node that ignores the interrupt
-        is left behind and its prompt is recorded as failed at the next start."""
+        """Interrupt the running prompts and wait (a little) for them to be recorded; a node that ignores the
+        interrupt is left behind and its prompt is recorded as failed at the next start."""
         self._stopping = True
-        self.state.executor.interrupt()
+        self.backend.interrupt(None)
         self.wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), grace)
-            except asyncio.TimeoutError:
-                self._task.cancel()
+        tasks = [t for t in (self._task, *self._running.values()) if t is not None]
+        if tasks:
+            await asyncio.wait([asyncio.shield(t) for t in tasks], timeout=grace)
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
 
     def interrupt(self, prompt_id: str | None = None) -> bool:
-        """Interrupt the running prompt; with a prompt_id only if that prompt is the one running."""
-        running = self.state.store.running
-        if running is None or (prompt_id is not None and running.prompt_id != prompt_id):
+        """Interrupt the running prompt(s); with a prompt_id only that prompt, if it is running."""
+        running = self.state.store.running_items
+        if not running or (prompt_id is not None and prompt_id not in running):
             return False
-        self.state.executor.interrupt()
-        return True
+        return self.backend.interrupt(prompt_id)
 
     def request_free(self, unload_models: bool, free_memory: bool) -> None:
-        """Free memory after the current prompt (at once when idle)."""
+        """Free memory after the current prompt (at once when idle, or when the backend frees between prompts
+        by itself)."""
         self._free_flags["unload_models"] = self._free_flags.get("unload_models", False) or unload_models
         self._free_flags["free_memory"] = self._free_flags.get("free_memory", False) or free_memory
         self.wake.set()
@@ -79,30 +86,35 @@ class PromptWorker:
         store = self.state.store
         while not self._stopping:
             self.wake.clear()
-            item = await store.take_next()
-            if item is None:
+            if not self._running or self.backend.free_while_running:
                 await self._apply_free()
-                await self.wake.wait()
-                continue
-            try:
-                await self._run_one(item)
-            except Exception:  # the worker must survive anything a prompt does
-                log.exception("prompt %s: recording failed", item.prompt_id)
-            await self._apply_free()
+            for item in store.pending_sorted():
+                if self._stopping or item.prompt_id not in store.pending:
+                    break  # deleted meanwhile: look again from the top
+                slot = self.backend.reserve(item.prompt)
+                if slot is None:
+                    break  # in queue order: the first prompt that cannot start holds the ones behind it
+                await store.mark_running(item)
+                task = asyncio.create_task(self._run_guarded(item, slot), name=f"nodegraph-prompt-{item.prompt_id}")
+                self._running[item.prompt_id] = task
+            await self.wake.wait()
+
+    async def _run_guarded(self, item: QueueItem, slot: Any) -> None:
+        try:
+            await self._run_one(item, slot)
+        except Exception:  # the worker must survive anything a prompt does
+            log.exception("prompt %s: recording failed", item.prompt_id)
+        finally:
+            self._running.pop(item.prompt_id, None)
+            self.wake.set()
 
     async def _apply_free(self) -> None:
         if not self._free_flags:
             return
         flags, self._free_flags = self._free_flags, {}
-        if flags.get("free_memory"):
-            self.state.executor.cache.clear()
-        owners = resources.owners()
-        if owners:
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: [owner.free(**flags) for owner in owners]
-            )
+        await self.backend.free(flags.get("unload_models", False), flags.get("free_memory", False))
 
-    async def _run_one(self, item: QueueItem) -> None:
+    async def _run_one(self, item: QueueItem, slot: Any) -> None:
         state = self.state
         pid = item.prompt_id
         target = item.extra_data.get("client_id") or None
@@ -110,6 +122,7 @@ class PromptWorker:
         workflow = self.workflows.pop(pid, None)
         pipeline = _EventPipeline(self, pid, target)
         pipeline.start()
+        handed_over = False  # the backend releases the slot once it runs the prompt; before that, we do
         try:
             if workflow is None:
                 workflow = await self._revalidate(item, pipeline)
@@ -117,13 +130,16 @@ class PromptWorker:
                 result_status, outputs, timings = "error", {}, {}
                 error = pipeline.last_error
             else:
-                result = await state.executor.run(workflow, pid, extra_data=extra_data, on_event=pipeline.on_event)
+                handed_over = True
+                result = await self.backend.run(Job(pid, workflow, extra_data), pipeline.on_event, slot)
                 result_status, outputs, timings, error = result.status, result.outputs, result.timings, result.error
         except Exception as exc:
             log.exception("prompt %s: the executor failed", pid)
             error = _failure(pid, exc, "the executor failed")
             pipeline.on_event("execution_error", error)
             result_status, outputs, timings = "error", {}, {}
+        if not handed_over:
+            self.backend.release(slot)
         await pipeline.close()
         done = Finished(
             status_str="success" if result_status == "success" else "error",
@@ -134,7 +150,7 @@ class PromptWorker:
             error=error,
         )
         await state.store.finish(item, done)
-        self.current_node = None
+        self.current_nodes.pop(pid, None)
         state.hub.send("executing", {"node": None, "prompt_id": pid}, target)
         state.broadcast_status()
 
@@ -212,14 +228,16 @@ class _EventPipeline:
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
         hub, target = self.hub, self.target
         if event == "preview":
-            size = self.worker.state.config.preview_size
-            jpeg = await asyncio.get_running_loop().run_in_executor(None, encode_preview, data["image"], size)
+            jpeg = data.get("jpeg")  # a remote worker encodes its previews before sending them
+            if jpeg is None:
+                size = self.worker.state.config.preview_size
+                jpeg = await asyncio.get_running_loop().run_in_executor(None, encode_preview, data["image"], size)
             hub.send_preview(Preview(jpeg, preview_metadata(self.prompt_id, data["node"])), target)
             return
         if event == "executing":
             self._finish_running("finished")
             self.running = data["node"]
-            self.worker.current_node = data["node"]
+            self.worker.current_nodes[self.prompt_id] = data["node"]
             hub.send(event, data, target)
             self._set_state(data["node"], "running", 0, 1)
             return
