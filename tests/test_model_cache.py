@@ -163,3 +163,21 @@ def test_process_cache_registers_as_memory_owner():
     assert cache in owners() and cache.name == "models"
     assert model_cache() is cache
     assert module_nbytes(torch.nn.Linear(4, 4)) == (16 + 4) * 4
+
+
+def test_precision_policy():
+    cache = ModelCache(device="cpu", precision="fp16")
+    assert cache.dtype == torch.float16
+    assert cache.component_dtype("unet") == torch.float16
+    assert cache.component_dtype("vae") == torch.float32  # fp16 VAEs overflow
+    assert ModelCache(device="cpu", precision="bf16").component_dtype("vae") == torch.bfloat16
+    assert ModelCache(device="cpu").dtype == torch.float32  # auto on the CPU
+
+
+def test_components_are_cast_to_the_device_precision(tmp_path):
+    reader = Reader()
+    cache = ModelCache(device="cpu", precision="bf16")
+    cache.register_loader("pair", reader)
+    ref = cache.refs(write_model(tmp_path / "p.safetensors", 16), "pair", ("a",))["a"]
+    with cache.use(ref) as a:
+        assert a.weight.dtype == torch.bfloat16

@@ -175,6 +175,13 @@ class ModelCache:
         self._lock = threading.RLock()
         self.counters = {"file_reads": 0, "hits": 0, "misses": 0, "offloads": 0, "drops": 0}
 
+    def component_dtype(self, component: str) -> torch.dtype:
+        """The precision a component runs in: the cache's, except the VAE, which stays fp32 when the rest is fp16
+        (the SD / SDXL VAEs overflow to NaN in fp16; bf16 has fp32's range and is kept)."""
+        if component == "vae" and self.dtype == torch.float16:
+            return torch.float32
+        return self.dtype
+
     # --- loading -------------------------------------------------------------------------------------------------
 
     def register_loader(self, name: str, fn: Callable[[str], dict[str, Any]]) -> None:
@@ -203,7 +210,8 @@ class ModelCache:
             key = (ref.source, component)
             if key in self._entries:
                 continue  # keep the loaded one (possibly in use or on the device)
-            _move(value, torch.device("cpu"), self.dtype if self.device.type == "cpu" else None)
+            # On the CPU the components are cast once, here; on an accelerator when they move there.
+            _move(value, torch.device("cpu"), self.component_dtype(component) if self.device.type == "cpu" else None)
             self._entries[key] = _Entry(ModelRef(ref.source, component, ref.loader), value, module_nbytes(value),
                                         torch.device("cpu"))
         log.info("loaded %s in %.2fs", ref.source.name, time.perf_counter() - started)
@@ -239,7 +247,7 @@ class ModelCache:
             return
         if self.device.type != "cpu":
             self._make_room_on_device(entry.nbytes, keep=entry)
-        _move(entry.value, self.device, self.dtype)
+        _move(entry.value, self.device, self.component_dtype(entry.ref.component))
         entry.device = self.device
         entry.nbytes = module_nbytes(entry.value)
 
