@@ -181,3 +181,23 @@ def test_components_are_cast_to_the_device_precision(tmp_path):
     ref = cache.refs(write_model(tmp_path / "p.safetensors", 16), "pair", ("a",))["a"]
     with cache.use(ref) as a:
         assert a.weight.dtype == torch.bfloat16
+
+
+def test_vram_budget_offloads_least_recently_used_idle_models(tmp_path):
+    """The accelerator-side policy, checked without an accelerator: entries marked as placed on "cuda:0" are
+    moved back to the CPU, least recently used first, skipping those in use, until the new one fits."""
+    reader = Reader()
+    cache = ModelCache(device="cpu", vram_budget=3 * MB)
+    cache.register_loader("pair", reader)
+    refs = [cache.refs(write_model(tmp_path / f"v{i}.safetensors", 512, seed=i), "pair", ("a",))["a"] for i in range(3)]
+    for ref in refs:
+        cache.preload(ref)
+    gpu = torch.device("cuda:0")
+    cache.device = gpu
+    entries = [cache._entries[ref.key] for ref in refs]
+    for order, entry in enumerate(entries):
+        entry.device, entry.last_used = gpu, float(order)  # v0 least recently used
+    entries[0].in_use = 1  # ...but in use: it must stay
+    cache._make_room_on_device(2 * MB)  # 3 MiB on the device + 2 needed > 3 MiB budget
+    assert [e.device.type for e in entries] == ["cuda", "cpu", "cpu"]
+    assert cache.stats()["offloads"] == 2
