@@ -153,14 +153,19 @@ def vae_decode(vae: VaeHandle, samples: torch.Tensor) -> torch.Tensor:
 # --- sampling --------------------------------------------------------------------------------------------------------
 
 
+# Families whose VAE (so latent space, so preview colours) is another family's.
+PREVIEW_FAMILY = {"sd2": "sd1", "sdxl_refiner": "sdxl"}
+
+
 def _progress_callback(context: Any, family: str) -> Callable[..., None]:
     """Per-step progress, a latent preview when clients want one, and the interrupt check."""
     from .preview import latent_to_rgb
 
     want_previews = getattr(context, "previews", True)
+    latent_family = PREVIEW_FAMILY.get(family, family)
 
     def callback(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        preview = latent_to_rgb(denoised, family) if want_previews else None
+        preview = latent_to_rgb(denoised, latent_family) if want_previews else None
         context.progress(step + 1, total, preview=preview)
 
     return callback
