@@ -6,7 +6,8 @@ and return latents, so the times compare sampling only:
 * sdxl (euler, "simple" = diffusers' "trailing" spacing: the same integer timesteps for any step count dividing
   1000): KSamplerAdvanced-style base (steps 0..switch, leftover noise) + refiner stage (switch..end, no noise added)
   against StableDiffusionXLPipeline(denoising_end=f) + StableDiffusionXLImg2ImgPipeline(denoising_start=f);
-* controlnet (dpmpp_2m, "simple" / "trailing"): ksample with a ControlSpec (one ControlNet, strength 0.8) against StableDiffusionControlNetPipeline.
+* controlnet (dpmpp_2m, "simple" / "trailing"): ksample with a ControlSpec (one ControlNet, strength 0.8) against
+  StableDiffusionControlNetPipeline.
 
     python bench/bench_sdxl_controlnet.py [--steps 20] [--repeats 5] [--sizes 64,256] [--device cpu|cuda]
                                           [--threads N]

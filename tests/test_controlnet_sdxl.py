@@ -45,14 +45,15 @@ def test_sdxl_controlnet_matches_diffusers_pipeline(sdxl):
     assert pipe.scheduler.timesteps.tolist() == sampling.timestep(sigmas[:-1]).tolist()
 
     zeros = torch.zeros(1, 4, SIZE // 8, SIZE // 8)
-    latents = sampling.noise_scaling(float(sigmas[0]), prepare_noise(zeros, SEED), zeros) / pipe.scheduler.init_noise_sigma
+    start = sampling.noise_scaling(float(sigmas[0]), prepare_noise(zeros, SEED), zeros)
+    latents = start / pipe.scheduler.init_noise_sigma
     theirs = pipe(
         prompt_embeds=positive.embeds, pooled_prompt_embeds=positive.pooled, negative_prompt_embeds=negative.embeds,
         negative_pooled_prompt_embeds=negative.pooled, image=hint.movedim(-1, 1), controlnet_conditioning_scale=0.7,
         num_inference_steps=STEPS, guidance_scale=CFG, output_type="latent", height=SIZE, width=SIZE, latents=latents,
     ).images
     common = dict(seed=SEED, steps=STEPS, cfg=CFG, sampler_name="euler", scheduler="normal", add_noise=False)
-    start = latents * pipe.scheduler.init_noise_sigma
+    start = latents * pipe.scheduler.init_noise_sigma  # the pipeline's own start, rounded like its product
     ours = ksample(components.unet, sampling, positive.with_control(spec), negative.with_control(spec), start,
                    **common)
     plain = ksample(components.unet, sampling, positive, negative, start, **common)

@@ -100,7 +100,8 @@ def test_clip_text_encode_sdxl_sets_size_conditioning_and_a_prompt_per_encoder(r
                                  text_g="a red square", text_l="a blue circle")
     run = run_ok(runner, prompt)
     clip = run.values["1"][1]
-    mixed, red, blue = conditioning(run, "3"), ops.encode_text(clip, "a red square"), ops.encode_text(clip, "a blue circle")
+    mixed = conditioning(run, "3")
+    red, blue = ops.encode_text(clip, "a red square"), ops.encode_text(clip, "a blue circle")
     # (original size, crop top-left, target size), each as (height, width): the widgets list width first
     assert mixed.time_ids.tolist() == [[768.0, 1024.0, 32.0, 16.0, 640.0, 896.0]]
     width_l = 32  # the tiny CLIP-L's hidden size; the bigG features follow
@@ -246,8 +247,8 @@ def test_base_and_refiner_match_diffusers_sdxl_pipelines(runner, models_root):
     common = dict(num_inference_steps=STEPS, guidance_scale=CFG, output_type="latent")
     theirs_base = pipe(
         prompt_embeds=pos.embeds, pooled_prompt_embeds=pos.pooled, negative_prompt_embeds=neg.embeds,
-        negative_pooled_prompt_embeds=neg.pooled, height=SIZE, width=SIZE, latents=start / pipe.scheduler.init_noise_sigma,
-        denoising_end=0.8, **common,
+        negative_pooled_prompt_embeds=neg.pooled, height=SIZE, width=SIZE,
+        latents=start / pipe.scheduler.init_noise_sigma, denoising_end=0.8, **common,
     ).images
     theirs = refine(
         prompt_embeds=rpos.embeds, pooled_prompt_embeds=rpos.pooled, negative_prompt_embeds=rneg.embeds,
