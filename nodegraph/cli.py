@@ -238,6 +238,9 @@ def _add_serve_parser(sub: Any) -> None:
                        help="largest side of live preview images (default: 512)")
     serve.add_argument("--web-root", type=Path, help="serve the editor from this folder instead of web/ (e.g. "
                        "comfyui_frontend_package/static)")
+    serve.add_argument("--frontend", choices=("nodegraph", "comfyui"), default="nodegraph",
+                       help="editor served at /: nodegraph's own (default) or the official ComfyUI frontend, "
+                       "if you installed it (pip install comfyui-frontend-package)")
     _add_folder_args(serve)
 
 
@@ -354,7 +357,10 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         return EXIT_OK
     by_category: dict[str, list[str]] = {}
     for name, record in info.items():
-        by_category.setdefault(record["category"], []).append(f"{name} ({record['display_name']})")
+        if "alias_of" in record:
+            continue
+        also = f"; also {', '.join(record['search_aliases'])}" if record.get("search_aliases") else ""
+        by_category.setdefault(record["category"], []).append(f"{name} ({record['display_name']}{also})")
     for category in sorted(by_category):
         print(f"{category}:")
         for line in sorted(by_category[category]):
@@ -573,6 +579,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .server import ServerConfig, serve
     from .server.config import is_loopback
+    from .server.frontends import FrontendMissing, frontend_root
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.listen or args.host
@@ -585,6 +592,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for name, value, low, high in limits:
         if not low <= value <= high:
             return _fail(f"{name} must be between {low} and {high}, got {value}", EXIT_INVALID)
+    web_root = args.web_root
+    if args.frontend != "nodegraph":
+        if web_root is not None:
+            return _fail("--frontend and --web-root both choose the editor; give one of them", EXIT_INVALID)
+        try:
+            web_root = frontend_root(args.frontend)
+        except FrontendMissing as exc:
+            return _fail(f"--frontend {args.frontend}: {exc}", EXIT_INVALID)
     config = ServerConfig(
         folders=make_folders(args),
         data_dir=args.data_dir,
@@ -596,7 +611,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cache_entries=args.cache_entries,
         max_history=args.max_history,
         preview_size=args.preview_size,
-        web_root=args.web_root,
+        web_root=web_root,
     )
     try:
         asyncio.run(serve(config))

@@ -3,7 +3,9 @@ format (`NAME.ui.json`, opens in ComfyUI's editor and ours), plus the example in
 
     python scripts/make_example_workflows.py
 
-The API dicts below are the source of truth; the UI files are derived with `nodegraph.engine.uiformat.api_to_ui`.
+The API dicts below are the source of truth; the UI files are derived with `nodegraph.engine.uiformat.api_to_ui`
+and then laid out by hand (LAYOUTS): compact enough that the whole graph, fitted in the editor at 1280x720 with
+its side panel open, is drawn at a zoom where titles and widget values are readable.
 """
 from __future__ import annotations
 
@@ -160,6 +162,52 @@ EXAMPLES = {
     "controlnet_mixed": controlnet_mixed,
 }
 
+# Each example as rows of columns of node ids, read left to right, top to bottom.
+LAYOUTS = {
+    "txt2img": [[["4", "5"], ["6", "7"], ["3"], ["8", "9"]]],
+    "img2img": [[["4", "10"], ["6", "7", "11"], ["3"], ["8", "9"]]],
+    "hires_fix": [[["4", "5"], ["6", "7"], ["3", "10"], ["11", "8", "9"]]],
+}
+GAP = 40.0
+TITLE = 30.0  # the title bar sits above a node's `pos`; `size` is its body
+TEXT_WIDTH, WIDTH = 340.0, 300.0
+IMAGE_ROOM = 200.0  # image nodes are made tall enough to show the picture without growing when it arrives
+IMAGE_NODES = {"SaveImage", "PreviewImage", "LoadImage"}
+
+
+def body_size(entry: dict, info: dict) -> list[float]:
+    """The size the editors give a new node of this kind: 20 px per socket row, 26 per widget (68 for a text box)."""
+    multiline = [name for name, spec in info["input"].get("required", {}).items()
+                 if len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("multiline")]
+    sockets = sum(1 for slot in entry["inputs"] if "widget" not in slot)
+    rows = max(sockets, len(entry["outputs"]))
+    widgets = len(entry["widgets_values"])
+    height = 20 * rows + 26 * (widgets - len(multiline)) + 108 * len(multiline) + (14 if widgets else 6)
+    if entry["type"] in IMAGE_NODES:
+        height += IMAGE_ROOM
+    return [TEXT_WIDTH if multiline else WIDTH, float(height)]
+
+
+def lay_out(ui: dict, rows: list[list[list[str]]], info) -> dict:
+    """Place and size `ui`'s nodes as `rows` says; the view is left to the editor (it fits the graph)."""
+    by_id = {str(entry["id"]): entry for entry in ui["nodes"]}
+    top = 0.0
+    for row in rows:
+        x, bottom = 0.0, top
+        for column in row:
+            y, width = top, 0.0
+            for nid in column:
+                entry = by_id[nid]
+                entry["size"] = body_size(entry, info(entry["type"]))
+                entry["pos"] = [x, y + TITLE]
+                y += TITLE + entry["size"][1] + GAP
+                width = max(width, entry["size"][0])
+            x += width + GAP
+            bottom = max(bottom, y)
+        top = bottom
+    ui["extra"].pop("ds", None)
+    return ui
+
 
 def example_image(path: Path) -> None:
     """A red circle on grey, like the demo model's training images."""
@@ -174,7 +222,8 @@ def main() -> None:
     for name, build in EXAMPLES.items():
         prompt = build()
         (ROOT / f"{name}.json").write_text(json.dumps(prompt, indent=2) + "\n")
-        (ROOT / f"{name}.ui.json").write_text(json.dumps(api_to_ui(prompt, info), indent=2) + "\n")
+        ui = lay_out(api_to_ui(prompt, info), LAYOUTS[name], info)
+        (ROOT / f"{name}.ui.json").write_text(json.dumps(ui, indent=2) + "\n")
     example_image(ROOT / "inputs" / "example.png")
 
 

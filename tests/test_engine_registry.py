@@ -44,6 +44,8 @@ def test_object_info_record_from_declaration():
     # an alias resolves to the same class and gets its own record
     assert registry.get("ComfySampler") is Sampler
     assert registry.object_info()["ComfySampler"]["name"] == "ComfySampler"
+    assert registry.object_info()["ComfySampler"]["alias_of"] == "Sampler"
+    assert info["search_aliases"] == ["ComfySampler"]
 
 
 def test_duplicate_names_are_refused():

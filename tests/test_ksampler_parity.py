@@ -2,8 +2,8 @@
 
 Parity settings: the diffusers schedulers below visit the same sigmas and integer timesteps as our
 (sampler, scheduler) pairs (see each case), and our sigma table is built from the pipeline scheduler's own
-alphas_cumprod (our from_config computes it in float64, which differs from diffusers' float32 table by ~1e-5
-relative: a different model, for this purpose). Prompt embeddings come from the pipeline's encode_prompt.
+alphas_cumprod (the same table `from_config` takes from diffusers, passed explicitly here). Prompt embeddings come
+from the pipeline's encode_prompt.
 
 Start states: diffusers' DPM-Solver / DDIM / DDPM start from the variance-preserving x_T, so they get
 latents = x / sqrt(1 + sigma0^2) for our VE starting point x. Euler starts from latents * init_noise_sigma; that

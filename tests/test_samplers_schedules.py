@@ -45,24 +45,29 @@ def test_names_module_does_not_import_torch():
 # Training schedules and the sigma table
 
 
-def test_training_betas():
-    torch.testing.assert_close(schedules.training_betas("linear", 5, 0.1, 0.5),
-                               torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5], dtype=torch.float64))
-    torch.testing.assert_close(schedules.training_betas("scaled_linear", 3, 0.01, 0.09),
-                               torch.tensor([0.01, 0.04, 0.09], dtype=torch.float64))
-    with pytest.raises(ValueError):
-        schedules.training_betas("quadratic", 3, 0.1, 0.2)
-
-
-def test_cosine_betas_match_improved_ddpm_and_diffusers():
+@pytest.mark.parametrize("schedule,diffusers_name", [
+    ("linear", "linear"), ("scaled_linear", "scaled_linear"), ("cosine", "squaredcos_cap_v2"),
+])
+def test_training_schedules_are_diffusers_tables(schedule, diffusers_name):
     from diffusers import DDPMScheduler
 
-    betas = schedules.training_betas("cosine", 1000, 0, 0)
+    config = {"beta_schedule": schedule, "beta_start": 0.00085, "beta_end": 0.012}
+    ms = DiscreteModelSampling.from_config(config)
+    theirs = DDPMScheduler(beta_schedule=diffusers_name, beta_start=0.00085, beta_end=0.012).alphas_cumprod
+    expected = ((1 - theirs.double()) / theirs.double()) ** 0.5
+    torch.testing.assert_close(ms.sigmas, expected.float(), rtol=0, atol=0)
+
+
+def test_cosine_schedule_follows_improved_ddpm():
+    ms = DiscreteModelSampling.from_config({"beta_schedule": "cosine"})
     f = lambda t: math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
-    assert math.isclose(float(betas[10]), 1 - f(11) / f(10), rel_tol=1e-9)
-    assert float(betas[-1]) == pytest.approx(0.999)
-    theirs = DDPMScheduler(beta_schedule="squaredcos_cap_v2").betas
-    torch.testing.assert_close(betas.float(), theirs, rtol=1e-5, atol=1e-7)
+    alpha_bar = 1 / (1 + float(ms.sigmas[100]) ** 2)
+    assert alpha_bar == pytest.approx(f(101) / f(0), rel=1e-5)
+
+
+def test_unknown_training_schedule_is_refused():
+    with pytest.raises(ValueError, match="unknown beta schedule 'quadratic'"):
+        DiscreteModelSampling.from_config({"beta_schedule": "quadratic"})
 
 
 def test_sd1_sigma_table(sd1):

@@ -61,7 +61,7 @@ async def test_openapi_describes_every_route(client):
 
 
 async def test_unknown_routes_are_json_404_and_wrong_methods_405(client):
-    for path in ("/api/i18n", "/api/workflow_templates", "/internal/logs", "/nothing/here", "/"):
+    for path in ("/api/i18n", "/api/workflow_templates", "/internal/logs", "/nothing/here"):
         response = await client.get(path)
         assert response.status == 404 and "error" in await response.json()
     response = await client.delete("/api/prompt")

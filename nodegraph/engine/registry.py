@@ -111,7 +111,9 @@ class NodeRegistry:
             record = cls.object_info(env, name=name)
             record["python_module"] = self._packs[name]
             if name != cls.type_name:
-                record["description"] = f"{cls.description}\n\n(ComfyUI name of {cls.type_name}.)".strip()
+                record["alias_of"] = cls.type_name  # the same node under another name (ComfyUI's, usually)
+            elif cls.aliases:
+                record["search_aliases"] = list(cls.aliases)
             info[name] = record
         return info
 

@@ -35,6 +35,7 @@ class ServerConfig:
     max_history: int = 10000
     preview_size: int = 512
     web_root: Path | None = None  # None: the project's web/ folder
+    workflows_dir: Path | None = None  # example workflows for the editor; None: the project's workflows/ folder
     registry: Any = None  # a NodeRegistry; None: the default registry (built-in + installed packs)
 
     @property

@@ -230,6 +230,11 @@ PATHS: dict[str, dict[str, Any]] = {
         "409": _ok("Destination exists and overwrite=false", ERROR)},
         [_path("file", "source"), _path("dest", "destination"), _query("overwrite", "default true"),
          _query("full_info", "true|false")], tag="user")},
+    "/nodegraph/workflows": {"get": _op("Example workflows (the project's workflows/ folder)", {
+        "200": _ok("Names and titles", _obj(workflows={"type": "array"}))}, tag="editor")},
+    "/nodegraph/workflows/{name}": {"get": _op("One example workflow's JSON", {
+        "200": _ok("Workflow", {"type": "object"}), "400": E400, "404": E404},
+        [_path("name", "file name, e.g. txt2img.json (URL-encoded for subfolders)")], tag="editor")},
     "/openapi.json": {"get": _op("This document", {"200": _ok("OpenAPI 3.1", {"type": "object"})}, tag="system")},
 }
 

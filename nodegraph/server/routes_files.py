@@ -63,16 +63,19 @@ def _view_file(request: web.Request) -> Path:
     filename, kind = _split_annotation(filename, request.query.get("type", "output") or "output")
     if filename.startswith(("/", "\\")) or ".." in filename or "\x00" in filename:
         raise BadRequest(f"invalid filename {filename!r}")
-    root = _root(folders, kind)
     subfolder = request.query.get("subfolder", "")
-    try:
-        folder = resolve_inside(root, subfolder) if subfolder else Path(os.path.realpath(root))
-        path = resolve_inside(folder, os.path.basename(filename))  # symlinks resolved, must stay inside
-    except UnsafePath as exc:
-        raise web.HTTPForbidden(text=str(exc)) from None
-    if not path.is_file():
-        raise web.HTTPNotFound(text=f"no file {filename!r} in {kind}" + (f"/{subfolder}" if subfolder else ""))
-    return path
+    # Input files are also looked up in the read-only folders searched after the input folder (the example
+    # workflows' images), as the nodes that load them do.
+    roots = [_root(folders, kind), *(folders.extra_input_dirs if kind == "input" else [])]
+    for root in roots:
+        try:
+            folder = resolve_inside(root, subfolder) if subfolder else Path(os.path.realpath(root))
+            path = resolve_inside(folder, os.path.basename(filename))  # symlinks resolved, must stay inside
+        except UnsafePath as exc:
+            raise web.HTTPForbidden(text=str(exc)) from None
+        if path.is_file():
+            return path
+    raise web.HTTPNotFound(text=f"no file {filename!r} in {kind}" + (f"/{subfolder}" if subfolder else ""))
 
 
 def _render(path: Path, channel: str, preview: str | None, asked_alpha: bool) -> tuple[bytes, str] | None:

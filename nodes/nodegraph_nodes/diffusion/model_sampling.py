@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-from .schedules import alphas_cumprod, training_betas
 
 
 def _denoised_from_epsilon(sigma: torch.Tensor, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -34,6 +33,15 @@ def _denoised_from_v(sigma: torch.Tensor, output: torch.Tensor, x: torch.Tensor)
 PREDICTIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "epsilon": _denoised_from_epsilon,
     "v_prediction": _denoised_from_v,
+}
+
+
+# Our names for the training schedules (NoiseSchedule's beta_schedule input) -> diffusers' names.
+DIFFUSERS_BETA_NAMES = {
+    "linear": "linear",
+    "scaled_linear": "scaled_linear",
+    "cosine": "squaredcos_cap_v2",
+    "squaredcos_cap_v2": "squaredcos_cap_v2",
 }
 
 
@@ -55,14 +63,28 @@ class DiscreteModelSampling:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "DiscreteModelSampling":
         """Build from a diffusers scheduler config (num_train_timesteps, beta_start, beta_end, beta_schedule,
-        prediction_type; diffusers' defaults where a key is missing)."""
-        betas = training_betas(
-            config.get("beta_schedule", "linear"),
-            int(config.get("num_train_timesteps", 1000)),
-            float(config.get("beta_start", 0.0001)),
-            float(config.get("beta_end", 0.02)),
-        )
-        return cls(alphas_cumprod(betas), config.get("prediction_type", "epsilon"))
+        prediction_type; diffusers' defaults where a key is missing).
+
+        The table is the one diffusers' schedulers compute for that config (float32 betas), taken from diffusers
+        itself, so that our samplers and diffusers' pipelines walk the same sigmas; ComfyUI computes the betas in
+        float64, which moves sigmas by ~1e-5 relative: invisible in images, but enough to break 1e-4 parity.
+        """
+        from diffusers import DDPMScheduler
+
+        schedule = config.get("beta_schedule", "linear")
+        settings = {
+            "num_train_timesteps": int(config.get("num_train_timesteps", 1000)),
+            "beta_start": float(config.get("beta_start", 0.0001)),
+            "beta_end": float(config.get("beta_end", 0.02)),
+            "beta_schedule": DIFFUSERS_BETA_NAMES.get(schedule, schedule),
+        }
+        if config.get("trained_betas") is not None:
+            settings["trained_betas"] = config["trained_betas"]
+        try:
+            scheduler = DDPMScheduler(**settings)
+        except NotImplementedError:
+            raise ValueError(f"unknown beta schedule {schedule!r}; known: {sorted(DIFFUSERS_BETA_NAMES)}") from None
+        return cls(scheduler.alphas_cumprod, config.get("prediction_type", "epsilon"))
 
     def to(self, device: torch.device | str) -> "DiscreteModelSampling":
         """A copy whose tables live on `device` (the sampler keeps one beside the UNet to avoid transfers)."""

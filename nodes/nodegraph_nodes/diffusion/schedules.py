@@ -1,12 +1,9 @@
-"""Noise schedules: the training beta schedules, and the sigma spacings a sampler can walk.
+"""Noise schedules: the sigma spacings a sampler can walk.
 
-Two kinds of function live here:
-
-* training schedules (`training_betas`, `alphas_cumprod`): the betas a discrete-time model was trained with, as in the
-  DDPM paper (`linear`), Stable Diffusion (`scaled_linear`) and improved DDPM (`cosine`);
-* spacings: given a model's sigma table (see `model_sampling.DiscreteModelSampling`) and a step count, the sigmas a
-  sampler visits, descending, with a trailing 0. Names and meaning follow ComfyUI's schedulers, so a workflow
-  picks the same sigmas here as there.
+Given a model's sigma table (see `model_sampling.DiscreteModelSampling`, which builds it from the training beta
+schedule: DDPM's `linear`, Stable Diffusion's `scaled_linear`, improved DDPM's `cosine`) and a step count, a
+spacing gives the sigmas a sampler visits, descending, with a trailing 0. Names and meaning follow ComfyUI's
+schedulers, so a workflow picks the same sigmas here as there.
 
 All spacings return float32 CPU tensors of length steps + 1 (`beta` may return fewer when rounding merges steps,
 `ddim_uniform` more when the table length is not a multiple of steps).
@@ -19,52 +16,6 @@ from typing import Protocol
 
 import numpy as np
 import torch
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Training schedules
-
-
-def _linear_betas(n: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    """DDPM (Ho et al. 2020): betas evenly spaced from beta_start to beta_end."""
-    return torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
-
-
-def _scaled_linear_betas(n: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    """Stable Diffusion's schedule: evenly spaced in sqrt(beta), then squared (ComfyUI calls this one "linear")."""
-    return torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
-
-
-def _cosine_betas(n: int, beta_start: float, beta_end: float, s: float = 0.008) -> torch.Tensor:
-    """Improved DDPM (Nichol & Dhariwal 2021): alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) * pi/2), betas capped at 0.999.
-
-    beta_start / beta_end are not used by this schedule; the signature matches the others.
-    """
-    t = torch.arange(n + 1, dtype=torch.float64) / n
-    alpha_bar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
-    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
-
-
-BETA_SCHEDULES: dict[str, Callable[[int, float, float], torch.Tensor]] = {
-    "linear": _linear_betas,
-    "scaled_linear": _scaled_linear_betas,
-    "cosine": _cosine_betas,
-    "squaredcos_cap_v2": _cosine_betas,  # diffusers' name for the same schedule
-}
-
-
-def training_betas(schedule: str, num_train_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    """The float64 betas of a named training schedule (see BETA_SCHEDULES)."""
-    try:
-        make = BETA_SCHEDULES[schedule]
-    except KeyError:
-        raise ValueError(f"unknown beta schedule {schedule!r}; known: {sorted(BETA_SCHEDULES)}") from None
-    return make(num_train_timesteps, beta_start, beta_end)
-
-
-def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
-    """Cumulative product of (1 - beta), computed in float64 and returned as float32 (what the sigma table uses)."""
-    return torch.cumprod(1.0 - betas.double(), dim=0).float()
 
 
 # ---------------------------------------------------------------------------------------------------------------

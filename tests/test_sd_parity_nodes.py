@@ -1,0 +1,53 @@
+"""End to end through our nodes: a ComfyUI txt2img workflow equals StableDiffusionPipeline on the same tiny model.
+
+Library-level parity (every sampler, img2img, KSamplerAdvanced splits, ControlNet) is in test_ksampler_parity.py;
+this test checks the glue on top: checkpoint loading, text encoding, latent scaling, seeds and the node layer.
+"""
+import pytest
+import torch
+from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+from nodegraph_nodes.diffusion.families import FAMILIES
+from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
+from nodegraph_nodes.diffusion.loader import load_checkpoint, make_tiny_models
+from nodegraph_nodes.diffusion.model_cache import model_cache
+from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from sd_fixtures import Runner, make_folders, txt2img
+
+
+@pytest.fixture(scope="module")
+def models_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    make_tiny_models(root)
+    return root
+
+
+def test_txt2img_workflow_equals_stable_diffusion_pipeline(models_root, tmp_path):
+    model_cache({"device": "cpu"}).free(unload_models=True)
+    runner = Runner(make_folders(tmp_path, models_root))
+    # 5 steps: ComfyUI's "simple" spacing takes every (1000 / steps)-th sigma, which is diffusers' "trailing"
+    # spacing exactly when steps divides 1000 (for 6 steps they round timestep 833 vs 832).
+    steps, seed, cfg = 5, 123, 6.5
+    prompt = txt2img(**{"3.steps": steps, "3.seed": seed, "3.cfg": cfg, "3.sampler_name": "dpmpp_2m",
+                        "3.scheduler": "simple", "6.text": "a red square", "7.text": "blurry"})
+    ours = runner.run(prompt).values["3"][0]["samples"]
+
+    components = load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors")
+    scheduler = DPMSolverMultistepScheduler.from_config(components.scheduler_config, timestep_spacing="trailing")
+    pipe = StableDiffusionPipeline(
+        vae=components.vae, text_encoder=components.text_encoders[0], tokenizer=components.tokenizers[0],
+        unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    # Same starting point: our seeded CPU noise at sigma_max, in the pipeline's variance-preserving form.
+    ms = DiscreteModelSampling.from_config(components.scheduler_config)
+    sigma0 = float(ksampler_sigmas(ms, "simple", "dpmpp_2m", steps)[0])
+    noise = prepare_noise(torch.zeros(1, 4, 8, 8), seed)
+    start = ms.noise_scaling(sigma0, noise, torch.zeros_like(noise)) / (1 + sigma0**2) ** 0.5
+    theirs = pipe(
+        "a red square", negative_prompt="blurry", num_inference_steps=steps, guidance_scale=cfg, height=64, width=64,
+        latents=start, output_type="latent",
+    ).images
+    scale = FAMILIES["sd1"].latent_scale
+    assert (ours * scale - theirs).abs().max() <= 1e-4
