@@ -345,7 +345,7 @@ def switch_step(model: ModelHandle, sampler_name: str, scheduler: str, steps: in
     999 ... 333 lie above 250), not round(7.5) = 8; with karras spacing the steps crowd at low noise, so 0.8 falls
     well before 80% of the steps. The comparison is made on sigmas (the timestep is monotonic in sigma and the two
     agree at the integer cutoff), with a 1e-5 relative tolerance so that a step landing exactly on the cutoff
-    counts as first stage in both projects despite their float32 sigma tables differing in the last bits.
+    counts as first stage, as in diffusers, whatever the last bits of a spacing's arithmetic.
     """
     from .ksampler import ksampler_sigmas
     from .model_sampling import DiscreteModelSampling
