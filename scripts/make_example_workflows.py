@@ -19,6 +19,9 @@ from nodegraph.engine.uiformat import api_to_ui
 
 ROOT = Path(__file__).resolve().parents[1] / "workflows"
 SD1 = "nodegraph-demo-sd1.safetensors"
+SDXL_BASE = "nodegraph-demo-sdxl-base.safetensors"
+SDXL_REFINER = "nodegraph-demo-sdxl-refiner.safetensors"
+CANNY = "nodegraph-demo-canny.safetensors"
 
 
 def node(class_type: str, title: str, **inputs) -> dict:
@@ -67,13 +70,107 @@ def hires_fix() -> dict:
     return prompt
 
 
-EXAMPLES = {"txt2img": txt2img, "img2img": img2img, "hires_fix": hires_fix}
+def _sdxl_stages(refiner_stage: dict) -> dict:
+    """SDXL base to step 20 of 25 with leftover noise, then `refiner_stage` ("11") on the same schedule."""
+    size = {"width": 1024, "height": 1024}
+    sdxl_text = lambda title, text: node(  # noqa: E731
+        "CLIPTextEncodeSDXL", title, clip=["4", 1], **size, crop_w=0, crop_h=0, target_width=1024,
+        target_height=1024, text_g=text, text_l=text,
+    )
+    return {
+        "4": node("CheckpointLoaderSimple", "Load SDXL Base", ckpt_name=SDXL_BASE),
+        "12": node("CheckpointLoaderSimple", "Load SDXL Refiner", ckpt_name=SDXL_REFINER),
+        "6": sdxl_text("Positive Prompt (Base)", "a red circle on a grey background, studio photo"),
+        "7": sdxl_text("Negative Prompt (Base)", "blurry, text"),
+        "15": node("CLIPTextEncodeSDXLRefiner", "Positive Prompt (Refiner)", ascore=6.0, **size,
+                   text="a red circle on a grey background, studio photo", clip=["12", 1]),
+        "16": node("CLIPTextEncodeSDXLRefiner", "Negative Prompt (Refiner)", ascore=2.5, **size,
+                   text="blurry, text", clip=["12", 1]),
+        "5": node("EmptyLatentImage", "Empty Latent Image", **size, batch_size=1),
+        "10": node(
+            "KSamplerAdvanced", "Base (steps 0-20)", add_noise="enable", noise_seed=4, steps=25, cfg=8.0,
+            sampler_name="euler", scheduler="normal", model=["4", 0], positive=["6", 0], negative=["7", 0],
+            latent_image=["5", 0], start_at_step=0, end_at_step=20, return_with_leftover_noise="enable",
+        ),
+        "11": refiner_stage,
+        "8": node("VAEDecode", "VAE Decode", samples=["11", 0], vae=["4", 2]),
+    }
+
+
+def sdxl_refiner() -> dict:
+    """SDXL base + refiner with the SDXLRefiner node taking over at step 20."""
+    prompt = _sdxl_stages(node(
+        "SDXLRefiner", "SDXL Refiner (steps 20-25)", model=["12", 0], noise_seed=4, steps=25, cfg=8.0,
+        sampler_name="euler", scheduler="normal", positive=["15", 0], negative=["16", 0], latent_image=["10", 0],
+        switch_at=20.0, switch_unit="step",
+    ))
+    prompt["9"] = node("SaveImage", "Save Image", filename_prefix="sdxl_refiner", images=["8", 0])
+    return prompt
+
+
+def sdxl_refiner_advanced() -> dict:
+    """The same split as ComfyUI's standard template: two KSamplerAdvanced nodes sharing one schedule."""
+    prompt = _sdxl_stages(node(
+        "KSamplerAdvanced", "Refiner (steps 20-25)", add_noise="disable", noise_seed=4, steps=25, cfg=8.0,
+        sampler_name="euler", scheduler="normal", model=["12", 0], positive=["15", 0], negative=["16", 0],
+        latent_image=["10", 0], start_at_step=20, end_at_step=10000, return_with_leftover_noise="disable",
+    ))
+    prompt["9"] = node("SaveImage", "Save Image", filename_prefix="sdxl_refiner_advanced", images=["8", 0])
+    return prompt
+
+
+def _apply_controlnet(title: str, positive, negative, control_net, image, strength=1.0, start=0.0, end=1.0):
+    return node(
+        "ControlNetApplyAdvanced", title, positive=positive, negative=negative, control_net=control_net,
+        image=image, strength=strength, start_percent=start, end_percent=end,
+    )
+
+
+def controlnet_canny() -> dict:
+    """The outline of the input image (Canny edges) steers a txt2img run. The example image is low in contrast
+    (red on grey), hence thresholds below the 0.4 / 0.8 defaults."""
+    prompt = txt2img()
+    prompt["6"]["inputs"]["text"] = "a blue circle"
+    prompt["10"] = node("LoadImage", "Load Image", image="example.png")
+    prompt["13"] = node("Canny", "Canny", image=["10", 0], low_threshold=0.15, high_threshold=0.3)
+    prompt["12"] = node("ControlNetLoader", "Load ControlNet Model", control_net_name=CANNY)
+    prompt["14"] = _apply_controlnet("Apply ControlNet", ["6", 0], ["7", 0], ["12", 0], ["13", 0], strength=0.9)
+    prompt["3"] = sampler(5, ["4", 0], ["14", 0], ["14", 1], ["5", 0])
+    prompt["9"]["inputs"]["filename_prefix"] = "controlnet_canny"
+    return prompt
+
+
+def controlnet_mixed() -> dict:
+    """Two ControlNets chained: the canny outline for the whole run, and the image itself as a softer hint for
+    the first half only (fixing the layout, leaving the details free). Their residuals add up."""
+    prompt = controlnet_canny()
+    prompt["15"] = _apply_controlnet(
+        "Apply ControlNet (first half)", ["14", 0], ["14", 1], ["12", 0], ["10", 0], strength=0.5, end=0.5
+    )
+    prompt["3"] = sampler(6, ["4", 0], ["15", 0], ["15", 1], ["5", 0])
+    prompt["9"]["inputs"]["filename_prefix"] = "controlnet_mixed"
+    return prompt
+
+
+EXAMPLES = {
+    "txt2img": txt2img,
+    "img2img": img2img,
+    "hires_fix": hires_fix,
+    "sdxl_refiner": sdxl_refiner,
+    "sdxl_refiner_advanced": sdxl_refiner_advanced,
+    "controlnet_canny": controlnet_canny,
+    "controlnet_mixed": controlnet_mixed,
+}
 
 # Each example as rows of columns of node ids, read left to right, top to bottom.
 LAYOUTS = {
     "txt2img": [[["4", "5"], ["6", "7"], ["3"], ["8", "9"]]],
     "img2img": [[["4", "10"], ["6", "7", "11"], ["3"], ["8", "9"]]],
     "hires_fix": [[["4", "5"], ["6", "7"], ["3", "10"], ["11", "8", "9"]]],
+    "sdxl_refiner": [[["4", "12", "5", "8"], ["6", "7"], ["15", "16", "9"], ["10", "11"]]],
+    "sdxl_refiner_advanced": [[["4", "12", "5", "8"], ["6", "7"], ["15", "16", "9"], ["10", "11"]]],
+    "controlnet_canny": [[["4", "5"], ["6", "7"], ["3"], ["8", "9"]], [["10"], ["13", "12"], ["14"]]],
+    "controlnet_mixed": [[["4", "5"], ["6", "7"], ["3"], ["8", "9"]], [["10"], ["13", "12"], ["14"], ["15"]]],
 }
 GAP = 40.0
 TITLE = 30.0  # the title bar sits above a node's `pos`; `size` is its body

@@ -18,6 +18,9 @@ class ControlSpec:
 
     `hint` is an IMAGE tensor [B, H, W, 3] in 0..1 (ComfyUI's layout); the sampler resizes it to the latent's pixel
     size. `start_percent` / `end_percent` gate it by the fraction of the sigma schedule, as in ComfyUI.
+    `apply_to_uncond`: set by the old ControlNetApply node, which sees only one conditioning; when the positive's
+    last ControlNet has it and the negative has none, the sampler gives the negative the positive's ControlNets
+    (ComfyUI's `control_apply_to_uncond`), so the old node steers both halves of classifier-free guidance.
     """
 
     controlnet: Any
@@ -25,6 +28,7 @@ class ControlSpec:
     strength: float = 1.0
     start_percent: float = 0.0
     end_percent: float = 1.0
+    apply_to_uncond: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 from .conditioning import Conditioning, ControlSpec
 from .handles import ClipHandle, ControlNetHandle, ModelHandle, VaeHandle
 from .model_cache import ModelCache, model_cache, release_memory
-from .text_encoding import TEXT_FAMILIES, ClipTextEncoder
+from .text_encoding import TEXT_FAMILIES, ClipTextEncoder, refiner_time_ids
 
 T = TypeVar("T")
 
@@ -84,15 +84,20 @@ def load_controlnet(path: Path, settings: dict[str, Any]) -> ControlNetHandle:
 # --- text ------------------------------------------------------------------------------------------------------------
 
 
-def encode_text(clip: ClipHandle, text: str | dict[str, str]) -> Conditioning:
-    """CLIPTextEncode: one prompt for every encoder, or a prompt per encoder name ({"l": ..., "g": ...})."""
+def encode_text(
+    clip: ClipHandle, text: str | dict[str, str], time_ids: torch.Tensor | None = None
+) -> Conditioning:
+    """CLIPTextEncode: one prompt for every encoder, or a prompt per encoder name ({"l": ..., "g": ...}).
+
+    `time_ids` is the SDXL size conditioning of CLIPTextEncodeSDXL / ...Refiner (text_encoding.sdxl_time_ids,
+    refiner_time_ids); without it the sampler derives the family's defaults from the latent size."""
     cache = model_cache()
     with cache.use(clip.ref) as parts:
         encoder = ClipTextEncoder(
             TEXT_FAMILIES[clip.family], parts["models"], parts["tokenizers"], stop_at_clip_layer=clip.stop_at_layer
         )
         cond = with_oom_retry(cache, lambda: encoder.encode(text))
-    return _to_cpu(cond)
+    return _to_cpu(replace(cond, time_ids=time_ids))
 
 
 def _to_cpu(cond: Conditioning) -> Conditioning:
@@ -148,21 +153,29 @@ def vae_decode(vae: VaeHandle, samples: torch.Tensor) -> torch.Tensor:
 # --- sampling --------------------------------------------------------------------------------------------------------
 
 
+# Families whose VAE (so latent space, so preview colours) is another family's.
+PREVIEW_FAMILY = {"sd2": "sd1", "sdxl_refiner": "sdxl"}
+
+
 def _progress_callback(context: Any, family: str) -> Callable[..., None]:
     """Per-step progress, a latent preview when clients want one, and the interrupt check."""
     from .preview import latent_to_rgb
 
     want_previews = getattr(context, "previews", True)
+    latent_family = PREVIEW_FAMILY.get(family, family)
 
     def callback(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        preview = latent_to_rgb(denoised, family) if want_previews else None
+        preview = latent_to_rgb(denoised, latent_family) if want_previews else None
         context.progress(step + 1, total, preview=preview)
 
     return callback
 
 
-def _resolve_controls(stack: ExitStack, cache: ModelCache, cond: Conditioning) -> Conditioning:
-    """Swap ControlNet handles for the modules, pinned in the cache for the duration of the sampling."""
+def _resolve_controls(
+    stack: ExitStack, cache: ModelCache, cond: Conditioning, unet: torch.nn.Module, family: str
+) -> Conditioning:
+    """Swap ControlNet handles for the modules, pinned in the cache for the duration of the sampling, and refuse
+    ControlNets made for another model family (they would fail deep inside the UNet call)."""
     if not cond.controls:
         return cond
     controls = []
@@ -170,8 +183,76 @@ def _resolve_controls(stack: ExitStack, cache: ModelCache, cond: Conditioning) -
         net = spec.controlnet
         if isinstance(net, ControlNetHandle):
             net = stack.enter_context(cache.use(net.ref))
+        if _unet_shape(net) != _unet_shape(unet):
+            raise ValueError(
+                f"a ControlNet for {getattr(spec.controlnet, 'family', 'another')} models cannot steer this "
+                f"{family} model (cross-attention width {net.config.cross_attention_dim} vs "
+                f"{unet.config.cross_attention_dim}); load a ControlNet trained for {family}"
+            )
         controls.append(replace(spec, controlnet=net))
     return replace(cond, controls=tuple(controls))
+
+
+def _unet_shape(module: torch.nn.Module) -> tuple[Any, ...]:
+    """What a ControlNet must share with the UNet it steers: text width and the SDXL-style added conditioning."""
+    config = module.config
+    return (config.cross_attention_dim, config.addition_embed_type, config.projection_class_embeddings_input_dim)
+
+
+def _share_controls_with_uncond(positive: Conditioning, negative: Conditioning | None) -> Conditioning | None:
+    """The old ControlNetApply sees only the positive; ComfyUI then gives its ControlNets to a negative that has
+    none, so that both halves of classifier-free guidance are steered alike."""
+    if negative is None or negative.controls or not positive.controls or not positive.controls[-1].apply_to_uncond:
+        return negative
+    return replace(negative, controls=positive.controls)
+
+
+# --- SDXL size conditioning ------------------------------------------------------------------------------------------
+# Each SDXL-family UNet takes its own time ids: the base 6 numbers (original size, crop, target size), the refiner 5
+# (original size, crop, aesthetic score). As ComfyUI does, a conditioning without them (plain CLIPTextEncode) gets
+# the family's defaults at the latent's size, and one made for the other family keeps its size and crop.
+
+
+def _base_time_ids(ids: torch.Tensor | None, height: int, width: int, negative: bool) -> torch.Tensor | None:
+    """None stays None (the denoiser's default: the latent's size, no crop, target = size); a refiner's ids keep
+    their size and crop and target that same size."""
+    if ids is None or ids.shape[-1] == 6:
+        return ids
+    return torch.cat([ids[:, :4], ids[:, :2]], dim=1)
+
+
+def _refiner_time_ids(ids: torch.Tensor | None, height: int, width: int, negative: bool) -> torch.Tensor:
+    """ComfyUI's refiner defaults: the latent's size, no crop, aesthetic score 6 (positive) or 2.5 (negative)."""
+    score = 2.5 if negative else 6.0
+    if ids is None:
+        return refiner_time_ids(height=height, width=width, aesthetic_score=score)
+    if ids.shape[-1] == 5:
+        return ids
+    return torch.cat([ids[:, :4], torch.full((ids.shape[0], 1), score, dtype=ids.dtype)], dim=1)
+
+
+TIME_IDS: dict[str, Callable[[torch.Tensor | None, int, int, bool], torch.Tensor | None]] = {
+    "sdxl": _base_time_ids,
+    "sdxl_refiner": _refiner_time_ids,
+}
+
+
+def _prepare_conditionings(
+    model: ModelHandle, positive: Conditioning, negative: Conditioning | None, samples: torch.Tensor
+) -> tuple[Conditioning, Conditioning | None]:
+    """The pair as the sampler needs it: the old ControlNetApply's controls shared with the negative, and the time
+    ids the model's family takes."""
+    from .denoiser import VAE_SCALE_FACTOR
+
+    negative = _share_controls_with_uncond(positive, negative)
+    fit = TIME_IDS.get(model.family)
+    if fit is None:
+        return positive, negative
+    height, width = samples.shape[-2] * VAE_SCALE_FACTOR, samples.shape[-1] * VAE_SCALE_FACTOR
+    positive = replace(positive, time_ids=fit(positive.time_ids, height, width, False))
+    if negative is not None:
+        negative = replace(negative, time_ids=fit(negative.time_ids, height, width, True))
+    return positive, negative
 
 
 def ksample(
@@ -190,10 +271,11 @@ def ksample(
     cache = model_cache()
     sampling = DiscreteModelSampling.from_config(model.scheduler_config)
     callback = _progress_callback(context, model.family)
+    positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
     with ExitStack() as stack:
         unet = stack.enter_context(cache.use(model.ref))
-        pos = _resolve_controls(stack, cache, positive)
-        neg = _resolve_controls(stack, cache, negative)
+        pos = _resolve_controls(stack, cache, positive, unet, model.family)
+        neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
         scaled = latent["samples"] * model.latent_scale
         samples = with_oom_retry(
             cache,
@@ -227,10 +309,11 @@ def sample_custom(
         last["denoised"] = denoised
         progress(step, total, x, denoised)
 
+    positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
     with ExitStack() as stack:
         unet = stack.enter_context(cache.use(model.ref))
-        pos = _resolve_controls(stack, cache, positive)
-        neg = _resolve_controls(stack, cache, negative)
+        pos = _resolve_controls(stack, cache, positive, unet, model.family)
+        neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
         samples = with_oom_retry(
             cache,
             lambda: sample_with_sigmas(
@@ -251,3 +334,27 @@ def noise_schedule(model: ModelHandle, scheduler: str, steps: int, denoise: floa
     if beta_schedule != "model":
         config["beta_schedule"] = beta_schedule
     return ksampler_sigmas(DiscreteModelSampling.from_config(config), scheduler, "euler", steps, denoise)
+
+
+def switch_step(model: ModelHandle, sampler_name: str, scheduler: str, steps: int, fraction: float) -> int:
+    """The step where `fraction` of the denoising is done, counted as diffusers' SDXL pipelines count
+    `denoising_end` / `denoising_start`: the first stage takes the steps whose timestep is at or above
+    round(T - fraction * T) (T = 1000 training steps), the second stage the rest, on the same schedule.
+
+    A fraction of the schedule is not a fraction of the steps: with 10 "normal" steps, 0.75 gives step 7 (timesteps
+    999 ... 333 lie above 250), not round(7.5) = 8; with karras spacing the steps crowd at low noise, so 0.8 falls
+    well before 80% of the steps. The comparison is made on sigmas (the timestep is monotonic in sigma and the two
+    agree at the integer cutoff), with a 1e-5 relative tolerance so that a step landing exactly on the cutoff
+    counts as first stage, as in diffusers, whatever the last bits of a spacing's arithmetic.
+    """
+    from .ksampler import ksampler_sigmas
+    from .model_sampling import DiscreteModelSampling
+
+    if fraction <= 0:
+        return 0
+    sampling = DiscreteModelSampling.from_config(model.scheduler_config)
+    total = len(sampling.sigmas)
+    cutoff = min(total - 1, max(0, int(round(total - (fraction * total)))))  # diffusers' expression, same rounding
+    threshold = float(sampling.sigmas[cutoff]) * (1 - 1e-5)
+    sigmas = ksampler_sigmas(sampling, scheduler, sampler_name, steps)
+    return int((sigmas[:-1] >= threshold).sum())
