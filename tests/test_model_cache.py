@@ -162,6 +162,9 @@ def test_process_cache_registers_as_memory_owner():
     cache = model_cache({"device": "cpu"})
     assert cache in owners() and cache.name == "models"
     assert model_cache() is cache
+    assert model_cache({}) is cache and model_cache({"device": "auto", "precision": "auto"}) is cache
+    assert model_cache({"device": "cpu", "precision": "bf16"}) is not cache  # other settings: a new cache
+    model_cache({"device": "cpu"})
     assert module_nbytes(torch.nn.Linear(4, 4)) == (16 + 4) * 4
 
 

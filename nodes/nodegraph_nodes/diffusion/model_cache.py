@@ -341,8 +341,14 @@ def model_cache(settings: dict[str, Any] | None = None) -> ModelCache:
     the `--device` / `--precision` / budget options of the CLI and the server, passed in `Folders.settings`).
     Asking with different settings replaces the cache (the old models are dropped)."""
     global _cache, _cache_settings
-    wanted = {k: v for k, v in (settings or {}).items() if k in ("device", "precision", "vram_budget", "ram_budget")}
-    wanted = {k: v for k, v in wanted.items() if v is not None}
+    given = settings or {}
+    # Compare effective settings, so that "auto" and the device it picks (or an absent budget) count as the same.
+    wanted = {
+        "device": default_device(str(given.get("device") or "auto")),
+        "precision": given.get("precision") or "auto",
+        "vram_budget": given.get("vram_budget"),
+        "ram_budget": given.get("ram_budget"),
+    }
     if _cache is None or (settings is not None and wanted != _cache_settings):
         if _cache is not None:
             _cache.free(unload_models=True)
