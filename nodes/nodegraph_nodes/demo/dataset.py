@@ -46,10 +46,12 @@ POSITION_PHRASES: dict[tuple[str, str], str] = {
     ("bottom", "right"): "at the bottom right",
 }
 POSITIONS = tuple(POSITION_PHRASES)
-CELL_CENTRES = (16.0, 32.0, 48.0)  # pixel centre of each row / column
-JITTER = 4.0  # centres move at most this far from their cell centre
-SIZE_RANGE = (16, 24)  # side of the bounding box, pixels (inclusive)
-TWO_OBJECT_SIZE_RANGE = (14, 20)
+CELL_CENTRES = (18.0, 32.0, 46.0)  # pixel centre of each row / column
+JITTER = 3.0  # centres move at most this far from their cell centre
+# side of the bounding box, pixels (inclusive): a shape spans 3-4 latent pixels of the 8x VAE, enough for its
+# corners to survive the autoencoder; the largest just fits in the image at the edge cells
+SIZE_RANGE = (22, 30)
+TWO_OBJECT_SIZE_RANGE = (16, 20)  # two cells apart (28 px) minus jitter leaves a gap between two of these
 
 # caption kinds and how often training draws them
 CAPTION_MIX = {"plain": 0.4, "positioned": 0.4, "pair": 0.2}
