@@ -53,6 +53,8 @@ class Result:
     shape: float
     position: float
     count: float
+    single_colour: float = 0.0  # colour / shape over the one-object captions only
+    single_shape: float = 0.0
     iou: float | None = None
     seconds: float = 0.0
 
@@ -109,8 +111,10 @@ def adherence(name: str, images: list[np.ndarray], captions: list[str], seconds:
     # position only where the caption names one (otherwise any place is right)
     named = [s.position for s, cap in zip(scores, captions, strict=True)
              if any(w.position for w in checker.parse_caption(cap))]
+    single = [s for s, cap in zip(scores, captions, strict=True) if len(checker.parse_caption(cap)) == 1]
     return Result(name, len(scores), rate("colour"), rate("shape"), float(np.mean(named)) if named else 1.0,
-                  rate("count"), seconds=seconds)
+                  rate("count"), float(np.mean([s.colour for s in single])), float(np.mean([s.shape for s in single])),
+                  seconds=seconds)
 
 
 def mask_iou(images: list[np.ndarray], truth: list[dataset.Sample]) -> float:
@@ -192,12 +196,13 @@ def table(results: list[Result], n: int, baseline_iou: float) -> str:
         "(colour / shape: the main object, or for two-object captions both objects; position: over the captions "
         "that name one; count: exactly the asked number of objects).",
         "",
-        "| setting | colour | shape | position | count | edge IoU | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | colour | shape | colour, 1 object | shape, 1 object | position | count | edge IoU | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         iou = f"{r.iou:.2f}" if r.iou is not None else ""
-        lines.append(f"| {r.name} | {r.colour:.0%} | {r.shape:.0%} | {r.position:.0%} | {r.count:.0%} | {iou} "
+        lines.append(f"| {r.name} | {r.colour:.0%} | {r.shape:.0%} | {r.single_colour:.0%} | {r.single_shape:.0%} "
+                     f"| {r.position:.0%} | {r.count:.0%} | {iou} "
                      f"| {r.seconds:.0f} |")
     lines += ["", f"IoU of plain SD1 samples (no edges) with the same ground truth: {baseline_iou:.2f}."]
     return "\n".join(lines) + "\n"
