@@ -2,9 +2,9 @@
 
 It inverts `dataset.py`'s generator: objects are the saturated pixels (backgrounds are near-grey), each connected
 blob's colour is the named hue nearest to its mean colour, its shape follows from how it tapers and fills the
-corners of its bounding box (`shape_features`), and the centre of its bounding box names its cell of the 3x3 grid. `score` compares
-that with what a caption asks for. Validated against ground truth in `tests/test_demo_checker.py` and by
-`python -m nodegraph_nodes.demo.evaluate`.
+corners of its bounding box (`shape_features`), and the centre of its bounding box names its cell of the 3x3
+grid. `score` compares that with what a caption asks for. Validated against ground truth in
+`tests/test_demo_data.py` and by `python -m nodegraph_nodes.demo.evaluate`.
 """
 from __future__ import annotations
 
