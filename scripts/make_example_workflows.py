@@ -71,24 +71,27 @@ def hires_fix() -> dict:
 
 
 def _sdxl_stages(refiner_stage: dict) -> dict:
-    """SDXL base to step 20 of 25 with leftover noise, then `refiner_stage` ("11") on the same schedule."""
-    size = {"width": 1024, "height": 1024}
+    """SDXL base to step 20 of 25 with leftover noise, then `refiner_stage` ("11") on the same schedule.
+
+    64 x 64 pixels: the size the shipped demo models draw; with real SDXL checkpoints set every 64 to 1024.
+    """
+    size = {"width": 64, "height": 64}
     sdxl_text = lambda title, text: node(  # noqa: E731
-        "CLIPTextEncodeSDXL", title, clip=["4", 1], **size, crop_w=0, crop_h=0, target_width=1024,
-        target_height=1024, text_g=text, text_l=text,
+        "CLIPTextEncodeSDXL", title, clip=["4", 1], **size, crop_w=0, crop_h=0, target_width=64,
+        target_height=64, text_g=text, text_l=text,
     )
     return {
         "4": node("CheckpointLoaderSimple", "Load SDXL Base", ckpt_name=SDXL_BASE),
         "12": node("CheckpointLoaderSimple", "Load SDXL Refiner", ckpt_name=SDXL_REFINER),
-        "6": sdxl_text("Positive Prompt (Base)", "a red circle on a grey background, studio photo"),
-        "7": sdxl_text("Negative Prompt (Base)", "blurry, text"),
+        "6": sdxl_text("Positive Prompt (Base)", "a red circle"),
+        "7": sdxl_text("Negative Prompt (Base)", ""),
         "15": node("CLIPTextEncodeSDXLRefiner", "Positive Prompt (Refiner)", ascore=6.0, **size,
-                   text="a red circle on a grey background, studio photo", clip=["12", 1]),
+                   text="a red circle", clip=["12", 1]),
         "16": node("CLIPTextEncodeSDXLRefiner", "Negative Prompt (Refiner)", ascore=2.5, **size,
-                   text="blurry, text", clip=["12", 1]),
+                   text="", clip=["12", 1]),
         "5": node("EmptyLatentImage", "Empty Latent Image", **size, batch_size=1),
         "10": node(
-            "KSamplerAdvanced", "Base (steps 0-20)", add_noise="enable", noise_seed=4, steps=25, cfg=8.0,
+            "KSamplerAdvanced", "Base (steps 0-20)", add_noise="enable", noise_seed=4, steps=25, cfg=7.5,
             sampler_name="euler", scheduler="normal", model=["4", 0], positive=["6", 0], negative=["7", 0],
             latent_image=["5", 0], start_at_step=0, end_at_step=20, return_with_leftover_noise="enable",
         ),
@@ -100,7 +103,7 @@ def _sdxl_stages(refiner_stage: dict) -> dict:
 def sdxl_refiner() -> dict:
     """SDXL base + refiner with the SDXLRefiner node taking over at step 20."""
     prompt = _sdxl_stages(node(
-        "SDXLRefiner", "SDXL Refiner (steps 20-25)", model=["12", 0], noise_seed=4, steps=25, cfg=8.0,
+        "SDXLRefiner", "SDXL Refiner (steps 20-25)", model=["12", 0], noise_seed=4, steps=25, cfg=7.5,
         sampler_name="euler", scheduler="normal", positive=["15", 0], negative=["16", 0], latent_image=["10", 0],
         switch_at=20.0, switch_unit="step",
     ))
@@ -111,7 +114,7 @@ def sdxl_refiner() -> dict:
 def sdxl_refiner_advanced() -> dict:
     """The same split as ComfyUI's standard template: two KSamplerAdvanced nodes sharing one schedule."""
     prompt = _sdxl_stages(node(
-        "KSamplerAdvanced", "Refiner (steps 20-25)", add_noise="disable", noise_seed=4, steps=25, cfg=8.0,
+        "KSamplerAdvanced", "Refiner (steps 20-25)", add_noise="disable", noise_seed=4, steps=25, cfg=7.5,
         sampler_name="euler", scheduler="normal", model=["12", 0], positive=["15", 0], negative=["16", 0],
         latent_image=["10", 0], start_at_step=20, end_at_step=10000, return_with_leftover_noise="disable",
     ))
