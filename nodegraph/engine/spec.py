@@ -111,9 +111,28 @@ def types_compatible(output_type: str, input_type: str) -> bool:
     return bool(received & expected)
 
 
-class Int(Input):
+class _Number(Input):
+    """What Int and Float share: a range, a step and how the editor shows them."""
+
     primitive = True
 
+    def __init__(self, type: str, default: Any, min: Any, max: Any, step: Any, display: str | None, **kwargs: Any):
+        super().__init__(type, default=default, **kwargs)
+        self.min, self.max, self.step, self.display = min, max, step, display
+
+    def options(self) -> dict[str, Any]:
+        opts = super().options()
+        if self.min is not None:
+            opts["min"] = self.min
+        if self.max is not None:
+            opts["max"] = self.max
+        opts["step"] = self.step
+        if self.display:
+            opts["display"] = self.display
+        return opts
+
+
+class Int(_Number):
     def __init__(
         self,
         default: int = 0,
@@ -125,22 +144,13 @@ class Int(Input):
         display: str | None = None,
         **kwargs: Any,
     ):
-        super().__init__("INT", default=default, **kwargs)
-        self.min, self.max, self.step = min, max, step
+        super().__init__("INT", default, min, max, step, display, **kwargs)
         self.control_after_generate = control_after_generate
-        self.display = display
 
     def options(self) -> dict[str, Any]:
         opts = super().options()
-        if self.min is not None:
-            opts["min"] = self.min
-        if self.max is not None:
-            opts["max"] = self.max
-        opts["step"] = self.step
         if self.control_after_generate:
             opts["control_after_generate"] = True
-        if self.display:
-            opts["display"] = self.display
         return opts
 
     def coerce(self, value: Any, env: Any = None) -> int:
@@ -163,9 +173,7 @@ class Int(Input):
         return value
 
 
-class Float(Input):
-    primitive = True
-
+class Float(_Number):
     def __init__(
         self,
         default: float = 0.0,
@@ -177,21 +185,13 @@ class Float(Input):
         display: str | None = None,
         **kwargs: Any,
     ):
-        super().__init__("FLOAT", default=float(default), **kwargs)
-        self.min, self.max, self.step, self.round = min, max, step, round
-        self.display = display
+        super().__init__("FLOAT", float(default), min, max, step, display, **kwargs)
+        self.round = round
 
     def options(self) -> dict[str, Any]:
         opts = super().options()
-        if self.min is not None:
-            opts["min"] = self.min
-        if self.max is not None:
-            opts["max"] = self.max
-        opts["step"] = self.step
         if self.round is not None:
             opts["round"] = self.round
-        if self.display:
-            opts["display"] = self.display
         return opts
 
     def coerce(self, value: Any, env: Any = None) -> float:
@@ -326,7 +326,7 @@ class Combo(Input):
         return value
 
 
-def _check_range(spec: Int | Float, value: float) -> None:
+def _check_range(spec: _Number, value: float) -> None:
     if spec.min is not None and value < spec.min:
         raise InputError(
             "value_smaller_than_min",
