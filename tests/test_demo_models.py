@@ -40,7 +40,7 @@ def test_shipped_controlnet_loads_and_fits_the_sd1_unet() -> None:
     sd1 = load_checkpoint(MODELS / train.CHECKPOINT_NAMES["sd1"], dtype=torch.float32)
     assert controlnet.config.cross_attention_dim == sd1.unet.config.cross_attention_dim
     # trained: the zero-initialised output convs are no longer zero, so the hint changes the result
-    assert float(controlnet.controlnet_mid_block.weight.abs().max()) > 0
+    assert float(controlnet.controlnet_mid_block.weight.detach().abs().max()) > 0
 
 
 def test_shipped_files_stay_small() -> None:
