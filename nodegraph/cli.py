@@ -496,6 +496,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     executor = Executor(env, previews=False)
     run = asyncio.run(_run_interruptible(executor, result.workflow, extra_data, progress.on_event))
     progress.close()
+    if not args.quiet and not args.json and run.timings:
+        spent = ", ".join(f"{progress.label(nid)} {seconds:.2f}s" for nid, seconds in run.timings.items())
+        print(f"timings: {spent}" + (f" ({len(run.cached)} cached)" if run.cached else ""), file=sys.stderr)
     files = _output_files(run.outputs, env)
     if args.json:
         print(
@@ -576,19 +579,19 @@ class _Progress:
         from tqdm import tqdm
 
         if event == "execution_cached" and data["nodes"]:
-            print(f"cached: {', '.join(self._label(n) for n in data['nodes'])}", file=sys.stderr)
+            print(f"cached: {', '.join(self.label(n) for n in data['nodes'])}", file=sys.stderr)
         elif event == "executing":
             self._finish_bar()
             self.node = data["node"]
-            print(f"running {self._label(self.node)}", file=sys.stderr)
+            print(f"running {self.label(self.node)}", file=sys.stderr)
         elif event == "progress":
             if self.bar is None or self.bar.total != data["max"]:
                 self._finish_bar()
-                self.bar = tqdm(total=data["max"], desc=f"  {self._label(data['node'])}", file=sys.stderr, leave=True)
+                self.bar = tqdm(total=data["max"], desc=f"  {self.label(data['node'])}", file=sys.stderr, leave=True)
             self.bar.n = data["value"]
             self.bar.refresh()
 
-    def _label(self, nid: str | None) -> str:
+    def label(self, nid: str | None) -> str:
         spec = self.workflow.nodes.get(nid) if nid is not None else None
         return f"{nid} {spec.title}" if spec else str(nid)
 

@@ -46,6 +46,7 @@ def test_run_prints_outputs(workflow, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "[3] 42" in out.stdout
     assert "running 2 Times" in out.stderr
+    assert "timings: 1 Six " in out.stderr and "2 Times " in out.stderr
 
 
 def test_run_with_overrides_by_id_and_title(workflow, tmp_path):
