@@ -1,11 +1,9 @@
-"""The shipped example workflows in the editor, on the SD nodes with the tiny checkpoint standing in for the demo
-one: the first open shows txt2img fitted and readable at 1280x720, the Examples menu lists each example once, the
+"""The shipped example workflows in the editor, on the SD nodes and the shipped demo models: the first open shows txt2img fitted and readable at 1280x720, the Examples menu lists each example once, the
 example runs as it is (alias class names included), and the PNG it saves carries the workflow back."""
 from __future__ import annotations
 
 import io
 import json
-import shutil
 from typing import Any, Iterator
 
 import pytest
@@ -28,13 +26,11 @@ READABLE_ZOOM = 0.6  # ComfyUI draws titles and widget values from about this zo
 
 @pytest.fixture(scope="module")
 def sd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    from nodegraph_nodes.diffusion.loader import make_tiny_models
+    from nodegraph.paths import default_models_dirs
 
     base = tmp_path_factory.mktemp("editor_sd")
-    checkpoints = make_tiny_models(base / "models")["tiny_sd1"].parent
-    # The examples name the demo checkpoint; the tiny SD1 checkpoint stands in for it under that name.
-    shutil.copyfile(checkpoints / "tiny_sd1.safetensors", checkpoints / DEMO_CHECKPOINT)
-    folders = Folders(models_dirs=[base / "models"], input_dir=base / "input", output_dir=base / "output",
+    # The bundled demo models, as a fresh install finds them.
+    folders = Folders(models_dirs=default_models_dirs(), input_dir=base / "input", output_dir=base / "output",
                       temp_dir=base / "temp", extra_input_dirs=[EXAMPLES / "inputs"])
     config = make_config(base, folders=folders, workflows_dir=EXAMPLES, web_root=ROOT / "web")
     with ServerThread(config) as server:
