@@ -14,7 +14,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from .conditioning import Conditioning, ControlSpec
+from .conditioning import Conditioning
 from .handles import ClipHandle, ControlNetHandle, ModelHandle, VaeHandle
 from .model_cache import ModelCache, model_cache, release_memory
 from .text_encoding import TEXT_FAMILIES, ClipTextEncoder, refiner_time_ids

@@ -5,7 +5,6 @@ so a seed gives the same image on any device; cfg = 1 skips the unconditional pa
 """
 from __future__ import annotations
 
-from typing import Any
 
 from nodegraph.engine import MAX_SEED, Boolean, Combo, Float, Input, Int, Node, Output
 
@@ -14,14 +13,22 @@ from ..diffusion.names import SAMPLER_NAMES, SCHEDULER_NAMES
 BETA_SCHEDULES = ["model", "linear", "scaled_linear", "cosine"]
 
 
-def _common_inputs() -> dict[str, Input]:
-    return {
-        "steps": Int(20, min=1, max=10000, tooltip="The number of steps used in the denoising process."),
-        "cfg": Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                     tooltip="Classifier-free guidance scale: higher follows the prompt more closely; 1 disables it."),
-        "sampler_name": Combo(SAMPLER_NAMES, tooltip="The algorithm used when sampling."),
-        "scheduler": Combo(SCHEDULER_NAMES, default="normal", tooltip="How the noise levels are spaced."),
-    }
+# Inputs every sampler node shares. Each call makes a fresh Input: a declaration takes the attribute's name.
+def steps_input() -> Int:
+    return Int(20, min=1, max=10000, tooltip="The number of steps used in the denoising process.")
+
+
+def cfg_input() -> Float:
+    return Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                 tooltip="Classifier-free guidance scale: higher follows the prompt more closely; 1 disables it.")
+
+
+def sampler_input() -> Combo:
+    return Combo(SAMPLER_NAMES, tooltip="The algorithm used when sampling.")
+
+
+def scheduler_input() -> Combo:
+    return Combo(SCHEDULER_NAMES, default="normal", tooltip="How the noise levels are spaced.")
 
 
 class KSampler(Node):
@@ -31,10 +38,10 @@ class KSampler(Node):
     category = "sampling"
     model = Input("MODEL", tooltip="The model used for denoising the input latent.")
     seed = Int(0, min=0, max=MAX_SEED, control_after_generate=True, tooltip="The random seed of the noise.")
-    steps = _common_inputs()["steps"]
-    cfg = _common_inputs()["cfg"]
-    sampler_name = _common_inputs()["sampler_name"]
-    scheduler = _common_inputs()["scheduler"]
+    steps = steps_input()
+    cfg = cfg_input()
+    sampler_name = sampler_input()
+    scheduler = scheduler_input()
     positive = Input("CONDITIONING", tooltip="What to include in the image.")
     negative = Input("CONDITIONING", tooltip="What to exclude from the image.")
     latent_image = Input("LATENT", tooltip="The latent image to denoise.")
@@ -60,10 +67,10 @@ class KSamplerAdvanced(Node):
     model = Input("MODEL")
     add_noise = Combo(["enable", "disable"])
     noise_seed = Int(0, min=0, max=MAX_SEED, control_after_generate=True)
-    steps = _common_inputs()["steps"]
-    cfg = _common_inputs()["cfg"]
-    sampler_name = _common_inputs()["sampler_name"]
-    scheduler = _common_inputs()["scheduler"]
+    steps = steps_input()
+    cfg = cfg_input()
+    sampler_name = sampler_input()
+    scheduler = scheduler_input()
     positive = Input("CONDITIONING")
     negative = Input("CONDITIONING")
     latent_image = Input("LATENT")
@@ -126,7 +133,7 @@ class SamplerCustom(Node):
     model = Input("MODEL")
     add_noise = Boolean(True)
     noise_seed = Int(0, min=0, max=MAX_SEED, control_after_generate=True)
-    cfg = _common_inputs()["cfg"]
+    cfg = cfg_input()
     positive = Input("CONDITIONING")
     negative = Input("CONDITIONING")
     sampler = Input("SAMPLER")

@@ -15,7 +15,7 @@ from typing import Any
 
 from nodegraph.engine import MAX_RESOLUTION, MAX_SEED, Combo, Float, Input, Int, Node, Output, String
 
-from .sampling import _common_inputs
+from .sampling import cfg_input, sampler_input, scheduler_input, steps_input
 
 SWITCH_UNITS = ["step", "fraction"]
 
@@ -91,10 +91,10 @@ class SDXLRefiner(Node):
     model = Input("MODEL", tooltip="The refiner model.")
     noise_seed = Int(0, min=0, max=MAX_SEED, control_after_generate=True,
                      tooltip="Seeds the noise of ancestral and SDE samplers (no noise is added to the latent).")
-    steps = _common_inputs()["steps"]
-    cfg = _common_inputs()["cfg"]
-    sampler_name = _common_inputs()["sampler_name"]
-    scheduler = _common_inputs()["scheduler"]
+    steps = steps_input()
+    cfg = cfg_input()
+    sampler_name = sampler_input()
+    scheduler = scheduler_input()
     positive = Input("CONDITIONING", tooltip="The refiner's positive conditioning.")
     negative = Input("CONDITIONING", tooltip="The refiner's negative conditioning.")
     latent_image = Input("LATENT", tooltip="The base sampler's output, still noisy.")
