@@ -1,18 +1,24 @@
-"""Measure how well the shipped demo models follow their prompts, with `checker.py`, and draw a grid of samples.
+"""Measure how well the demo models follow their prompts, by running the example workflows, and score single images.
 
     python -m nodegraph_nodes.demo.evaluate --models demo_models --samples 96 --table demo_models/eval.md \
         --grid docs/demo_grid.png
+    python -m nodegraph_nodes.demo.evaluate --image output/txt2img_00001_.png   # prompt read from the PNG
 
-Prompts and ground truth come from the data set's held-out split (positioned captions never seen in training, plain
-and two-object captions) with seeds not used for training. Sampling uses the diffusers pipelines built from the
-components `loader.load_checkpoint` returns (Euler, 20 steps), i.e. the files are read exactly as users' files are.
-Reported, per model and setting: the fraction of samples whose main object has the asked colour / shape, whose
-named positions are right, and with the asked number of objects; for ControlNet the IoU between the generated
+Every generated sample comes from one of the shipped example workflows (`workflows/*.json`) run by the engine, as
+`nodegraph run` would run it, with only its prompt, seed (and, for ControlNet, its input image) replaced: the
+figures are what users get. Prompts and ground truth come from the data set's held-out split (positioned captions
+never seen in training, plus plain and two-object captions) with seeds far from the training ones. Reported per
+setting: the fraction of samples whose objects have the asked colour / shape (one-object captions also apart),
+whose named positions are right, and with the asked number of objects; for ControlNet the IoU between the generated
 objects and the objects whose Canny edges were given.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,32 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from diffusers import (
-    ControlNetModel,
-    EulerDiscreteScheduler,
-    StableDiffusionControlNetPipeline,
-    StableDiffusionPipeline,
-    StableDiffusionXLImg2ImgPipeline,
-    StableDiffusionXLPipeline,
-)
 from PIL import Image, ImageDraw
 
-from ..diffusion.loader import load_checkpoint, load_controlnet
-from ..diffusion.tiny import Components
-from . import checker, dataset
-from .train import CHECKPOINT_NAMES, canny_hint
+from nodegraph.engine import Executor, Folders, default_registry, validate_prompt
+from nodegraph.paths import default_models_dirs, project_dir
 
-STEPS = 20
-DEFAULT_CFG = 7.5
-REFINER_STRENGTH = 0.3
-BATCH = 16
+from . import checker, dataset
+
 EVAL_SEED_OFFSET = 50_000  # sampler seeds far from anything used in training
+NO_PROMPT_CFG = 1.0  # the "chance" row: no guidance and an empty prompt
+
+Workflow = dict[str, dict[str, Any]]
 
 
 @dataclass
 class Result:
-    """Adherence rates over the evaluated samples (None where the setting has no such number)."""
+    """Adherence rates over the evaluated samples."""
 
     name: str
     n: int
@@ -59,50 +55,109 @@ class Result:
     seconds: float = 0.0
 
 
-def euler(components: Components) -> EulerDiscreteScheduler:
-    return EulerDiscreteScheduler.from_config(components.scheduler_config)
+# --- the evaluated workflows: shipped examples with the prompt, seed and input image replaced --------------------
 
 
-def sd1_pipeline(c: Components, controlnet: ControlNetModel | None = None) -> StableDiffusionPipeline:
-    parts = dict(vae=c.vae, text_encoder=c.text_encoders[0], tokenizer=c.tokenizers[0], unet=c.unet,
-                 scheduler=euler(c), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    if controlnet is None:
-        return StableDiffusionPipeline(**parts)
-    return StableDiffusionControlNetPipeline(controlnet=controlnet, **parts)
+def example(name: str) -> Workflow:
+    return json.loads((project_dir("workflows") / f"{name}.json").read_text(encoding="utf-8"))
 
 
-def sdxl_pipeline(c: Components) -> StableDiffusionXLPipeline:
-    return StableDiffusionXLPipeline(vae=c.vae, text_encoder=c.text_encoders[0], text_encoder_2=c.text_encoders[1],
-                                     tokenizer=c.tokenizers[0], tokenizer_2=c.tokenizers[1], unet=c.unet,
-                                     scheduler=euler(c))
+def set_prompt(workflow: Workflow, caption: str) -> None:
+    """Replace the positive prompt: the text of every encode node whose text is not empty (the negatives are)."""
+    for node in workflow.values():
+        for key in ("text", "text_g", "text_l"):
+            if isinstance(node["inputs"].get(key), str) and node["inputs"][key]:
+                node["inputs"][key] = caption
 
 
-def refiner_pipeline(c: Components) -> StableDiffusionXLImg2ImgPipeline:
-    return StableDiffusionXLImg2ImgPipeline(vae=c.vae, text_encoder=None, text_encoder_2=c.text_encoders[0],
-                                            tokenizer=None, tokenizer_2=c.tokenizers[0], unet=c.unet,
-                                            scheduler=euler(c), requires_aesthetics_score=True)
+def set_seed(workflow: Workflow, seed: int) -> None:
+    for node in workflow.values():
+        for key in ("seed", "noise_seed"):
+            if key in node["inputs"]:
+                node["inputs"][key] = seed
 
 
-def to_uint8(images: np.ndarray) -> list[np.ndarray]:
-    """Pipeline output (float NHWC in [0, 1]) as uint8 RGB images."""
-    return [np.round(np.clip(im, 0, 1) * 255).astype(np.uint8) for im in images]
+def sd1_txt2img(caption: str, seed: int, cfg: float | None = None) -> Workflow:
+    w = example("txt2img")
+    set_prompt(w, caption)
+    set_seed(w, seed)
+    if cfg is not None:
+        for node in w.values():
+            if node["class_type"] == "KSampler":
+                node["inputs"]["cfg"] = cfg
+    return w
 
 
-def quiet(pipeline: Any) -> Any:
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+def sd1_controlnet(caption: str, seed: int, image_name: str) -> Workflow:
+    w = example("controlnet_canny")
+    set_prompt(w, caption)
+    set_seed(w, seed)
+    for node in w.values():
+        if node["class_type"] == "LoadImage":
+            node["inputs"]["image"] = image_name
+    return w
 
 
-def generate(call: Callable[..., object], prompts: list[str], seeds: list[int], **kwargs: object) -> list[np.ndarray]:
-    """Run a pipeline in batches of BATCH, one torch.Generator per image so each result depends only on its seed."""
-    images: list[np.ndarray] = []
-    for i in range(0, len(prompts), BATCH):
-        generators = [torch.Generator().manual_seed(s) for s in seeds[i:i + BATCH]]
-        batch_kwargs = {k: v[i:i + BATCH] if isinstance(v, list) else v for k, v in kwargs.items()}
-        out = call(prompt=prompts[i:i + BATCH], generator=generators, num_inference_steps=STEPS, output_type="np",
-                   **batch_kwargs)
-        images += to_uint8(out.images)  # type: ignore[attr-defined]
-    return images
+def sdxl_refined(caption: str, seed: int) -> Workflow:
+    """The SDXL example as shipped: base for the first steps, then the refiner."""
+    w = example("sdxl_refiner")
+    set_prompt(w, caption)
+    set_seed(w, seed)
+    return w
+
+
+def sdxl_base_only(caption: str, seed: int) -> Workflow:
+    """The SDXL example with the base model doing every step and decoding its own result (no refiner)."""
+    w = sdxl_refined(caption, seed)
+    base_id = next(i for i, n in w.items() if n["class_type"] == "KSamplerAdvanced")
+    base = w[base_id]["inputs"]
+    base.update(end_at_step=10000, return_with_leftover_noise="disable")
+    for node in w.values():
+        if node["class_type"] == "VAEDecode":
+            node["inputs"]["samples"] = [base_id, 0]
+    return w
+
+
+def default_cfg() -> float:
+    """The KSampler node's default guidance scale, read from its declaration."""
+    return float(default_registry().get("KSampler").inputs["cfg"].default)
+
+
+# --- running workflows --------------------------------------------------------------------------------------------
+
+
+class WorkflowRunner:
+    """Validates and runs workflows on one engine executor (loaded models stay cached between runs)."""
+
+    def __init__(self, models: Path, work_dir: Path, settings: dict[str, Any] | None = None):
+        self.folders = Folders(models_dirs=[models, *default_models_dirs()], input_dir=work_dir / "input",
+                               output_dir=work_dir / "output", temp_dir=work_dir / "temp",
+                               settings=settings or {})
+        self.folders.input_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = default_registry()
+        self.executor = Executor(self.folders)
+
+    def save_input(self, name: str, image: np.ndarray) -> str:
+        Image.fromarray(image).save(self.folders.input_dir / name)
+        return name
+
+    async def images(self, workflow: Workflow) -> list[np.ndarray]:
+        """Run `workflow`; the images its SaveImage nodes wrote, as uint8 RGB arrays."""
+        checked = validate_prompt(workflow, self.registry, self.folders)
+        if not checked.ok:
+            raise RuntimeError(f"workflow invalid: {checked.error} {checked.node_errors}")
+        result = await self.executor.run(checked.workflow, "evaluate")
+        if not result.ok:
+            raise RuntimeError(f"workflow {result.status}: {result.error}")
+        images = []
+        for ui in result.outputs.values():
+            for item in ui.get("images", []):
+                path = self.folders.output_dir / item.get("subfolder", "") / item["filename"]
+                images.append(np.asarray(Image.open(path).convert("RGB")))
+        return images
+
+
+# --- scoring --------------------------------------------------------------------------------------------------
 
 
 def adherence(name: str, images: list[np.ndarray], captions: list[str], seconds: float) -> Result:
@@ -131,18 +186,46 @@ def mask_iou(images: list[np.ndarray], truth: list[dataset.Sample]) -> float:
     return float(np.mean(ious))
 
 
-def timed(fn: Callable[[], list[np.ndarray]]) -> tuple[list[np.ndarray], float]:
-    start = time.perf_counter()
-    return fn(), time.perf_counter() - start
+def vae_round_trip(models: Path, images: list[np.ndarray]) -> list[np.ndarray]:
+    """`images` encoded and decoded by the SD1 demo checkpoint's VAE: the ceiling any sample can reach."""
+    import torch
+
+    from ..diffusion.loader import load_checkpoint
+    from .train import CHECKPOINT_NAMES
+
+    vae = load_checkpoint(models / CHECKPOINT_NAMES["sd1"], dtype=torch.float32).vae
+    with torch.no_grad():
+        pixels = torch.from_numpy(np.stack(images).astype(np.float32).transpose(0, 3, 1, 2)) / 127.5 - 1
+        decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample
+    out = (decoded.permute(0, 2, 3, 1).numpy() / 2 + 0.5).clip(0, 1)
+    return [np.round(im * 255).astype(np.uint8) for im in out]
 
 
-def evaluate(models: Path, n: int, log: Callable[[str], None] = print) -> tuple[list[Result], dict[str, list]]:
-    """Every evaluation of the README table; also returns example images for the grid."""
+def example_edges(images: list[np.ndarray]) -> list[np.ndarray]:
+    """What the ControlNet example's Canny node makes of `images` (for the grid)."""
+    import torch
+
+    from ..sd.controlnet import canny_edges
+
+    canny = next(n for n in example("controlnet_canny").values() if n["class_type"] == "Canny")["inputs"]
+    pixels = torch.from_numpy(np.stack(images).astype(np.float32) / 255.0)
+    edges = canny_edges(pixels, canny["low_threshold"], canny["high_threshold"]).numpy()
+    return [(e * 255).astype(np.uint8) for e in edges]
+
+
+# --- the whole evaluation -----------------------------------------------------------------------------------------
+
+
+def evaluate(models: Path, n: int, work_dir: Path, log: Callable[[str], None] = print,
+             settings: dict[str, Any] | None = None) -> tuple[list[Result], dict[str, Any]]:
+    """Every row of the README table; also returns the images for the grid."""
     truth = list(dataset.samples(0, n, "held_out"))
     captions = [s.caption for s in truth]
     seeds = [EVAL_SEED_OFFSET + i for i in range(n)]
+    runner = WorkflowRunner(models, work_dir, settings)
     results: list[Result] = []
-    examples: dict[str, list] = {"captions": captions}
+    examples: dict[str, Any] = {"captions": captions}
+    cfg = default_cfg()
 
     def record(name: str, images: list[np.ndarray], seconds: float, iou: float | None = None) -> None:
         result = adherence(name, images, captions, seconds)
@@ -151,50 +234,45 @@ def evaluate(models: Path, n: int, log: Callable[[str], None] = print) -> tuple[
         examples[name] = images
         log(f"{name}: {result}")
 
-    recon = load_checkpoint(models / CHECKPOINT_NAMES["sd1"], dtype=torch.float32)
-    record("ground truth (checker self-check)", [s.image for s in truth], 0.0)
-    with torch.no_grad():
-        pixels = torch.from_numpy(np.stack([s.image for s in truth]).astype(np.float32).transpose(0, 3, 1, 2))
-        decoded = recon.vae.decode(recon.vae.encode(pixels / 127.5 - 1).latent_dist.mean).sample
-    record("ground truth through the SD1 VAE", to_uint8(decoded.permute(0, 2, 3, 1).numpy() / 2 + 0.5), 0.0)
+    async def generate(make: Callable[[int], Workflow]) -> tuple[list[np.ndarray], float]:
+        start = time.perf_counter()
+        images = []
+        for i in range(n):
+            (image,) = await runner.images(make(i))
+            images.append(image)
+        return images, time.perf_counter() - start
 
-    sd1 = quiet(sd1_pipeline(recon))
-    images, secs = timed(lambda: generate(sd1, captions, seeds, guidance_scale=DEFAULT_CFG))
-    record(f"sd1 cfg {DEFAULT_CFG}", images, secs)
-    images, secs = timed(lambda: generate(sd1, [""] * n, seeds, guidance_scale=1.0))
-    record("sd1 cfg 1, empty prompt (chance)", images, secs)
+    async def rows() -> None:
+        record("ground truth (checker self-check)", [s.image for s in truth], 0.0)
+        record("ground truth through the demo VAE", vae_round_trip(models, [s.image for s in truth]), 0.0)
 
-    controlnet = load_controlnet(models / CHECKPOINT_NAMES["controlnet"], dtype=torch.float32)
-    hints = [Image.fromarray((canny_hint(s.image)[0] * 255).astype(np.uint8)).convert("RGB") for s in truth]
-    examples["hints"] = [np.asarray(h) for h in hints]
-    cn = quiet(sd1_pipeline(recon, controlnet))
-    images, secs = timed(lambda: generate(cn, captions, seeds, image=hints, guidance_scale=DEFAULT_CFG))
-    record(f"sd1 + canny ControlNet cfg {DEFAULT_CFG}", images, secs, iou=mask_iou(images, truth))
-    baseline_iou = mask_iou(examples[f"sd1 cfg {DEFAULT_CFG}"], truth)
-    log(f"IoU of plain SD1 samples with the same ground truth (no edges given): {baseline_iou:.3f}")
-    examples["baseline_iou"] = [baseline_iou]
+        images, secs = await generate(lambda i: sd1_txt2img(captions[i], seeds[i], cfg))
+        record(f"SD1 txt2img, cfg {cfg:g}", images, secs)
+        examples["baseline_iou"] = mask_iou(images, truth)
+        images, secs = await generate(lambda i: sd1_txt2img("", seeds[i], NO_PROMPT_CFG))
+        record(f"SD1, cfg {NO_PROMPT_CFG:g} and an empty prompt (chance)", images, secs)
 
-    xl = load_checkpoint(models / CHECKPOINT_NAMES["sdxl"], dtype=torch.float32)
-    base = quiet(sdxl_pipeline(xl))
-    images, secs = timed(lambda: generate(base, captions, seeds, guidance_scale=DEFAULT_CFG))
-    record(f"sdxl base cfg {DEFAULT_CFG}", images, secs)
-    base_images = images
+        # the hint: the held-out ground-truth image, through the example's own LoadImage -> Canny nodes
+        names = [runner.save_input(f"heldout_{i:04d}.png", s.image) for i, s in enumerate(truth)]
+        examples["Canny edges given (hint)"] = example_edges([s.image for s in truth])
+        images, secs = await generate(lambda i: sd1_controlnet(captions[i], seeds[i], names[i]))
+        record("SD1 + Canny ControlNet (controlnet_canny example)", images, secs, iou=mask_iou(images, truth))
 
-    refiner = quiet(refiner_pipeline(load_checkpoint(models / CHECKPOINT_NAMES["sdxl_refiner"],
-                                                     dtype=torch.float32)))
-    inits = [Image.fromarray(im) for im in base_images]
-    images, secs = timed(lambda: generate(refiner, captions, seeds, image=inits, strength=REFINER_STRENGTH,
-                                          guidance_scale=DEFAULT_CFG))
-    record(f"sdxl base + refiner (strength {REFINER_STRENGTH})", images, secs)
+        images, secs = await generate(lambda i: sdxl_base_only(captions[i], seeds[i]))
+        record("SDXL base alone (sdxl_refiner example, refiner off)", images, secs)
+        images, secs = await generate(lambda i: sdxl_refined(captions[i], seeds[i]))
+        record("SDXL base + refiner (sdxl_refiner example)", images, secs)
+
+    asyncio.run(rows())
     return results, examples
 
 
 def table(results: list[Result], n: int, baseline_iou: float) -> str:
     """The README's Markdown table."""
     lines = [
-        f"Held-out captions and seeds, n = {n} per row, Euler {STEPS} steps, 64x64 "
-        "(colour / shape: the main object, or for two-object captions both objects; position: over the captions "
-        "that name one; count: exactly the asked number of objects).",
+        f"Held-out captions and seeds, n = {n} per row, each sample one run of the named example workflow "
+        "(64x64). colour / shape: of the main object, or for two-object captions of both; position: over the "
+        "captions that name one; count: exactly the asked number of objects.",
         "",
         "| setting | colour | shape | colour, 1 object | shape, 1 object | position | count | edge IoU | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -202,18 +280,18 @@ def table(results: list[Result], n: int, baseline_iou: float) -> str:
     for r in results:
         iou = f"{r.iou:.2f}" if r.iou is not None else ""
         lines.append(f"| {r.name} | {r.colour:.0%} | {r.shape:.0%} | {r.single_colour:.0%} | {r.single_shape:.0%} "
-                     f"| {r.position:.0%} | {r.count:.0%} | {iou} "
-                     f"| {r.seconds:.0f} |")
-    lines += ["", f"IoU of plain SD1 samples (no edges) with the same ground truth: {baseline_iou:.2f}."]
+                     f"| {r.position:.0%} | {r.count:.0%} | {iou} | {r.seconds:.0f} |")
+    lines += ["", f"IoU of the plain SD1 samples (no edges given) with the same ground truth: {baseline_iou:.2f}."]
     return "\n".join(lines) + "\n"
 
 
-def draw_grid(examples: dict[str, list], path: Path, columns: int = 8, scale: int = 2) -> None:
-    """Rows: ground truth, SD1, SD1 at cfg 1 without prompt, Canny hint, ControlNet, SDXL, SDXL + refiner."""
-    rows = [(name, examples[name]) for name in examples if name not in ("captions", "baseline_iou")
-            and "VAE" not in name]
+def draw_grid(examples: dict[str, Any], path: Path, columns: int = 8, scale: int = 2) -> None:
+    """Rows: ground truth, SD1, SD1 without prompt, Canny hint, ControlNet, SDXL, SDXL + refiner; a column per
+    caption."""
+    rows = [(name, images) for name, images in examples.items()
+            if name not in ("captions", "baseline_iou") and "VAE" not in name]
     tile = dataset.IMAGE_SIZE * scale
-    label_w, caption_h = 230, 30
+    label_w, caption_h = 250, 30
     grid = Image.new("RGB", (label_w + columns * tile, caption_h + len(rows) * tile), "white")
     draw = ImageDraw.Draw(grid)
     for c in range(columns):
@@ -230,23 +308,79 @@ def draw_grid(examples: dict[str, list], path: Path, columns: int = 8, scale: in
     grid.save(path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Evaluate the demo models' prompt adherence.")
-    parser.add_argument("--models", type=Path, default=Path("demo_models"))
-    parser.add_argument("--samples", type=int, default=96)
+# --- scoring one image ----------------------------------------------------------------------------------------
+
+
+def prompt_of_png(path: Path) -> str:
+    """The positive prompt of the workflow a nodegraph / ComfyUI PNG carries (its "prompt" text chunk).
+
+    Follows each sampler's `positive` input back through conditioning nodes (ControlNet apply, ...) to the text
+    encoder that made it.
+    """
+    text = Image.open(path).info.get("prompt")
+    if not text:
+        raise ValueError(f"{path} carries no workflow (saved with --disable-metadata?); pass --prompt")
+    workflow: Workflow = json.loads(text)
+    for node in workflow.values():
+        link = node.get("inputs", {}).get("positive")
+        seen = set()
+        while isinstance(link, list) and link[0] not in seen:
+            seen.add(link[0])
+            inputs = workflow[str(link[0])]["inputs"]
+            for key in ("text", "text_g"):
+                if isinstance(inputs.get(key), str):
+                    return inputs[key]
+            link = inputs.get("positive", inputs.get("conditioning"))
+    raise ValueError(f"no positive prompt found in the workflow of {path}; pass --prompt")
+
+
+def score_image(path: Path, prompt: str | None) -> tuple[str, checker.Score, list[checker.Detection]]:
+    caption = prompt if prompt is not None else prompt_of_png(path)
+    image = np.asarray(Image.open(path).convert("RGB"))
+    return caption, checker.score(image, caption), checker.detect(image)
+
+
+# --- command line ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Evaluate the demo models' prompt adherence by running the example workflows on held-out "
+                    "captions, or (--image) score one picture against its prompt.")
+    parser.add_argument("--models", type=Path, default=project_dir("demo_models"),
+                        help="models root holding the demo checkpoints (default: the bundled ones)")
+    parser.add_argument("--samples", type=int, default=96, help="held-out captions (and seeds) per setting")
     parser.add_argument("--table", type=Path, help="write the Markdown table here")
     parser.add_argument("--grid", type=Path, help="write a grid of samples here (PNG)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="device for the models (auto, cpu, cuda, ...)")
+    parser.add_argument("--image", type=Path, help="score this image instead; exit status 0 if it matches")
+    parser.add_argument("--prompt", help="with --image: the caption to check (default: read from the PNG)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    results, examples = evaluate(args.models, args.samples)
-    text = table(results, args.samples, examples["baseline_iou"][0])
+
+    if args.image:
+        try:
+            caption, result, found = score_image(args.image, args.prompt)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"prompt: {caption!r}")
+        print("found: " + (", ".join(f"{d.colour} {d.shape} at the {' '.join(d.position)} ({d.area} px)"
+                                     for d in found) or "no object"))
+        print(f"colour {'ok' if result.colour else 'WRONG'}, shape {'ok' if result.shape else 'WRONG'}, "
+              f"position {'ok' if result.position else 'WRONG'}, count {'ok' if result.count else 'WRONG'}")
+        print("matches its prompt" if result.all else "does not match its prompt")
+        return 0 if result.all else 1
+
+    with tempfile.TemporaryDirectory(prefix="nodegraph-eval-") as work:
+        results, examples = evaluate(args.models, args.samples, Path(work), settings={"device": args.device})
+    text = table(results, args.samples, examples["baseline_iou"])
     print(text)
     if args.table:
         args.table.write_text(text, encoding="utf-8")
     if args.grid:
         draw_grid(examples, args.grid)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
