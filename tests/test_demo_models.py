@@ -1,14 +1,21 @@
 """The shipped demo checkpoints load like users' files, and a few training steps lower the loss."""
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+from PIL import Image
 
-from nodegraph_nodes.demo import dataset, train
+from nodegraph.engine import validate_prompt
+
+from nodegraph_nodes.demo import checker, dataset, evaluate, train
+from nodegraph_nodes.demo.checker import colour_name
+from nodegraph_nodes.demo.evaluate import WorkflowRunner, sd1_txt2img
+from nodegraph_nodes.diffusion import preview
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.loader import SingleFile, load_checkpoint, load_controlnet
 from nodegraph_nodes.diffusion.tiny import build_vae
@@ -84,3 +91,64 @@ def test_canny_hint_marks_the_object_outline() -> None:
     near = np.zeros_like(edges)
     near[max(ys.min() - 2, 0):ys.max() + 3, max(xs.min() - 2, 0):xs.max() + 3] = True
     assert edges.any() and not (edges & ~near).any()
+
+
+def test_fit_latent_rgb_recovers_a_linear_map() -> None:
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(6, 4, 8, 8, generator=generator)
+    factors = torch.randn(4, 3, generator=generator) * 0.3
+    bias = torch.tensor([0.1, -0.2, 0.05])
+    rgb = torch.einsum("nchw,cr->nrhw", latents, factors) + bias[None, :, None, None]
+    images = rgb.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)  # each latent pixel an 8x8 block
+    fitted, fitted_bias = preview.fit_latent_rgb(latents, images)
+    assert torch.allclose(torch.tensor(fitted), factors, atol=1e-4)
+    assert torch.allclose(torch.tensor(fitted_bias), bias, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl", "sdxl_refiner"])
+def test_demo_checkpoint_previews_show_the_decoded_colours(family: str) -> None:
+    components = load_checkpoint(MODELS / train.CHECKPOINT_NAMES[family], dtype=torch.float32)
+    assert components.latent_rgb is not None  # fitted to its own VAE, stored in the header
+    samples = list(dataset.samples(90_000, 16))
+    pixels = torch.from_numpy(np.stack([s.image for s in samples]).astype(np.float32).transpose(0, 3, 1, 2))
+    pixels = pixels / 127.5 - 1
+    with torch.no_grad():
+        latents = components.vae.encode(pixels).latent_dist.mean * components.vae.config.scaling_factor
+    target = torch.nn.functional.adaptive_avg_pool2d(pixels, 8)
+
+    def error(fitted) -> float:
+        previews = [preview.latent_to_rgb(z[None], "sdxl" if family != "sd1" else "sd1", fitted) for z in latents]
+        rgb = torch.stack([torch.from_numpy(np.array(p)).permute(2, 0, 1) for p in previews]) / 127.5 - 1
+        return float((rgb - target).abs().mean())
+
+    own, published = error(components.latent_rgb), error(None)
+    assert own < 0.25 and own < published / 2, (own, published)  # of 2 (the [-1, 1] range): 0.17 vs 0.45
+
+
+def test_sampling_previews_of_the_demo_model_use_its_own_factors(tmp_path: Path) -> None:
+    runner = WorkflowRunner(MODELS, tmp_path, {"device": "cpu"})
+    events: list = []
+    workflow = sd1_txt2img("a blue square", 3)
+    checked = validate_prompt(workflow, runner.registry, runner.folders)
+    result = asyncio.run(runner.executor.run(checked.workflow, "t", on_event=lambda e, d: events.append((e, d))))
+    assert result.ok
+    previews = [d["image"] for e, d in events if e == "preview"]
+    assert len(previews) == workflow["3"]["inputs"]["steps"]
+    (saved,) = [item for ui in result.outputs.values() for item in ui["images"]]
+    final = np.asarray(Image.open(runner.folders.output_dir / saved["filename"]).convert("RGB").resize((8, 8), Image.BOX))
+    last = np.asarray(previews[-1])
+    assert last.shape == (8, 8, 3)
+    # where the picture is most saturated (the square), the preview shows the same named colour: blue
+    saturation = final.max(axis=2).astype(int) - final.min(axis=2)
+    y, x = np.unravel_index(np.argmax(saturation), saturation.shape)
+    assert colour_name(final[y, x] / 255.0) == "blue"
+    assert colour_name(last[y, x] / 255.0) == "blue", (final[y, x], last[y, x])
+
+
+def test_shipped_vae_keeps_the_shapes_of_two_object_scenes() -> None:
+    # the smallest shapes of the data set: an 8x VAE that rounds them off caps every model's shape adherence
+    pairs = [s for s in dataset.samples(0, 400, "held_out") if len(s.objects) == 2][:24]
+    assert len(pairs) == 24
+    decoded = evaluate.vae_round_trip(MODELS, [s.image for s in pairs])
+    scores = [checker.score(image, s.caption) for image, s in zip(decoded, pairs, strict=True)]
+    assert np.mean([sc.shape and sc.colour and sc.count for sc in scores]) >= 0.9

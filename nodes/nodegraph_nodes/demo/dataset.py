@@ -10,7 +10,7 @@ Design choices that keep the task learnable by a tiny model and checkable by a s
 - object colours are saturated hues, backgrounds are low-saturation greys with a gentle gradient and tint, so
   saturation alone separates objects from background;
 - positions are cells of a 3x3 grid with jitter well inside each cell, so the centroid names the cell unambiguously;
-- two objects are placed two cells apart along a row or column, so they never touch.
+- two objects are placed in the outer cells of a row or column, near the edges, so they never touch.
 """
 from __future__ import annotations
 
@@ -51,7 +51,11 @@ JITTER = 3.0  # centres move at most this far from their cell centre
 # side of the bounding box, pixels (inclusive): a shape spans 3-4 latent pixels of the 8x VAE, enough for its
 # corners to survive the autoencoder; the largest just fits in the image at the edge cells
 SIZE_RANGE = (22, 30)
-TWO_OBJECT_SIZE_RANGE = (16, 20)  # two cells apart (28 px) minus jitter leaves a gap between two of these
+# Two objects sit further apart than two cells, near the image's edges along their row or column, so that they can
+# be drawn nearly as large as single objects: the 8x VAE turned every shape of 16-20 px into a round blob.
+TWO_OBJECT_SIZE_RANGE = (20, 24)
+PAIR_CENTRES = (15.0, 49.0)  # along the pair's axis; still nearest to the left / right (top / bottom) cell centres
+PAIR_JITTER = 2.0  # 34 px apart, at least 30 with jitter: a gap of 6 px or more between two 24 px shapes
 
 # caption kinds and how often training draws them
 CAPTION_MIX = {"plain": 0.4, "positioned": 0.4, "pair": 0.2}
@@ -151,16 +155,31 @@ def render(specs: list[ObjectSpec], rng: np.random.Generator) -> Sample:
     image = background(rng)
     size_range = TWO_OBJECT_SIZE_RANGE if len(specs) > 1 else SIZE_RANGE
     objects = []
+    pair_axis = _pair_axis(specs)
     for spec in specs:
         row, col = spec.position
-        cx = CELL_CENTRES[COLUMNS.index(col)] + rng.uniform(-JITTER, JITTER)
-        cy = CELL_CENTRES[ROWS.index(row)] + rng.uniform(-JITTER, JITTER)
+        cx = _centre(COLUMNS.index(col), pair_axis == "x", rng)
+        cy = _centre(ROWS.index(row), pair_axis == "y", rng)
         size = float(rng.integers(size_range[0], size_range[1] + 1))
         alpha = coverage(spec.shape, (cx, cy), size)
         image = image * (1 - alpha[..., None]) + object_colour(spec.colour, rng) * alpha[..., None]
         objects.append(ShapeObject(spec.shape, spec.colour, spec.position, (cx, cy), size, alpha >= 0.5))
     pixels = np.round(image * 255).astype(np.uint8)
     return Sample(pixels, caption_for(specs), objects)
+
+
+def _pair_axis(specs: list[ObjectSpec]) -> str | None:
+    """"x" for two objects side by side, "y" for one above the other, None for one object."""
+    if len(specs) < 2:
+        return None
+    return "x" if specs[0].position[1] != specs[1].position[1] else "y"
+
+
+def _centre(cell: int, on_pair_axis: bool, rng: np.random.Generator) -> float:
+    """Pixel coordinate of an object in grid cell `cell` (0, 1, 2) along one axis, jittered."""
+    if on_pair_axis:  # pairs use only the outer cells (0 and 2) along their axis
+        return PAIR_CENTRES[cell // 2] + rng.uniform(-PAIR_JITTER, PAIR_JITTER)
+    return CELL_CENTRES[cell] + rng.uniform(-JITTER, JITTER)
 
 
 def _pick(rng: np.random.Generator, options: tuple | list) -> object:

@@ -30,12 +30,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+from diffusers.training_utils import EMAModel, compute_snr
 
 from ..diffusion.families import FAMILIES, Family, bundled_config
 from ..diffusion.keymap import write_controlnet_file, write_single_file, write_vae_file
 from ..diffusion.loader import load_vae
+from ..diffusion.preview import LatentRgb, fit_latent_rgb
 from ..diffusion.tiny import Components, build_text_encoder, build_unet, build_vae, seeded
 from ..diffusion.tokenizer import clip_tokenizer
+from ..sd.controlnet import canny_edges
 from . import dataset
 
 VOCAB_SIZE = 4096  # the first 3582 CLIP merges: every caption word is tokenised exactly as full CLIP does
@@ -111,16 +114,20 @@ class TrainConfig:
 
     seed: int = 0
     images: int = 6144  # fixed training set, encoded to latents once
-    vae_steps: int = 800
-    vae_batch: int = 8
+    vae_steps: int = 3000
+    vae_batch: int = 16
     vae_lr: float = 2e-3
-    sd1_steps: int = 5000
-    controlnet_steps: int = 1200
-    sdxl_steps: int = 3000
-    refiner_steps: int = 1200
+    sd1_steps: int = 6000
+    controlnet_steps: int = 2500
+    sdxl_steps: int = 4500
+    refiner_steps: int = 3000
     batch: int = 24
     lr: float = 1e-3
     caption_dropout: float = 0.1
+    # Min-SNR-gamma loss weights (Hang et al. 2023): low-noise steps, which only polish details, stop dominating
+    # the gradient, so the steps that decide colour, shape and place get more of a small training budget
+    snr_gamma: float = 5.0
+    ema_decay: float = 0.999  # the shipped weights are an exponential moving average of the trained ones
     log_every: int = 100
     # one thread per process: on a 2-core machine shared with other jobs, a 2-thread process spent >4 s per SD1
     # step waiting for its second thread, against 0.25 s with one; train SD1 and SDXL in two processes instead
@@ -173,7 +180,7 @@ OBJECT_WEIGHT = 10.0
 
 
 def object_weight(x: torch.Tensor) -> torch.Tensor:
-    """Per-pixel loss weight [N, 1, H, W]: OBJECT_WEIGHT on saturated (object) pixels, 1 on the grey background.
+    """Per-pixel loss weight [N, 1, H, W]: OBJECT_WEIGHT on and around saturated (object) pixels, else 1.
 
     Objects cover about a tenth of an image; with a plain mean the VAE first learns the background and codes the
     object colours on one axis (red and green came out yellow after 800 steps). Weighting the objects makes their
@@ -181,8 +188,11 @@ def object_weight(x: torch.Tensor) -> torch.Tensor:
     """
     rgb = (x + 1) / 2
     high, low = rgb.amax(dim=1, keepdim=True), rgb.amin(dim=1, keepdim=True)
-    saturated = (high - low) / high.clamp_min(1e-3) > 0.3
-    return 1.0 + (OBJECT_WEIGHT - 1.0) * saturated.float()
+    saturated = ((high - low) / high.clamp_min(1e-3) > 0.3).float()
+    # widened by 2 px so that the background just outside an outline counts as much as the object: colour bleeding
+    # there is what rounds a small square's corners
+    near_object = F.max_pool2d(saturated, kernel_size=5, stride=1, padding=2)
+    return 1.0 + (OBJECT_WEIGHT - 1.0) * near_object
 
 
 def train_vae(config: TrainConfig, log: Log) -> AutoencoderKL:
@@ -277,17 +287,18 @@ def build_latent_data(vae: AutoencoderKL, config: TrainConfig, log: Log) -> Late
 def canny_hint(image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
     """Canny edges of a uint8 RGB image as a float32 [3, H, W] hint in [0, 1] (white edges on black, as ControlNet).
 
-    With `rng` (training) the thresholds and colour / grey input vary, so the ControlNet works with any
-    reasonable Canny node; without it, OpenCV's usual 100 / 200 on the colour image.
+    Made by the Canny node's own function (grey image, ComfyUI's 0..1 thresholds), so the ControlNet is trained on
+    what workflows feed it. With `rng` (training) the thresholds vary from 0.05 to 0.25 (high = 2 x low), and a
+    quarter of the hints come from OpenCV's Canny on the colour image instead (other tools' edge maps); without
+    it, the example workflow's 0.15 / 0.3.
     """
-    low, high, source = 100, 200, image
-    if rng is not None:
+    if rng is not None and rng.random() < 0.25:
         low = int(rng.integers(50, 151))
-        high = 2 * low
-        if rng.random() < 0.5:
-            source = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    edges = cv2.Canny(source, low, high).astype(np.float32) / 255.0
-    return np.repeat(edges[None], 3, axis=0)
+        edges = cv2.Canny(image, low, 2 * low).astype(np.float32) / 255.0
+        return np.repeat(edges[None], 3, axis=0)
+    low = float(rng.uniform(0.05, 0.25)) if rng is not None else 0.15
+    pixels = torch.from_numpy(image[None].astype(np.float32) / 255.0)
+    return canny_edges(pixels, low, 2 * low)[0].permute(2, 0, 1).numpy()
 
 
 # --- text conditioning, from the family's data ----------------------------------------------------------------
@@ -379,11 +390,13 @@ def train_diffusion(
     controlnet: ControlNetModel | None = None,
     max_timestep: int | None = None,
 ) -> list[float]:
-    """Noise-prediction training: L = E ||eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t, c)||^2.
+    """Noise-prediction training: L = E w(t) ||eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t, c)||^2.
 
     Trains the UNet and text encoders jointly, or only `controlnet` (SD1 parts frozen) when given.
-    `max_timestep` (refiner) samples t from [0, max) half of the time, so low-noise steps are learnt well.
-    Returns the mean loss of each logging interval.
+    w(t) = min(SNR(t), snr_gamma) / SNR(t) (Min-SNR), except for the refiner: `max_timestep` samples t from
+    [0, max) half of the time, so that the low-noise steps, the refiner's whole job, are learnt well and unweighted.
+    The trained weights are replaced by their EMA at the end. Returns the mean (weighted) loss of each logging
+    interval.
     """
     scheduler = DDPMScheduler.from_config(components.scheduler_config)
     if controlnet is None:
@@ -397,6 +410,8 @@ def train_diffusion(
         m.train()
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
     schedule = warmup_cosine(optimiser, steps)
+    ema = EMAModel(params, decay=config.ema_decay, use_ema_warmup=True, power=3 / 4)  # warm-up: early steps count
+    weighted = max_timestep is None and config.snr_gamma > 0
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     running, history = RunningMean(), []
@@ -423,16 +438,22 @@ def train_diffusion(
             down, mid = controlnet(xt, t, context, controlnet_cond=hint, return_dict=False)
             pred = components.unet(xt, t, context, down_block_additional_residuals=down,
                                    mid_block_additional_residual=mid).sample
-        loss = F.mse_loss(pred, noise)
+        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        if weighted:
+            snr = compute_snr(scheduler, t)
+            per_sample = per_sample * snr.clamp(max=config.snr_gamma) / snr
+        loss = per_sample.mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
         schedule.step()
+        ema.step(params)
         running.add(loss.item())
         if (step + 1) % config.log_every == 0 or step == 0:
             history.append(running.take())
             log(f"{name} step {step + 1}/{steps} loss {history[-1]:.4f} ({time.perf_counter() - start:.0f}s)")
+    ema.copy_to(params)
     for m in (*modules, components.unet, *components.text_encoders):
         m.eval().requires_grad_(False)
     return history
@@ -458,6 +479,38 @@ CHECKPOINT_NAMES = {
 def half(components: Components) -> Components:
     """fp16 copies of the weights for storage (the loader casts them back with `dtype=`)."""
     return copy.deepcopy(components).to(dtype=torch.float16)
+
+
+PREVIEW_FIT_IMAGES = 1024
+
+
+PREVIEW_PERTURBATION = 0.6  # std of the noise added to encoded latents, in the UNet's (unit-variance) space
+
+
+@torch.no_grad()
+def preview_factors(components: Components, images: np.ndarray) -> LatentRgb:
+    """Live-preview factors fitted to this checkpoint's VAE: UNet-space latents -> RGB (see preview.py).
+
+    The published SD factors describe Stability's VAE, not ours; with them a preview shows the wrong colours.
+    Fitted on the latents of `images` (uint8 NHWC) and on those latents plus noise, decoded: a sampler's
+    intermediate and final latents stray from what the encoder makes, and a fit on encoded latents alone put a
+    green tint on the previews of generated pictures.
+    """
+    pixels = torch.from_numpy(images.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0)
+    vae = components.vae
+    scale = vae.config.scaling_factor
+    latents = vae.encode(pixels).latent_dist.mean * scale
+    generator = torch.Generator().manual_seed(0)
+    perturbed = latents + PREVIEW_PERTURBATION * torch.randn(latents.shape, generator=generator)
+    decoded = vae.decode(perturbed / scale).sample.clamp(-1, 1)
+    return fit_latent_rgb(torch.cat([latents, perturbed]), torch.cat([pixels, decoded]))
+
+
+def stored(components: Components, images: np.ndarray) -> Components:
+    """What is written: fp16 weights, and preview factors fitted to exactly those weights (read back as fp32)."""
+    out = half(components)
+    out.latent_rgb = preview_factors(copy.deepcopy(out).to(dtype=torch.float32), images[:PREVIEW_FIT_IMAGES])
+    return out
 
 
 def run(config: TrainConfig, out_dir: Path, families: list[str], vae_from: Path | None = None,
@@ -501,7 +554,7 @@ def run(config: TrainConfig, out_dir: Path, families: list[str], vae_from: Path 
             timed(family, lambda: train_diffusion(family, components, data, steps[family], config, log,
                                                   max_timestep=max_t))
             path = out_dir / CHECKPOINT_NAMES[family]
-            write_single_file(half(components), path)
+            write_single_file(stored(components, data.images), path)
             written[family] = str(path)
             log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
             if family == "sd1" and config.controlnet_steps:

@@ -22,6 +22,8 @@ class ModelHandle:
     family: str
     scheduler_config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     latent_scale: float = 0.18215
+    # the checkpoint's own preview factors (see preview.py), or None for its family's
+    latent_rgb: Any = field(default=None, hash=False, compare=False)
 
     def cache_nbytes(self) -> int:
         return 0

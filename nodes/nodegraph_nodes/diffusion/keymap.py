@@ -249,6 +249,9 @@ def write_single_file(components: Any, path: str | Path) -> Path:
         },
         "scheduler": dict(components.scheduler_config),
     }
+    if components.latent_rgb is not None:
+        factors, bias = components.latent_rgb
+        payload["latent_rgb"] = {"factors": factors, "bias": bias}
     return _save(checkpoint_state_dict(components), path, payload)
 
 

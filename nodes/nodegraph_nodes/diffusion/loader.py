@@ -253,7 +253,9 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pi
         configs = {"unet": header["unet"], "vae": header["vae"], **header["text_encoders"]}
         tokenizers = [tokenizer_from_spec(header["tokenizers"][spec.subfolder]) for spec in family.text_encoders]
         scheduler = dict(header["scheduler"])
+        preview = header.get("latent_rgb")
     else:
+        preview = None
         found = detect_family(file.shapes, file.tensor)
         if found is None:
             raise CheckpointError(
@@ -265,7 +267,10 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pi
         configs = {c: family.config(c) for c in ("unet", "vae", *(s.subfolder for s in family.text_encoders))}
         tokenizers = [clip_tokenizer(pad_token=spec.pad_token) for spec in family.text_encoders]
         scheduler = family.config("scheduler")
-    return _components_from_single_file(file, family, configs, tokenizers, scheduler, dtype)
+    components = _components_from_single_file(file, family, configs, tokenizers, scheduler, dtype)
+    if preview is not None:
+        components.latent_rgb = (preview["factors"], preview["bias"])
+    return components
 
 
 def _read_json(path: Path) -> dict[str, Any]:

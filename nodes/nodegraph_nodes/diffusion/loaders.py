@@ -33,6 +33,7 @@ def read_checkpoint(path: str) -> dict[str, Any]:
             "family": components.family,
             "scheduler_config": dict(components.scheduler_config),
             "latent_scale": FAMILIES[components.family].latent_scale,
+            "latent_rgb": components.latent_rgb,
         },
     }
 

@@ -60,8 +60,9 @@ def load_checkpoint(path: Path, settings: dict[str, Any]) -> tuple[ModelHandle, 
     refs = cache.refs(path, "checkpoint", ("unet", "clip", "vae", "info"))
     with cache.use(refs["info"]) as info:  # reads the file unless it is already loaded
         family, scheduler_config, scale = info["family"], info["scheduler_config"], info["latent_scale"]
+        latent_rgb = info.get("latent_rgb")
     return (
-        ModelHandle(refs["unet"], family, scheduler_config, scale),
+        ModelHandle(refs["unet"], family, scheduler_config, scale, latent_rgb),
         ClipHandle(refs["clip"], family),
         VaeHandle(refs["vae"], family),
     )
@@ -157,15 +158,15 @@ def vae_decode(vae: VaeHandle, samples: torch.Tensor) -> torch.Tensor:
 PREVIEW_FAMILY = {"sd2": "sd1", "sdxl_refiner": "sdxl"}
 
 
-def _progress_callback(context: Any, family: str) -> Callable[..., None]:
+def _progress_callback(context: Any, model: ModelHandle) -> Callable[..., None]:
     """Per-step progress, a latent preview when clients want one, and the interrupt check."""
     from .preview import latent_to_rgb
 
     want_previews = getattr(context, "previews", True)
-    latent_family = PREVIEW_FAMILY.get(family, family)
+    latent_family = PREVIEW_FAMILY.get(model.family, model.family)
 
     def callback(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        preview = latent_to_rgb(denoised, latent_family) if want_previews else None
+        preview = latent_to_rgb(denoised, latent_family, model.latent_rgb) if want_previews else None
         context.progress(step + 1, total, preview=preview)
 
     return callback
@@ -270,7 +271,7 @@ def ksample(
 
     cache = model_cache()
     sampling = DiscreteModelSampling.from_config(model.scheduler_config)
-    callback = _progress_callback(context, model.family)
+    callback = _progress_callback(context, model)
     positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
     with ExitStack() as stack:
         unet = stack.enter_context(cache.use(model.ref))
@@ -302,7 +303,7 @@ def sample_custom(
 
     cache = model_cache()
     sampling = DiscreteModelSampling.from_config(model.scheduler_config)
-    progress = _progress_callback(context, model.family)
+    progress = _progress_callback(context, model)
     last: dict[str, torch.Tensor] = {}
 
     def callback(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:

@@ -1,9 +1,10 @@
-"""Cheap live previews: latent -> RGB by a per-family linear map, no VAE decode.
+"""Cheap live previews: latent -> RGB by a linear map, no VAE decode.
 
-Each family's VAE latent space is close enough to linear in colour that rgb = latent . factors + bias gives a
-recognisable (blurry, latent-resolution) picture. The factors are the community-published least-squares fits used
-by most Stable Diffusion UIs for previews; they apply to latents in the UNet's space (scaled by the VAE factor),
-which is what the sampler callback hands out.
+A VAE's latent space is close enough to linear in colour that rgb = latent . factors + bias gives a recognisable
+(blurry, latent-resolution) picture. The per-family factors are the community-published least-squares fits used by
+most Stable Diffusion UIs; a checkpoint whose VAE is its own (the demo models) carries its own fit
+(`fit_latent_rgb`) in its header, which the model handle passes on. Factors apply to latents in the UNet's space
+(scaled by the VAE factor), which is what the sampler callback hands out.
 """
 from __future__ import annotations
 
@@ -33,14 +34,39 @@ LATENT_RGB: dict[str, tuple[list[list[float]], list[float]]] = {
 }
 
 
-def latent_to_rgb(latent: torch.Tensor, family: str = "sd1") -> Image.Image:
-    """A PIL RGB image (latent resolution) of the first sample of `latent` ([B, 4, h, w] or [4, h, w])."""
-    try:
-        factors, bias = LATENT_RGB[family]
-    except KeyError:
-        raise ValueError(f"no preview factors for latent family {family!r}; known: {sorted(LATENT_RGB)}") from None
+LatentRgb = tuple[list[list[float]], list[float]]
+
+
+def latent_to_rgb(latent: torch.Tensor, family: str = "sd1", fitted: LatentRgb | None = None) -> Image.Image:
+    """A PIL RGB image (latent resolution) of the first sample of `latent` ([B, 4, h, w] or [4, h, w]).
+
+    `fitted`: the model's own (factors, bias), used instead of the family's.
+    """
+    if fitted is not None:
+        factors, bias = fitted
+    else:
+        try:
+            factors, bias = LATENT_RGB[family]
+        except KeyError:
+            raise ValueError(
+                f"no preview factors for latent family {family!r}; known: {sorted(LATENT_RGB)}"
+            ) from None
     sample = latent[0] if latent.ndim == 4 else latent
     sample = sample.detach().float().cpu()
     rgb = torch.einsum("chw,cr->hwr", sample, torch.tensor(factors)) + torch.tensor(bias)
     pixels = ((rgb + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)
     return Image.fromarray(pixels.numpy())
+
+
+def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor) -> LatentRgb:
+    """Least-squares (factors, bias) from UNet-space `latents` [N, C, h, w] to `images` [N, 3, H, W] in [-1, 1].
+
+    The images are area-averaged to the latent grid, so each latent pixel is matched with the colour it stands for.
+    """
+    target = torch.nn.functional.adaptive_avg_pool2d(images.double(), latents.shape[-2:])
+    x = latents.double().movedim(1, -1).reshape(-1, latents.shape[1])
+    y = target.movedim(1, -1).reshape(-1, 3)
+    design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    solution = torch.linalg.lstsq(design, y).solution  # [C + 1, 3]
+    factors = [[round(float(v), 5) for v in row] for row in solution[:-1]]
+    return factors, [round(float(v), 5) for v in solution[-1]]

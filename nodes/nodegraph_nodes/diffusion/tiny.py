@@ -131,6 +131,9 @@ class Components:
     text_encoders: list[CLIPTextModel | CLIPTextModelWithProjection]
     tokenizers: list[CLIPTokenizer]
     scheduler_config: dict[str, Any] = field(default_factory=dict)
+    # (4x3 factors, RGB bias) for live previews fitted to this checkpoint's own VAE (see preview.fit_latent_rgb);
+    # None: the family's published factors
+    latent_rgb: tuple[list[list[float]], list[float]] | None = None
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Components":
         """Move every model to `device` / `dtype` (in place, like `nn.Module.to`) and return self."""
