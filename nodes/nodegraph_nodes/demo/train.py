@@ -290,13 +290,13 @@ def canny_hint(image: np.ndarray, rng: np.random.Generator | None = None) -> np.
     Made by the Canny node's own function (grey image, ComfyUI's 0..1 thresholds), so the ControlNet is trained on
     what workflows feed it. With `rng` (training) the thresholds vary from 0.05 to 0.25 (high = 2 x low), and a
     quarter of the hints come from OpenCV's Canny on the colour image instead (other tools' edge maps); without
-    it, the example workflow's 0.15 / 0.3.
+    it, the example workflow's 0.05 / 0.1.
     """
     if rng is not None and rng.random() < 0.25:
         low = int(rng.integers(50, 151))
         edges = cv2.Canny(image, low, 2 * low).astype(np.float32) / 255.0
         return np.repeat(edges[None], 3, axis=0)
-    low = float(rng.uniform(0.05, 0.25)) if rng is not None else 0.15
+    low = float(rng.uniform(0.05, 0.25)) if rng is not None else 0.05
     pixels = torch.from_numpy(image[None].astype(np.float32) / 255.0)
     return canny_edges(pixels, low, 2 * low)[0].permute(2, 0, 1).numpy()
 
@@ -482,8 +482,6 @@ def half(components: Components) -> Components:
 
 
 PREVIEW_FIT_IMAGES = 1024
-
-
 PREVIEW_PERTURBATION = 0.6  # std of the noise added to encoded latents, in the UNet's (unit-variance) space
 
 
