@@ -15,7 +15,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "nodes"), str(ROOT / "tests")]
 
 import torch  # noqa: E402
+from timing import synced_time  # noqa: E402
 from diffusers import EulerDiscreteScheduler  # noqa: E402
 
 from nodegraph_nodes.diffusion.conditioning import Conditioning  # noqa: E402
@@ -43,16 +43,6 @@ SIZES = {
         32,
     ),
 }
-
-
-def _time(fn) -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def bench(size: str, steps: int, repeats: int, device: str, dtype: torch.dtype) -> None:
@@ -88,8 +78,8 @@ def bench(size: str, steps: int, repeats: int, device: str, dtype: torch.dtype) 
     for fn in (ours, theirs, unet_forward):  # warm-up
         fn()
     # Interleaved rounds, so that load swings on a shared machine hit all three alike; ratios are per round.
-    rounds = [(_time(ours), _time(theirs), _time(lambda: [unet_forward() for _ in range(steps)]) / steps)
-              for _ in range(repeats)]
+    unet_steps = lambda: [unet_forward() for _ in range(steps)]  # noqa: E731
+    rounds = [(synced_time(ours), synced_time(theirs), synced_time(unet_steps) / steps) for _ in range(repeats)]
     t_ours, t_pipe, t_unet = (min(r[i] for r in rounds) for i in range(3))
     ratio = statistics.median(r[0] / r[1] for r in rounds)
     overhead = statistics.median(r[0] / (steps * r[2]) for r in rounds)

@@ -21,7 +21,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "nodes")]
 
 import torch  # noqa: E402
+from timing import synced_time  # noqa: E402
 from diffusers import (  # noqa: E402
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
@@ -46,16 +46,6 @@ from nodegraph_nodes.diffusion.text_encoding import TEXT_FAMILIES, ClipTextEncod
 from nodegraph_nodes.diffusion.tiny import tiny_controlnet, tiny_refiner, tiny_sd1, tiny_sdxl  # noqa: E402
 
 FRACTION, CFG, SEED = 0.8, 7.0, 0
-
-
-def _time(fn) -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def _encode(components, family: str, text: str, time_ids=None) -> Conditioning:
@@ -124,7 +114,7 @@ def bench_sdxl(side: int, steps: int, repeats: int, device: str, dtype: torch.dt
                       denoising_start=FRACTION, **args).images
 
     diff = float((ours().float().cpu() - theirs().float().cpu()).abs().max())
-    rounds = [(_time(ours), _time(theirs)) for _ in range(repeats)]
+    rounds = [(synced_time(ours), synced_time(theirs)) for _ in range(repeats)]
     _report("sdxl+ref", side, steps, device, dtype, rounds, diff)
 
 
@@ -160,7 +150,7 @@ def bench_controlnet(side: int, steps: int, repeats: int, device: str, dtype: to
                     latents=start.to(device, dtype)).images
 
     diff = float((ours().float().cpu() - theirs().float().cpu()).abs().max())
-    rounds = [(_time(ours), _time(theirs)) for _ in range(repeats)]
+    rounds = [(synced_time(ours), synced_time(theirs)) for _ in range(repeats)]
     _report("controlnet", side, steps, device, dtype, rounds, diff)
 
 

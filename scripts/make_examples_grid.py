@@ -22,19 +22,13 @@ ORDER = ["txt2img", "img2img", "hires_fix", "controlnet_canny", "controlnet_mixe
 TILE, LABEL_H = 160, 44
 
 
-def positive_prompt(workflow: dict) -> str:
-    texts = [n["inputs"].get("text") or n["inputs"].get("text_g") for n in workflow.values()
-             if "CLIPTextEncode" in n["class_type"]]
-    return next((t for t in texts if t), "")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "examples_grid.png")
     args = parser.parse_args()
 
     from nodegraph.paths import project_dir
-    from nodegraph_nodes.demo.evaluate import WorkflowRunner, example
+    from nodegraph_nodes.demo.evaluate import WorkflowRunner, example, positive_prompt
 
     with tempfile.TemporaryDirectory() as work:
         runner = WorkflowRunner(project_dir("demo_models"), Path(work), {"device": "cpu"})
@@ -45,7 +39,7 @@ def main() -> None:
             for name in ORDER:
                 workflow = example(name)
                 (image, *_) = await runner.images(workflow)
-                tiles.append((name, positive_prompt(workflow), Image.fromarray(image)))
+                tiles.append((name, positive_prompt(workflow) or "", Image.fromarray(image)))
                 print(f"{name}: {tiles[-1][1]!r}")
             return tiles
 

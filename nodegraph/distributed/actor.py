@@ -146,10 +146,4 @@ class PromptActor:
 
     async def free(self, unload_models: bool, free_memory: bool) -> None:
         """/free on this worker; models in use by a running node are kept (the model cache skips them)."""
-        if free_memory:
-            self.executor.cache.clear()
-        owners = resources.owners()
-        if owners:
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: [owner.free(unload_models=unload_models, free_memory=free_memory) for owner in owners]
-            )
+        await self.executor.free(unload_models, free_memory)

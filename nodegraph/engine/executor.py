@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import networkx as nx
 
+from . import resources
 from .cache import OutputCache, node_key
 from .node import ExecutionBlocked, Interrupted, NodeContext, normalize_result
 from .workflow import Workflow, node_sort_key
@@ -66,6 +67,17 @@ class Executor:
 
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
+
+    async def free(self, unload_models: bool, free_memory: bool) -> None:
+        """ComfyUI's /free: drop cached outputs (`free_memory`) and ask every memory owner (the model cache) to
+        give memory back, in a thread since an owner may wait for a model in use by a running node."""
+        if free_memory:
+            self.cache.clear()
+        owners = resources.owners()
+        if owners:
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: [owner.free(unload_models=unload_models, free_memory=free_memory) for owner in owners]
+            )
 
     # --- keys ----------------------------------------------------------------------------------------------------
 

@@ -10,11 +10,10 @@ configuration asks for it (`make_backend`).
 """
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ..engine import Executor, NullCache, OutputCache, RunResult, Workflow, resources
+from ..engine import Executor, NullCache, OutputCache, RunResult, Workflow
 from ..engine.executor import EventCallback
 
 if TYPE_CHECKING:
@@ -100,13 +99,7 @@ class LocalBackend:
         return True
 
     async def free(self, unload_models: bool, free_memory: bool) -> None:
-        if free_memory:
-            self.executor.cache.clear()
-        owners = resources.owners()
-        if owners:
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: [owner.free(unload_models=unload_models, free_memory=free_memory) for owner in owners]
-            )
+        await self.executor.free(unload_models, free_memory)
 
     def stats(self) -> dict[str, Any]:
         return {"name": self.name}

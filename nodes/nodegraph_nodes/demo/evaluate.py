@@ -311,27 +311,31 @@ def draw_grid(examples: dict[str, Any], path: Path, columns: int = 8, scale: int
 # --- scoring one image ----------------------------------------------------------------------------------------
 
 
-def prompt_of_png(path: Path) -> str:
-    """The positive prompt of the workflow a nodegraph / ComfyUI PNG carries (its "prompt" text chunk).
-
-    Follows each sampler's `positive` input back through conditioning nodes (ControlNet apply, ...) to the text
-    encoder that made it.
-    """
-    text = Image.open(path).info.get("prompt")
-    if not text:
-        raise ValueError(f"{path} carries no workflow (saved with --disable-metadata?); pass --prompt")
-    workflow: Workflow = json.loads(text)
+def positive_prompt(workflow: Workflow) -> str | None:
+    """The positive prompt of an API-format workflow: each sampler's `positive` input followed back through
+    conditioning nodes (ControlNet apply, ...) to the text encoder that made it; None if there is none."""
     for node in workflow.values():
         link = node.get("inputs", {}).get("positive")
         seen = set()
         while isinstance(link, list) and link[0] not in seen:
             seen.add(link[0])
-            inputs = workflow[str(link[0])]["inputs"]
+            inputs = workflow.get(str(link[0]), {}).get("inputs", {})
             for key in ("text", "text_g"):
                 if isinstance(inputs.get(key), str):
                     return inputs[key]
             link = inputs.get("positive", inputs.get("conditioning"))
-    raise ValueError(f"no positive prompt found in the workflow of {path}; pass --prompt")
+    return None
+
+
+def prompt_of_png(path: Path) -> str:
+    """The positive prompt of the workflow a nodegraph / ComfyUI PNG carries (its "prompt" text chunk)."""
+    text = Image.open(path).info.get("prompt")
+    if not text:
+        raise ValueError(f"{path} carries no workflow (saved with --disable-metadata?); pass --prompt")
+    prompt = positive_prompt(json.loads(text))
+    if prompt is None:
+        raise ValueError(f"no positive prompt found in the workflow of {path}; pass --prompt")
+    return prompt
 
 
 def score_image(path: Path, prompt: str | None) -> tuple[str, checker.Score, list[checker.Detection]]:

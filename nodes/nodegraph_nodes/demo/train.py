@@ -476,11 +476,6 @@ CHECKPOINT_NAMES = {
 }
 
 
-def half(components: Components) -> Components:
-    """fp16 copies of the weights for storage (the loader casts them back with `dtype=`)."""
-    return copy.deepcopy(components).to(dtype=torch.float16)
-
-
 PREVIEW_FIT_IMAGES = 1024
 PREVIEW_PERTURBATION = 0.6  # std of the noise added to encoded latents, in the UNet's (unit-variance) space
 
@@ -505,8 +500,9 @@ def preview_factors(components: Components, images: np.ndarray) -> LatentRgb:
 
 
 def stored(components: Components, images: np.ndarray) -> Components:
-    """What is written: fp16 weights, and preview factors fitted to exactly those weights (read back as fp32)."""
-    out = half(components)
+    """What is written: fp16 copies of the weights (the loader casts them back with `dtype=`), and preview factors
+    fitted to exactly those weights (read back as fp32)."""
+    out = copy.deepcopy(components).to(dtype=torch.float16)
     out.latent_rgb = preview_factors(copy.deepcopy(out).to(dtype=torch.float32), images[:PREVIEW_FIT_IMAGES])
     return out
 
