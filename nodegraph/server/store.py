@@ -193,12 +193,21 @@ class Store:
             self.pending[pid] = QueueItem(json.loads(number), pid, json.loads(prompt), json.loads(extra),
                                           json.loads(outs), seq)
 
-    def _record_server_stopped(self, prompt_id: str, start_time: int | None) -> None:
+    async def record_stopped(self, item: QueueItem, node_id: str | None = None, node_type: str | None = None) -> None:
+        """Record a prompt that was running when the server stopped as failed ("server stopped while running")."""
+        try:
+            await self._call(self._record_server_stopped, item.prompt_id, item.start_time, node_id, node_type)
+        finally:
+            if self.running_items.get(item.prompt_id) is item:
+                del self.running_items[item.prompt_id]
+
+    def _record_server_stopped(self, prompt_id: str, start_time: int | None, node_id: str | None = None,
+                               node_type: str | None = None) -> None:
         stamp = now_ms()
         error = {
             "prompt_id": prompt_id,
-            "node_id": None,
-            "node_type": None,
+            "node_id": node_id,
+            "node_type": node_type,
             "executed": [],
             "exception_message": SERVER_STOPPED,
             "exception_type": "ServerStopped",

@@ -111,7 +111,15 @@ class IntMath(Node):
             raise ZeroDivisionError(f"{op} by zero: b must not be 0")
         if op == "power" and (b < 0 or b > 1024):
             raise ValueError(f"power: exponent {b} is outside 0..1024")
-        return (int(_INT_OPS[op](a, b)),)
+        if op == "power" and abs(a) > 1 and (abs(a).bit_length() - 1) * b > 63:
+            # Refused before computing: a power tower is the cheapest way to make Python hold the GIL for minutes.
+            raise OverflowError(f"power: {a} ** {b} has about {(abs(a).bit_length() - 1) * b} bits; Int Math results "
+                                f"must fit in -{INT_LIMIT + 1}..{INT_LIMIT}")
+        result = int(_INT_OPS[op](a, b))
+        if not -INT_LIMIT - 1 <= result <= INT_LIMIT:
+            raise OverflowError(f"{op}: the result has {result.bit_length()} bits; Int Math results must fit in "
+                                f"-{INT_LIMIT + 1}..{INT_LIMIT}")
+        return (result,)
 
 
 class FloatMath(Node):
