@@ -93,3 +93,20 @@ def ui_size(ui: dict[str, Any], cap: int) -> int:
     except (ValueError, TypeError, RecursionError):
         return -1  # cannot be written as JSON (a circular structure, an integer too long for text)
     return total
+
+
+def open_image(source: Any, budget: int, name: str = "the image") -> Any:
+    """`PIL.Image.open` (header only, nothing decoded) that refuses with ImageTooLarge an image whose first frame
+    is over `budget` pixels, Pillow's own bomb check included. Pillow is imported here, only when called."""
+    from PIL import Image
+
+    try:
+        image = Image.open(source)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"{name}: {exc}; the limit is {budget:,} pixels (--max-image-pixels)") from None
+    try:
+        check_image_size(image.size[0], image.size[1], 1, budget, name)
+    except ImageTooLarge:
+        image.close()
+        raise
+    return image

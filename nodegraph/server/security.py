@@ -13,8 +13,10 @@
 """
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
+import os
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -114,6 +116,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except BadRequest as exc:
         return web.json_response(exc.body, status=exc.status)
+    except OSError as exc:
+        answer = _filesystem_error(exc)
+        if answer is None:
+            log.exception("%s %s failed", request.method, request.path)
+            return web.json_response({"error": "internal server error (see the server log)"}, status=500)
+        return answer
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
@@ -123,6 +131,28 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return web.json_response({"error": "internal server error (see the server log)"}, status=500)
+
+
+# File system refusals caused by the names a client chose: the client's error, with the reason.
+FILESYSTEM_ERRORS = {
+    errno.ENAMETOOLONG: (400, "a file or folder name is too long"),
+    errno.EEXIST: (409, "a file is in the way of a folder (or a folder of a file) with that name"),
+    errno.ENOTDIR: (409, "a part of the path is a file, not a folder"),
+    errno.EISDIR: (409, "that name is a folder, not a file"),
+    errno.ENOTEMPTY: (409, "the folder is not empty"),
+    errno.ELOOP: (400, "too many levels of symbolic links"),
+    errno.EINVAL: (400, "the file system refuses that name"),
+    errno.EILSEQ: (400, "the file system refuses the characters of that name"),
+}
+
+
+def _filesystem_error(exc: OSError) -> web.Response | None:
+    known = FILESYSTEM_ERRORS.get(exc.errno or 0)
+    if known is None:
+        return None
+    status, reason = known
+    name = os.path.basename(str(exc.filename or ""))[:80]
+    return web.json_response({"error": f"{reason}" + (f": {name!r}" if name else "")}, status=status)
 
 
 async def safe_headers(request: web.Request, response: web.StreamResponse) -> None:
