@@ -15,6 +15,7 @@ decode images from `Folders.settings["max_image_pixels"]` (see `image_pixel_budg
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,9 @@ def open_image(source: Any, budget: int, name: str = "the image") -> Any:
     from PIL import Image
 
     try:
-        image = Image.open(source)
+        with warnings.catch_warnings():  # Pillow warns above its own limit; the budget below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"{name}: {exc}; the limit is {budget:,} pixels (--max-image-pixels)") from None
     try:

@@ -42,7 +42,8 @@ class LoadImage(Node):
             return {"image": str(exc)}
         if not path.is_file():
             return {"image": f"Invalid image file: {image!r} is not in the input folder {env.input_dir}"}
-        return _image_size_problem(path, env)
+        problem = _image_size_problem(path, env)
+        return {"image": problem} if problem else None
 
     @classmethod
     def fingerprint(cls, env: Any, image: str = "", **_: Any) -> Any:
