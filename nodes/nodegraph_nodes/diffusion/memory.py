@@ -42,7 +42,23 @@ def available_bytes(device: torch.device, settings: dict[str, Any] | None = None
         return 1 << 62  # no reliable figure: do not refuse
     import psutil
 
-    return int(psutil.virtual_memory().available)
+    return min(int(psutil.virtual_memory().available), address_space_headroom())
+
+
+def address_space_headroom() -> int:
+    """What this process may still map under its address-space limit (`ulimit -v`, RLIMIT_AS), or a huge number
+    when there is none: a server run under such a limit must refuse work that would hit it."""
+    try:
+        import resource
+
+        limit, _hard = resource.getrlimit(resource.RLIMIT_AS)
+        if limit == resource.RLIM_INFINITY:
+            return 1 << 62
+        with open("/proc/self/statm") as fh:
+            mapped = int(fh.read().split()[0]) * resource.getpagesize()
+        return max(0, limit - mapped)
+    except (ImportError, OSError, ValueError, IndexError):
+        return 1 << 62
 
 
 def unet_call_bytes(unet: torch.nn.Module, latent_shape: tuple[int, ...], rows_per_sample: int) -> int:
