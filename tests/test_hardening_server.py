@@ -137,14 +137,20 @@ def _serve_test_pack(base: Path) -> tuple[subprocess.Popen, str]:
 
 
 def test_sigterm_ends_a_server_stuck_in_a_node_within_seconds(tmp_path):
+    import websocket
+
     proc, url = _serve_test_pack(tmp_path)
     try:
+        ws = websocket.create_connection(url.replace("http://", "ws://") + "/ws?clientId=watcher", timeout=120)
         status, body, _ = http("POST", f"{url}/api/prompt", {"prompt": {"1": {"class_type": "Spin",
-                                                                             "inputs": {"seconds": 300.0}}}})
+                                                                             "inputs": {"seconds": 300.0}}},
+                                                            "client_id": "watcher"})
         assert status == 200
         prompt_id = json.loads(body)["prompt_id"]
-        while not json.loads(http("GET", f"{url}/api/queue")[1])["queue_running"]:
-            time.sleep(0.02)
+        while True:  # until Spin (300 s, never checks for interrupts) has started
+            message = json.loads(ws.recv())
+            if message["type"] == "executing" and message["data"].get("node") == "1":
+                break
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
@@ -170,7 +176,9 @@ async def test_stop_records_a_stuck_prompt_and_leaves_no_thread_holding_the_proc
     await c.start_server()
     status, body = await post(c, {"1": {"class_type": "Spin", "inputs": {"seconds": 30.0}}})
     assert status == 200
-    while not (await (await c.get("/api/queue")).json())["queue_running"]:
+    from nodegraph.server.state import STATE
+
+    while app[STATE].worker.current_nodes.get(body["prompt_id"]) != "1":  # Spin has started
         await asyncio.sleep(0.01)
     started = time.monotonic()
     await c.close()  # the app's shutdown: what SIGTERM triggers in `nodegraph serve`

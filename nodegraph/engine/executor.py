@@ -205,7 +205,8 @@ class Executor:
                 for src in spec.sources():
                     graph.add_edge(src, nid)
             order = list(nx.lexicographical_topological_sort(graph, key=node_sort_key))
-            keys = self.compute_keys(workflow, order)
+            # Off the loop: fingerprints read files (LoadImage hashes its image), and big graphs have many keys.
+            keys = await loop.run_in_executor(None, self.compute_keys, workflow, order)
 
             emit("execution_start", {})
 
