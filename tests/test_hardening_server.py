@@ -418,3 +418,17 @@ async def test_links_out_of_a_models_or_input_folder_are_not_listed(client, tmp_
     from nodegraph.engine import Folders
 
     assert Folders(models_dirs=[models2]).list_models("checkpoints") == ["inside.safetensors"]
+
+
+async def test_upscaling_past_the_pixel_budget_is_refused_naming_the_node(client, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "input").mkdir(exist_ok=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "input" / "small.png")
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "small.png"}},
+              "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "nearest-exact",
+                                                           "width": 16384, "height": 16384, "crop": "disabled"}},
+              "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    status, body = await post(client, prompt)
+    error = error_of(await wait_done(client, body["prompt_id"]))
+    assert error["node_id"] == "2" and "16384x16384" in error["exception_message"]
