@@ -432,3 +432,15 @@ async def test_upscaling_past_the_pixel_budget_is_refused_naming_the_node(client
     status, body = await post(client, prompt)
     error = error_of(await wait_done(client, body["prompt_id"]))
     assert error["node_id"] == "2" and "16384x16384" in error["exception_message"]
+
+
+async def test_linked_text_is_checked_against_a_fixed_list_of_choices(client):
+    prompt = {"1": {"class_type": "PrimitiveString", "inputs": {"value": "xor"}},
+              "2": {"class_type": "IntMath", "inputs": {"a": 1, "op": ["1", 0], "b": 2}},
+              "3": {"class_type": "ShowText", "inputs": {"value": ["2", 0]}}}
+    status, body = await post(client, prompt)
+    assert status == 200, body
+    error = error_of(await wait_done(client, body["prompt_id"]))
+    assert error["node_id"] == "2"
+    assert error["exception_message"] == ("input 'op' received 'xor' from node 1 (output 0), which is not one of its "
+                                          "choices")
