@@ -75,14 +75,17 @@ async def get_history(request: web.Request) -> web.StreamResponse:
     start, count = await state.store.history_span(max_items, offset)
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     await response.prepare(request)
-    await response.write(b"{")
-    first = True
-    async for pieces in state.store.history_json_batches(start, count):
-        text = ", ".join(pieces)
-        await response.write((text if first else ", " + text).encode())
-        first = False
-    await response.write(b"}")
-    await response.write_eof()
+    try:
+        await response.write(b"{")
+        first = True
+        async for pieces in state.store.history_json_batches(start, count):
+            text = ", ".join(pieces)
+            await response.write((text if first else ", " + text).encode())
+            first = False
+        await response.write(b"}")
+        await response.write_eof()
+    except ConnectionError:  # the client went away mid-answer: nothing to tell it
+        pass
     return response
 
 
