@@ -6,14 +6,14 @@ Formats:
   (`families.py`); the weights are converted with diffusers' own converters (`diffusers.loaders.single_file_utils`)
   into models built from the bundled config; loading is strict, so a file that does not fit says what is wrong.
 - diffusers folders (`model_index.json` for checkpoints, `config.json` for a lone VAE / ControlNet).
-- pickled `.ckpt` / `.pt` / `.pth` / `.bin` files are refused (unpickling can run code) unless the caller opts in
-  with `allow_pickle=True`, and even then only through `torch.load(weights_only=True)`.
+- the format is read from the content, whatever the extension (`weights_files`): pickle content (torch zip or
+  legacy) is refused (unpickling can run code) unless the caller opts in with `allow_pickle=True`, and even then
+  only through `torch.load(weights_only=True)`. The nodes never opt in: checkpoints are never unpickled.
 Nothing here contacts a model hub: configs are bundled and tokenizers are built from the bundled vocabulary.
 """
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,10 @@ from diffusers.loaders.single_file_utils import (
     convert_ldm_vae_checkpoint,
     convert_open_clip_checkpoint,
 )
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from . import weights_files
 from .families import (
     CONTROLNET_FAMILIES,
     CONTROLNET_PREFIX,
@@ -56,9 +57,8 @@ from .tiny import (
 )
 from .tokenizer import clip_tokenizer, tokenizer_from_spec
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SUPPORTED = (
-    "single-file .safetensors checkpoints in the original layout (" + ", ".join(FAMILIES) + "), "
+    "safetensors single files (any extension) in the original layout (" + ", ".join(FAMILIES) + "), "
     "diffusers folders with model_index.json"
 )
 # the VAE architecture is the same in SD1, SD2 and SDXL; only the latent scale differs, and that is the family's
@@ -76,39 +76,33 @@ class CheckpointError(ValueError):
 
 
 class SingleFile:
-    """A weights file opened for inspection: key -> shape, header metadata, and tensors on demand."""
+    """A weights file opened for inspection: key -> shape, header metadata, and tensors on demand.
+
+    The format is decided by the file's content (`weights_files.sniff_format`), never by its extension: a
+    safetensors file named `.ckpt` loads, and pickle content is refused under any name unless `allow_pickle`.
+    """
 
     def __init__(self, path: str | Path, allow_pickle: bool = False) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(f"{self.path}: no such file")
-        suffix = self.path.suffix.lower()
-        if suffix == ".safetensors":
-            with safe_open(str(self.path), framework="pt") as f:
-                self.metadata: dict[str, str] = f.metadata() or {}
-                self.shapes: dict[str, tuple[int, ...]] = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            self._tensors: dict[str, torch.Tensor] | None = None
-        elif suffix in PICKLE_SUFFIXES:
-            if not allow_pickle:
+        try:
+            kind = weights_files.sniff_format(self.path)
+            if kind == "safetensors":
+                self.shapes: dict[str, tuple[int, ...]] = weights_files.tensor_shapes(self.path)
+                self.metadata: dict[str, str] = weights_files.read_metadata(self.path)
+                self._tensors: dict[str, torch.Tensor] | None = None
+            elif kind == "unknown":
                 raise CheckpointError(
-                    f"{self.path}: pickled {suffix} files are not loaded, since unpickling can run arbitrary code. "
-                    "Convert it to .safetensors (for example with safetensors.torch.save_file on its state dict), "
-                    "or pass allow_pickle=True to read it with torch.load(weights_only=True)."
+                    f"{self.path}: not a model file this loader reads (its content is neither safetensors nor a "
+                    f"torch pickle); supported: {SUPPORTED}"
                 )
-            try:
-                loaded = torch.load(self.path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as error:
-                raise CheckpointError(
-                    f"{self.path}: holds more than tensors, refused by torch.load(weights_only=True): {error}"
-                ) from error
-            state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
-            if not isinstance(state, dict):
-                raise CheckpointError(f"{self.path}: expected a state dict, found {type(loaded).__name__}")
-            self._tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-            self.metadata = {}
-            self.shapes = {k: tuple(v.shape) for k, v in self._tensors.items()}
-        else:
-            raise CheckpointError(f"{self.path}: unsupported file type {suffix!r}; supported: {SUPPORTED}")
+            else:
+                self._tensors = weights_files.load_state_dict(self.path, allow_pickle=allow_pickle)
+                self.metadata = {}
+                self.shapes = {k: tuple(v.shape) for k, v in self._tensors.items()}
+        except weights_files.WeightsFileError as error:
+            raise CheckpointError(str(error)) from error
 
     def header(self) -> dict[str, Any] | None:
         """Our own config record (tiny models), or None for files written by anyone else."""
@@ -124,8 +118,11 @@ class SingleFile:
         return self._tensors
 
     def _read(self, keys: list[str]) -> dict[str, torch.Tensor]:
-        with safe_open(str(self.path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in keys}
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in keys}
+        except SafetensorError as error:
+            raise CheckpointError(f"{self.path}: damaged safetensors file: {error}") from error
 
 
 # --- building modules from converted state dicts ----------------------------------------------------------------
@@ -239,7 +236,7 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pi
 
     `path`: an original-layout single file (.safetensors) or a diffusers folder (with model_index.json).
     `dtype`: cast floating-point weights to it; None keeps the stored dtypes.
-    `allow_pickle`: read .ckpt / .pt files with `torch.load(weights_only=True)` instead of refusing them.
+    `allow_pickle`: read pickle content with `torch.load(weights_only=True)` instead of refusing it.
     """
     path = Path(path)
     if path.is_dir():
