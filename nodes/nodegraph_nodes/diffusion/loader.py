@@ -32,6 +32,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from . import weights_files
+from .controlnet_shapes import ControlNetShapeError, controlnet_config_from_shapes, is_diffusers_controlnet
 from .families import (
     CONTROLNET_FAMILIES,
     CONTROLNET_PREFIX,
@@ -340,27 +341,39 @@ def load_vae(path: str | Path, dtype: torch.dtype | None = None, allow_pickle: b
 def load_controlnet(
     path: str | Path, dtype: torch.dtype | None = None, allow_pickle: bool = False
 ) -> ControlNetModel:
-    """A ControlNet: original layout (`control_model.*` or unprefixed), a diffusers-key single file, or a folder."""
+    """A ControlNet: an original-layout single file (`control_model.*` or unprefixed), a single file with diffusers
+    keys (a diffusers ControlNetModel's weights file, no config needed: the architecture is read off the tensor
+    shapes, `controlnet_shapes`), or a diffusers folder."""
     path = Path(path)
     if path.is_dir():
         kwargs = {"torch_dtype": dtype} if dtype is not None else {}
         return ControlNetModel.from_pretrained(path, local_files_only=True, **kwargs).eval()
     file = SingleFile(path, allow_pickle)
     header = file.header()
+    plain_shapes = {k.removeprefix(CONTROLNET_PREFIX): s for k, s in file.shapes.items()}
     if header is not None:
         if header.get("kind") != "controlnet":
             raise CheckpointError(f"{path}: this is a {header.get('kind')} file, not a ControlNet")
         config = dict(header["controlnet"])
+    elif is_diffusers_controlnet(plain_shapes):
+        try:
+            config = controlnet_config_from_shapes(plain_shapes)
+        except ControlNetShapeError as error:
+            raise CheckpointError(f"{path}: a ControlNet with diffusers keys, but {error}") from error
+        state = {k.removeprefix(CONTROLNET_PREFIX): v for k, v in file.tensors().items()}
+        return _assemble("controlnet", _empty(lambda: ControlNetModel.from_config(config)), state, file.path, dtype)
     else:
         family = detect_controlnet_family(file.shapes)
         if family is None:
             raise CheckpointError(
                 f"{path}: not a ControlNet of a supported kind. Found {describe_keys(file.shapes)}. Supported: "
                 + "; ".join(f"{f.name}: {f.description}" for f in CONTROLNET_FAMILIES.values())
-                + " (original layout or diffusers keys)."
+                + " in the original layout, or any Stable Diffusion ControlNet with diffusers keys."
             )
         config = family.config()
     state = file.tensors()
+    if "controlnet_cond_embedding.conv_in.weight" in state:  # diffusers keys with our header: no conversion
+        return _assemble("controlnet", _empty(lambda: ControlNetModel.from_config(config)), state, file.path, dtype)
     converted = convert_controlnet_checkpoint(state, config)
     if config.get("addition_embed_type") == "text_time" and "add_embedding.linear_1.weight" not in converted:
         # diffusers' converter maps SDXL's label_emb for UNets but not for original-layout ControlNets
