@@ -54,6 +54,7 @@ from .tiny import (
     tiny_controlnet,
     tiny_refiner,
     tiny_sd1,
+    tiny_sd2,
     tiny_sdxl,
 )
 from .tokenizer import clip_tokenizer, tokenizer_from_spec
@@ -410,15 +411,19 @@ def write_diffusers_folder(components: Components, folder: str | Path) -> Path:
 def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write tiny models into ComfyUI's folder layout under `models_root`; returns name -> path.
 
-    checkpoints/: tiny_sd1, tiny_sdxl, tiny_sdxl_refiner as original-layout .safetensors files and as diffusers
-    folders of the same name; controlnet/: tiny_controlnet_sd1 (file and folder, made from tiny_sd1's UNet);
-    vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows). The same seed
-    always writes the same bytes.
+    checkpoints/: tiny_sd1, tiny_sd2 (v-prediction), tiny_sdxl, tiny_sdxl_refiner as original-layout .safetensors
+    files and as diffusers folders of the same name;
+    controlnet/: tiny_controlnet_sd1 (original-layout file and diffusers folder, made from tiny_sd1's UNet),
+    tiny_controlnet_sd1_diffusers_layout.safetensors (the same ControlNet as the lone weights file of a diffusers
+    save_pretrained: diffusers keys, no config, as many ControlNets are published), tiny_controlnet_sdxl (an
+    original-layout file made from tiny_sdxl's UNet);
+    vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows).
+    The same seed always writes the same bytes.
     """
     root = Path(models_root)
     written: dict[str, Path] = {}
-    sd1 = tiny_sd1(seed)
-    for components in (sd1, tiny_sdxl(seed), tiny_refiner(seed)):
+    sd1, sdxl = tiny_sd1(seed), tiny_sdxl(seed)
+    for components in (sd1, tiny_sd2(seed), sdxl, tiny_refiner(seed)):
         name = "tiny_" + components.family
         written[name] = write_single_file(components, root / "checkpoints" / f"{name}.safetensors")
         written[name + "_diffusers"] = write_diffusers_folder(components, root / "checkpoints" / name)
@@ -429,5 +434,13 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     folder = root / "controlnet" / "tiny_controlnet_sd1"
     controlnet.save_pretrained(folder)
     written["tiny_controlnet_sd1_diffusers"] = folder
+    # the weights file of that folder, alone under another name: loading it must not need the config beside it
+    lone = root / "controlnet" / "tiny_controlnet_sd1_diffusers_layout.safetensors"
+    lone.write_bytes((folder / "diffusion_pytorch_model.safetensors").read_bytes())
+    written["tiny_controlnet_sd1_diffusers_layout"] = lone
+    written["tiny_controlnet_sdxl"] = write_controlnet_file(
+        tiny_controlnet(sdxl.unet, seed), root / "controlnet" / "tiny_controlnet_sdxl.safetensors",
+        family="controlnet_sdxl",
+    )
     written["tiny_vae"] = write_vae_file(build_vae(TINY_VAE, seed + 7), root / "vae" / "tiny_vae.safetensors")
     return written
