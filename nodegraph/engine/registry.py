@@ -27,6 +27,7 @@ BUILTIN_PACKS = (
     "nodegraph_nodes.utility",
     "nodegraph_nodes.sd",
     "nodegraph_nodes.strings",
+    "nodegraph_nodes.core",
 )
 
 
