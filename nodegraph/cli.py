@@ -178,10 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser(
         "make-tiny-models",
-        help="write tiny random-weight models (SD1, SDXL base/refiner, ControlNet, VAE) for tests and trials",
+        help="write tiny random-weight models (SD1, SD2-v, SDXL base/refiner, ControlNets, VAE) for tests and trials",
         description="Write deterministic tiny random-weight models into a models root in ComfyUI's layout: "
-        "checkpoints/tiny_sd1, tiny_sdxl, tiny_sdxl_refiner (each as an original-layout .safetensors file and as a "
-        "diffusers folder), controlnet/tiny_controlnet_sd1, vae/tiny_vae.safetensors. They exercise every code "
+        "checkpoints/tiny_sd1, tiny_sd2 (v-prediction), tiny_sdxl, tiny_sdxl_refiner (each as an original-layout "
+        ".safetensors file and as a diffusers folder), controlnet/tiny_controlnet_sd1 (original layout and diffusers "
+        "folder), tiny_controlnet_sd1_diffusers_layout.safetensors (diffusers keys, no config), "
+        "tiny_controlnet_sdxl.safetensors, vae/tiny_vae.safetensors. They exercise every code "
         "path of real models in seconds; their images are noise.",
     )
     tiny.add_argument("directory", type=Path, help="the models root to write into (created if missing)")

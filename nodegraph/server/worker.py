@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine import Workflow, format_validation, validate_prompt
 from .executors import Job
-from .previews import Preview, encode_preview, preview_metadata
+from .previews import PNG_FORMAT, Preview, encode_png, encode_preview, preview_metadata
 from .store import Finished, QueueItem, now_ms
 
 if TYPE_CHECKING:
@@ -244,6 +244,11 @@ class _EventPipeline:
 
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
         hub, target = self.hub, self.target
+        if event == "preview" and data.get("format") == "PNG":  # SaveImageWebsocket: full-size PNG frames
+            png = data.get("png") or await asyncio.get_running_loop().run_in_executor(None, encode_png, data["image"])
+            meta = preview_metadata(self.prompt_id, data["node"], "image/png")
+            hub.send_preview(Preview(png, meta, PNG_FORMAT), target)
+            return
         if event == "preview":
             jpeg = data.get("jpeg")  # a remote worker encodes its previews before sending them
             if jpeg is None:
