@@ -444,3 +444,22 @@ async def test_linked_text_is_checked_against_a_fixed_list_of_choices(client):
     assert error["node_id"] == "2"
     assert error["exception_message"] == ("input 'op' received 'xor' from node 1 (output 0), which is not one of its "
                                           "choices")
+
+
+async def test_a_catastrophic_regex_neither_freezes_the_server_nor_runs_forever(client):
+    """`(a|aa)+$` on 40 a's and a b backtracks for hours in Python's `re`, holding the GIL the whole time."""
+    prompt = {"1": {"class_type": "RegexMatch", "inputs": {"string": "a" * 40 + "b", "regex_pattern": "(a|aa)+$",
+                                                           "case_insensitive": False, "multiline": False,
+                                                           "dotall": False}},
+              "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    status, body = await post(client, prompt)
+    assert status == 200, body
+    while not (await (await client.get("/api/queue")).json())["queue_running"]:
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    assert (await client.get("/api/system_stats")).status == 200
+    answered = time.monotonic() - started
+    error = error_of(await wait_done(client, body["prompt_id"]))
+    print(f"\n/system_stats answered in {answered:.3f} s while the regex ran")
+    assert answered < 10
+    assert error["node_id"] == "1" and "took more than 5 s" in error["exception_message"]
