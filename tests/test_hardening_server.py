@@ -463,3 +463,15 @@ async def test_a_catastrophic_regex_neither_freezes_the_server_nor_runs_forever(
     print(f"\n/system_stats answered in {answered:.3f} s while the regex ran")
     assert answered < 10
     assert error["node_id"] == "1" and "took more than 5 s" in error["exception_message"]
+
+
+async def test_image_nodes_that_allocate_keep_to_the_pixel_budget(client):
+    for node in ({"class_type": "EmptyImage", "inputs": {"width": 16384, "height": 16384, "batch_size": 1,
+                                                          "color": 0}},
+                 {"class_type": "EmptyImage", "inputs": {"width": 1024, "height": 1024, "batch_size": 4096,
+                                                          "color": 0}}):
+        prompt = {"1": node, "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+        status, body = await post(client, prompt)
+        assert status == 200, body
+        error = error_of(await wait_done(client, body["prompt_id"]))
+        assert error["node_id"] == "1" and "67,108,864 pixels" in error["exception_message"]
