@@ -475,3 +475,11 @@ async def test_image_nodes_that_allocate_keep_to_the_pixel_budget(client):
         assert status == 200, body
         error = error_of(await wait_done(client, body["prompt_id"]))
         assert error["node_id"] == "1" and "67,108,864 pixels" in error["exception_message"]
+
+
+async def test_absurd_counts_and_offsets_are_400_not_a_broken_stream(client):
+    for query in ("offset=" + "9" * 30, "max_items=" + "9" * 30, "offset=" + "9" * 5000):
+        response = await client.get(f"/api/history?{query}")
+        assert response.status == 400 and "error" in await response.json()
+    assert (await client.get("/api/jobs?limit=" + "9" * 30)).status == 400
+    assert (await client.get(f"/api/history?offset={2**53}")).status == 200

@@ -1,12 +1,16 @@
 """Prompts, the queue, interrupt, history, jobs and /free (COMPAT.md 1.2 - 1.4)."""
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from .bodies import BadRequest, json_object, query_int, read_json, string_list
 from .prompts import submit
 from .state import STATE
 from .store import JOB_STATUSES
+
+log = logging.getLogger(__name__)
 
 
 async def post_prompt(request: web.Request) -> web.Response:
@@ -86,6 +90,10 @@ async def get_history(request: web.Request) -> web.StreamResponse:
         await response.write_eof()
     except ConnectionError:  # the client went away mid-answer: nothing to tell it
         pass
+    except Exception:  # the status line is sent: a JSON error cannot follow, so end the connection instead
+        log.exception("GET /history failed while streaming")
+        if request.transport is not None:
+            request.transport.close()
     return response
 
 
