@@ -483,3 +483,12 @@ async def test_absurd_counts_and_offsets_are_400_not_a_broken_stream(client):
         assert response.status == 400 and "error" in await response.json()
     assert (await client.get("/api/jobs?limit=" + "9" * 30)).status == 400
     assert (await client.get(f"/api/history?offset={2**53}")).status == 200
+
+
+async def test_a_huge_prompt_body_is_refused_before_it_is_parsed(tmp_path):
+    async with TestClient(TestServer(create_app(make_config(tmp_path, max_prompt_size_mb=1.0)))) as c:
+        body = json.dumps({"prompt": {"1": {"class_type": "PrimitiveString", "inputs": {"value": "q" * (5 << 20)}}}})
+        response = await c.post("/api/prompt", data=body, headers={"Content-Type": "application/json"})
+        answer = await response.json()
+        assert response.status == 413 and answer["error"]["message"] == "Prompt too large"
+        assert "request body is" in answer["error"]["details"]

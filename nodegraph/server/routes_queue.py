@@ -15,6 +15,14 @@ log = logging.getLogger(__name__)
 
 async def post_prompt(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    limit = int(state.config.max_prompt_size_mb * 1024 * 1024)
+    size = len(await request.read())
+    if size > 2 * limit + 65536:  # far over the stored-size limit: refused before parsing (parsing blocks the loop)
+        details = f"the request body is {size:,} bytes; the workflow limit is {limit:,} (--max-prompt-size)"
+        raise BadRequest(details, status=413, body={
+            "error": {"type": "invalid_prompt", "message": "Prompt too large", "details": details, "extra_info": {}},
+            "node_errors": {},
+        })
     try:
         body = await read_json(request)
     except BadRequest as exc:
