@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, ImageSequence
+from PIL import Image, ImageOps
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
@@ -23,12 +23,35 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames of the first frame's size as an IMAGE batch, and masks (1 = transparent) from their alpha."""
+def _frames_within(source: Image.Image, budget: int, name: str):
+    """The frames of an image, refusing (before decoding it) the frame that would take the total past `budget`
+    pixels: a small file can hold a huge picture or hundreds of large frames."""
+    from nodegraph.engine.limits import check_image_size
+
+    width, height = source.size
+    check_image_size(width, height, 1, budget, name)
+    index = 0
+    while True:
+        if index:
+            check_image_size(width, height, index + 1, budget, f"{name} (at least {index + 1} frames)")
+        try:
+            source.seek(index)
+        except EOFError:
+            return
+        yield source
+        index += 1
+
+
+def load_image(path: Path, max_pixels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames of the first frame's size as an IMAGE batch, and masks (1 = transparent) from their alpha; at most
+    `max_pixels` pixels over all frames (ImageTooLarge otherwise; default: the engine's budget)."""
+    from nodegraph.engine.limits import DEFAULT_MAX_IMAGE_PIXELS, open_image
+
+    budget = max_pixels or DEFAULT_MAX_IMAGE_PIXELS
     images, masks = [], []
-    with Image.open(path) as source:
+    with open_image(path, budget, path.name) as source:
         size = None
-        for frame in ImageSequence.Iterator(source):
+        for frame in _frames_within(source, budget, path.name):
             frame = ImageOps.exif_transpose(frame)
             if frame.mode == "I":  # 16-bit greyscale PNGs
                 frame = frame.point(lambda v: v * (1 / 255))
