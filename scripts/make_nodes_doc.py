@@ -1,4 +1,5 @@
-"""Write docs/nodes.md: every node type the built-in packs register, by category, from the registry itself.
+"""Write docs/nodes.md: every node type the built-in packs register, by category, from the registry itself, and
+ComfyUI's core node types (listed in docs/comfyui_core_nodes.txt) marked implemented or not, with why not.
 
     python scripts/make_nodes_doc.py          # rewrite docs/nodes.md
     python scripts/make_nodes_doc.py --check  # exit 1 if docs/nodes.md is out of date
@@ -17,13 +18,98 @@ sys.path[:0] = [str(ROOT), str(ROOT / "nodes")]
 from nodegraph.engine import NodeRegistry  # noqa: E402
 
 DOC = ROOT / "docs" / "nodes.md"
+COMFY_CORE = ROOT / "docs" / "comfyui_core_nodes.txt"
+
+# Why a ComfyUI core node type is not in nodegraph yet, by the ComfyUI module it comes from. A module maps to the
+# capability nodegraph lacks (a model family it does not run, a media type it does not handle); names listed in
+# REASON_BY_NAME override it. Anything unlisted is "not implemented yet".
+REASON_BY_MODULE = {
+    "comfy_extras.nodes_audio": "audio",
+    "comfy_extras.nodes_ace": "audio (ACE-Step model family)",
+    "comfy_extras.nodes_audio_encoder": "audio",
+    "comfy_extras.nodes_video": "video",
+    "comfy_extras.nodes_video_model": "video (Stable Video Diffusion)",
+    "comfy_extras.nodes_wan": "video (Wan model family)",
+    "comfy_extras.nodes_lt": "video (LTX-Video model family)",
+    "comfy_extras.nodes_mochi": "video (Mochi model family)",
+    "comfy_extras.nodes_cosmos": "video (Cosmos model family)",
+    "comfy_extras.nodes_camera_trajectory": "video (camera control)",
+    "comfy_extras.nodes_hunyuan": "model family not run (Hunyuan)",
+    "comfy_extras.nodes_hunyuan3d": "3D (Hunyuan3D)",
+    "comfy_extras.nodes_stable3d": "3D (Stable Zero123 / SV3D)",
+    "comfy_extras.nodes_load_3d": "3D",
+    "comfy_extras.nodes_flux": "model family not run (Flux)",
+    "comfy_extras.nodes_sd3": "model family not run (SD3)",
+    "comfy_extras.nodes_stable_cascade": "model family not run (Stable Cascade)",
+    "comfy_extras.nodes_pixart": "model family not run (PixArt)",
+    "comfy_extras.nodes_hidream": "model family not run (HiDream)",
+    "comfy_extras.nodes_lumina2": "model family not run (Lumina 2)",
+    "comfy_extras.nodes_qwen": "model family not run (Qwen-Image)",
+    "comfy_extras.nodes_chroma_radiance": "model family not run (Chroma)",
+    "comfy_extras.nodes_cond": "model family not run (T5-based encoders)",
+    "comfy_extras.nodes_train": "training",
+    "comfy_extras.nodes_dataset": "training (datasets)",
+    "comfy_extras.nodes_hooks": "hooks (scheduled LoRA / conditioning hooks)",
+    "comfy_extras.nodes_webcam": "webcam capture (browser-side)",
+    "comfy_extras.nodes_photomaker": "PhotoMaker (ID encoder not run)",
+    "comfy_extras.nodes_hypernetwork": "hypernetworks",
+}
+REASON_BY_NAME = {
+    "LoraLoader": "LoRA not implemented yet",
+    "LoraLoaderModelOnly": "LoRA not implemented yet",
+    "CLIPVisionLoader": "CLIP vision models not run",
+    "CLIPVisionEncode": "CLIP vision models not run",
+    "StyleModelLoader": "style models (CLIP vision) not run",
+    "StyleModelApply": "style models (CLIP vision) not run",
+    "unCLIPCheckpointLoader": "unCLIP models not run",
+    "unCLIPConditioning": "unCLIP models not run",
+    "GLIGENLoader": "GLIGEN not run",
+    "GLIGENTextBoxApply": "GLIGEN not run",
+    "DiffusersLoader": "not implemented yet (Load Checkpoint reads diffusers folders)",
+}
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render(registry: NodeRegistry) -> str:
+def comfyui_core_nodes(path: Path = COMFY_CORE) -> list[tuple[str, str]]:
+    """(class_type, ComfyUI module) for each line of the core-node list, in file order; # lines are comments."""
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, module = line.split("\t")
+            rows.append((name.strip(), module.strip()))
+    return rows
+
+
+def why_not(name: str, module: str) -> str:
+    return REASON_BY_NAME.get(name) or REASON_BY_MODULE.get(module, "not implemented yet")
+
+
+def render_comfyui_coverage(registry: NodeRegistry, core: list[tuple[str, str]]) -> list[str]:
+    """The section that marks each ComfyUI core node type implemented (its name resolves here) or not, and why."""
+    known = set(registry.names())
+    done = [name for name, _ in core if name in known]
+    lines = [
+        "## ComfyUI core node types",
+        "",
+        f"{len(done)} of the {len(core)} ComfyUI core node types listed in `docs/comfyui_core_nodes.txt` are "
+        "implemented (a type counts when a workflow naming it runs here, under its own name or as an alias). "
+        "That file says how the list was derived and how complete it is.",
+        "",
+        "| ComfyUI class_type | ComfyUI module | in nodegraph | why not |",
+        "|---|---|---|---|",
+    ]
+    for name, module in core:
+        if name in known:
+            lines.append(f"| {name} | {module} | yes |  |")
+        else:
+            lines.append(f"| {name} | {module} | no | {_cell(why_not(name, module))} |")
+    return lines + [""]
+
+
+def render(registry: NodeRegistry, core: list[tuple[str, str]] | None = None) -> str:
     """The Markdown page for the node types of `registry` (aliases listed with the node they name)."""
     classes = {}
     for name in registry.names():
@@ -42,6 +128,7 @@ def render(registry: NodeRegistry) -> str:
         f"{len(classes)} node types, {len(registry.names())} names.",
         "",
     ]
+    lines += render_comfyui_coverage(registry, comfyui_core_nodes() if core is None else core)
     for category in sorted(by_category):
         lines += [f"## {category}", "", "| class_type | also | display name | inputs | outputs | pack |",
                   "|---|---|---|---|---|---|"]

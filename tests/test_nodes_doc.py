@@ -19,3 +19,36 @@ def test_nodes_doc_is_in_step_with_the_registry():
     assert text == script.render(registry), "docs/nodes.md is out of date: run python scripts/make_nodes_doc.py"
     for name in registry.names():  # every name, aliases included, appears in the page
         assert f"| {name} |" in text or f", {name}" in text or f"| {name}," in text, name
+
+
+def test_comfyui_core_list_is_well_formed():
+    script = load_script()
+    core = script.comfyui_core_nodes()
+    names = [name for name, _ in core]
+    assert len(names) == len(set(names)), "a class_type is listed twice in docs/comfyui_core_nodes.txt"
+    for name, module in core:
+        assert name and " " not in name, name
+        assert module == "nodes" or module.startswith("comfy_extras.nodes_"), (name, module)
+        assert not module.startswith("comfy_api_nodes"), "partner-API nodes are not core"
+    # nodes.py's own mapping is in the list (these are its entries at the stored version named in the header)
+    assert {"KSampler", "CheckpointLoaderSimple", "UNETLoader", "DualCLIPLoader", "LoraLoaderModelOnly"} <= set(names)
+
+
+def test_every_comfyui_core_node_is_marked_from_the_registry():
+    script = load_script()
+    registry = script.builtin_registry()
+    known = set(registry.names())
+    text = (ROOT / "docs" / "nodes.md").read_text()
+    for name, module in script.comfyui_core_nodes():
+        if name in known:
+            assert f"| {name} | {module} | yes |  |" in text, name
+        else:
+            assert f"| {name} | {module} | no | {script.why_not(name, module)} |" in text, name
+
+
+def test_reasons_come_from_the_module_then_the_name():
+    script = load_script()
+    assert script.why_not("WanImageToVideo", "comfy_extras.nodes_wan").startswith("video")
+    assert script.why_not("EmptyHunyuanLatentVideo", "comfy_extras.nodes_hunyuan") == "model family not run (Hunyuan)"
+    assert script.why_not("LoraLoader", "nodes") == "LoRA not implemented yet"
+    assert script.why_not("SomethingNew", "comfy_extras.nodes_unknown") == "not implemented yet"
