@@ -27,11 +27,14 @@ def test_comfyui_core_list_is_well_formed():
     names = [name for name, _ in core]
     assert len(names) == len(set(names)), "a class_type is listed twice in docs/comfyui_core_nodes.txt"
     for name, module in core:
-        assert name and " " not in name, name
+        assert name and name == name.strip() and "|" not in name, name
         assert module == "nodes" or module.startswith("comfy_extras.nodes_"), (name, module)
         assert not module.startswith("comfy_api_nodes"), "partner-API nodes are not core"
-    # nodes.py's own mapping is in the list (these are its entries at the stored version named in the header)
+    # nodes.py's mapping and the default comfy_extras modules are both there (the header says where they come from)
     assert {"KSampler", "CheckpointLoaderSimple", "UNETLoader", "DualCLIPLoader", "LoraLoaderModelOnly"} <= set(names)
+    assert {"SamplerCustomAdvanced", "ModelMergeSimple", "CheckpointSave", "StringConcatenate"} <= set(names)
+    assert dict(core)["Epsilon Scaling"] == "comfy_extras.nodes_eps"  # ComfyUI's one class_type with a space
+    assert len(core) == 415
 
 
 def test_every_comfyui_core_node_is_marked_from_the_registry():
