@@ -1,6 +1,7 @@
 """Where models, inputs and outputs live, and the one place that turns user-given names into safe paths.
 
-Models follow ComfyUI's layout: a models root holds `checkpoints/`, `controlnet/`, `vae/`, `loras/`, `embeddings/`.
+Models follow ComfyUI's layout: a models root holds `checkpoints/`, `controlnet/`, `vae/`, `loras/`, `embeddings/`,
+`diffusion_models/` (also read from `unet/`), `text_encoders/` (also read from `clip/`) and `configs/`.
 Several roots may be given; the first is where new files go. Every path built from a name that came from a user
 (a workflow, an upload, a URL) goes through `resolve_inside`, which resolves symlinks before checking containment.
 """
@@ -11,8 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MODEL_KINDS = ("checkpoints", "controlnet", "vae", "loras", "embeddings")
+MODEL_KINDS = ("checkpoints", "controlnet", "vae", "loras", "embeddings", "diffusion_models", "text_encoders", "configs")
+# Kinds read from more than one folder of a root, as ComfyUI does (its older folder names come second).
+KIND_FOLDERS = {"diffusion_models": ("diffusion_models", "unet"), "text_encoders": ("text_encoders", "clip")}
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+CONFIG_EXTENSIONS = (".yaml", ".yml")  # the configs/ folder: original inference configs
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 
 
@@ -81,12 +85,13 @@ class Folders:
     def model_roots(self, kind: str) -> list[Path]:
         if kind not in MODEL_KINDS:
             raise KeyError(f"unknown model folder {kind!r}; known: {', '.join(MODEL_KINDS)}")
-        return [root / kind for root in self.models_dirs]
+        return [root / folder for root in self.models_dirs for folder in KIND_FOLDERS.get(kind, (kind,))]
 
     def list_models(self, kind: str) -> list[str]:
         """Model names of one kind: files with a model extension, and diffusers folders (with model_index.json or
         config.json), as paths relative to their root with '/' separators, sorted, first root winning."""
         names: dict[str, None] = {}
+        extensions = CONFIG_EXTENSIONS if kind == "configs" else MODEL_EXTENSIONS
         for root in self.model_roots(kind):
             if not root.is_dir():
                 continue
@@ -100,7 +105,7 @@ class Folders:
                     continue
                 dirnames.sort()
                 for filename in sorted(filenames):
-                    if filename.lower().endswith(MODEL_EXTENSIONS) and _really_inside(real_root, here / filename):
+                    if filename.lower().endswith(extensions) and _really_inside(real_root, here / filename):
                         names.setdefault((here / filename).relative_to(root).as_posix(), None)
         return sorted(names)
 

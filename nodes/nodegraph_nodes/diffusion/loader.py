@@ -417,7 +417,12 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     tiny_controlnet_sd1_diffusers_layout.safetensors (the same ControlNet as the lone weights file of a diffusers
     save_pretrained: diffusers keys, no config, as many ControlNets are published), tiny_controlnet_sdxl (an
     original-layout file made from tiny_sdxl's UNet);
-    vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows).
+    vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows), tiny_sdxl_vae
+    (tiny_sdxl's own VAE, for split-file workflows);
+    diffusion_models/: tiny_sd1_unet (tiny_sd1's UNet, `model.diffusion_model.*` keys), tiny_sdxl_unet (tiny_sdxl's,
+    bare keys): the two layouts UNet files come in;
+    text_encoders/: tiny_sd1_clip_l (tiny_sd1's CLIP), tiny_sdxl_clip_l and tiny_sdxl_clip_g (tiny_sdxl's two).
+    The split files hold the very weights of the checkpoints of the same name.
     The same seed always writes the same bytes.
     """
     root = Path(models_root)
@@ -443,4 +448,24 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
         family="controlnet_sdxl",
     )
     written["tiny_vae"] = write_vae_file(build_vae(TINY_VAE, seed + 7), root / "vae" / "tiny_vae.safetensors")
+    written.update(write_split_files(sd1, sdxl, root))
     return written
+
+
+def write_split_files(sd1: Components, sdxl: Components, root: Path) -> dict[str, Path]:
+    """The parts of tiny_sd1 and tiny_sdxl as files of their own (see make_tiny_models)."""
+    from .split_files import write_text_encoder_file, write_unet_file
+
+    return {
+        "tiny_sd1_unet": write_unet_file(sd1.unet, "sd1", sd1.scheduler_config,
+                                         root / "diffusion_models" / "tiny_sd1_unet.safetensors", prefixed=True),
+        "tiny_sdxl_unet": write_unet_file(sdxl.unet, "sdxl", sdxl.scheduler_config,
+                                          root / "diffusion_models" / "tiny_sdxl_unet.safetensors", prefixed=False),
+        "tiny_sd1_clip_l": write_text_encoder_file(sd1.text_encoders[0], sd1.tokenizers[0], "l",
+                                                   root / "text_encoders" / "tiny_sd1_clip_l.safetensors"),
+        "tiny_sdxl_clip_l": write_text_encoder_file(sdxl.text_encoders[0], sdxl.tokenizers[0], "l",
+                                                    root / "text_encoders" / "tiny_sdxl_clip_l.safetensors"),
+        "tiny_sdxl_clip_g": write_text_encoder_file(sdxl.text_encoders[1], sdxl.tokenizers[1], "g",
+                                                    root / "text_encoders" / "tiny_sdxl_clip_g.safetensors"),
+        "tiny_sdxl_vae": write_vae_file(sdxl.vae, root / "vae" / "tiny_sdxl_vae.safetensors"),
+    }

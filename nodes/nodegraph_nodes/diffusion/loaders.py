@@ -49,7 +49,20 @@ def read_controlnet(path: str) -> dict[str, Any]:
     return {"controlnet": controlnet, "info": {"family": family}}
 
 
+def read_unet(path: str) -> dict[str, Any]:
+    """A diffusion model alone (UNETLoader): a UNet file, or the UNet of a whole checkpoint."""
+    from .split_files import read_unet_file
+
+    family, unet, scheduler_config = read_unet_file(path)
+    info = {"family": family.name, "scheduler_config": dict(scheduler_config), "latent_scale": family.latent_scale}
+    return {"unet": unet, "info": info}
+
+
 def register(cache: ModelCache) -> None:
+    from . import derived
+
+    derived.register(cache)
+    cache.register_loader("unet", read_unet)
     cache.register_loader("checkpoint", read_checkpoint)
     cache.register_loader("vae", read_vae)
     cache.register_loader("controlnet", read_controlnet)

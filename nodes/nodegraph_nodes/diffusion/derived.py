@@ -1,0 +1,139 @@
+"""Model components that are made, not read from one file: a CLIP assembled from text-encoder files
+(CLIPLoader, DualCLIPLoader) and weight merges (ModelMergeSimple / Add / Subtract, CLIPMerge*).
+
+Each lives in the model cache like a file's component, under a key that names its recipe: the kind, the inputs
+(file identities, or the refs of the components merged) and the numbers. The recipe is kept here, so a component
+dropped from the cache (RAM budget, /free) is made again from its inputs when next used, and the same recipe in
+another prompt finds the component already made. A merge is a new set of weights: per weight of model1 that model2
+also has, `a * w1 + b * w2`, which is ComfyUI's patch arithmetic (its merge nodes add model2's weights to model1 as
+patches with strength b on a model scaled by a; see the node docstrings for a and b).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .model_cache import FileIdentity, ModelCache, ModelRef
+
+LOADER = "derived"
+_PREFIX = "derived:"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    kind: str
+    inputs: tuple[Any, ...]  # FileIdentity or ModelRef values
+    params: tuple[Any, ...]
+
+
+_recipes: dict[str, Recipe] = {}
+_lock = threading.Lock()
+BUILDERS: dict[str, Callable[[ModelCache, Recipe], dict[str, Any]]] = {}
+
+
+def derived_refs(kind: str, inputs: tuple[Any, ...], params: tuple[Any, ...], components: tuple[str, ...]) -> dict[str, ModelRef]:
+    """Refs to the components of a recipe; nothing is made until one is used."""
+    recipe = Recipe(kind, inputs, params)
+    digest = hashlib.sha256(repr(recipe).encode()).hexdigest()[:20]
+    with _lock:
+        _recipes[digest] = recipe
+    source = FileIdentity(f"{_PREFIX}{kind}:{digest}", 0, 0)
+    return {c: ModelRef(source, c, LOADER) for c in components}
+
+
+def build(cache: ModelCache, path: str) -> dict[str, Any]:
+    """The model cache's reader for derived components: `path` is the recipe's name; inputs come from `cache`."""
+    digest = path.rsplit(":", 1)[-1]
+    recipe = _recipes.get(digest)
+    if recipe is None:
+        raise KeyError(f"no recipe for {path}")
+    return BUILDERS[recipe.kind](cache, recipe)
+
+
+# --- CLIP from text-encoder files ----------------------------------------------------------------------------------
+
+
+def _build_clip(cache: ModelCache, recipe: Recipe) -> dict[str, Any]:
+    from .split_files import read_text_encoder_file
+
+    (names,) = recipe.params
+    models, tokenizers = {}, {}
+    for name, identity in zip(names, recipe.inputs, strict=True):
+        encoder = read_text_encoder_file(identity.path)
+        models[name], tokenizers[name] = encoder.model, encoder.tokenizer
+    return {"clip": {"models": models, "tokenizers": tokenizers}}
+
+
+BUILDERS["clip_files"] = _build_clip
+
+
+# --- merges ------------------------------------------------------------------------------------------------------
+
+
+class MergeError(ValueError):
+    """Two models whose weights cannot be combined (another architecture)."""
+
+
+def merge_state(target: torch.nn.Module, other: torch.nn.Module, a: float, b: float, what: str,
+                skip: tuple[str, ...] = ()) -> None:
+    """In place: every parameter / buffer of `target` that `other` also has becomes `a * target + b * other`,
+    computed in float32 and stored in the target's dtype; the others are left as they are."""
+    theirs = other.state_dict()
+    mine = target.state_dict()
+    misfits = [f"{k} {list(v.shape)} vs {list(theirs[k].shape)}" for k, v in mine.items()
+               if k in theirs and v.shape != theirs[k].shape]
+    if misfits:
+        raise MergeError(f"{what}: the two models have different architectures ({len(misfits)} weights differ in "
+                         f"shape, e.g. {misfits[:2]}); models of one family merge")
+    with torch.no_grad():
+        for key, value in mine.items():
+            if key not in theirs or key.endswith(skip) or not value.is_floating_point():
+                continue
+            merged = a * value.float() + b * theirs[key].to(value.device, torch.float32)
+            value.copy_(merged.to(value.dtype))
+
+
+def _detached_copy(module: torch.nn.Module) -> torch.nn.Module:
+    return copy.deepcopy(module).to("cpu")
+
+
+def _build_unet_merge(cache: ModelCache, recipe: Recipe) -> dict[str, Any]:
+    ref1, ref2 = recipe.inputs
+    a, b = recipe.params
+    with cache.use(ref1) as unet1:
+        merged = _detached_copy(unet1)
+    with cache.use(ref2) as unet2:
+        merge_state(merged, unet2, a, b, "model merge")
+    return {"unet": merged}
+
+
+# ComfyUI leaves these out of CLIP merges: the position ids are a constant, logit_scale belongs to CLIP's image side.
+CLIP_MERGE_SKIP = (".position_ids", ".logit_scale", "logit_scale")
+
+
+def _build_clip_merge(cache: ModelCache, recipe: Recipe) -> dict[str, Any]:
+    ref1, ref2 = recipe.inputs
+    a, b = recipe.params
+    with cache.use(ref1) as parts1:
+        models = {name: _detached_copy(model) for name, model in parts1["models"].items()}
+        tokenizers = dict(parts1["tokenizers"])
+    with cache.use(ref2) as parts2:
+        missing = sorted(set(models) - set(parts2["models"]))
+        if missing:
+            raise MergeError(f"clip merge: clip2 has no text encoder {missing[0]!r} (it has {sorted(parts2['models'])})")
+        for name, model in models.items():
+            merge_state(model, parts2["models"][name], a, b, f"clip merge ({name})", skip=CLIP_MERGE_SKIP)
+    return {"clip": {"models": models, "tokenizers": tokenizers}}
+
+
+BUILDERS["merge_unet"] = _build_unet_merge
+BUILDERS["merge_clip"] = _build_clip_merge
+
+
+def register(cache: ModelCache) -> None:
+    cache.register_loader(LOADER, lambda path: build(cache, path))

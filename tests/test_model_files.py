@@ -1,0 +1,381 @@
+"""Component loaders, savers and merges on the tiny models: UNETLoader, CLIPLoader, DualCLIPLoader, CheckpointLoader
+(with config), CheckpointSave / CLIPSave / VAESave / ModelSave, ModelMerge* and CLIPMerge*.
+
+References are independent of the code under test: split-file workflows are compared with the single-file
+checkpoint that holds the same weights (make_tiny_models writes both from one builder), merges with weight
+averages computed here from the builders' own modules, saves by loading the written files back.
+"""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from nodegraph_nodes.diffusion.keymap import write_single_file
+from nodegraph_nodes.diffusion.loader import load_checkpoint, make_tiny_models
+from nodegraph_nodes.diffusion.model_cache import model_cache
+from nodegraph_nodes.diffusion.split_files import (
+    detect_unet_family,
+    read_text_encoder_file,
+    read_unet_file,
+    text_encoder_kind,
+)
+from nodegraph_nodes.diffusion.tiny import tiny_sd1, tiny_sdxl
+from models_fixtures import assert_same_weights, real_layout_shapes
+from sd_fixtures import Runner, make_folders
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def models_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    make_tiny_models(root)
+    # a second SD1 with other weights, to merge with tiny_sd1
+    write_single_file(tiny_sd1(1), root / "checkpoints" / "tiny_sd1_b.safetensors")
+    configs = root / "configs"
+    configs.mkdir()
+    # the parts of original inference configs that matter here (LDM for SD1 / SD2, SGM for SDXL)
+    (configs / "v1-inference.yaml").write_text(
+        "model:\n  target: ldm.models.diffusion.ddpm.LatentDiffusion\n  params:\n    scale_factor: 0.18215\n"
+        "    unet_config:\n      params:\n        context_dim: 768\n")
+    (configs / "v2-inference-v.yaml").write_text(
+        "model:\n  params:\n    parameterization: \"v\"\n    scale_factor: 0.18215\n")
+    (configs / "sd_xl_base.yaml").write_text(
+        "model:\n  target: sgm.models.diffusion.DiffusionEngine\n  params:\n    scale_factor: 0.13025\n"
+        "    denoiser_config:\n      params:\n        scaling_config:\n"
+        "          target: sgm.modules.diffusionmodules.denoiser_scaling.EpsScaling\n")
+    return root
+
+
+@pytest.fixture
+def runner(tmp_path, models_root):
+    model_cache({"device": "cpu"}).free(unload_models=True)
+    folders = make_folders(tmp_path, models_root)
+    # what the savers write under output/ is a models root too, so the loaders can read it back
+    folders.models_dirs.append(tmp_path / "output")
+    return Runner(folders)
+
+
+def txt2img(model, clip, vae, loaders: dict, seed: int = 42) -> dict:
+    """Loader nodes (ids from "1") feeding a txt2img graph ("20"...): `model` / `clip` / `vae` are links."""
+    return {
+        **loaders,
+        "20": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": clip}},
+        "21": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": clip}},
+        "22": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
+        "23": {"class_type": "KSampler", "inputs": {
+            "seed": seed, "steps": 4, "cfg": 6.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+            "model": model, "positive": ["20", 0], "negative": ["21", 0], "latent_image": ["22", 0]}},
+        "24": {"class_type": "VAEDecode", "inputs": {"samples": ["23", 0], "vae": vae}},
+        "25": {"class_type": "PreviewImage", "inputs": {"images": ["24", 0]}},
+    }
+
+
+def checkpoint(name: str) -> dict:
+    return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}}}
+
+
+def image_of(run):
+    assert run.status == "success", run.error
+    return run.values["24"][0]
+
+
+def ckpt_image(runner, name: str, seed: int = 42):
+    return image_of(runner.run(txt2img(["1", 0], ["1", 1], ["1", 2], checkpoint(name), seed)))
+
+
+# --- split files ----------------------------------------------------------------------------------------------------
+
+
+def test_split_sdxl_unet_dual_clip_vae_equals_the_checkpoint(runner):
+    loaders = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sdxl_unet.safetensors", "weight_dtype": "default"}},
+        # CLIP-G first: ComfyUI takes the two files in either order
+        "2": {"class_type": "DualCLIPLoader", "inputs": {
+            "clip_name1": "tiny_sdxl_clip_g.safetensors", "clip_name2": "tiny_sdxl_clip_l.safetensors", "type": "sdxl"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_sdxl_vae.safetensors"}},
+    }
+    split = image_of(runner.run(txt2img(["1", 0], ["2", 0], ["3", 0], loaders)))
+    whole = ckpt_image(runner, "tiny_sdxl.safetensors")
+    assert torch.equal(split, whole)
+    assert split.std() > 0.01  # a real image, not a constant
+
+
+def test_split_sd1_unet_and_clip_l_equal_the_checkpoint(runner):
+    loaders = {
+        **checkpoint("tiny_sd1.safetensors"),
+        "2": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd1_unet.safetensors", "weight_dtype": "default"}},
+        "3": {"class_type": "CLIPLoader", "inputs": {"clip_name": "tiny_sd1_clip_l.safetensors", "type": "stable_diffusion"}},
+    }
+    split = image_of(runner.run(txt2img(["2", 0], ["3", 0], ["1", 2], loaders)))
+    assert torch.equal(split, ckpt_image(runner, "tiny_sd1.safetensors"))
+
+
+def test_unet_files_in_both_layouts_hold_the_builders_weights(models_root):
+    family, unet, scheduler = read_unet_file(models_root / "diffusion_models" / "tiny_sd1_unet.safetensors")
+    assert family.name == "sd1" and scheduler["prediction_type"] == "epsilon"
+    assert_same_weights(unet, tiny_sd1(0).unet)
+    with safe_open(str(models_root / "diffusion_models" / "tiny_sd1_unet.safetensors"), "pt") as f:
+        assert all(k.startswith("model.diffusion_model.") for k in f.keys())
+    family, unet, _ = read_unet_file(models_root / "diffusion_models" / "tiny_sdxl_unet.safetensors")
+    assert family.name == "sdxl"
+    assert_same_weights(unet, tiny_sdxl(0).unet)
+    with safe_open(str(models_root / "diffusion_models" / "tiny_sdxl_unet.safetensors"), "pt") as f:
+        assert "input_blocks.0.0.weight" in f.keys()  # bare keys
+    # a whole checkpoint works as a UNet file too (its UNet keys are read)
+    family, unet, _ = read_unet_file(models_root / "checkpoints" / "tiny_sd1.safetensors")
+    assert family.name == "sd1"
+    assert_same_weights(unet, tiny_sd1(0).unet)
+
+
+def test_unet_family_is_recognised_from_unet_keys_alone():
+    for name in ("sd1", "sdxl", "sdxl_refiner"):
+        unet_only = {k: s for k, s in real_layout_shapes(name).items() if k.startswith("model.diffusion_model.")}
+        assert detect_unet_family(unet_only).name == name
+    sd2 = {k: s for k, s in real_layout_shapes("sd2").items() if k.startswith("model.diffusion_model.")}
+    assert detect_unet_family(sd2).name == "sd2_base"  # the v-prediction probe needs values; without them, base
+    assert detect_unet_family({"model.diffusion_model.foo": (1,)}) is None
+
+
+def test_text_encoder_files_hold_the_builders_weights(models_root):
+    sd1, sdxl = tiny_sd1(0), tiny_sdxl(0)
+    for name, kind, expected in (("tiny_sd1_clip_l", "l", sd1.text_encoders[0]),
+                                 ("tiny_sdxl_clip_l", "l", sdxl.text_encoders[0]),
+                                 ("tiny_sdxl_clip_g", "g", sdxl.text_encoders[1])):
+        loaded = read_text_encoder_file(models_root / "text_encoders" / f"{name}.safetensors")
+        assert loaded.kind == kind
+        assert_same_weights(loaded.model, expected)
+    with safe_open(str(models_root / "text_encoders" / "tiny_sdxl_clip_g.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "text_projection.weight" in keys and "text_model.final_layer_norm.weight" in keys
+
+
+def test_text_encoder_without_header_is_read_by_its_width(tmp_path):
+    """A real-width (768) CLIP-L with one layer and a small vocabulary, as a header-less file in ComfyUI's layout
+    (with the unused projection and position ids ComfyUI's files carry): loaded with the bundled CLIP-L config."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from nodegraph_nodes.diffusion.families import bundled_config
+
+    config = {k: v for k, v in bundled_config("sd15", "text_encoder").items() if k != "architectures"}
+    config.update(num_hidden_layers=1, vocab_size=16)
+    torch.manual_seed(0)
+    model = CLIPTextModel(CLIPTextConfig.from_dict(config)).eval()
+    state = {(k if k.startswith("text_model.") else "text_model." + k): v for k, v in model.state_dict().items()}
+    state["text_projection.weight"] = torch.eye(768)
+    state["text_model.embeddings.position_ids"] = torch.arange(77)[None]
+    path = tmp_path / "clip_l.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    assert text_encoder_kind(path) == "l"
+    loaded = read_text_encoder_file(path)
+    assert loaded.kind == "l"
+    assert_same_weights(loaded.model, model)
+    for width, kind in ((1024, "h"), (1280, "g")):
+        other = tmp_path / f"w{width}.safetensors"
+        save_file({"text_model.embeddings.token_embedding.weight": torch.zeros(8, width)}, str(other))
+        assert text_encoder_kind(other) == kind
+    odd = tmp_path / "odd.safetensors"
+    save_file({"text_model.embeddings.token_embedding.weight": torch.zeros(8, 32)}, str(odd))
+    with pytest.raises(ValueError, match="CLIP-L \\(width 768\\)"):
+        text_encoder_kind(odd)
+
+
+def test_unet_and_clip_folders_also_read_from_their_old_names(tmp_path, models_root):
+    root = tmp_path / "models"
+    (root / "unet").mkdir(parents=True)
+    (root / "clip").mkdir()
+    (root / "unet" / "old.safetensors").write_bytes((models_root / "diffusion_models" / "tiny_sd1_unet.safetensors").read_bytes())
+    (root / "clip" / "old_l.safetensors").write_bytes((models_root / "text_encoders" / "tiny_sd1_clip_l.safetensors").read_bytes())
+    folders = make_folders(tmp_path, root)
+    assert folders.list_models("diffusion_models") == ["old.safetensors"]
+    assert folders.list_models("text_encoders") == ["old_l.safetensors"]
+    assert folders.model_path("diffusion_models", "old.safetensors") == (root / "unet" / "old.safetensors").resolve()
+
+
+def test_loader_type_choices_are_comfyuis_and_unsupported_ones_fail_clearly(runner):
+    from nodegraph.engine import default_registry
+
+    info = default_registry().get("CLIPLoader").object_info(None)["input"]
+    assert info["required"]["type"][0][:3] == ["stable_diffusion", "stable_cascade", "sd3"]
+    assert info["optional"]["device"][0] == ["default", "cpu"]
+    dual = default_registry().get("DualCLIPLoader").object_info(None)["input"]["required"]["type"][0]
+    assert dual[0] == "sdxl" and "flux" in dual
+    prompt = {"1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "tiny_sd1_clip_l.safetensors", "type": "sd3"}},
+              "2": {"class_type": "CLIPSave", "inputs": {"clip": ["1", 0], "filename_prefix": "clip/x"}}}
+    run = runner.run(prompt)
+    assert run.status == "error" and run.error["node_id"] == "1"
+    assert "'sd3'" in run.error["exception_message"] and "stable_diffusion (l)" in run.error["exception_message"]
+    two_l = {"1": {"class_type": "DualCLIPLoader", "inputs": {
+        "clip_name1": "tiny_sdxl_clip_l.safetensors", "clip_name2": "tiny_sd1_clip_l.safetensors", "type": "sdxl"}},
+        "2": {"class_type": "CLIPSave", "inputs": {"clip": ["1", 0], "filename_prefix": "clip/x"}}}
+    run = runner.run(two_l)
+    assert run.status == "error" and "sdxl (g+l)" in run.error["exception_message"]
+    fp8 = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd1_unet.safetensors", "weight_dtype": "fp8_e4m3fn"}},
+           "2": {"class_type": "ModelSave", "inputs": {"model": ["1", 0], "filename_prefix": "diffusion_models/x"}}}
+    run = runner.run(fp8)
+    assert run.status == "error" and "fp8" in run.error["exception_message"]
+
+
+# --- CheckpointLoader (with config) -----------------------------------------------------------------------------------
+
+
+def test_checkpoint_loader_with_config(runner, models_root):
+    def with_config(config: str) -> dict:
+        return {"1": {"class_type": "CheckpointLoader",
+                      "inputs": {"config_name": config, "ckpt_name": "tiny_sd1.safetensors"}}}
+
+    assert runner.folders.list_models("configs") == ["sd_xl_base.yaml", "v1-inference.yaml", "v2-inference-v.yaml"]
+    eps = image_of(runner.run(txt2img(["1", 0], ["1", 1], ["1", 2], with_config("v1-inference.yaml"))))
+    assert torch.equal(eps, ckpt_image(runner, "tiny_sd1.safetensors"))
+    run = runner.run(txt2img(["1", 0], ["1", 1], ["1", 2], with_config("v2-inference-v.yaml")))
+    model = run.values["1"][0]
+    assert model.scheduler_config["prediction_type"] == "v_prediction"
+    assert not torch.equal(image_of(run), eps)  # the config's v-prediction is used by the sampler
+    from nodegraph_nodes.diffusion.component_ops import read_original_config
+
+    assert read_original_config(models_root / "configs" / "sd_xl_base.yaml") == {
+        "prediction_type": "epsilon", "latent_scale": 0.13025}
+
+
+# --- merges --------------------------------------------------------------------------------------------------------
+
+
+def merge_prompt(node: str, **inputs) -> dict:
+    return {
+        **checkpoint("tiny_sd1.safetensors"),
+        "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd1_b.safetensors"}},
+        "3": {"class_type": node, "inputs": inputs},
+    }
+
+
+def merged_weights(runner, prompt: dict, nid: str = "3") -> dict:
+    prompt = {**prompt, "9": {"class_type": "PreviewAny", "inputs": {"source": [nid, 0]}}}
+    run = runner.run(prompt)
+    assert run.status == "success", run.error
+    handle = run.values[nid][0]
+    with model_cache().use(handle.ref) as value:
+        if isinstance(value, dict):
+            return {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in value["models"].items()}
+        return {k: v.clone() for k, v in value.state_dict().items()}
+
+
+def expected(a: float, b: float, m1: torch.nn.Module, m2: torch.nn.Module, skip=()) -> dict:
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    return {k: v if k.endswith(skip) or not v.is_floating_point() else a * v + b * s2[k] for k, v in s1.items()}
+
+
+def assert_weights(actual: dict, reference: dict) -> None:
+    assert sorted(actual) == sorted(reference)
+    for key in reference:
+        torch.testing.assert_close(actual[key], reference[key], rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize(("node", "inputs", "a", "b"), [
+    ("ModelMergeSimple", {"ratio": 0.3}, 0.3, 0.7),
+    ("ModelMergeSubtract", {"multiplier": 0.5}, 0.5, -0.5),
+    ("ModelMergeAdd", {}, 1.0, 1.0),
+])
+def test_model_merges_are_comfyuis_weight_arithmetic(runner, node, inputs, a, b):
+    unet1, unet2 = tiny_sd1(0).unet, tiny_sd1(1).unet
+    weights = merged_weights(runner, merge_prompt(node, model1=["1", 0], model2=["2", 0], **inputs))
+    assert_weights(weights, expected(a, b, unet1, unet2))
+
+
+def test_clip_merge_simple_averages_the_text_encoders(runner):
+    enc1, enc2 = tiny_sd1(0).text_encoders[0], tiny_sd1(1).text_encoders[0]
+    weights = merged_weights(runner, merge_prompt("CLIPMergeSimple", clip1=["1", 1], clip2=["2", 1], ratio=0.25))
+    assert_weights(weights["l"], expected(0.25, 0.75, enc1, enc2, skip=(".position_ids",)))
+
+
+def test_merged_model_samples_and_ratio_one_is_model1(runner):
+    def image(ratio: float):
+        prompt = merge_prompt("ModelMergeSimple", model1=["1", 0], model2=["2", 0], ratio=ratio)
+        return image_of(runner.run(txt2img(["3", 0], ["1", 1], ["1", 2], prompt)))
+
+    assert torch.equal(image(1.0), ckpt_image(runner, "tiny_sd1.safetensors"))
+    assert not torch.equal(image(0.5), image(1.0))
+
+
+def test_merging_different_architectures_fails_in_the_merge_node(runner):
+    prompt = {**checkpoint("tiny_sd1.safetensors"),
+              "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sdxl.safetensors"}},
+              "3": {"class_type": "ModelMergeSimple", "inputs": {"model1": ["1", 0], "model2": ["2", 0], "ratio": 0.5}},
+              "4": {"class_type": "ModelSave", "inputs": {"model": ["3", 0], "filename_prefix": "diffusion_models/x"}}}
+    run = runner.run(prompt)
+    assert run.status == "error" and run.error["node_id"] == "3"
+    assert "different architectures" in run.error["exception_message"]
+
+
+# --- saves round-trip through the loaders -------------------------------------------------------------------------
+
+
+def test_checkpoint_save_round_trips_through_load_checkpoint(runner, tmp_path):
+    prompt = {**checkpoint("tiny_sd1.safetensors"),
+              "2": {"class_type": "CheckpointSave", "inputs": {
+                  "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "filename_prefix": "checkpoints/saved"}}}
+    run = runner.run(prompt, extra_data={"extra_pnginfo": {"workflow": {"nodes": []}}})
+    assert run.status == "success", run.error
+    path = tmp_path / "output" / "checkpoints" / "saved_00001_.safetensors"
+    loaded, built = load_checkpoint(path), tiny_sd1(0)
+    for a, b in zip(loaded.models(), built.models(), strict=True):
+        assert_same_weights(a, b)
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    assert json.loads(metadata["prompt"])["2"]["class_type"] == "CheckpointSave"
+    assert json.loads(metadata["workflow"]) == {"nodes": []}
+    assert metadata["modelspec.predict_key"] == "epsilon"
+    # the saved file is listed (output/ is a models root here) and gives the same image
+    assert torch.equal(ckpt_image(runner, "saved_00001_.safetensors"), ckpt_image(runner, "tiny_sd1.safetensors"))
+
+
+def test_saved_merge_reloads_as_the_merge(runner, tmp_path):
+    prompt = merge_prompt("ModelMergeSimple", model1=["1", 0], model2=["2", 0], ratio=0.4)
+    prompt["4"] = {"class_type": "CheckpointSave", "inputs": {
+        "model": ["3", 0], "clip": ["1", 1], "vae": ["1", 2], "filename_prefix": "checkpoints/merged"}}
+    assert runner.run(prompt).status == "success"
+    loaded = load_checkpoint(tmp_path / "output" / "checkpoints" / "merged_00001_.safetensors")
+    reference = expected(0.4, 0.6, tiny_sd1(0).unet, tiny_sd1(1).unet)
+    assert_weights(loaded.unet.state_dict(), reference)
+
+
+def test_clip_vae_and_model_saves_round_trip_through_the_component_loaders(runner, tmp_path):
+    prompt = {
+        **checkpoint("tiny_sdxl.safetensors"),
+        "2": {"class_type": "CLIPSave", "inputs": {"clip": ["1", 1], "filename_prefix": "clip/xl"}},
+        "3": {"class_type": "VAESave", "inputs": {"vae": ["1", 2], "filename_prefix": "vae/xl"}},
+        "4": {"class_type": "ModelSave", "inputs": {"model": ["1", 0], "filename_prefix": "diffusion_models/xl"}},
+    }
+    run = runner.run(prompt)
+    assert run.status == "success", run.error
+    out = tmp_path / "output"
+    assert sorted(p.name for p in (out / "clip").iterdir()) == ["xl_clip_g_00001_.safetensors", "xl_clip_l_00001_.safetensors"]
+    with safe_open(str(out / "clip" / "xl_clip_l_00001_.safetensors"), "pt") as f:
+        assert f.metadata()["format"] == "pt"
+    loaders = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "xl_00001_.safetensors", "weight_dtype": "default"}},
+        "2": {"class_type": "DualCLIPLoader", "inputs": {
+            "clip_name1": "xl_clip_l_00001_.safetensors", "clip_name2": "xl_clip_g_00001_.safetensors", "type": "sdxl"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "xl_00001_.safetensors"}},
+    }
+    reloaded = image_of(runner.run(txt2img(["1", 0], ["2", 0], ["3", 0], loaders)))
+    assert torch.equal(reloaded, ckpt_image(runner, "tiny_sdxl.safetensors"))
+
+
+def test_clip_save_of_sd1_reloads_with_clip_loader(runner, tmp_path):
+    prompt = {**checkpoint("tiny_sd1.safetensors"),
+              "2": {"class_type": "CLIPSave", "inputs": {"clip": ["1", 1], "filename_prefix": "clip/one"}}}
+    assert runner.run(prompt).status == "success"
+    loaded = read_text_encoder_file(tmp_path / "output" / "clip" / "one_clip_l_00001_.safetensors")
+    assert_same_weights(loaded.model, tiny_sd1(0).text_encoders[0])
+
+
+def test_save_prefix_must_stay_inside_the_output_folder(runner):
+    prompt = {**checkpoint("tiny_sd1.safetensors"),
+              "2": {"class_type": "VAESave", "inputs": {"vae": ["1", 2], "filename_prefix": "../outside/x"}}}
+    result = runner.validate(prompt)
+    assert not result.ok and "2" in result.node_errors
