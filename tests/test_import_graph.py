@@ -17,7 +17,9 @@ KNOWN = {
     ("package", ("nodegraph.distributed", "nodegraph.server")),
     ("module", ("nodegraph.distributed.pool", "nodegraph.server.executors")),
     ("module", ("nodegraph.server.state", "nodegraph.server.worker")),
-    ("module", ("nodegraph_nodes.diffusion.loaders", "nodegraph_nodes.diffusion.model_cache")),
+    # derived.py is one of the model cache's readers (components made from others), so it sits in this circle
+    ("module", ("nodegraph_nodes.diffusion.derived", "nodegraph_nodes.diffusion.loaders",
+                "nodegraph_nodes.diffusion.model_cache")),
 }
 
 

@@ -7,7 +7,6 @@ averages computed here from the builders' own modules, saves by loading the writ
 """
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -94,10 +93,12 @@ def ckpt_image(runner, name: str, seed: int = 42):
 
 def test_split_sdxl_unet_dual_clip_vae_equals_the_checkpoint(runner):
     loaders = {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sdxl_unet.safetensors", "weight_dtype": "default"}},
+        "1": {"class_type": "UNETLoader",
+              "inputs": {"unet_name": "tiny_sdxl_unet.safetensors", "weight_dtype": "default"}},
         # CLIP-G first: ComfyUI takes the two files in either order
         "2": {"class_type": "DualCLIPLoader", "inputs": {
-            "clip_name1": "tiny_sdxl_clip_g.safetensors", "clip_name2": "tiny_sdxl_clip_l.safetensors", "type": "sdxl"}},
+            "clip_name1": "tiny_sdxl_clip_g.safetensors", "clip_name2": "tiny_sdxl_clip_l.safetensors",
+            "type": "sdxl"}},
         "3": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_sdxl_vae.safetensors"}},
     }
     split = image_of(runner.run(txt2img(["1", 0], ["2", 0], ["3", 0], loaders)))
@@ -109,8 +110,10 @@ def test_split_sdxl_unet_dual_clip_vae_equals_the_checkpoint(runner):
 def test_split_sd1_unet_and_clip_l_equal_the_checkpoint(runner):
     loaders = {
         **checkpoint("tiny_sd1.safetensors"),
-        "2": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd1_unet.safetensors", "weight_dtype": "default"}},
-        "3": {"class_type": "CLIPLoader", "inputs": {"clip_name": "tiny_sd1_clip_l.safetensors", "type": "stable_diffusion"}},
+        "2": {"class_type": "UNETLoader",
+              "inputs": {"unet_name": "tiny_sd1_unet.safetensors", "weight_dtype": "default"}},
+        "3": {"class_type": "CLIPLoader",
+              "inputs": {"clip_name": "tiny_sd1_clip_l.safetensors", "type": "stable_diffusion"}},
     }
     split = image_of(runner.run(txt2img(["2", 0], ["3", 0], ["1", 2], loaders)))
     assert torch.equal(split, ckpt_image(runner, "tiny_sd1.safetensors"))
@@ -189,8 +192,10 @@ def test_unet_and_clip_folders_also_read_from_their_old_names(tmp_path, models_r
     root = tmp_path / "models"
     (root / "unet").mkdir(parents=True)
     (root / "clip").mkdir()
-    (root / "unet" / "old.safetensors").write_bytes((models_root / "diffusion_models" / "tiny_sd1_unet.safetensors").read_bytes())
-    (root / "clip" / "old_l.safetensors").write_bytes((models_root / "text_encoders" / "tiny_sd1_clip_l.safetensors").read_bytes())
+    unet = models_root / "diffusion_models" / "tiny_sd1_unet.safetensors"
+    clip = models_root / "text_encoders" / "tiny_sd1_clip_l.safetensors"
+    (root / "unet" / "old.safetensors").write_bytes(unet.read_bytes())
+    (root / "clip" / "old_l.safetensors").write_bytes(clip.read_bytes())
     folders = make_folders(tmp_path, root)
     assert folders.list_models("diffusion_models") == ["old.safetensors"]
     assert folders.list_models("text_encoders") == ["old_l.safetensors"]
@@ -215,7 +220,8 @@ def test_loader_type_choices_are_comfyuis_and_unsupported_ones_fail_clearly(runn
         "2": {"class_type": "CLIPSave", "inputs": {"clip": ["1", 0], "filename_prefix": "clip/x"}}}
     run = runner.run(two_l)
     assert run.status == "error" and "sdxl (g+l)" in run.error["exception_message"]
-    fp8 = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd1_unet.safetensors", "weight_dtype": "fp8_e4m3fn"}},
+    fp8 = {"1": {"class_type": "UNETLoader",
+                 "inputs": {"unet_name": "tiny_sd1_unet.safetensors", "weight_dtype": "fp8_e4m3fn"}},
            "2": {"class_type": "ModelSave", "inputs": {"model": ["1", 0], "filename_prefix": "diffusion_models/x"}}}
     run = runner.run(fp8)
     assert run.status == "error" and "fp8" in run.error["exception_message"]
@@ -353,13 +359,15 @@ def test_clip_vae_and_model_saves_round_trip_through_the_component_loaders(runne
     run = runner.run(prompt)
     assert run.status == "success", run.error
     out = tmp_path / "output"
-    assert sorted(p.name for p in (out / "clip").iterdir()) == ["xl_clip_g_00001_.safetensors", "xl_clip_l_00001_.safetensors"]
+    written = sorted(p.name for p in (out / "clip").iterdir())
+    assert written == ["xl_clip_g_00001_.safetensors", "xl_clip_l_00001_.safetensors"]
     with safe_open(str(out / "clip" / "xl_clip_l_00001_.safetensors"), "pt") as f:
         assert f.metadata()["format"] == "pt"
     loaders = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "xl_00001_.safetensors", "weight_dtype": "default"}},
         "2": {"class_type": "DualCLIPLoader", "inputs": {
-            "clip_name1": "xl_clip_l_00001_.safetensors", "clip_name2": "xl_clip_g_00001_.safetensors", "type": "sdxl"}},
+            "clip_name1": "xl_clip_l_00001_.safetensors", "clip_name2": "xl_clip_g_00001_.safetensors",
+            "type": "sdxl"}},
         "3": {"class_type": "VAELoader", "inputs": {"vae_name": "xl_00001_.safetensors"}},
     }
     reloaded = image_of(runner.run(txt2img(["1", 0], ["2", 0], ["3", 0], loaders)))

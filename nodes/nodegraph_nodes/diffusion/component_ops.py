@@ -116,7 +116,7 @@ def save_checkpoint(model: ModelHandle, clip: ClipHandle, vae: VaeHandle, path: 
     from .families import FAMILIES
     from .keymap import checkpoint_state_dict
     from .loaders import ENCODER_NAMES
-    from .split_files import save
+    from .split_layout import save
     from .tiny import Components
 
     _no_patches("CheckpointSave", model=model, clip=clip)
@@ -141,46 +141,52 @@ def save_checkpoint(model: ModelHandle, clip: ClipHandle, vae: VaeHandle, path: 
         payload = {
             "kind": "checkpoint", "family": model.family, "unet": _config_dict(unet.config),
             "vae": _config_dict(vae_model.config),
-            "text_encoders": {s.subfolder: _config_dict(e.config) for s, e in zip(family.text_encoders, components.text_encoders)},
-            "tokenizers": {s.subfolder: tokenizer_spec(t) for s, t in zip(family.text_encoders, components.tokenizers)},
+            "text_encoders": {
+                s.subfolder: _config_dict(e.config) for s, e in zip(family.text_encoders, components.text_encoders)
+            },
+            "tokenizers": {
+                s.subfolder: tokenizer_spec(t) for s, t in zip(family.text_encoders, components.tokenizers)
+            },
             "scheduler": dict(model.scheduler_config),
         }
         return save(state, path, payload, {**_modelspec(model), **metadata})
 
 
 def save_unet(model: ModelHandle, path: Path, metadata: Mapping[str, str]) -> Path:
-    from .split_files import write_unet_file
+    from .split_layout import write_unet_file
 
     _no_patches("ModelSave", model=model)
     with model_cache().use(model.ref) as unet:
-        return write_unet_file(unet, model.family, model.scheduler_config, path, True, {**_modelspec(model), **metadata})
+        return write_unet_file(unet, model.family, model.scheduler_config, path, True,
+                               {**_modelspec(model), **metadata})
 
 
 def save_clip(clip: ClipHandle, next_path: Any, filename_prefix: str, metadata: Mapping[str, str]) -> list[Path]:
     """One file per text encoder, `<prefix>_clip_l`, `_clip_h`, `_clip_g` as ComfyUI's CLIPSave names them.
     `next_path(prefix)` gives the file for a prefix (the output folder's counter)."""
     from .loaders import ENCODER_NAMES
-    from .split_files import FAMILY_ENCODER_KINDS, write_text_encoder_file
+    from .split_layout import FAMILY_ENCODER_KINDS, write_text_encoder_file
 
     _no_patches("CLIPSave", clip=clip)
     written = []
     with model_cache().use(clip.ref) as parts:
         for name, kind in zip(ENCODER_NAMES[clip.family], FAMILY_ENCODER_KINDS[clip.family], strict=True):
             path = next_path(f"{filename_prefix}_clip_{kind}")
-            written.append(write_text_encoder_file(parts["models"][name], parts["tokenizers"][name], kind, path, metadata))
+            model, tokenizer = parts["models"][name], parts["tokenizers"][name]
+            written.append(write_text_encoder_file(model, tokenizer, kind, path, metadata))
     return written
 
 
 def save_vae(vae: VaeHandle, path: Path, metadata: Mapping[str, str]) -> Path:
     from .keymap import _config_dict, vae_to_original
-    from .split_files import save
+    from .split_layout import save
 
     with model_cache().use(vae.ref) as model:
         state = vae_to_original(model.state_dict(), model.config)
         return save(state, path, {"kind": "vae", "vae": _config_dict(model.config)}, metadata)
 
 
-# --- original YAML configs (CheckpointLoader) --------------------------------------------------------------------------
+# --- original YAML configs (CheckpointLoader) ------------------------------------------------------------------
 
 
 def read_original_config(path: Path) -> dict[str, Any]:

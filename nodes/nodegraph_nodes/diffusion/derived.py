@@ -36,7 +36,9 @@ _lock = threading.Lock()
 BUILDERS: dict[str, Callable[[ModelCache, Recipe], dict[str, Any]]] = {}
 
 
-def derived_refs(kind: str, inputs: tuple[Any, ...], params: tuple[Any, ...], components: tuple[str, ...]) -> dict[str, ModelRef]:
+def derived_refs(
+    kind: str, inputs: tuple[Any, ...], params: tuple[Any, ...], components: tuple[str, ...]
+) -> dict[str, ModelRef]:
     """Refs to the components of a recipe; nothing is made until one is used."""
     recipe = Recipe(kind, inputs, params)
     digest = hashlib.sha256(repr(recipe).encode()).hexdigest()[:20]
@@ -125,7 +127,9 @@ def _build_clip_merge(cache: ModelCache, recipe: Recipe) -> dict[str, Any]:
     with cache.use(ref2) as parts2:
         missing = sorted(set(models) - set(parts2["models"]))
         if missing:
-            raise MergeError(f"clip merge: clip2 has no text encoder {missing[0]!r} (it has {sorted(parts2['models'])})")
+            raise MergeError(
+                f"clip merge: clip2 has no text encoder {missing[0]!r} (it has {sorted(parts2['models'])})"
+            )
         for name, model in models.items():
             merge_state(model, parts2["models"][name], a, b, f"clip merge ({name})", skip=CLIP_MERGE_SKIP)
     return {"clip": {"models": models, "tokenizers": tokenizers}}

@@ -454,7 +454,7 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
 
 def write_split_files(sd1: Components, sdxl: Components, root: Path) -> dict[str, Path]:
     """The parts of tiny_sd1 and tiny_sdxl as files of their own (see make_tiny_models)."""
-    from .split_files import write_text_encoder_file, write_unet_file
+    from .split_layout import write_text_encoder_file, write_unet_file
 
     return {
         "tiny_sd1_unet": write_unet_file(sd1.unet, "sd1", sd1.scheduler_config,

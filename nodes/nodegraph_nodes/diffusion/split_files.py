@@ -1,5 +1,5 @@
-"""Model components in files of their own: a UNet alone, a text encoder alone (ComfyUI's diffusion_models/ and
-text_encoders/ folders), and writing components back out (CheckpointSave, CLIPSave, VAESave, ModelSave).
+"""Reading model components from files of their own: a UNet alone, a text encoder alone (ComfyUI's
+diffusion_models/ and text_encoders/ folders); writing them is split_layout.py's.
 
 The layouts are the ones these files have in the wild:
 - a UNet file holds the original ("LDM") UNet keys, either with the checkpoint's `model.diffusion_model.` prefix or
@@ -12,7 +12,6 @@ do, so tiny test models load exactly; files without it get the bundled config of
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,35 +23,11 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from .families import FAMILIES, UNET_PREFIX, Family, describe_keys
-from .keymap import METADATA_KEY, FORMAT_VERSION, _config_dict, unet_to_original
 from .loader import CheckpointError, SingleFile, _assemble, _empty
-from .tokenizer import EOS_TOKEN, clip_tokenizer, tokenizer_from_spec, tokenizer_spec
-
-TextEncoder = CLIPTextModel | CLIPTextModelWithProjection
-
-# A text encoder's width names it; each has the bundled config of the model that made it famous, and a pad token
-# (OpenCLIP's tokenizers pad with "!", id 0). ComfyUI's CLIPSave suffixes: clip_l, clip_h, clip_g.
-@dataclass(frozen=True)
-class EncoderKind:
-    name: str  # "l", "h", "g"
-    width: int
-    config: tuple[str, str]  # (bundled folder, component)
-    with_projection: bool
-    pad_token: str
-
-
-ENCODER_KINDS = {
-    768: EncoderKind("l", 768, ("sd15", "text_encoder"), False, EOS_TOKEN),
-    1024: EncoderKind("h", 1024, ("sd21_v", "text_encoder"), False, "!"),
-    1280: EncoderKind("g", 1280, ("sdxl_base", "text_encoder_2"), True, "!"),
-}
-KIND_BY_NAME = {k.name: k for k in ENCODER_KINDS.values()}
-# The encoders of each family's CLIP, by kind, in the order of `loaders.ENCODER_NAMES` (SD2 names its one "l").
-FAMILY_ENCODER_KINDS = {"sd1": ("l",), "sd2": ("h",), "sd2_base": ("h",), "sdxl": ("l", "g"), "sdxl_refiner": ("g",)}
-_TOKEN_EMBEDDING = "text_model.embeddings.token_embedding.weight"
-# Constants some files carry that the transformers models do not hold as parameters.
-_IGNORED_SUFFIXES = (".position_ids", "logit_scale")
-
+from .split_layout import (
+    ENCODER_KINDS, IGNORED_SUFFIXES, KIND_BY_NAME, TOKEN_EMBEDDING, EncoderKind, TextEncoder, hf_key,
+)
+from .tokenizer import clip_tokenizer, tokenizer_from_spec
 
 @dataclass
 class TextEncoderFile:
@@ -113,29 +88,7 @@ def read_unet_file(path: str | Path) -> tuple[Family, UNet2DConditionModel, dict
     return family, unet, scheduler
 
 
-def write_unet_file(
-    unet: UNet2DConditionModel, family: str, scheduler_config: Mapping[str, Any], path: str | Path,
-    prefixed: bool = True, metadata: Mapping[str, str] | None = None,
-) -> Path:
-    """A UNet alone in the original layout: `model.diffusion_model.*` keys (as ComfyUI's ModelSave writes) or bare."""
-    prefix = UNET_PREFIX if prefixed else ""
-    state = {prefix + k: v for k, v in unet_to_original(unet.state_dict(), unet.config).items()}
-    payload = {"kind": "unet", "family": family, "unet": _config_dict(unet.config), "scheduler": dict(scheduler_config)}
-    return save(state, path, payload, metadata)
-
-
 # --- text-encoder files ------------------------------------------------------------------------------------------
-
-
-def _hf_key(key: str) -> str:
-    """Hugging Face CLIP naming with the `text_model.` level (files and transformers versions differ on it)."""
-    for prefix in ("cond_stage_model.transformer.", "transformer."):
-        if key.startswith(prefix):
-            key = key[len(prefix):]
-            break
-    if key.startswith(("text_model.", "text_projection")) or key == "logit_scale":
-        return key
-    return "text_model." + key
 
 
 def _text_encoder_kind(file: SingleFile, keys: Mapping[str, str]) -> EncoderKind:
@@ -147,7 +100,7 @@ def _text_encoder_kind(file: SingleFile, keys: Mapping[str, str]) -> EncoderKind
         if kind is None:
             raise CheckpointError(f"{file.path}: a text encoder of unknown kind {header.get('encoder')!r}")
         return kind
-    shape = file.shapes.get(keys.get(_TOKEN_EMBEDDING, ""))
+    shape = file.shapes.get(keys.get(TOKEN_EMBEDDING, ""))
     kind = ENCODER_KINDS.get(shape[1]) if shape is not None and len(shape) == 2 else None
     if kind is None:
         raise CheckpointError(
@@ -161,12 +114,12 @@ def _text_encoder_kind(file: SingleFile, keys: Mapping[str, str]) -> EncoderKind
 def text_encoder_kind(path: str | Path) -> str:
     """"l", "h" or "g" for a text-encoder file, from its header or shapes (no weights are read)."""
     file = SingleFile(path)
-    return _text_encoder_kind(file, {_hf_key(k): k for k in file.shapes}).name
+    return _text_encoder_kind(file, {hf_key(k): k for k in file.shapes}).name
 
 
 def read_text_encoder_file(path: str | Path) -> TextEncoderFile:
     file = SingleFile(path)
-    keys = {_hf_key(k): k for k in file.shapes}
+    keys = {hf_key(k): k for k in file.shapes}
     kind = _text_encoder_kind(file, keys)
     header = file.header()
     if header is not None:
@@ -183,7 +136,7 @@ def read_text_encoder_file(path: str | Path) -> TextEncoderFile:
             keys = {k: v for k, v in keys.items() if not k.startswith("text_model.encoder.layers.23.")}
         config["num_hidden_layers"] = count
         # the table sizes are the file's (the usual ones are 49408 tokens and 77 positions)
-        config["vocab_size"] = file.shapes[keys[_TOKEN_EMBEDDING]][0]
+        config["vocab_size"] = file.shapes[keys[TOKEN_EMBEDDING]][0]
         positions = keys.get("text_model.embeddings.position_embedding.weight")
         if positions is not None:
             config["max_position_embeddings"] = file.shapes[positions][0]
@@ -193,10 +146,11 @@ def read_text_encoder_file(path: str | Path) -> TextEncoderFile:
     model = _empty(lambda: cls(text_config))
     state: dict[str, torch.Tensor] = {}
     for hf, original in keys.items():
-        if hf.endswith(_IGNORED_SUFFIXES) or (hf.startswith("text_projection") and not kind.with_projection):
+        if hf.endswith(IGNORED_SUFFIXES) or (hf.startswith("text_projection") and not kind.with_projection):
             continue  # ComfyUI's CLIP-L files hold an unused projection; transformers' CLIPTextModel has none
         state[hf if hasattr(model, "text_model") else hf.removeprefix("text_model.")] = file.tensor(original)
-    return TextEncoderFile(kind.name, _assemble(f"text encoder ({kind.name})", model, state, file.path, None), tokenizer)
+    model = _assemble(f"text encoder ({kind.name})", model, state, file.path, None)
+    return TextEncoderFile(kind.name, model, tokenizer)
 
 
 def _bundled_text_config(kind: EncoderKind) -> dict[str, Any]:
@@ -205,36 +159,3 @@ def _bundled_text_config(kind: EncoderKind) -> dict[str, Any]:
     return bundled_config(*kind.config)
 
 
-def write_text_encoder_file(
-    model: TextEncoder, tokenizer: CLIPTokenizer, kind: str, path: str | Path,
-    metadata: Mapping[str, str] | None = None,
-) -> Path:
-    """One text encoder in Hugging Face naming with the `text_model.` level (ComfyUI's CLIPSave layout).
-
-    `kind` ("l", "h", "g") is recorded, since a tiny model's width does not tell it."""
-    if kind not in KIND_BY_NAME:
-        raise ValueError(f"unknown text encoder kind {kind!r}; known: {', '.join(KIND_BY_NAME)}")
-    state = {_hf_key(k): v for k, v in model.state_dict().items() if not k.endswith(_IGNORED_SUFFIXES)}
-    payload = {"kind": "text_encoder", "encoder": kind, "config": _config_dict(model.config),
-               "tokenizer": tokenizer_spec(tokenizer)}
-    return save(state, path, payload, metadata)
-
-
-# --- writing ------------------------------------------------------------------------------------------------------
-
-
-def save(
-    state: Mapping[str, torch.Tensor], path: str | Path, payload: Mapping[str, Any] | None,
-    metadata: Mapping[str, str] | None = None,
-) -> Path:
-    """Write tensors (moved to the CPU) as .safetensors with our config record and any extra metadata strings."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = dict(metadata or {})
-    if payload is not None:
-        header[METADATA_KEY] = json.dumps({"format": FORMAT_VERSION, **payload}, sort_keys=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    save_file(tensors, str(path), metadata=header or None)
-    return path

@@ -109,7 +109,7 @@ class DualCLIPLoader(Node):
 
     @classmethod
     def fingerprint(cls, env: Any, clip_name1: str = "", clip_name2: str = "", **_: Any) -> Any:
-        return (_file_fingerprint(env, "text_encoders", clip_name1), _file_fingerprint(env, "text_encoders", clip_name2))
+        return tuple(_file_fingerprint(env, "text_encoders", name) for name in (clip_name1, clip_name2))
 
     def execute(self, clip_name1: str, clip_name2: str, type: str, device: str = "default") -> tuple[Any]:
         from ..diffusion import component_ops
