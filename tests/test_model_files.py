@@ -292,6 +292,22 @@ def test_model_merges_are_comfyuis_weight_arithmetic(runner, node, inputs, a, b)
     assert_weights(weights, expected(a, b, unet1, unet2))
 
 
+def test_model_merge_blocks_uses_a_ratio_per_unet_part(runner):
+    """The reference classifies weights by their diffusers names: down blocks, conv_in and the embeddings are the
+    original layout's input side (ComfyUI's default ratio is `input`'s), mid_block the middle, up blocks and the
+    final norm / conv the output side."""
+    unet1, unet2 = tiny_sd1(0).unet, tiny_sd1(1).unet
+    ratios = {"input": 0.2, "middle": 0.5, "out": 0.9}
+    weights = merged_weights(runner, merge_prompt("ModelMergeBlocks", model1=["1", 0], model2=["2", 0], **ratios))
+    s1, s2 = unet1.state_dict(), unet2.state_dict()
+    reference = {}
+    for key, value in s1.items():
+        part = ("middle" if key.startswith("mid_block.") else
+                "out" if key.startswith(("up_blocks.", "conv_norm_out.", "conv_out.")) else "input")
+        reference[key] = ratios[part] * value + (1 - ratios[part]) * s2[key]
+    assert_weights(weights, reference)
+
+
 def test_clip_merge_simple_averages_the_text_encoders(runner):
     enc1, enc2 = tiny_sd1(0).text_encoders[0], tiny_sd1(1).text_encoders[0]
     weights = merged_weights(runner, merge_prompt("CLIPMergeSimple", clip1=["1", 1], clip2=["2", 1], ratio=0.25))

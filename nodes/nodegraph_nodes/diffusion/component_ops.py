@@ -86,6 +86,15 @@ def merge_models(model1: ModelHandle, model2: ModelHandle, a: float, b: float, n
     return replace(model1, ref=ref)
 
 
+def merge_model_blocks(model1: ModelHandle, model2: ModelHandle, ratios: dict[str, float]) -> ModelHandle:
+    """ModelMergeBlocks: per UNet block group, ratio * model1 + (1 - ratio) * model2."""
+    _no_patches("ModelMergeBlocks", model1=model1, model2=model2)
+    params = tuple((name, float(value)) for name, value in ratios.items())
+    ref = derived.derived_refs("merge_unet_blocks", (model1.ref, model2.ref), params, ("unet",))["unet"]
+    model_cache().preload(ref)
+    return replace(model1, ref=ref)
+
+
 def merge_clips(clip1: ClipHandle, clip2: ClipHandle, a: float, b: float, node: str) -> ClipHandle:
     _no_patches(node, clip1=clip1, clip2=clip2)
     ref = derived.derived_refs("merge_clip", (clip1.ref, clip2.ref), (float(a), float(b)), ("clip",))["clip"]

@@ -82,9 +82,10 @@ class MergeError(ValueError):
 
 
 def merge_state(target: torch.nn.Module, other: torch.nn.Module, a: float, b: float, what: str,
-                skip: tuple[str, ...] = ()) -> None:
+                skip: tuple[str, ...] = (), per_key: dict[str, tuple[float, float]] | None = None) -> None:
     """In place: every parameter / buffer of `target` that `other` also has becomes `a * target + b * other`,
-    computed in float32 and stored in the target's dtype; the others are left as they are."""
+    computed in float32 and stored in the target's dtype; the others are left as they are. `per_key` gives other
+    (a, b) for some keys."""
     theirs = other.state_dict()
     mine = target.state_dict()
     misfits = [f"{k} {list(v.shape)} vs {list(theirs[k].shape)}" for k, v in mine.items()
@@ -96,7 +97,8 @@ def merge_state(target: torch.nn.Module, other: torch.nn.Module, a: float, b: fl
         for key, value in mine.items():
             if key not in theirs or key.endswith(skip) or not value.is_floating_point():
                 continue
-            merged = a * value.float() + b * theirs[key].to(value.device, torch.float32)
+            ka, kb = per_key.get(key, (a, b)) if per_key else (a, b)
+            merged = ka * value.float() + kb * theirs[key].to(value.device, torch.float32)
             value.copy_(merged.to(value.dtype))
 
 
@@ -111,6 +113,34 @@ def _build_unet_merge(cache: ModelCache, recipe: Recipe) -> dict[str, Any]:
         merged = _detached_copy(unet1)
     with cache.use(ref2) as unet2:
         merge_state(merged, unet2, a, b, "model merge")
+    return {"unet": merged}
+
+
+def block_ratios(unet: torch.nn.Module, ratios: tuple[tuple[str, float], ...]) -> dict[str, tuple[float, float]]:
+    """ModelMergeBlocks' ratio per weight: the ratio of the longest name in `ratios` that prefixes the weight's
+    original-layout key (input_blocks..., middle_block..., out... / output_blocks...), else the first ratio."""
+    from .keymap import unet_to_original
+
+    state = unet.state_dict()
+    original = {t.data_ptr(): k for k, t in unet_to_original(state, unet.config).items()}
+    out = {}
+    for key, tensor in state.items():
+        name = original.get(tensor.data_ptr(), "")
+        ratio, longest = ratios[0][1], 0
+        for prefix, value in ratios:
+            if name.startswith(prefix) and len(prefix) > longest:
+                ratio, longest = value, len(prefix)
+        out[key] = (ratio, 1.0 - ratio)
+    return out
+
+
+def _build_unet_block_merge(cache: ModelCache, recipe: Recipe) -> dict[str, Any]:
+    ref1, ref2 = recipe.inputs
+    with cache.use(ref1) as unet1:
+        merged = _detached_copy(unet1)
+    per_key = block_ratios(merged, recipe.params)
+    with cache.use(ref2) as unet2:
+        merge_state(merged, unet2, 1.0, 0.0, "model merge", per_key=per_key)
     return {"unet": merged}
 
 
@@ -136,6 +166,7 @@ def _build_clip_merge(cache: ModelCache, recipe: Recipe) -> dict[str, Any]:
 
 
 BUILDERS["merge_unet"] = _build_unet_merge
+BUILDERS["merge_unet_blocks"] = _build_unet_block_merge
 BUILDERS["merge_clip"] = _build_clip_merge
 
 

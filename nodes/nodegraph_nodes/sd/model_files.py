@@ -276,6 +276,25 @@ class ModelMergeAdd(Node):
         return _merge_models("ModelMergeAdd", model1, model2, 1.0, 1.0)
 
 
+class ModelMergeBlocks(Node):
+    """Like ModelMergeSimple with a ratio per part of the UNet: `input` for the input blocks (and the time and size
+    embeddings), `middle` for the middle block, `out` for the output blocks and the final layers."""
+
+    category = "advanced/model_merging"
+    model1 = Input("MODEL")
+    model2 = Input("MODEL")
+    input = Float(1.0, min=0.0, max=1.0, step=0.01)
+    middle = Float(1.0, min=0.0, max=1.0, step=0.01)
+    out = Float(1.0, min=0.0, max=1.0, step=0.01)
+    outputs = (Output("MODEL"),)
+
+    def execute(self, model1: Any, model2: Any, input: float, middle: float, out: float) -> tuple[Any]:
+        from ..diffusion import component_ops
+
+        ratios = {"input": input, "middle": middle, "out": out}
+        return (component_ops.merge_model_blocks(model1, model2, ratios),)
+
+
 class CLIPMergeSimple(Node):
     """ratio * clip1 + (1 - ratio) * clip2 for every text-encoder weight (position ids and logit scale kept)."""
 
@@ -316,5 +335,5 @@ class CLIPMergeAdd(Node):
 
 NODES = [
     UNETLoader, CLIPLoader, DualCLIPLoader, CheckpointLoader, CheckpointSave, CLIPSave, VAESave, ModelSave,
-    ModelMergeSimple, ModelMergeSubtract, ModelMergeAdd, CLIPMergeSimple, CLIPMergeSubtract, CLIPMergeAdd,
+    ModelMergeSimple, ModelMergeSubtract, ModelMergeAdd, ModelMergeBlocks, CLIPMergeSimple, CLIPMergeSubtract, CLIPMergeAdd,
 ]
