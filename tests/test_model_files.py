@@ -403,3 +403,38 @@ def test_save_prefix_must_stay_inside_the_output_folder(runner):
               "2": {"class_type": "VAESave", "inputs": {"vae": ["1", 2], "filename_prefix": "../outside/x"}}}
     result = runner.validate(prompt)
     assert not result.ok and "2" in result.node_errors
+
+
+@pytest.mark.parametrize("name", ["tiny_sd2", "tiny_sdxl_refiner"])
+def test_sd2_and_refiner_parts_saved_and_reloaded_equal_the_checkpoint(runner, name):
+    """SD2 (OpenCLIP-H, v-prediction) and the SDXL refiner (bigG alone): ModelSave + CLIPSave, then UNETLoader +
+    CLIPLoader(stable_diffusion) pick the family from the files."""
+    saves = {**checkpoint(f"{name}.safetensors"),
+             "2": {"class_type": "CLIPSave", "inputs": {"clip": ["1", 1], "filename_prefix": f"clip/{name}"}},
+             "3": {"class_type": "ModelSave",
+                   "inputs": {"model": ["1", 0], "filename_prefix": f"diffusion_models/{name}"}}}
+    assert runner.run(saves).status == "success"
+    kind = "h" if name == "tiny_sd2" else "g"
+    loaders = {**checkpoint(f"{name}.safetensors"),
+               "2": {"class_type": "UNETLoader",
+                     "inputs": {"unet_name": f"{name}_00001_.safetensors", "weight_dtype": "default"}},
+               "3": {"class_type": "CLIPLoader",
+                     "inputs": {"clip_name": f"{name}_clip_{kind}_00001_.safetensors", "type": "stable_diffusion"}}}
+    run = runner.run(txt2img(["2", 0], ["3", 0], ["1", 2], loaders))
+    assert run.values["2"][0].family == {"tiny_sd2": "sd2", "tiny_sdxl_refiner": "sdxl_refiner"}[name]
+    prediction = run.values["2"][0].scheduler_config["prediction_type"]
+    assert prediction == ("v_prediction" if name == "tiny_sd2" else "epsilon")
+    assert torch.equal(image_of(run), ckpt_image(runner, f"{name}.safetensors"))
+
+
+def test_unet_family_probe_and_unknown_unet_files(tmp_path, models_root):
+    sd2 = {k: s for k, s in real_layout_shapes("sd2").items() if k.startswith("model.diffusion_model.")}
+    spread = lambda key: torch.linspace(-1, 1, 320)  # noqa: E731  (std 0.58: the v-prediction releases' signature)
+    assert detect_unet_family(sd2, spread).name == "sd2"
+    # a tiny UNet without our header has no family's shapes: refused with what it holds and what is supported
+    with safe_open(str(models_root / "diffusion_models" / "tiny_sd1_unet.safetensors"), "pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    bare = tmp_path / "unknown.safetensors"
+    save_file(state, str(bare))
+    with pytest.raises(ValueError, match="not a diffusion model .* supported family"):
+        read_unet_file(bare)

@@ -335,5 +335,6 @@ class CLIPMergeAdd(Node):
 
 NODES = [
     UNETLoader, CLIPLoader, DualCLIPLoader, CheckpointLoader, CheckpointSave, CLIPSave, VAESave, ModelSave,
-    ModelMergeSimple, ModelMergeSubtract, ModelMergeAdd, ModelMergeBlocks, CLIPMergeSimple, CLIPMergeSubtract, CLIPMergeAdd,
+    ModelMergeSimple, ModelMergeSubtract, ModelMergeAdd, ModelMergeBlocks,
+    CLIPMergeSimple, CLIPMergeSubtract, CLIPMergeAdd,
 ]
