@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoints/tiny_sd1, tiny_sd2 (v-prediction), tiny_sdxl, tiny_sdxl_refiner (each as an original-layout "
         ".safetensors file and as a diffusers folder), controlnet/tiny_controlnet_sd1 (original layout and diffusers "
         "folder), tiny_controlnet_sd1_diffusers_layout.safetensors (diffusers keys, no config), "
-        "tiny_controlnet_sdxl.safetensors, vae/tiny_vae.safetensors. They exercise every code "
+        "tiny_controlnet_sdxl.safetensors, vae/tiny_vae.safetensors, and the SD1 / SDXL parts as split files "
+        "(diffusion_models/tiny_sd1_unet, tiny_sdxl_unet; text_encoders/tiny_sd1_clip_l, tiny_sdxl_clip_l, "
+        "tiny_sdxl_clip_g; vae/tiny_sdxl_vae). They exercise every code "
         "path of real models in seconds; their images are noise.",
     )
     tiny.add_argument("directory", type=Path, help="the models root to write into (created if missing)")
