@@ -169,6 +169,17 @@ EXAMPLES = {
     "controlnet_mixed": controlnet_mixed,
 }
 
+# One line each, for `nodegraph examples` (written to workflows/examples.txt, in this order).
+DESCRIPTIONS = {
+    "txt2img": "text to image with the SD1 demo model: a red circle",
+    "img2img": "repaint workflows/inputs/example.png (a red circle) blue, keeping its place",
+    "hires_fix": "txt2img, then a latent upscale and a second, partial denoising pass at the larger size",
+    "sdxl_refiner": "SDXL base to step 20, then the SDXLRefiner node to step 25",
+    "sdxl_refiner_advanced": "the same split with two KSamplerAdvanced nodes (ComfyUI's template)",
+    "controlnet_canny": "a Canny ControlNet follows the outline of the example image",
+    "controlnet_mixed": "two chained ControlNets: the outline throughout, the image itself for the first half",
+}
+
 # Each example as rows of columns of node ids, read left to right, top to bottom.
 LAYOUTS = {
     "txt2img": [[["4", "5"], ["6", "7"], ["3"], ["8", "9"]]],
@@ -235,6 +246,7 @@ def main() -> None:
         (ROOT / f"{name}.json").write_text(json.dumps(prompt, indent=2) + "\n")
         ui = lay_out(api_to_ui(prompt, info), LAYOUTS[name], info)
         (ROOT / f"{name}.ui.json").write_text(json.dumps(ui, indent=2) + "\n")
+    (ROOT / "examples.txt").write_text("".join(f"{name}\t{DESCRIPTIONS[name]}\n" for name in EXAMPLES))
     example_image(ROOT / "inputs" / "example.png")
 
 

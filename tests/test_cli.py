@@ -145,3 +145,51 @@ def test_nodes_lists_and_describes():
     one = nodegraph("nodes", "IntMath")
     assert "op: one of ['add'" in one.stdout and "0: result (INT)" in one.stdout
     assert nodegraph("nodes", "Nope").returncode == 2
+
+
+def test_examples_are_listed_and_taken_by_name_from_any_directory(tmp_path):
+    listed = nodegraph("examples", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split()[0] for line in listed.stdout.splitlines() if line and not line.startswith("nodegraph ")]
+    assert {"txt2img", "img2img", "hires_fix", "sdxl_refiner", "controlnet_canny"} <= set(names)
+    assert "text to image" in listed.stdout
+    valid = nodegraph("validate", "txt2img", cwd=tmp_path)  # tmp_path has no workflows/ folder
+    assert valid.returncode == 0, valid.stderr + valid.stdout
+    converted = nodegraph("convert", "txt2img.ui", cwd=tmp_path)
+    assert converted.returncode == 0, converted.stderr
+    assert json.loads(converted.stdout)["6"]["inputs"]["text"] == "a red circle"
+    missing = nodegraph("run", "no_such_example", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "no such file, and no example workflow of that name" in missing.stderr
+    assert "nodegraph examples" in missing.stderr
+    # a file of that name in the working directory wins over the example
+    (tmp_path / "txt2img").write_text(json.dumps(ARITH))
+    mine = nodegraph("run", "txt2img", cwd=tmp_path)
+    assert mine.returncode == 0 and "[3] 42" in mine.stdout
+
+
+def test_help_lists_only_options_that_act():
+    for command in ("validate", "models"):
+        text = nodegraph(command, "--help").stdout
+        for option in ("--device", "--precision", "--vram-budget", "--ram-budget", "--disable-metadata"):
+            assert option not in text, (command, option)
+        assert "--models-dir" in text
+    for command in ("run", "serve"):
+        text = nodegraph(command, "--help").stdout
+        assert "--device" in text and "--disable-metadata" in text
+    for command in ("run", "validate", "convert"):
+        assert "the name of an example workflow" in " ".join(nodegraph(command, "--help").stdout.split())
+    assert "example workflows' inputs" in " ".join(nodegraph("run", "--help").stdout.split())
+
+
+def test_a_busy_port_suggests_another(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = nodegraph("serve", "--port", port, "--data-dir", tmp_path / "data", "--output-dir", tmp_path / "out",
+                        "--input-dir", tmp_path / "in", cwd=tmp_path)
+    assert out.returncode == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in out.stderr and "--port" in out.stderr

@@ -184,6 +184,17 @@ async def test_top_level_prompt_errors(client):
                                      "node_errors": {}}
 
 
+async def test_a_workflow_sent_without_the_prompt_wrapper_is_told_to_wrap_it(client):
+    response = await client.post("/api/prompt", json=math_workflow())
+    body = await response.json()
+    assert response.status == 400 and body["error"]["type"] == "no_prompt"
+    assert body["error"]["message"] == "No prompt provided"  # ComfyUI's message; the details say what to do
+    assert 'wrap it as {"prompt": <the workflow>' in body["error"]["details"]
+    response = await client.post("/api/prompt", json={"nodes": [], "links": [], "version": 0.4})
+    details = (await response.json())["error"]["details"]
+    assert response.status == 400 and "UI-format workflow" in details and "nodegraph convert" in details
+
+
 async def test_two_outputs_one_invalid_runs_the_valid_one(client):
     prompt = {**math_workflow(), "9": {"class_type": "ShowText", "inputs": {}}}
     status, body = await post(client, prompt)
