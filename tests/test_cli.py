@@ -193,3 +193,28 @@ def test_a_busy_port_suggests_another(tmp_path):
                         "--input-dir", tmp_path / "in", cwd=tmp_path)
     assert out.returncode == 1
     assert f"cannot serve on 127.0.0.1:{port}" in out.stderr and "--port" in out.stderr
+
+
+def test_ctrl_c_stops_a_run_inside_the_sampler(tmp_path):
+    """The demo model's txt2img with a very long schedule: one SIGINT once the sampler reports progress stops it
+    (exit 130, 'interrupted', no image written); the KSampler never reaches its end."""
+    import signal
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "nodes"), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nodegraph", "run", "txt2img", "--set", "KSampler.steps=10000"],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    seen = ""
+    while "/10000" not in seen:
+        char = proc.stderr.read(1)
+        assert char, seen  # the process ended before sampling started
+        seen += char
+    proc.send_signal(signal.SIGINT)
+    stdout, rest = proc.communicate()
+    assert proc.returncode == 130, seen + rest
+    assert "interrupting" in rest and rest.rstrip().endswith("interrupted")
+    assert "10000/10000" not in rest
+    assert not (tmp_path / "output").exists() or not any((tmp_path / "output").iterdir())
+    assert stdout == ""

@@ -172,6 +172,12 @@ def _progress_callback(context: Any, model: ModelHandle) -> Callable[..., None]:
     return callback
 
 
+def _interrupt_check(context: Any) -> Callable[[], None] | None:
+    """The running node's interrupt check (raises engine.Interrupted), for the denoiser to call between model
+    calls; None for callers without a node context."""
+    return getattr(context, "check_interrupted", None)
+
+
 def _resolve_controls(
     stack: ExitStack, cache: ModelCache, cond: Conditioning, unet: torch.nn.Module, family: str
 ) -> Conditioning:
@@ -281,7 +287,8 @@ def ksample(
         samples = with_oom_retry(
             cache,
             lambda: run_ksample(
-                unet, sampling, pos, neg, scaled, callback=callback, batch_index=latent.get("batch_index"), **options
+                unet, sampling, pos, neg, scaled, callback=callback, batch_index=latent.get("batch_index"),
+                interrupt=_interrupt_check(context), **options
             ),
         )
     if torch.equal(samples, scaled):  # no step taken (denoise 0): give the input back bit for bit
@@ -319,7 +326,7 @@ def sample_custom(
             cache,
             lambda: sample_with_sigmas(
                 unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
-                batch_index=latent.get("batch_index"), **options,
+                batch_index=latent.get("batch_index"), interrupt=_interrupt_check(context), **options,
             ),
         )
     denoised = last["denoised"].detach().float().cpu() if "denoised" in last else samples
