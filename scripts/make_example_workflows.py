@@ -195,6 +195,8 @@ TITLE = 30.0  # the title bar sits above a node's `pos`; `size` is its body
 TEXT_WIDTH, WIDTH = 340.0, 300.0
 IMAGE_ROOM = 200.0  # image nodes are made tall enough to show the picture without growing when it arrives
 IMAGE_NODES = {"SaveImage", "PreviewImage", "LoadImage"}
+# Samplers show a live preview while they run: the same room, so the layout does not overlap once it appears.
+PREVIEW_NODES = {"KSampler", "KSamplerAdvanced", "SDXLRefiner", "SamplerCustom"}
 
 
 def body_size(entry: dict, info: dict) -> list[float]:
@@ -205,7 +207,7 @@ def body_size(entry: dict, info: dict) -> list[float]:
     rows = max(sockets, len(entry["outputs"]))
     widgets = len(entry["widgets_values"])
     height = 20 * rows + 26 * (widgets - len(multiline)) + 108 * len(multiline) + (14 if widgets else 6)
-    if entry["type"] in IMAGE_NODES:
+    if entry["type"] in IMAGE_NODES | PREVIEW_NODES:
         height += IMAGE_ROOM
     return [TEXT_WIDTH if multiline else WIDTH, float(height)]
 
