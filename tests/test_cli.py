@@ -218,3 +218,15 @@ def test_ctrl_c_stops_a_run_inside_the_sampler(tmp_path):
     assert "10000/10000" not in rest
     assert not (tmp_path / "output").exists() or not any((tmp_path / "output").iterdir())
     assert stdout == ""
+
+
+def test_quiet_run_prints_only_the_files(tmp_path):
+    """-q on the demo model: no progress, no library warnings (diffusers' "should be kept in float32: []" was
+    printed on every model load), only the file written."""
+    out = nodegraph("run", "txt2img", "-q", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "output/txt2img_00001_.png\n"
+    assert out.stderr == ""
+    loud = nodegraph("run", "txt2img", "--set", "KSampler.seed=2", cwd=tmp_path)
+    assert loud.returncode == 0
+    assert "should be kept in float32" not in loud.stderr and "timings: imports " in loud.stderr
