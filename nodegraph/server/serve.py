@@ -33,8 +33,10 @@ async def serve(config: ServerConfig, announce: TextIO = sys.stdout) -> None:
     url = _url(config.host, port)
     print(f"nodegraph listening on {url}", file=announce, flush=True)
     app[STATE].warmup.start()  # import torch & co. now, while the user opens the editor (nodegraph/warmup.py)
-    if config.auth_token:
+    if config.auth_token and config.announce_token:
         print(f"access token required: open {url}/?token={config.auth_token}", file=announce, flush=True)
+    elif config.auth_token:
+        print("access token required (the one you gave)", file=announce, flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
