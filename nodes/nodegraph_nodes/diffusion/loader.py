@@ -402,13 +402,14 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
 
     checkpoints/: tiny_sd1, tiny_sdxl, tiny_sdxl_refiner as original-layout .safetensors files and as diffusers
     folders of the same name; controlnet/: tiny_controlnet_sd1 (file and folder, made from tiny_sd1's UNet);
-    vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows). The same seed
-    always writes the same bytes.
+    vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows); loras/ and
+    embeddings/: LoRAs and embeddings for tiny_sd1 / tiny_sdxl in the published layouts (see tiny_lora.py). The
+    same seed always writes the same bytes.
     """
     root = Path(models_root)
     written: dict[str, Path] = {}
-    sd1 = tiny_sd1(seed)
-    for components in (sd1, tiny_sdxl(seed), tiny_refiner(seed)):
+    sd1, sdxl = tiny_sd1(seed), tiny_sdxl(seed)
+    for components in (sd1, sdxl, tiny_refiner(seed)):
         name = "tiny_" + components.family
         written[name] = write_single_file(components, root / "checkpoints" / f"{name}.safetensors")
         written[name + "_diffusers"] = write_diffusers_folder(components, root / "checkpoints" / name)
@@ -420,4 +421,8 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     controlnet.save_pretrained(folder)
     written["tiny_controlnet_sd1_diffusers"] = folder
     written["tiny_vae"] = write_vae_file(build_vae(TINY_VAE, seed + 7), root / "vae" / "tiny_vae.safetensors")
+    from .tiny_lora import write_tiny_embeddings, write_tiny_loras  # loras/ and embeddings/ for those two
+
+    written.update(write_tiny_loras(root, sd1, sdxl, seed))
+    written.update(write_tiny_embeddings(root, sd1, sdxl, seed))
     return written
