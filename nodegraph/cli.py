@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="write tiny random-weight models (SD1, SDXL base/refiner, ControlNet, VAE) for tests and trials",
         description="Write deterministic tiny random-weight models into a models root in ComfyUI's layout: "
         "checkpoints/tiny_sd1, tiny_sdxl, tiny_sdxl_refiner (each as an original-layout .safetensors file and as a "
-        "diffusers folder), controlnet/tiny_controlnet_sd1, vae/tiny_vae.safetensors. They exercise every code "
+        "diffusers folder), controlnet/tiny_controlnet_sd1, vae/tiny_vae.safetensors, loras/tiny_lora_* (kohya, "
+        "diffusers and pickled layouts), embeddings/tiny_embedding* (.safetensors, A1111 .pt, SDXL). They exercise every code "
         "path of real models in seconds; their images are noise.",
     )
     tiny.add_argument("directory", type=Path, help="the models root to write into (created if missing)")

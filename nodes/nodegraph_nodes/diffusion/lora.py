@@ -27,6 +27,7 @@ the file has none), reshaped to the weight; LoHa `(w1a @ w1b) * (w2a @ w2b)`; Lo
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,14 +279,23 @@ class Target:
     adapter: Adapter
 
 
+# name tables per model object: listing a real UNet's layers under every spelling takes longer than the patching
+_tables: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, dict[str, str]]]" = weakref.WeakKeyDictionary()
+
+
+def _names(model: torch.nn.Module, component: str) -> dict[str, str]:
+    per_model = _tables.setdefault(model, {})
+    if component not in per_model:
+        per_model[component] = unet_names(model) if component == "unet" else text_encoder_names(model, component)
+    return per_model[component]
+
+
 def match(lora: LoraFile, models: Mapping[str, torch.nn.Module]) -> tuple[list[Target], list[str]]:
     """The layers of `models` ({"unet": ..., "l": ..., "g": ...}) that `lora` changes, and its names that fit none.
 
     A name that fits a layer of another shape (a LoRA for another model family) counts as not fitting.
     """
-    tables = {}
-    for component, model in models.items():
-        tables[component] = unet_names(model) if component == "unet" else text_encoder_names(model, component)
+    tables = {component: _names(model, component) for component, model in models.items()}
     targets, unmatched = [], []
     for name, adapter in lora.adapters.items():
         hit = None
