@@ -56,6 +56,7 @@ def test_lora_example_draws_giant_shapes_and_strength_zero_does_not(tmp_path):
         assert out.returncode == 0, out.stderr
         (line,) = out.stdout.strip().splitlines()
         image = np.asarray(Image.open(tmp_path / line).convert("RGB"))
-        assert score(image, "a blue square").all  # the prompt's colour and shape either way
+        scored = score(image, "a blue square")
+        assert scored.colour and scored.shape  # the prompt's colour and shape either way
         sides[strength] = main_object_side(image)
     assert sides[1.0] >= GIANT_MIN_SIDE > sides[0.0], sides

@@ -258,3 +258,32 @@ def test_parity_with_diffusers_load_lora_weights_and_fuse(runner, models_root, n
     difference = (ours * FAMILIES["sd1"].latent_scale - theirs).abs().max().item()
     print(f"LoRA parity ({name}): max |latent difference| = {difference:.2e}")
     assert difference <= 1e-4
+
+
+def test_loha_and_lokr_files_patch_the_layers_they_name(models_root):
+    """LyCORIS files in kohya naming: the named layer changes by exactly the adapter's delta, nothing else."""
+    components = load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors")
+    unet = components.unet
+    path = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"
+    weight = unet.get_submodule(path).weight
+    out_features, in_features = weight.shape
+    name = "lora_unet_" + path.replace(".", "_")
+    torch.manual_seed(1)
+    loha = {f"{name}.hada_w1_a": torch.randn(out_features, 2), f"{name}.hada_w1_b": torch.randn(2, in_features),
+            f"{name}.hada_w2_a": torch.randn(out_features, 2), f"{name}.hada_w2_b": torch.randn(2, in_features),
+            f"{name}.alpha": torch.tensor(1.0)}
+    lokr = {f"{name}.lokr_w1": torch.randn(2, 4), f"{name}.lokr_w2": torch.randn(out_features // 2, in_features // 4)}
+    expected = {
+        "loha": 0.5 * (loha[f"{name}.hada_w1_a"] @ loha[f"{name}.hada_w1_b"])
+        * (loha[f"{name}.hada_w2_a"] @ loha[f"{name}.hada_w2_b"]),
+        "lokr": torch.kron(lokr[f"{name}.lokr_w1"], lokr[f"{name}.lokr_w2"]),
+    }
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    for kind, state in (("loha", loha), ("lokr", lokr)):
+        lora = parse_lora(state, kind)
+        saved = apply({"unet": unet}, [(lora, 0.8)])
+        assert list(saved) == [("unet", path)]
+        assert torch.allclose(unet.get_submodule(path).weight, before[path + ".weight"] + 0.8 * expected[kind],
+                              atol=1e-5)
+        restore({"unet": unet}, saved)
+        assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())

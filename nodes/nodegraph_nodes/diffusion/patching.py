@@ -58,7 +58,7 @@ def apply(models: dict[str, torch.nn.Module], loras: list[tuple[Any, float]]) ->
     with torch.no_grad():
         for key, delta in totals.items():
             weight = models[key[0]].get_submodule(key[1]).weight
-            saved[key] = weight.detach().clone()
+            saved[key] = weight.detach().to("cpu", copy=True)  # kept off the accelerator, as ComfyUI keeps its backup
             weight.copy_((weight.float() + delta).to(weight.dtype))
     return saved
 
@@ -66,7 +66,8 @@ def apply(models: dict[str, torch.nn.Module], loras: list[tuple[Any, float]]) ->
 def restore(models: dict[str, torch.nn.Module], saved: dict[tuple[str, str], torch.Tensor]) -> None:
     with torch.no_grad():
         for (component, path), original in saved.items():
-            models[component].get_submodule(path).weight.copy_(original)
+            weight = models[component].get_submodule(path).weight
+            weight.copy_(original.to(weight.device))
 
 
 @contextmanager
