@@ -164,3 +164,16 @@ def test_a_lone_participant_calls_the_unet_directly(sd1):
         assert view.config is sd1.config and view.device == sd1.device  # the UNet's own attributes
     assert list(batcher.forwards) == [2]
     assert torch.equal(got, _alone(sd1, c))
+
+
+@torch.inference_mode()
+def test_a_forward_holds_no_more_rows_than_free_memory_allows(sd1, monkeypatch):
+    from nodegraph_nodes.diffusion import memory
+
+    per_row = memory.unet_call_bytes(sd1, (1, 4, 8, 8), 1)
+    monkeypatch.setattr(memory, "available_bytes", lambda device, settings=None: 3 * per_row)
+    calls = [_call(60 + i, 1, 77) for i in range(4)]
+    batcher = UNetBatcher(sd1, max_batch=16, window=5.0)
+    results, errors = _run_together(batcher, calls)
+    assert not errors
+    assert sum(batcher.forwards) == 4 and max(batcher.forwards) <= 3

@@ -141,19 +141,32 @@ class UNetBatcher:
     def _ready_group(self, call: _Call) -> list[_Call] | None:
         """The calls to run now together with `call` (which is queued and not done), or None to keep waiting."""
         key = call.key()
-        # In queue order, as many compatible calls as fit under max_batch rows, `call` always among them.
+        limit = self._row_limit(call.sample)
+        # In queue order, as many compatible calls as fit under the row limit, `call` always among them.
         group, rows = [call], call.rows
         for other in self._queue:
-            if other is call or other.key() != key or rows + other.rows > self.max_batch:
+            if other is call or other.key() != key or rows + other.rows > limit:
                 continue
             group.append(other)
             rows += other.rows
         everyone_waiting = len({c.participant for c in self._queue}) >= self._participants
-        full = rows >= self.max_batch or any(c not in group and c.key() == key for c in self._queue)
+        full = rows >= limit or any(c not in group and c.key() == key for c in self._queue)
         expired = time.monotonic() - min(c.queued_at for c in group) >= self.window
         if everyone_waiting or full or expired:
             return group
         return None
+
+    def _row_limit(self, sample: torch.Tensor) -> int:
+        """Rows one shared forward may hold: max_batch, and no more than the memory free for the work allows (the
+        same per-row estimate that refuses a too-large latent before sampling, memory.py)."""
+        from .memory import available_bytes, unet_call_bytes
+
+        try:
+            per_row = unet_call_bytes(self.unet, (1, *sample.shape[1:]), 1)
+            by_memory = available_bytes(sample.device) // max(per_row, 1)
+        except Exception:  # an estimate that cannot be made does not stop the batching
+            return self.max_batch
+        return max(1, min(self.max_batch, int(by_memory)))
 
     def _run_group(self, group: list[_Call]) -> None:
         error: Exception | None = None
