@@ -10,9 +10,11 @@ of the same seed (a prompt gives the same image batched as alone).
     python bench/bench_concurrency.py                       # the shipped demo SD1 (64x64, 20 steps)
     python bench/bench_concurrency.py --model real-size     # SD1.5's architecture, random weights, 64x64
     python bench/bench_concurrency.py --clients 1,2,4,8,16 --prompts 3 --steps 20
+    python bench/bench_concurrency.py --model real-size --size 512 --device cuda --precision fp16        # a GPU
+    python bench/bench_concurrency.py --model real-size-sdxl --size 1024 --device cuda --precision fp16
 
-The real-size checkpoint (UNet 860M parameters, built from the bundled SD1.5 configs, 4 GB in fp32) is written to a
-temporary folder first.
+The real-size checkpoints (SD1.5: UNet 860M parameters; SDXL base: 2.6B; built from the bundled configs with random
+weights) are written to a temporary folder first.
 """
 from __future__ import annotations
 
@@ -39,32 +41,45 @@ from nodegraph.paths import default_models_dirs  # noqa: E402
 from nodegraph.server import ServerConfig, create_app  # noqa: E402
 
 DEMO_CHECKPOINT = "nodegraph-demo-sd1.safetensors"
-REAL_CHECKPOINT = "random-sd15.safetensors"
+SETTINGS = {"device": "cpu", "precision": "auto", "size": 64}  # from the command line
 TEXTS = ["a red circle", "a blue square", "a green triangle", "a yellow circle and a red square"]
 
 
-def write_real_size_checkpoint(models_root: Path) -> None:
-    """SD1.5's architecture from the bundled configs, random weights, as an original-layout single file."""
+# --model -> (family, bundled config folder, checkpoint file name)
+REAL_SIZE = {"real-size": ("sd1", "sd15", "random-sd15.safetensors"),
+             "real-size-sdxl": ("sdxl", "sdxl_base", "random-sdxl.safetensors")}
+
+
+def write_real_size_checkpoint(models_root: Path, model: str) -> str:
+    """The architecture of SD1.5 or SDXL base from the bundled configs, random weights, as an original-layout single
+    file; returns its name."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from nodegraph_nodes.diffusion.families import bundled_config
     from nodegraph_nodes.diffusion.keymap import write_single_file
     from nodegraph_nodes.diffusion.tiny import Components, clip_tokenizer, seeded
 
-    tokenizer = clip_tokenizer(None)
+    family, folder, name = REAL_SIZE[model]
     with seeded(0):
-        unet = UNet2DConditionModel.from_config(bundled_config("sd15", "unet")).eval()
-        vae = AutoencoderKL.from_config(bundled_config("sd15", "vae")).eval()
-        text = CLIPTextModel(CLIPTextConfig(**bundled_config("sd15", "text_encoder"))).eval()
-    components = Components("sd1", unet, vae, [text], [tokenizer], bundled_config("sd15", "scheduler"))
+        unet = UNet2DConditionModel.from_config(bundled_config(folder, "unet")).eval()
+        vae = AutoencoderKL.from_config(bundled_config(folder, "vae")).eval()
+        encoders = [CLIPTextModel(CLIPTextConfig(**bundled_config(folder, "text_encoder"))).eval()]
+        tokenizers = [clip_tokenizer(None)]
+        if family == "sdxl":
+            encoders.append(CLIPTextModelWithProjection(
+                CLIPTextConfig(**bundled_config(folder, "text_encoder_2"))).eval())
+            tokenizers.append(clip_tokenizer(None, pad_token="!"))
+    components = Components(family, unet, vae, encoders, tokenizers, bundled_config(folder, "scheduler"))
     (models_root / "checkpoints").mkdir(parents=True, exist_ok=True)
-    write_single_file(components, models_root / "checkpoints" / REAL_CHECKPOINT)
+    write_single_file(components, models_root / "checkpoints" / name)
+    return name
 
 
-def workflow(checkpoint: str, text: str, seed: int, steps: int, prefix: str) -> dict:
+def workflow(checkpoint: str, text: str, seed: int, steps: int, prefix: str, size: int) -> dict:
     prompt = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
     prompt["4"]["inputs"]["ckpt_name"] = checkpoint
+    prompt["5"]["inputs"].update(width=size, height=size)
     prompt["6"]["inputs"]["text"] = text
     prompt["3"]["inputs"].update(seed=seed, steps=steps)
     prompt["9"]["inputs"]["filename_prefix"] = prefix
@@ -74,7 +89,8 @@ def workflow(checkpoint: str, text: str, seed: int, steps: int, prefix: str) -> 
 async def run_clients(models_dirs: list[Path], out: Path, checkpoint: str, clients: int, prompts: int, steps: int,
                       concurrency: int, max_batch: int) -> tuple[float, list[float], dict[int, np.ndarray]]:
     """(seconds for all prompts, latencies, seed -> image) for `clients` clients against one fresh server."""
-    settings = {"device": "cpu"} | ({"max_batch": max_batch} if concurrency > 1 else {})
+    settings = {"device": SETTINGS["device"], "precision": SETTINGS["precision"]}
+    settings |= {"max_batch": max_batch} if concurrency > 1 else {}
     folders = Folders(models_dirs=models_dirs, input_dir=out / "input", output_dir=out / "output",
                       temp_dir=out / "temp", settings=settings)
     config = ServerConfig(folders=folders, data_dir=out / f"data-{concurrency}-{clients}", concurrency=concurrency,
@@ -106,7 +122,7 @@ async def one_client(session: ClientSession, base: str, checkpoint: str, name: s
                      latencies: list[float], images: dict[int, np.ndarray]) -> None:
     async with session.ws_connect(f"{base}/ws?clientId={name}") as ws:
         for seed in seeds:
-            prompt = workflow(checkpoint, TEXTS[seed % len(TEXTS)], seed, steps, f"{name}_{seed}")
+            prompt = workflow(checkpoint, TEXTS[seed % len(TEXTS)], seed, steps, f"{name}_{seed}", SETTINGS["size"])
             sent = time.perf_counter()
             async with session.post(f"{base}/api/prompt", json={"prompt": prompt, "client_id": name}) as response:
                 assert response.status == 200, await response.text()
@@ -136,22 +152,26 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("demo", "real-size"), default="demo")
+    parser.add_argument("--model", choices=("demo", *REAL_SIZE), default="demo")
+    parser.add_argument("--size", type=int, default=64, help="image width and height (default: 64)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
+    parser.add_argument("--precision", default="auto", help="auto (default), fp32, fp16, bf16")
     parser.add_argument("--clients", default="1,2,4,8,16", help="client counts, comma-separated")
     parser.add_argument("--prompts", type=int, default=2, help="prompts each client sends (default: 2)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--max-batch", type=int, default=32, help="rows per shared UNet forward (default: 32)")
     args = parser.parse_args()
+    SETTINGS.update(device=args.device, precision=args.precision, size=args.size)
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         if args.model == "demo":
             models_dirs, checkpoint = default_models_dirs(), DEMO_CHECKPOINT
         else:
-            print("writing the real-size SD1.5 checkpoint (random weights) ...", flush=True)
-            write_real_size_checkpoint(out / "models")
-            models_dirs, checkpoint = [out / "models"], REAL_CHECKPOINT
-        print(f"model: {args.model} ({checkpoint}), 64x64, {args.steps} steps, cfg 7, euler; "
+            print(f"writing the {args.model} checkpoint (random weights) ...", flush=True)
+            checkpoint = write_real_size_checkpoint(out / "models", args.model)
+            models_dirs = [out / "models"]
+        print(f"model: {args.model} ({checkpoint}), {args.size}x{args.size} on {args.device}, {args.steps} steps, cfg 7, euler; "
               f"{args.prompts} prompts per client; --max-batch {args.max_batch}; torch threads: "
               f"{__import__('torch').get_num_threads()}")
         print("clients | one at a time: prompts/s  p50 s  p95 s | concurrency N: prompts/s  p50 s  p95 s | "
