@@ -262,8 +262,8 @@ def _add_serve_parser(sub: Any) -> None:
                      help="where prompts run: local (this process, one at a time; default) or ray (a pool of Ray "
                      "workers, one device each; pip install 'nodegraph[ray]')")
     ray.add_argument("--concurrency", type=_concurrency, default=1, metavar="N|auto",
-                     help="local executor: run up to N prompts at once on one device and one model cache, their "
-                     "UNet calls batched into shared forwards (default: 1, one at a time; auto: "
+                     help="run up to N prompts at once on one device and one model cache (with --executor ray: on "
+                     "each worker), their UNet calls batched into shared forwards (default: 1, one at a time; auto: "
                      f"{AUTO_CONCURRENCY['cpu']} on a CPU, {AUTO_CONCURRENCY['cuda']} on a GPU)")
     ray.add_argument("--max-batch", type=int, default=16, metavar="ROWS",
                      help="with --concurrency: most rows (samples, counting CFG's two halves) one shared UNet forward "
@@ -707,9 +707,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(f"--worker-cpus must be above 0, got {args.worker_cpus}", EXIT_INVALID)
     if not 1 <= args.max_batch <= 4096:
         return _fail(f"--max-batch must be between 1 and 4096, got {args.max_batch}", EXIT_INVALID)
-    if args.executor == "ray" and args.concurrency != 1:
-        return _fail("--concurrency is for the local executor; Ray runs one prompt per worker (--workers)",
-                     EXIT_INVALID)
     concurrency = _auto_concurrency(args.device) if args.concurrency == "auto" else args.concurrency
     web_root = args.web_root
     if args.frontend != "nodegraph":

@@ -30,6 +30,17 @@ def test_choose_worker_prefers_the_model_then_the_least_loaded() -> None:
     assert choose_worker(frozenset({"x.safetensors"}), []) is None
 
 
+def test_choose_worker_takes_a_worker_with_a_free_slot_least_running_first() -> None:
+    """With --concurrency a busy worker with a free slot is a candidate: the model it holds wins, else the one
+    running fewest prompts."""
+    busy_warm = WorkerLoad("a", frozenset({"x.safetensors"}), loaded_bytes=100, running=1)
+    idle_cold = WorkerLoad("b", frozenset({"y.safetensors"}), loaded_bytes=100)
+    busy_cold = WorkerLoad("c", running=1)
+    assert choose_worker(frozenset({"x.safetensors"}), [idle_cold, busy_warm]) is busy_warm
+    assert choose_worker(frozenset({"z.safetensors"}), [busy_warm, busy_cold, idle_cold]) is idle_cold
+    assert choose_worker(frozenset(), [busy_warm]) is busy_warm
+
+
 def test_output_files_travel_as_bytes_without_overwriting(tmp_path: Path) -> None:
     worker = Folders(output_dir=tmp_path / "worker" / "output", temp_dir=tmp_path / "worker" / "temp")
     server = Folders(output_dir=tmp_path / "server" / "output", temp_dir=tmp_path / "server" / "temp")

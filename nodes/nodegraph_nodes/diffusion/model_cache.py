@@ -357,6 +357,9 @@ def _batching_totals(batchers: Any) -> dict[str, int]:
 
 _cache: ModelCache | None = None
 _cache_settings: dict[str, Any] = {}
+# Prompts running side by side (--concurrency) may ask for the cache at the same moment, the first time included:
+# without the lock one could get a cache whose file loaders are not registered yet, or two caches could be made.
+_cache_lock = threading.Lock()
 
 
 def model_cache(settings: dict[str, Any] | None = None) -> ModelCache:
@@ -372,16 +375,17 @@ def model_cache(settings: dict[str, Any] | None = None) -> ModelCache:
         "vram_budget": given.get("vram_budget"),
         "ram_budget": given.get("ram_budget"),
     }
-    if _cache is None or (settings is not None and wanted != _cache_settings):
-        if _cache is not None:
-            _cache.free(unload_models=True)
-        _cache = ModelCache(**wanted)
-        _cache_settings = wanted
-        from . import loaders  # the file readers for checkpoints, VAEs and ControlNets
+    with _cache_lock:
+        if _cache is None or (settings is not None and wanted != _cache_settings):
+            if _cache is not None:
+                _cache.free(unload_models=True)
+            cache = ModelCache(**wanted)
+            from . import loaders  # the file readers for checkpoints, VAEs and ControlNets
 
-        loaders.register(_cache)
-        register_owner(_cache)
-    if settings is not None:
-        # Not part of the cache's identity: changing it keeps the loaded models.
-        _cache.max_batch = max(1, int(given.get("max_batch") or 1))
-    return _cache
+            loaders.register(cache)
+            register_owner(cache)
+            _cache, _cache_settings = cache, wanted  # published only once it can load files
+        if settings is not None:
+            # Not part of the cache's identity: changing it keeps the loaded models.
+            _cache.max_batch = max(1, int(given.get("max_batch") or 1))
+        return _cache
