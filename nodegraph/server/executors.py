@@ -2,10 +2,11 @@
 
 - `LocalBackend` (the default): ONE engine `Executor` in the server process; prompts run one at a time.
 - The Ray backend (`--executor ray`, `nodegraph.distributed.pool.RayPool`): a pool of Ray actors, each owning one
-  device (a GPU or a CPU slot) with its own Executor and model cache; one prompt per actor, several at once.
+  device (a GPU or a CPU slot) with its own Executors and model cache; `--concurrency` prompts per actor (default
+  one), several actors at once.
 
 Both answer the same small protocol, `PromptBackend`. A backend hands out *slots* (`reserve`): the local one has a
-single slot, the Ray pool one per idle actor, chosen by model affinity. Nothing of Ray is imported unless the
+`--concurrency` slots, the Ray pool `--concurrency` per actor, chosen by model affinity. Nothing of Ray is imported unless the
 configuration asks for it (`make_backend`).
 """
 from __future__ import annotations
