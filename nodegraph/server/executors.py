@@ -5,9 +5,9 @@
   device (a GPU or a CPU slot) with its own Executors and model cache; `--concurrency` prompts per actor (default
   one), several actors at once.
 
-Both answer the same small protocol, `PromptBackend`. A backend hands out *slots* (`reserve`): the local one has a
-`--concurrency` slots, the Ray pool `--concurrency` per actor, chosen by model affinity. Nothing of Ray is imported unless the
-configuration asks for it (`make_backend`).
+Both answer the same small protocol, `PromptBackend`. A backend hands out *slots* (`reserve`): the local one has
+`--concurrency` of them, the Ray pool `--concurrency` per actor, chosen by model affinity. Nothing of Ray is imported
+unless the configuration asks for it (`make_backend`).
 """
 from __future__ import annotations
 
