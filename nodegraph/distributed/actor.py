@@ -39,7 +39,7 @@ class _Stream:
 
 
 # The keys of `load()`: what the pool keeps of a worker between prompts (for scheduling and GET /workers).
-LOAD_KEYS = ("models", "loaded_bytes", "file_reads", "prompts_run", "running", "batching")
+LOAD_KEYS = ("models", "loaded_bytes", "file_reads", "prompts_run", "batching")
 
 
 class PromptActor:
@@ -88,7 +88,7 @@ class PromptActor:
             for name, value in (stats.get("batching") or {}).items():
                 batching[name] = batching.get(name, 0) + int(value)
         return {"models": sorted(models), "loaded_bytes": loaded_bytes, "file_reads": file_reads,
-                "prompts_run": self.prompts_run, "running": sorted(self._running), "batching": batching}
+                "prompts_run": self.prompts_run, "batching": batching}
 
     async def info(self) -> dict[str, Any]:
         """Where this worker runs and what it holds (the server's `GET /workers`)."""
