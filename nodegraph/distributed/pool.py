@@ -7,9 +7,10 @@ one: `scheduling`), streams the worker's events back by long polls, writes
 output files a worker sent as bytes, and records the result through the prompt worker as the local executor does.
 
 Faults: a worker that dies mid-prompt (its process killed, its node gone) is dropped, a replacement is started, and
-each of its prompts is retried once on another worker (ahead of the queue); a second death reports the prompt failed. The
-pool keeps its size: `workers=N` replaces dead actors; `workers=None` follows the cluster (one worker per GPU, or
-per node when the cluster has no GPU), so workers join when nodes join. `resize()` changes the size at run time.
+each of its prompts is retried once on another worker (ahead of the queue); a second death reports the prompt
+failed. The pool keeps its size: `workers=N` replaces dead actors; `workers=None` follows the cluster (one worker
+per GPU, or per node when the cluster has no GPU), so workers join when nodes join. `resize()` changes the size at
+run time.
 """
 from __future__ import annotations
 
