@@ -287,3 +287,23 @@ def test_loha_and_lokr_files_patch_the_layers_they_name(models_root):
                               atol=1e-5)
         restore({"unet": unet}, saved)
         assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
+
+
+def test_comfyui_layout_with_original_unet_paths(models_root):
+    """ComfyUI's own LoRA files name UNet layers by their original path under `diffusion_model.`."""
+    from nodegraph_nodes.diffusion.keymap import unet_to_original
+    from nodegraph_nodes.diffusion.tiny_lora import lora_layers
+
+    components = load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors")
+    config = dict(components.unet.config)
+    state = {}
+    for model, path, down, up in lora_layers(components, seed=3):
+        if model != "unet":
+            continue
+        (original,) = unet_to_original({path + ".weight": None}, config)
+        name = "diffusion_model." + original.removesuffix(".weight")
+        state[f"{name}.lora_down.weight"], state[f"{name}.lora_up.weight"] = down, up
+    targets, unmatched = match(parse_lora(state, "comfy"), {"unet": components.unet})
+    assert not unmatched and len(targets) == len(state) // 2
+    paths = {path for model, path, _, _ in lora_layers(components, seed=3) if model == "unet"}
+    assert {t.path for t in targets} == paths
