@@ -238,6 +238,11 @@ def _add_serve_parser(sub: Any) -> None:
                        help="finished prompts kept in the history, oldest dropped first (default: 10000)")
     serve.add_argument("--preview-size", type=int, default=512, metavar="PX",
                        help="largest side of live preview images (default: 512)")
+    serve.add_argument("--preview-method", choices=("none", "auto", "latent2rgb", "taesd"), default="none",
+                       help="live previews on the websocket, as ComfyUI's flag: none (default: no binary preview "
+                       "frames), auto or latent2rgb (fast latent -> RGB), taesd (TAESD decoder from "
+                       "models/vae_approx, else latent -> RGB); a prompt may ask for another in "
+                       "extra_data.preview_method, as the editors do")
     serve.add_argument("--web-root", type=Path, help="serve the editor from this folder instead of web/ (e.g. "
                        "comfyui_frontend_package/static)")
     serve.add_argument("--frontend", choices=("nodegraph", "comfyui"), default="nodegraph",
@@ -689,6 +694,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cache_entries=args.cache_entries,
         max_history=args.max_history,
         preview_size=args.preview_size,
+        preview_method=args.preview_method,
         web_root=web_root,
         executor=args.executor,
         ray_address=args.ray_address,
