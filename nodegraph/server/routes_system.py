@@ -86,7 +86,9 @@ def _system_stats(state: Any) -> dict[str, Any]:
             "python_version": sys.version,
             "pytorch_version": _package_version("torch"),
             "embedded_python": False,
-            "argv": list(sys.argv),
+            # nodegraph has no API nodes (ComfyUI's comfy.org partner nodes), which ComfyUI announces with this
+            # flag; the official frontend then makes no calls to api.comfy.org (release notes and the like).
+            "argv": [*sys.argv, *(["--disable-api-nodes"] if "--disable-api-nodes" not in sys.argv else [])],
         },
         "devices": devices(ram_total, ram_free),
         "nodegraph": {
