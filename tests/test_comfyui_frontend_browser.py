@@ -66,7 +66,9 @@ def example_titles() -> list[str]:
     return sorted(p.name.removesuffix(".ui.json").replace("_", " ") for p in (ROOT / "workflows").glob("*.ui.json"))
 
 
-def test_first_visit_has_no_console_errors_lists_the_examples_and_runs_one(playwright_browser, comfyui_server):  # noqa: F811
+def test_first_visit_has_no_console_errors_lists_the_examples_and_runs_one(
+    playwright_browser, comfyui_server  # noqa: F811
+):
     context = playwright_browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     errors: list[str] = []

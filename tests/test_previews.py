@@ -179,3 +179,25 @@ def test_taesd_previews_from_a_sampler_on_the_server(tmp_path_factory):
             with Image.open(io.BytesIO(binary[-1][8:])) as preview:
                 sizes[method] = preview.size
     assert sizes == {"latent2rgb": (8, 8), "taesd": (64, 64)}  # 64x64 picture: 8x8 latent, TAESD decodes 8x
+
+
+def test_checkpoint_without_preview_factors_gets_them_fitted_to_its_vae(tmp_path):
+    """Real checkpoints use ComfyUI's published factors; a nodegraph-written one with its own VAE and no factors in
+    its header (make-tiny-models) gets factors fitted to that VAE, which predict its decode better."""
+    from nodegraph_nodes.diffusion.loader import load_checkpoint, make_tiny_models
+    from nodegraph_nodes.diffusion.preview import LATENT_RGB
+
+    make_tiny_models(tmp_path)
+    components = load_checkpoint(tmp_path / "checkpoints" / "tiny_sd1.safetensors")
+    assert components.latent_rgb is not None
+    vae = components.vae.float()
+    latents = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(5))  # held out from the fit
+    with torch.no_grad():
+        decoded = vae.decode(latents / vae.config.scaling_factor).sample.clamp(-1, 1)
+    target = torch.nn.functional.adaptive_avg_pool2d(decoded, (8, 8))
+
+    def error(fit):
+        factors, bias = torch.tensor(fit[0]), torch.tensor(fit[1])
+        return (torch.einsum("nchw,cr->nrhw", latents, factors) + bias[None, :, None, None] - target).abs().mean()
+
+    assert error(components.latent_rgb) < 0.8 * error(LATENT_RGB["sd1"])

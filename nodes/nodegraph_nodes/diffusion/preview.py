@@ -70,3 +70,15 @@ def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor) -> LatentRgb:
     solution = torch.linalg.lstsq(design, y).solution  # [C + 1, 3]
     factors = [[round(float(v), 5) for v in row] for row in solution[:-1]]
     return factors, [round(float(v), 5) for v in solution[-1]]
+
+
+@torch.no_grad()
+def fit_vae_latent_rgb(vae: torch.nn.Module, samples: int = 16, size: int = 8, seed: int = 0) -> LatentRgb:
+    """(factors, bias) for a VAE that comes without them: fitted on unit-variance UNet-space latents (the range a
+    sampler's denoised latents live in) and the VAE's own decode of them. Deterministic for a given VAE."""
+    param = next(vae.parameters())
+    generator = torch.Generator().manual_seed(seed)
+    latents = torch.randn(samples, vae.config.latent_channels, size, size, generator=generator)
+    scale = vae.config.scaling_factor
+    images = vae.decode((latents / scale).to(param.device, param.dtype)).sample.float().clamp(-1, 1).cpu()
+    return fit_latent_rgb(latents, images)
