@@ -3,6 +3,7 @@ files (nodegraph's examples), custom-node templates, translations, global subgra
 userdata a first visit reads."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -56,8 +57,12 @@ async def test_model_library_lists_folders_and_files(client, tmp_path):  # noqa:
     assert isinstance(files[0]["modified"], float) and isinstance(files[0]["created"], float)
     assert await (await client.get("/api/experiment/models/loras")).json() == []
     assert (await client.get("/api/experiment/models/secrets")).status == 404
-    preview = await client.get("/api/experiment/models/preview/checkpoints/0/sub/a.safetensors")
-    assert preview.status == 200 and preview.content_type == "image/webp"
+    for name in ("sub/a.safetensors", "sub/a.webp"):  # the frontend asks with the extension swapped for .webp
+        preview = await client.get(f"/api/experiment/models/preview/checkpoints/0/{name}")
+        assert preview.status == 200 and preview.content_type == "image/webp"
+        with Image.open(io.BytesIO(await preview.read())) as picture:
+            red, green, blue = picture.convert("RGB").getpixel((0, 0))
+            assert picture.format == "WEBP" and red > 200 and green < 60 and blue < 60  # the red a.png
     for bad in ("checkpoints/0/sub/none.safetensors", "checkpoints/7/sub/a.safetensors",
                 "checkpoints/0/..%2F..%2Fsecret.safetensors"):
         assert (await client.get(f"/api/experiment/models/preview/{bad}")).status == 404, bad

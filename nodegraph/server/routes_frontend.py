@@ -208,11 +208,14 @@ async def list_userdata_first_visit(request: web.Request) -> web.Response:
     return await routes_user.list_userdata(request)
 
 
-async def get_node_templates(request: web.Request) -> web.StreamResponse:
-    """The user's node templates file, or an empty list before the user saved one."""
-    path = resolve_inside(routes_user._user_dir(request), NODE_TEMPLATES_FILE)
-    if not path.is_file():
-        return web.json_response([])
+async def get_userdata_file_first_visit(request: web.Request) -> web.StreamResponse:
+    """A user file; the node templates file and the stylesheet read as empty before the user saved them."""
+    file = request.match_info["file"]
+    if file in (NODE_TEMPLATES_FILE, USER_CSS):
+        if file == USER_CSS:
+            return await get_user_css(request)
+        if not resolve_inside(routes_user._user_dir(request), file).is_file():
+            return web.json_response([])
     return await routes_user.get_userdata_file(request)
 
 
@@ -235,7 +238,6 @@ ROUTES = [
     ("GET", "/experiment/models/{folder}", get_model_files),
     ("GET", "/experiment/models/preview/{folder}/{path_index}/{filename:.+}", get_model_preview),
     ("GET", "/userdata", list_userdata_first_visit),
-    ("GET", r"/userdata/{file:comfy\.templates\.json}", get_node_templates),
-    ("GET", r"/userdata/{file:user\.css}", get_user_css),
+    ("GET", "/userdata/{file}", get_userdata_file_first_visit),
     ("GET", "/user.css", get_user_css),
 ]
