@@ -152,7 +152,7 @@ def test_taesd_previewer_decodes_like_diffusers(tmp_path, layout):
     latent = torch.randn(2, 4, 6, 5, generator=torch.Generator().manual_seed(1)) * 2
     image = preview(latent)
     assert image.size == (40, 48)  # TAESD upsamples 8x, like the VAE
-    ours = torch.from_numpy(np.asarray(image)).float()
+    ours = torch.from_numpy(np.array(image)).float()
     reference = reference_preview(model, latent)
     assert reference.std() > 20  # the reference is a picture, not a flat colour
     assert (ours - reference).abs().max() <= 1
