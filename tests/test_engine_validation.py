@@ -131,8 +131,8 @@ def test_cycle_names_its_nodes(registry):
 def test_a_long_cycle_is_reported_once_and_capped(registry):
     """A 10,000-node cycle gives one short error (it used to list the cycle once per node: n^2 in size)."""
     n = 10_000
-    prompt = {str(i): {"class_type": "Add", "inputs": {"a": [str((i - 1) % n), 0]}} for i in range(n)}
-    prompt["out"] = {"class_type": "Collect", "inputs": {"value": ["0", 0]}}
+    prompt = {str(i): {"class_type": "Add", "inputs": {"a": [str((i - 1) % n), 0], "bias": 0}} for i in range(n)}
+    prompt["out"] = {"class_type": "Collect", "inputs": {"value": ["0", 0], "label": ""}}
     result = validate_prompt(prompt, registry)
     assert not result.ok
     assert list(result.node_errors) == ["0"]
