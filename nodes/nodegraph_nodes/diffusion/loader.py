@@ -269,6 +269,10 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pi
     components = _components_from_single_file(file, family, configs, tokenizers, scheduler, dtype)
     if preview is not None:
         components.latent_rgb = (preview["factors"], preview["bias"])
+    elif header is not None:  # written by nodegraph with a VAE of its own but no preview factors: fit them now
+        from .preview import fit_vae_latent_rgb
+
+        components.latent_rgb = fit_vae_latent_rgb(components.vae)
     return components
 
 

@@ -211,14 +211,24 @@ PREVIEW_FAMILY = {"sd2": "sd1", "sdxl_refiner": "sdxl"}
 
 
 def _progress_callback(context: Any, model: ModelHandle) -> Callable[..., None]:
-    """Per-step progress, a latent preview when clients want one, and the interrupt check."""
-    from .preview import latent_to_rgb
+    """Per-step progress, a latent preview when clients want one, and the interrupt check.
 
-    want_previews = getattr(context, "previews", True)
+    The prompt's preview method (ComfyUI's): none; auto or latent2rgb (the latent -> RGB factors); taesd (the TAESD
+    decoder from models/vae_approx when installed, else the factors)."""
+    from .preview import latent_to_rgb
+    from .taesd import taesd_previewer
+
+    method = getattr(context, "preview_method", "auto") if getattr(context, "previews", True) else "none"
     latent_family = PREVIEW_FAMILY.get(model.family, model.family)
+    taesd = taesd_previewer(getattr(context, "env", None), latent_family) if method == "taesd" else None
 
     def callback(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        preview = latent_to_rgb(denoised, latent_family, model.latent_rgb) if want_previews else None
+        if method == "none":
+            preview = None
+        elif taesd is not None:
+            preview = taesd(denoised)
+        else:
+            preview = latent_to_rgb(denoised, latent_family, model.latent_rgb)
         context.progress(step + 1, total, preview=preview)
 
     return callback
