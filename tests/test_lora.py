@@ -307,3 +307,46 @@ def test_comfyui_layout_with_original_unet_paths(models_root):
     assert not unmatched and len(targets) == len(state) // 2
     paths = {path for model, path, _, _ in lora_layers(components, seed=3) if model == "unet"}
     assert {t.path for t in targets} == paths
+
+
+def test_side_by_side_prompts_share_a_patch_set_and_wait_for_another(models_root):
+    """`serve --concurrency`: prompts that want the same LoRAs use the model together; one that wants other LoRAs
+    waits until the model is free of them, so nobody samples with another prompt's patches."""
+    import threading
+
+    from nodegraph_nodes.diffusion.ops import load_checkpoint as load_handles, load_lora, use_model
+
+    cache = model_cache({"device": "cpu"})
+    cache.free(unload_models=True)
+    base, _, _ = load_handles(models_root / "checkpoints" / "tiny_sd1.safetensors", {"device": "cpu"})
+    lora_a, _ = load_lora(base, None, models_root / "loras" / KOHYA, 1.0, 0.0, {"device": "cpu"})
+    lora_b, _ = load_lora(base, None, models_root / "loras" / KOHYA, -0.5, 0.0, {"device": "cpu"})
+
+    def checksum(unet) -> float:
+        return float(sum(p.double().sum() for p in unet.parameters()))
+
+    with cache.use(base.ref) as unet:
+        plain = checksum(unet)
+    seen: dict[str, list[float]] = {"a1": [], "a2": [], "b": []}
+    inside_a = threading.Barrier(2, timeout=30)  # both "a" users are inside at once: they share
+
+    def user(name: str, handle, wait_for_partner: bool) -> None:
+        with use_model(cache, handle) as unet:
+            seen[name].append(checksum(unet))
+            if wait_for_partner:
+                inside_a.wait()
+            seen[name].append(checksum(unet))
+
+    threads = [threading.Thread(target=user, args=("a1", lora_a, True)),
+               threading.Thread(target=user, args=("a2", lora_a, True))]
+    for t in threads:
+        t.start()
+    later = threading.Thread(target=user, args=("b", lora_b, False))
+    later.start()
+    for t in threads:
+        t.join()
+    later.join()
+    assert seen["a1"][0] == seen["a2"][0] == seen["a1"][1] == seen["a2"][1] != plain
+    assert seen["b"][0] == seen["b"][1] not in (plain, seen["a1"][0])
+    with cache.use(base.ref) as unet:
+        assert checksum(unet) == plain  # the base is back after everyone left

@@ -5,7 +5,12 @@ are changed only while a node uses the model: `patched(cache, ref, patches, mode
 saves the weights the LoRAs touch, writes W + sum(strength_i * delta_i) (computed in float32, cast once to the
 weight's dtype, as ComfyUI does), yields, and copies the saved weights back, bit for bit. So two prompts with
 different LoRAs on one checkpoint share its single copy in memory, the next prompt finds the base untouched, and
-two LoRAs stack by adding their changes. While a model is patched, a lock keeps any other node from using it.
+two LoRAs stack by adding their changes.
+
+Prompts running side by side (`serve --concurrency`) share a model while they want the same patches (the same
+LoRAs at the same strengths, or none): the first one in applies them, the last one out restores the base, and
+their UNet calls can be batched together. A prompt that wants other patches waits until the model is free of the
+current set, so nobody ever samples with another prompt's LoRA.
 """
 from __future__ import annotations
 
@@ -19,8 +24,24 @@ import torch
 
 from .model_cache import ModelCache, ModelRef
 
-_locks: dict[Any, threading.RLock] = {}
-_locks_guard = threading.Lock()
+_states: dict[Any, "_Shared"] = {}
+_states_guard = threading.Lock()
+
+
+class _Shared:
+    """Who uses one cached model now, with which patch set, and what the patches replaced."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.users = 0
+        self.signature: tuple = ()
+        self.busy = False  # patches being applied or the base being restored: nobody may enter
+        self.saved: dict[tuple[str, str], torch.Tensor] = {}
+
+
+def _shared(key: Any) -> _Shared:
+    with _states_guard:
+        return _states.setdefault(key, _Shared())
 
 
 @dataclass(frozen=True)
@@ -32,11 +53,6 @@ class LoraPatch:
 
     def cache_nbytes(self) -> int:
         return 0
-
-
-def _lock(key: Any) -> threading.RLock:
-    with _locks_guard:
-        return _locks.setdefault(key, threading.RLock())
 
 
 def apply(models: dict[str, torch.nn.Module], loras: list[tuple[Any, float]]) -> dict[tuple[str, str], torch.Tensor]:
@@ -79,15 +95,44 @@ def patched(
 ) -> Iterator[Any]:
     """Use the cached component `ref` with `patches` applied; `models_of(value)` names its patchable modules
     ({"unet": unet} for a MODEL, {"l": ..., "g": ...} for a CLIP)."""
-    with cache.use(ref) as value, _lock(ref.key):
-        if not patches:
-            yield value
-            return
-        with ExitStack() as stack:
-            loras = [(stack.enter_context(cache.use(p.ref)), p.strength) for p in patches]
-            models = models_of(value)
-            saved = apply(models, loras)
+    state = _shared(ref.key)
+    signature = tuple((p.ref.key, p.strength) for p in patches)
+    with cache.use(ref) as value:
+        models = models_of(value)
+        with state.cond:
+            while state.busy or (state.users and state.signature != signature):
+                state.cond.wait()
+            state.users += 1
+            first = state.users == 1
+            if first:
+                state.signature, state.busy = signature, bool(patches)
+        if first and patches:
             try:
-                yield value
-            finally:
-                restore(models, saved)
+                with ExitStack() as stack:
+                    loras = [(stack.enter_context(cache.use(p.ref)), p.strength) for p in patches]
+                    saved = apply(models, loras)
+            except BaseException:
+                with state.cond:
+                    state.users -= 1
+                    state.busy = False
+                    state.cond.notify_all()
+                raise
+            with state.cond:
+                state.saved, state.busy = saved, False
+                state.cond.notify_all()
+        try:
+            yield value
+        finally:
+            with state.cond:
+                state.users -= 1
+                last = state.users == 0
+                if last and state.saved:
+                    state.busy = True
+            if last:
+                try:
+                    if state.saved:
+                        restore(models, state.saved)
+                finally:
+                    with state.cond:
+                        state.saved, state.busy = {}, False
+                        state.cond.notify_all()
