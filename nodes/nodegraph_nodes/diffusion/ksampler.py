@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .conditioning import Conditioning
-from .denoiser import CFGDenoiser
 from .model_sampling import DiscreteModelSampling
 from .names import DISCARD_PENULTIMATE_SIGMA_SAMPLERS
+from .regions import make_denoiser
 from .samplers import SAMPLER_NOISE, SAMPLERS
 from .schedules import calculate_sigmas
 
@@ -140,7 +140,9 @@ def sample_with_sigmas(
     sigmas = sigmas.float().cpu()
     sigma0 = float(sigmas[0])
     noise = prepare_noise(latent, seed, batch_index) if add_noise else torch.zeros_like(latent)
-    denoiser = CFGDenoiser(unet, model_sampling, positive, negative, cfg, interrupt=interrupt)
+    denoiser = make_denoiser(unet, model_sampling, positive, negative, cfg)
+    if interrupt is not None and hasattr(denoiser, "check_interrupt"):
+        denoiser.interrupt = interrupt  # checked between model calls (CFGDenoiser.check_interrupt)
     x = model_sampling.noise_scaling(sigma0, noise, latent).to(denoiser.device)
 
     kwargs = {}
