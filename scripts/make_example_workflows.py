@@ -235,6 +235,8 @@ DESCRIPTIONS = {
     "sdxl_refiner_advanced": "the same split with two KSamplerAdvanced nodes (ComfyUI's template)",
     "controlnet_canny": "a Canny ControlNet follows the outline of the example image",
     "controlnet_mixed": "two chained ControlNets: the outline throughout, the image itself for the first half",
+    "area_composition": "four prompts in the four quadrants of a 128 px canvas (ConditioningSetArea)",
+    "lora": "txt2img through the demo 'giant' LoRA: larger shapes than the model draws alone",
 }
 
 # Each example as rows of columns of node ids, read left to right, top to bottom.
