@@ -1,4 +1,4 @@
-"""HTTP routes against COMPAT.md sections 1 and 8: prompt semantics, validation errors, queue, history, jobs,
+"""HTTP routes against docs/compat.md §1: prompt semantics, validation errors, queue, history, jobs,
 files, uploads, user data, stats, and the JSON-only error surface."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Queueing a prompt: ComfyUI's POST /prompt semantics (COMPAT.md 1.3), shared by HTTP and the websocket."""
+"""Queueing a prompt: ComfyUI's POST /prompt semantics (docs/compat.md §1.3), shared by HTTP and the websocket."""
 from __future__ import annotations
 
 import asyncio

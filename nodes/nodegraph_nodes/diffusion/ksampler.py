@@ -1,6 +1,6 @@
 """KSampler, KSamplerAdvanced and SamplerCustom semantics on top of the samplers and schedules.
 
-What the nodes promise (ComfyUI's behaviour, COMPAT.md section 5):
+What the nodes promise (ComfyUI's behaviour, docs/compat.md §5):
 
 * noise comes from `prepare_noise`: drawn on the CPU from a generator seeded like `torch.manual_seed(seed)`, so a
   seed gives the same image on any device; `batch_index` picks per-sample noise as if the whole batch were drawn;
