@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import asyncio
+import difflib
+import errno
 import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__
 
@@ -25,7 +27,8 @@ A workflow is a graph of typed nodes (load a checkpoint, encode a prompt, sample
 be ComfyUI API-format JSON, ComfyUI UI-format JSON (what the editor saves), or a PNG that carries its workflow.
 
 examples:
-  nodegraph run workflows/txt2img.json --set 3.seed=42      run a workflow, changing one input
+  nodegraph examples                                        the example workflows shipped with nodegraph
+  nodegraph run txt2img --set KSampler.seed=42              run one (by name, or any workflow file)
   nodegraph validate my_workflow.json                       list every problem in a workflow
   nodegraph convert ui_workflow.json > api.json             UI format -> API format
   nodegraph nodes KSampler                                  describe a node type
@@ -33,7 +36,12 @@ examples:
 """
 
 
-def _add_folder_args(parser: argparse.ArgumentParser) -> None:
+WORKFLOW_HELP = ("a workflow file (API JSON, UI JSON, or a PNG that carries its workflow), or the name of an "
+                 "example workflow, e.g. txt2img or txt2img.ui (`nodegraph examples` lists them)")
+
+
+def _add_folder_args(parser: argparse.ArgumentParser, placement: bool = True) -> None:
+    """The folder options; `placement` adds the model placement ones (only where models are loaded)."""
     group = parser.add_argument_group("folders")
     group.add_argument(
         "--models-dir",
@@ -43,13 +51,17 @@ def _add_folder_args(parser: argparse.ArgumentParser) -> None:
         help="a models root in ComfyUI's layout (checkpoints/, controlnet/, vae/, ...); repeat for several, the "
         "first is where new files go (default: ./models, then the bundled demo models)",
     )
-    group.add_argument("--input-dir", type=Path, default=Path("input"), help="images for LoadImage (default: ./input)")
+    group.add_argument("--input-dir", type=Path, default=Path("input"),
+                       help="images for LoadImage (default: ./input; names not found there are then looked up "
+                       "in the example workflows' inputs, read-only)")
     group.add_argument(
         "--output-dir", type=Path, default=Path("output"), help="where SaveImage writes (default: ./output)"
     )
     group.add_argument(
         "--temp-dir", type=Path, default=None, help="where PreviewImage writes (default: <output-dir>/../temp)"
     )
+    if not placement:
+        return
     models = parser.add_argument_group("model placement")
     models.add_argument(
         "--device",
@@ -100,12 +112,12 @@ def make_folders(args: argparse.Namespace) -> Any:
 
     models_dirs = list(args.models_dir or [Path("models")]) + default_models_dirs()
     temp_dir = args.temp_dir or Path(args.output_dir).parent / "temp"
-    settings = {
-        "device": args.device,
-        "precision": args.precision,
-        "vram_budget": args.vram_budget,
-        "ram_budget": args.ram_budget,
-        "disable_metadata": args.disable_metadata,
+    settings = {  # commands without the model placement options (validate, models) get the defaults
+        "device": getattr(args, "device", "auto"),
+        "precision": getattr(args, "precision", "auto"),
+        "vram_budget": getattr(args, "vram_budget", None),
+        "ram_budget": getattr(args, "ram_budget", None),
+        "disable_metadata": getattr(args, "disable_metadata", False),
     }
     return Folders(
         models_dirs=models_dirs, input_dir=args.input_dir, output_dir=args.output_dir, temp_dir=temp_dir,
@@ -126,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate and run a workflow (API JSON, UI JSON, or a PNG carrying a workflow), with a progress "
         "bar. Prints the files it wrote. Exit status: 0 done, 1 a node failed, 2 invalid workflow, 130 interrupted.",
     )
-    run.add_argument("workflow", type=Path, help="the workflow file")
+    run.add_argument("workflow", help=WORKFLOW_HELP)
     run.add_argument(
         "--set",
         action="append",
@@ -145,9 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a workflow without running it. Prints every problem (node, input, expected and received "
         "value) and exits 2 if any output cannot run, 0 if all can.",
     )
-    validate.add_argument("workflow", type=Path)
+    validate.add_argument("workflow", help=WORKFLOW_HELP)
     validate.add_argument("--json", action="store_true", help="print ComfyUI's error object (node_errors) as JSON")
-    _add_folder_args(validate)
+    _add_folder_args(validate, placement=False)
 
     convert = sub.add_parser(
         "convert",
@@ -156,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "API format that POST /prompt takes (or, with --to ui, to a laid-out UI workflow), and print it. Nodes "
         "whose type is not installed are reported on stderr by id, type and title, and the exit status is then 2.",
     )
-    convert.add_argument("workflow", type=Path)
+    convert.add_argument("workflow", help=WORKFLOW_HELP)
     convert.add_argument(
         "--to",
         choices=["api", "ui"],
@@ -176,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("--json", action="store_true", help="print the object_info record(s) as JSON")
     _add_serve_parser(sub)
 
+    sub.add_parser(
+        "examples",
+        help="list the example workflows that run, validate and convert take by name",
+        description="The example workflows shipped with nodegraph, with what each does. Give a name to run, "
+        "validate or convert (`nodegraph run txt2img`; NAME.ui for the editor's format). They use the bundled "
+        "demo models and work from any directory.",
+    )
+
     tiny = sub.add_parser(
         "make-tiny-models",
         help="write tiny random-weight models (SD1, SD2-v, SDXL base/refiner, ControlNets, VAE) for tests and trials",
@@ -183,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoints/tiny_sd1, tiny_sd2 (v-prediction), tiny_sdxl, tiny_sdxl_refiner (each as an original-layout "
         ".safetensors file and as a diffusers folder), controlnet/tiny_controlnet_sd1 (original layout and diffusers "
         "folder), tiny_controlnet_sd1_diffusers_layout.safetensors (diffusers keys, no config), "
-        "tiny_controlnet_sdxl.safetensors, vae/tiny_vae.safetensors, and the SD1 / SDXL parts as split files "
-        "(diffusion_models/tiny_sd1_unet, tiny_sdxl_unet; text_encoders/tiny_sd1_clip_l, tiny_sdxl_clip_l, "
+        "tiny_controlnet_sdxl.safetensors, vae/tiny_vae.safetensors, loras/tiny_lora_* (kohya, diffusers and pickled "
+        "layouts), embeddings/tiny_embedding* (.safetensors, A1111 .pt, SDXL), and the SD1 / SDXL parts as split "
+        "files (diffusion_models/tiny_sd1_unet, tiny_sdxl_unet; text_encoders/tiny_sd1_clip_l, tiny_sdxl_clip_l, "
         "tiny_sdxl_clip_g; vae/tiny_sdxl_vae). They exercise every code "
         "path of real models in seconds; their images are noise.",
     )
@@ -201,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--server", metavar="URL", help="a running server, e.g. http://127.0.0.1:8188")
     models.add_argument("--token", help="the server's access token, if it has one")
     models.add_argument("--json", action="store_true", help="print JSON")
-    _add_folder_args(models)
+    _add_folder_args(models, placement=False)
     return parser
 
 
@@ -254,6 +275,11 @@ def _add_serve_parser(sub: Any) -> None:
                        help="finished prompts kept in the history, oldest dropped first (default: 10000)")
     serve.add_argument("--preview-size", type=int, default=512, metavar="PX",
                        help="largest side of live preview images (default: 512)")
+    serve.add_argument("--preview-method", choices=("none", "auto", "latent2rgb", "taesd"), default="none",
+                       help="live previews on the websocket, as ComfyUI's flag: none (default: no binary preview "
+                       "frames), auto or latent2rgb (fast latent -> RGB), taesd (TAESD decoder from "
+                       "models/vae_approx, else latent -> RGB); a prompt may ask for another in "
+                       "extra_data.preview_method, as the editors do")
     serve.add_argument("--web-root", type=Path, help="serve the editor from this folder instead of web/ (e.g. "
                        "comfyui_frontend_package/static)")
     serve.add_argument("--frontend", choices=("nodegraph", "comfyui"), default="nodegraph",
@@ -263,6 +289,13 @@ def _add_serve_parser(sub: Any) -> None:
     ray.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="where prompts run: local (this process, one at a time; default) or ray (a pool of Ray "
                      "workers, one device each; pip install 'nodegraph[ray]')")
+    ray.add_argument("--concurrency", type=_concurrency, default=1, metavar="N|auto",
+                     help="run up to N prompts at once on one device and one model cache (with --executor ray: on "
+                     "each worker), their UNet calls batched into shared forwards (default: 1, one at a time; auto: "
+                     f"{AUTO_CONCURRENCY['cpu']} on a CPU, {AUTO_CONCURRENCY['cuda']} on a GPU)")
+    ray.add_argument("--max-batch", type=int, default=16, metavar="ROWS",
+                     help="with --concurrency: most rows (samples, counting CFG's two halves) one shared UNet forward "
+                     "holds (default: 16)")
     ray.add_argument("--ray-address", metavar="ADDR",
                      help="the Ray cluster to join: auto (one started with `ray start` on this machine) or "
                      "ray://host:10001; default: start a local Ray instance")
@@ -275,6 +308,32 @@ def _add_serve_parser(sub: Any) -> None:
                      help="Ray workers write outputs under DIR and send the files to the server (default: workers "
                      "on this machine write into --output-dir, workers on other nodes into a temporary folder)")
     _add_folder_args(serve)
+
+
+# `--concurrency auto`, per device kind: from bench/bench_concurrency.py (README "Serving many users at once").
+AUTO_CONCURRENCY = {"cpu": 4, "cuda": 8}
+
+
+def _concurrency(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"between 1 and 256 prompts at once, got {value}")
+    return value
+
+
+def _auto_concurrency(device: str) -> int:
+    """`--concurrency auto` on the device `--device` picks (no torch import when the answer does not need it)."""
+    if device == "cpu":
+        return AUTO_CONCURRENCY["cpu"]
+    import torch
+
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return AUTO_CONCURRENCY["cuda" if cuda else "cpu"]
 
 
 def _workers(text: str) -> int | None:
@@ -292,15 +351,30 @@ def _workers(text: str) -> int | None:
 # --- helpers ---------------------------------------------------------------------------------------------------------
 
 
-def _load(path: Path, registry: Any, env: Any) -> Any:
+def resolve_workflow(text: str | Path) -> Path:
+    """A workflow argument: an existing file, else an example workflow of that name, else the path as given (so
+    reading it reports the missing file)."""
+    path = Path(text)
+    if path.exists():
+        return path
+    from .examples import find_example
+
+    return find_example(str(text)) or path
+
+
+def _load(path: str | Path, registry: Any, env: Any, keep_unknown: bool = False) -> Any:
     from .formats import WorkflowFormatError, load_workflow
 
     def node_info(class_type: str) -> dict[str, Any] | None:
         info = registry.object_info(env, class_type)
         return info.get(class_type)
 
+    resolved = resolve_workflow(path)
+    if not resolved.exists():
+        raise SystemExit(_fail(f"cannot read workflow {path}: no such file, and no example workflow of that name "
+                               "(`nodegraph examples` lists them)", EXIT_INVALID))
     try:
-        return load_workflow(path, node_info)
+        return load_workflow(resolved, node_info, keep_unknown=keep_unknown)
     except (OSError, WorkflowFormatError) as exc:
         raise SystemExit(_fail(f"cannot read workflow {path}: {exc}", EXIT_INVALID))
 
@@ -315,8 +389,22 @@ def _report_problems(loaded: Any) -> None:
         print(f"warning: {problem}", file=sys.stderr)
 
 
-def apply_overrides(prompt: dict[str, Any], overrides: Sequence[str]) -> None:
-    """Apply `NODE.INPUT=VALUE` overrides in place; NODE is a node id or a unique `_meta.title`."""
+def _warn_unknown_inputs(prompt: Any, registry: Any) -> None:
+    """Inputs a node does not have are ignored when it runs (as ComfyUI does); in a file they are usually typos."""
+    from .engine.validate import unknown_input_message, unknown_inputs
+
+    for item in unknown_inputs(prompt, registry):
+        print(f"warning: {unknown_input_message(item)}", file=sys.stderr)
+
+
+def apply_overrides(
+    prompt: dict[str, Any], overrides: Sequence[str], inputs_of: Callable[[str], list[str] | None] | None = None
+) -> None:
+    """Apply `NODE.INPUT=VALUE` overrides in place; NODE is a node id or a unique `_meta.title`.
+
+    `inputs_of(class_type)`: the input names of an installed node type (None if it is not installed); with it, an
+    input the node does not have is refused, listing the ones it has.
+    """
     for item in overrides:
         target, sep, raw = item.partition("=")
         node_ref, dot, input_name = target.rpartition(".")
@@ -334,6 +422,14 @@ def apply_overrides(prompt: dict[str, Any], overrides: Sequence[str]) -> None:
                 found = "no node" if not matches else f"{len(matches)} nodes ({', '.join(matches)})"
                 raise ValueError(f"--set {item!r}: {found} with id or title {node_ref!r}")
             node_id = matches[0]
+        names = inputs_of(str(prompt[node_id].get("class_type"))) if inputs_of is not None else None
+        if names is not None and input_name not in names:
+            close = difflib.get_close_matches(input_name, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"--set {item!r}: node {node_id} ({prompt[node_id].get('class_type')}) has no input "
+                f"{input_name!r}{hint} Its inputs: {', '.join(names) or '(none)'}"
+            )
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -349,8 +445,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     env = make_folders(args)
     registry = default_registry()
-    loaded = _load(args.workflow, registry, env)
+    loaded = _load(args.workflow, registry, env, keep_unknown=True)
     _report_problems(loaded)
+    _warn_unknown_inputs(loaded.prompt, registry)
     result = validate_prompt(loaded.prompt, registry, env)
     if args.json:
         print(json.dumps(result.response() if not result.ok else {"node_errors": result.node_errors}, indent=2))
@@ -365,6 +462,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     registry = default_registry()
     loaded = _load(args.workflow, registry, None)
     _report_problems(loaded)
+    uninstalled = _uninstalled_nodes(loaded.prompt, registry) if loaded.source not in ("ui", "png_workflow") else []
+    for line in uninstalled:
+        print(f"warning: {line}", file=sys.stderr)
     result = loaded.prompt
     if args.to == "ui":
         from .engine.uiformat import api_to_ui
@@ -378,7 +478,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
         args.output.write_text(text + "\n")
     else:
         print(text)
-    return EXIT_INVALID if loaded.problems else EXIT_OK
+    return EXIT_INVALID if loaded.problems or uninstalled else EXIT_OK
+
+
+def _uninstalled_nodes(prompt: Any, registry: Any) -> list[str]:
+    """`node ID (TITLE, TYPE): node type not installed` for each node of an API prompt that cannot run here."""
+    lines = []
+    for nid, node in prompt.items():
+        class_type = node.get("class_type") if isinstance(node, dict) else None
+        if not isinstance(class_type, str) or registry.get(class_type) is None:
+            title = ((node.get("_meta") if isinstance(node, dict) else None) or {}).get("title") or class_type
+            lines.append(f"node {nid} ({title}, {class_type}): node type not installed")
+    return lines
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
@@ -433,6 +544,19 @@ def describe_node(record: dict[str, Any]) -> str:
     if record.get("output_node"):
         lines.append("  (an output node: running a workflow runs what output nodes need)")
     return "\n".join(lines)
+
+
+def cmd_examples(args: argparse.Namespace) -> int:
+    from .examples import examples
+
+    found = examples()
+    if not found:
+        return _fail("no example workflows are installed", EXIT_FAILED)
+    width = max(len(e.name) for e in found)
+    for example in found:
+        print(f"{example.name:<{width}}  {example.description}")
+    print(f"\nnodegraph run NAME runs one (files in {found[0].api.parent})")
+    return EXIT_OK
 
 
 def cmd_make_tiny_models(args: argparse.Namespace) -> int:
@@ -491,17 +615,20 @@ def _models_of_server(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .engine import Executor, default_registry, format_validation, validate_prompt
+    from .warmup import import_modules
 
     env = make_folders(args)
     registry = default_registry()
     for err in registry.load_errors:
         print(f"warning: node pack {err.pack} failed to load: {err.error}", file=sys.stderr)
-    loaded = _load(args.workflow, registry, env)
+    loaded = _load(args.workflow, registry, env, keep_unknown=True)
     _report_problems(loaded)
     try:
-        apply_overrides(loaded.prompt, args.set)
+        apply_overrides(loaded.prompt, args.set, lambda name: list(registry.get(name).inputs)
+                        if registry.get(name) is not None else None)
     except ValueError as exc:
         return _fail(str(exc), EXIT_INVALID)
+    _warn_unknown_inputs(loaded.prompt, registry)
     result = validate_prompt(loaded.prompt, registry, env)
     if not result.ok or result.node_errors:
         print(format_validation(result, loaded.prompt), file=sys.stderr)
@@ -510,11 +637,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     extra_data = {"extra_pnginfo": {"workflow": loaded.workflow}} if loaded.workflow else {}
     progress = _Progress(result.workflow, enabled=not args.quiet and not args.json)
+    # torch & co. first, timed on their own (not inside the first model node's time); Ctrl+C here quits at once
+    imports = import_modules(registry.warm_imports(spec.class_type for spec in result.workflow.nodes.values()))
     executor = Executor(env, previews=False)
     run = asyncio.run(_run_interruptible(executor, result.workflow, extra_data, progress.on_event))
     progress.close()
     if not args.quiet and not args.json and run.timings:
-        spent = ", ".join(f"{progress.label(nid)} {seconds:.2f}s" for nid, seconds in run.timings.items())
+        spent = f"imports {imports:.2f}s, " if imports >= 0.01 else ""
+        spent += ", ".join(f"{progress.label(nid)} {seconds:.2f}s" for nid, seconds in run.timings.items())
         print(f"timings: {spent}" + (f" ({len(run.cached)} cached)" if run.cached else ""), file=sys.stderr)
     files = _output_files(run.outputs, env)
     if args.json:
@@ -525,6 +655,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "outputs": run.outputs,
                     "files": [str(f) for f in files],
                     "timings": run.timings,
+                    "imports": round(imports, 6),
                     "cached": run.cached,
                     "error": run.error,
                 },
@@ -554,12 +685,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run_interruptible(executor: Any, workflow: Any, extra_data: dict[str, Any], on_event: Any) -> Any:
-    """Run with Ctrl+C mapped to the executor's interrupt, so the run stops cleanly between steps."""
+    """Run with Ctrl+C mapped to the executor's interrupt: the sampler stops cleanly within one model call. A node
+    that cannot stop midway (a model still loading) is waited for; a second Ctrl+C ends the process at once."""
+    import os
     import uuid
 
     loop = asyncio.get_running_loop()
+    presses = []
+
+    def on_sigint() -> None:
+        presses.append(1)
+        if len(presses) == 1:
+            print("\ninterrupting (Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
+            executor.interrupt()
+        else:
+            print("quit", file=sys.stderr, flush=True)
+            os._exit(EXIT_INTERRUPTED)
+
     try:
-        loop.add_signal_handler(signal.SIGINT, executor.interrupt)
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
     except (NotImplementedError, RuntimeError):
         pass  # not on the main thread (tests) or no signal support
     try:
@@ -674,6 +818,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail("--executor ray needs Ray: pip install 'nodegraph[ray]'", EXIT_INVALID)
     if args.worker_cpus <= 0:
         return _fail(f"--worker-cpus must be above 0, got {args.worker_cpus}", EXIT_INVALID)
+    if not 1 <= args.max_batch <= 4096:
+        return _fail(f"--max-batch must be between 1 and 4096, got {args.max_batch}", EXIT_INVALID)
+    concurrency = _auto_concurrency(args.device) if args.concurrency == "auto" else args.concurrency
     web_root = args.web_root
     if args.frontend != "nodegraph":
         if web_root is not None:
@@ -682,8 +829,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             web_root = frontend_root(args.frontend)
         except FrontendMissing as exc:
             return _fail(f"--frontend {args.frontend}: {exc}", EXIT_INVALID)
+    folders = make_folders(args)
+    if concurrency > 1:
+        folders.settings["max_batch"] = args.max_batch  # read by the model cache (diffusion/model_cache.py)
     config = ServerConfig(
-        folders=make_folders(args),
+        folders=folders,
         data_dir=args.data_dir,
         host=host,
         port=args.port,
@@ -698,8 +848,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cache_entries=args.cache_entries,
         max_history=args.max_history,
         preview_size=args.preview_size,
+        preview_method=args.preview_method,
         web_root=web_root,
         executor=args.executor,
+        concurrency=concurrency,
+        max_batch=args.max_batch,
         ray_address=args.ray_address,
         workers=args.workers,
         worker_cpus=args.worker_cpus,
@@ -712,7 +865,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(config))
     except OSError as exc:
-        return _fail(f"cannot serve on {host}:{args.port}: {exc}", EXIT_FAILED)
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"; another program (another nodegraph serve?) uses port {args.port}: pick another with --port N"
+            hint += ", or --port 0 for any free one"
+        return _fail(f"cannot serve on {host}:{args.port}: {exc}{hint}", EXIT_FAILED)
     return EXIT_OK
 
 
@@ -722,12 +879,43 @@ COMMANDS = {
     "convert": cmd_convert,
     "nodes": cmd_nodes,
     "serve": cmd_serve,
+    "examples": cmd_examples,
     "make-tiny-models": cmd_make_tiny_models,
     "models": cmd_models,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `nodegraph` command. Called with `argv` (tests, scripts) it returns the exit status; called as the
+    program (argv None) a command that loaded torch ends the process itself (see `_exit_promptly`)."""
+    code = _main(argv)
+    if argv is None:
+        _exit_promptly(code)
+    return code
+
+
+def _exit_promptly(code: int) -> None:
+    """End the process without Python's module teardown once torch is loaded.
+
+    Tearing down torch, diffusers and transformers module by module takes 2.5-5 s on a busy 2-core machine, after
+    every file is written and closed: a Ctrl+C or a finished run seemed to hang for that long. atexit handlers
+    (logging's flush, Ray's shutdown) still run; only the teardown is skipped.
+    """
+    if "torch" not in sys.modules:
+        return
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nodegraph.examples import examples
 from nodegraph.paths import project_dir
 from nodegraph_nodes.demo.checker import score
 
@@ -27,7 +28,22 @@ def run_cli(*args, cwd):
                           env=run_env(), cwd=cwd)
 
 
-@pytest.mark.parametrize("name", ["txt2img", "img2img", "controlnet_canny", "sdxl_refiner"])
+# Examples scored in a test of their own below (quadrant by quadrant; giant shapes); every other one is scored
+# against its prompt by the generic test.
+OWN_TESTS = {"area_composition", "lora"}
+EXAMPLES = [example.name for example in examples() if example.name not in OWN_TESTS]
+
+
+def test_every_example_is_scored():
+    assert {"txt2img", "img2img", "hires_fix", "sdxl_refiner", "sdxl_refiner_advanced", "controlnet_canny",
+            "controlnet_mixed"} <= set(EXAMPLES)
+    assert {e.name for e in examples()} == set(EXAMPLES) | OWN_TESTS
+    source = Path(__file__).read_text()
+    for name in OWN_TESTS:
+        assert f'"{name}.json"' in source  # scored by its own test
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
 def test_example_on_the_demo_models_matches_its_prompt(name, tmp_path):
     # no --models-dir: the bundled demo models are found by default, as on a fresh install
     out = run_cli("run", WORKFLOWS / f"{name}.json", cwd=tmp_path)
@@ -42,6 +58,24 @@ def test_example_on_the_demo_models_matches_its_prompt(name, tmp_path):
     image = np.asarray(Image.open(tmp_path / line).convert("RGB"))
     positive = json.loads((WORKFLOWS / f"{name}.json").read_text())["6"]["inputs"]
     assert score(image, positive.get("text") or positive["text_g"]).all
+
+
+def test_lora_example_draws_giant_shapes_and_strength_zero_does_not(tmp_path):
+    """The demo LoRA teaches a style the demo model cannot draw (shapes 42-50 px wide instead of 22-30): on, the
+    prompt's object is drawn giant; at strength 0 (the base model exactly) it is drawn at the usual size."""
+    from nodegraph_nodes.demo.lora_concept import GIANT_MIN_SIDE, main_object_side
+
+    sides = {}
+    for strength in (1.0, 0.0):
+        out = run_cli("run", WORKFLOWS / "lora.json", "--set", f"Load LoRA.strength_model={strength}",
+                      "--set", f"Save Image.filename_prefix=lora_{strength}", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        (line,) = out.stdout.strip().splitlines()
+        image = np.asarray(Image.open(tmp_path / line).convert("RGB"))
+        scored = score(image, "a blue square")
+        assert scored.colour and scored.shape  # the prompt's colour and shape either way
+        sides[strength] = main_object_side(image)
+    assert sides[1.0] >= GIANT_MIN_SIDE > sides[0.0], sides
 
 
 def test_area_composition_quadrants_follow_their_prompts(tmp_path):

@@ -1,4 +1,4 @@
-"""HTTP routes against COMPAT.md sections 1 and 8: prompt semantics, validation errors, queue, history, jobs,
+"""HTTP routes against docs/compat.md §1: prompt semantics, validation errors, queue, history, jobs,
 files, uploads, user data, stats, and the JSON-only error surface."""
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ async def test_openapi_describes_every_route(client):
 
 
 async def test_unknown_routes_are_json_404_and_wrong_methods_405(client):
-    for path in ("/api/i18n", "/api/workflow_templates", "/internal/logs", "/nothing/here"):
+    for path in ("/api/internal/folder_paths", "/api/not_a_route", "/internal/logs", "/nothing/here"):
         response = await client.get(path)
         assert response.status == 404 and "error" in await response.json()
     response = await client.delete("/api/prompt")
@@ -182,6 +182,17 @@ async def test_top_level_prompt_errors(client):
     assert await response.json() == {"error": {"type": "no_prompt", "message": "No prompt provided",
                                                "details": "No prompt provided", "extra_info": {}},
                                      "node_errors": {}}
+
+
+async def test_a_workflow_sent_without_the_prompt_wrapper_is_told_to_wrap_it(client):
+    response = await client.post("/api/prompt", json=math_workflow())
+    body = await response.json()
+    assert response.status == 400 and body["error"]["type"] == "no_prompt"
+    assert body["error"]["message"] == "No prompt provided"  # ComfyUI's message; the details say what to do
+    assert 'wrap it as {"prompt": <the workflow>' in body["error"]["details"]
+    response = await client.post("/api/prompt", json={"nodes": [], "links": [], "version": 0.4})
+    details = (await response.json())["error"]["details"]
+    assert response.status == 400 and "UI-format workflow" in details and "nodegraph convert" in details
 
 
 async def test_two_outputs_one_invalid_runs_the_valid_one(client):
@@ -481,7 +492,7 @@ async def test_users_and_settings_round_trip(client):
 
 async def test_userdata_files(client, tmp_path):
     url = "/api/userdata/workflows%2Fsub%2Fa.json"
-    assert (await client.get("/api/userdata?dir=workflows")).status == 404
+    assert (await client.get("/api/userdata?dir=notes")).status == 404  # (workflows/ lists as [] when absent)
     saved = await client.post(url, data=b'{"nodes": []}')
     assert saved.status == 200 and await saved.json() == "workflows/sub/a.json"
     assert (tmp_path / "data" / "user" / "default" / "workflows" / "sub" / "a.json").is_file()

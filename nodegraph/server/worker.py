@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
 from ..engine import Workflow, format_validation, validate_prompt
+from ..engine.node import preview_method_of
 from .executors import Job
 from .previews import PNG_FORMAT, Preview, encode_png, encode_preview, preview_metadata
 from .store import Finished, QueueItem, now_ms
@@ -134,6 +136,8 @@ class PromptWorker:
         pid = item.prompt_id
         target = item.extra_data.get("client_id") or None
         extra_data = {**item.extra_data, **self.sensitive.pop(pid, {})}
+        # The preview method this run uses: the prompt's own request, else the server's --preview-method.
+        extra_data["preview_method"] = preview_method_of(extra_data, state.config.preview_method)
         workflow = self.workflows.pop(pid, None)
         pipeline = _EventPipeline(self, pid, target)
         pipeline.start()
@@ -146,8 +150,11 @@ class PromptWorker:
                 error = pipeline.last_error
             else:
                 handed_over = True
+                imports = await self._wait_for_imports()
                 result = await self.backend.run(Job(pid, workflow, extra_data), pipeline.on_event, slot)
                 result_status, outputs, timings, error = result.status, result.outputs, result.timings, result.error
+                if imports:
+                    timings = {"imports": imports, **timings}
         except Exception as exc:
             log.exception("prompt %s: the executor failed", pid)
             error = _failure(pid, exc, "the executor failed")
@@ -170,6 +177,15 @@ class PromptWorker:
         self.current_nodes.pop(pid, None)
         state.hub.send("executing", {"node": None, "prompt_id": pid}, target)
         state.broadcast_status()
+
+    async def _wait_for_imports(self) -> float:
+        """Seconds this prompt waited for the background import of torch & co. (nodegraph/warmup.py), so that
+        the wait is reported as `imports` rather than inside the first model node's time."""
+        warmup = self.state.warmup
+        started = time.perf_counter()
+        while warmup.state == "importing":  # polled: a thread blocked in wait() would hold the server's exit
+            await asyncio.sleep(0.05)
+        return time.perf_counter() - started if warmup.state == "done" and time.perf_counter() > started + 0.01 else 0.0
 
     async def _revalidate(self, item: QueueItem, pipeline: _EventPipeline) -> Workflow | None:
         """A prompt queued before a restart: validate again (models or inputs may have changed meanwhile)."""

@@ -14,17 +14,24 @@
   [start_percent, end_percent] range, and their residuals (summed over chained ControlNets) go into the UNet call.
 
 The UNet runs on its own device and dtype; x and the returned x0 are float32 on that device.
+
+`interrupt`, when given, is called before and after every model call (ControlNets, UNet) and raises to stop the
+run: an interrupt is honoured within one model call, not one sampler step (heun, dpm_2 and the SDE samplers make
+two or more calls per step). `interruptible` (below) also stops a call half-way, between the UNet's blocks.
 """
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from .batching import in_shared_call
 from .conditioning import Conditioning, ControlSpec
 from .model_sampling import DiscreteModelSampling
 
@@ -45,7 +52,7 @@ class CFGDenoiser:
     """D(x, sigma) for a positive / negative conditioning pair at guidance scale `cfg`.
 
     `negative` may be None only when cfg == 1. `controlnet_calls` / `unet_calls` count model calls (for tests and
-    benchmarks).
+    benchmarks). `interrupt()` raises when the run must stop (see the module's docstring).
     """
 
     def __init__(
@@ -55,8 +62,10 @@ class CFGDenoiser:
         positive: Conditioning,
         negative: Conditioning | None,
         cfg: float,
+        interrupt: Callable[[], None] | None = None,
     ) -> None:
         self.unet = unet
+        self.interrupt = interrupt
         self.device = unet.device
         self.dtype = unet.dtype
         self.model_sampling = model_sampling.to(self.device)
@@ -91,6 +100,7 @@ class CFGDenoiser:
         added = self._added_cond_kwargs(x, batch)
         residuals = self._control_residuals(x_in, t, context, added, float(sigma[0]), batch)
 
+        self.check_interrupt()
         self.unet_calls += 1
         out = self.unet(
             x_in,
@@ -101,6 +111,7 @@ class CFGDenoiser:
             mid_block_additional_residual=residuals[1] if residuals else None,
             return_dict=False,
         )[0].float()
+        self.check_interrupt()
         if n == 2:
             # x0 is affine in the model output at fixed x, so guiding the raw output (eps or v) equals guiding x0;
             # it is also more accurate: x0 = x - sigma * eps subtracts large numbers at high sigma, and the cfg factor
@@ -108,6 +119,11 @@ class CFGDenoiser:
             uncond, cond = out.chunk(2)
             out = uncond + (cond - uncond) * self.cfg
         return self.model_sampling.calculate_denoised(sigma, out, x)
+
+    def check_interrupt(self) -> None:
+        """The one place the denoiser honours an interrupt: between model calls, never inside one."""
+        if self.interrupt is not None:
+            self.interrupt()
 
     def _added_cond_kwargs(self, x: torch.Tensor, batch: int) -> dict[str, torch.Tensor] | None:
         """SDXL's extra conditioning (pooled text embeds and size/crop time ids), or None for SD1/SD2 models."""
@@ -155,6 +171,7 @@ class CFGDenoiser:
             controls = [c for c in self._halves[indices[0]].conditioning.controls if self._is_active(c, sigma)]
             for control in controls:
                 group_added = None if added is None else {k: v[rows] for k, v in added.items()}
+                self.check_interrupt()
                 self.controlnet_calls += 1
                 d, m = control.controlnet(
                     x_in[rows],
@@ -231,7 +248,15 @@ def interruptible(model: torch.nn.Module, check: Callable[[], None]) -> Iterator
             blocks.extend(part)
         elif isinstance(part, torch.nn.Module):
             blocks.append(part)
-    handles = [block.register_forward_pre_hook(lambda _module, _args: check()) for block in blocks]
+    # The hooks sit on the shared module: with prompts running side by side (`serve --concurrency`) they must act
+    # only for the thread that set them, and not inside a forward shared by several prompts (batching.py).
+    owner = threading.get_ident()
+
+    def hook(_module: torch.nn.Module, _args: Any) -> None:
+        if threading.get_ident() == owner and not in_shared_call():
+            check()
+
+    handles = [block.register_forward_pre_hook(hook) for block in blocks]
     try:
         yield
     finally:

@@ -1,6 +1,6 @@
 """KSampler, KSamplerAdvanced and SamplerCustom semantics on top of the samplers and schedules.
 
-What the nodes promise (ComfyUI's behaviour, COMPAT.md section 5):
+What the nodes promise (ComfyUI's behaviour, docs/compat.md §5):
 
 * noise comes from `prepare_noise`: drawn on the CPU from a generator seeded like `torch.manual_seed(seed)`, so a
   seed gives the same image on any device; `batch_index` picks per-sample noise as if the whole batch were drawn;
@@ -96,6 +96,7 @@ def ksample(
     force_full_denoise: bool = True,
     batch_index: Sequence[int] | None = None,
     callback: ProgressCallback | None = None,
+    interrupt: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Sample like ComfyUI's KSampler (defaults) / KSamplerAdvanced (start_step, last_step, add_noise,
     force_full_denoise = not return_with_leftover_noise). Returns the new latent (float32, CPU)."""
@@ -106,7 +107,7 @@ def ksample(
     return sample_with_sigmas(
         unet, model_sampling, positive, negative, latent, sliced,
         seed=seed, cfg=cfg, sampler_name=sampler_name, add_noise=add_noise, batch_index=batch_index,
-        callback=callback,
+        callback=callback, interrupt=interrupt,
     )
 
 
@@ -124,8 +125,10 @@ def sample_with_sigmas(
     add_noise: bool = True,
     batch_index: Sequence[int] | None = None,
     callback: ProgressCallback | None = None,
+    interrupt: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """Sample along explicit sigmas (SamplerCustom). An empty or single-sigma schedule returns the latent."""
+    """Sample along explicit sigmas (SamplerCustom). An empty or single-sigma schedule returns the latent.
+    `interrupt()` raises to stop between model calls (CFGDenoiser)."""
     latent = latent.float().cpu()
     if len(sigmas) < 2:
         return latent.clone()
@@ -138,6 +141,8 @@ def sample_with_sigmas(
     sigma0 = float(sigmas[0])
     noise = prepare_noise(latent, seed, batch_index) if add_noise else torch.zeros_like(latent)
     denoiser = make_denoiser(unet, model_sampling, positive, negative, cfg)
+    if interrupt is not None and hasattr(denoiser, "check_interrupt"):
+        denoiser.interrupt = interrupt  # checked between model calls (CFGDenoiser.check_interrupt)
     x = model_sampling.noise_scaling(sigma0, noise, latent).to(denoiser.device)
 
     kwargs = {}

@@ -269,6 +269,10 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pi
     components = _components_from_single_file(file, family, configs, tokenizers, scheduler, dtype)
     if preview is not None:
         components.latent_rgb = (preview["factors"], preview["bias"])
+    elif header is not None:  # written by nodegraph with a VAE of its own but no preview factors: fit them now
+        from .preview import fit_vae_latent_rgb
+
+        components.latent_rgb = fit_vae_latent_rgb(components.vae)
     return components
 
 
@@ -423,6 +427,7 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     bare keys): the two layouts UNet files come in;
     text_encoders/: tiny_sd1_clip_l (tiny_sd1's CLIP), tiny_sdxl_clip_l and tiny_sdxl_clip_g (tiny_sdxl's two).
     The split files hold the very weights of the checkpoints of the same name.
+    loras/ and embeddings/: LoRAs and embeddings for tiny_sd1 / tiny_sdxl in the published layouts (tiny_lora.py).
     The same seed always writes the same bytes.
     """
     root = Path(models_root)
@@ -448,6 +453,10 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
         family="controlnet_sdxl",
     )
     written["tiny_vae"] = write_vae_file(build_vae(TINY_VAE, seed + 7), root / "vae" / "tiny_vae.safetensors")
+    from .tiny_lora import write_tiny_embeddings, write_tiny_loras  # loras/ and embeddings/ for those two
+
+    written.update(write_tiny_loras(root, sd1, sdxl, seed))
+    written.update(write_tiny_embeddings(root, sd1, sdxl, seed))
     written.update(write_split_files(sd1, sdxl, root))
     return written
 

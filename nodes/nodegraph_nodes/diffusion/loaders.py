@@ -58,6 +58,13 @@ def read_unet(path: str) -> dict[str, Any]:
     return {"unet": unet, "info": info}
 
 
+def read_lora(path: str) -> dict[str, Any]:
+    from .lora import read_lora_file
+
+    lora = read_lora_file(path)
+    return {"lora": lora, "info": {"family": "lora", "adapters": len(lora.adapters)}}
+
+
 def register(cache: ModelCache) -> None:
     from . import derived
 
@@ -66,3 +73,4 @@ def register(cache: ModelCache) -> None:
     cache.register_loader("checkpoint", read_checkpoint)
     cache.register_loader("vae", read_vae)
     cache.register_loader("controlnet", read_controlnet)
+    cache.register_loader("lora", read_lora)

@@ -11,4 +11,17 @@ from .model_files import NODES as _MODEL_FILE_NODES
 from .sampling import NODES as _SAMPLING_NODES
 from .sdxl import NODES as _SDXL_NODES
 
-NODES = [*_LOADING_NODES, *_MODEL_FILE_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_SDXL_NODES, *_CONTROLNET_NODES, *_IMAGE_NODES]
+# What the nodes import on first use (torch, diffusers, transformers behind them): `nodegraph serve` imports these
+# in the background as soon as it listens, `nodegraph run` before the first node (see nodegraph/warmup.py).
+WARM_IMPORTS = (
+    "nodegraph_nodes.diffusion.ops",
+    "nodegraph_nodes.diffusion.loader",
+    "nodegraph_nodes.diffusion.ksampler",
+    "nodegraph_nodes.diffusion.text_encoding",
+    "nodegraph_nodes.diffusion.preview",
+)
+
+NODES = [
+    *_LOADING_NODES, *_MODEL_FILE_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_SDXL_NODES, *_CONTROLNET_NODES,
+    *_IMAGE_NODES,
+]

@@ -12,7 +12,7 @@ from typing import Any
 
 from nodegraph.engine import Combo, Float, Input, Node, NodeResult, Output, String
 
-from .loading import _file_fingerprint, _models
+from .loading import _file_fingerprint, _models, _with_embeddings
 
 # ComfyUI v0.3.75's choices (nodes.py), in its order.
 CLIP_TYPES = [
@@ -94,7 +94,8 @@ class CLIPLoader(Node):
         from ..diffusion import component_ops
 
         env = self.context.env
-        return (component_ops.load_clip([env.model_path("text_encoders", clip_name)], type, env.settings),)
+        clip = component_ops.load_clip([env.model_path("text_encoders", clip_name)], type, env.settings)
+        return (_with_embeddings(clip, env),)
 
 
 class DualCLIPLoader(Node):
@@ -116,7 +117,7 @@ class DualCLIPLoader(Node):
 
         env = self.context.env
         paths = [env.model_path("text_encoders", clip_name1), env.model_path("text_encoders", clip_name2)]
-        return (component_ops.load_clip(paths, type, env.settings),)
+        return (_with_embeddings(component_ops.load_clip(paths, type, env.settings), env),)
 
 
 class CheckpointLoader(Node):
@@ -139,7 +140,8 @@ class CheckpointLoader(Node):
 
         env = self.context.env
         model, clip, vae = ops.load_checkpoint(env.model_path("checkpoints", ckpt_name), env.settings)
-        return component_ops.apply_original_config(model, env.model_path("configs", config_name)), clip, vae
+        model = component_ops.apply_original_config(model, env.model_path("configs", config_name))
+        return model, _with_embeddings(clip, env), vae
 
 
 # --- savers ------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Sampling nodes: KSampler, KSamplerAdvanced, NoiseSchedule (SIGMAS), KSamplerSelect and SamplerCustom.
 
-Their inputs and meaning are ComfyUI's (COMPAT.md section 5): the initial noise is drawn on the CPU from the seed,
+Their inputs and meaning are ComfyUI's (docs/compat.md §5): the initial noise is drawn on the CPU from the seed,
 so a seed gives the same image on any device; cfg = 1 skips the unconditional pass.
 """
 from __future__ import annotations
