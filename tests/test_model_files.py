@@ -438,3 +438,28 @@ def test_unet_family_probe_and_unknown_unet_files(tmp_path, models_root):
     save_file(state, str(bare))
     with pytest.raises(ValueError, match="not a diffusion model .* supported family"):
         read_unet_file(bare)
+
+
+def test_split_sdxl_takes_loras_and_embeddings_like_the_checkpoint(runner):
+    """LoraLoader patches UNETLoader's MODEL and DualCLIPLoader's CLIP as it patches a checkpoint's, and the
+    split CLIP finds `embedding:name` in the embeddings folder."""
+    def with_lora(model, clip, loaders):
+        prompt = txt2img(["9", 0], ["9", 1], ["3", 0] if "3" in loaders else ["1", 2], loaders)
+        prompt["9"] = {"class_type": "LoraLoader", "inputs": {
+            "model": model, "clip": clip, "lora_name": "tiny_lora_sdxl_kohya.safetensors",
+            "strength_model": 0.8, "strength_clip": 0.6}}
+        prompt["20"]["inputs"]["text"] = "a embedding:tiny_embedding_sdxl square"
+        return prompt
+
+    split = {
+        "1": {"class_type": "UNETLoader",
+              "inputs": {"unet_name": "tiny_sdxl_unet.safetensors", "weight_dtype": "default"}},
+        "2": {"class_type": "DualCLIPLoader", "inputs": {
+            "clip_name1": "tiny_sdxl_clip_l.safetensors", "clip_name2": "tiny_sdxl_clip_g.safetensors",
+            "type": "sdxl"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_sdxl_vae.safetensors"}},
+    }
+    a = image_of(runner.run(with_lora(["1", 0], ["2", 0], split)))
+    b = image_of(runner.run(with_lora(["1", 0], ["1", 1], checkpoint("tiny_sdxl.safetensors"))))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, ckpt_image(runner, "tiny_sdxl.safetensors"))
