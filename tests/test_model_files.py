@@ -463,3 +463,19 @@ def test_split_sdxl_takes_loras_and_embeddings_like_the_checkpoint(runner):
     b = image_of(runner.run(with_lora(["1", 0], ["1", 1], checkpoint("tiny_sdxl.safetensors"))))
     assert torch.equal(a, b)
     assert not torch.equal(a, ckpt_image(runner, "tiny_sdxl.safetensors"))
+
+
+def test_v_prediction_checkpoint_save_is_marked_and_reloads(runner, tmp_path):
+    from nodegraph_nodes.diffusion.tiny import tiny_sd2
+
+    prompt = {**checkpoint("tiny_sd2.safetensors"),
+              "2": {"class_type": "CheckpointSave", "inputs": {
+                  "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "filename_prefix": "checkpoints/v"}}}
+    assert runner.run(prompt).status == "success"
+    path = tmp_path / "output" / "checkpoints" / "v_00001_.safetensors"
+    with safe_open(str(path), "pt") as f:
+        assert "v_pred" in f.keys() and f.metadata()["modelspec.predict_key"] == "v"
+    loaded, built = load_checkpoint(path), tiny_sd2(0)
+    assert loaded.family == "sd2" and loaded.scheduler_config["prediction_type"] == "v_prediction"
+    for a, b in zip(loaded.models(), built.models(), strict=True):
+        assert_same_weights(a, b)

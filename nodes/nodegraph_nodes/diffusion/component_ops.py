@@ -123,10 +123,11 @@ def save_checkpoint(model: ModelHandle, clip: ClipHandle, vae: VaeHandle, path: 
     import torch
 
     from .families import FAMILIES
-    from .keymap import checkpoint_state_dict
+    from .keymap import _config_dict, checkpoint_state_dict
     from .loaders import ENCODER_NAMES
     from .split_layout import save
     from .tiny import Components
+    from .tokenizer import tokenizer_spec
 
     _no_patches("CheckpointSave", model=model, clip=clip)
     family = FAMILIES[model.family]
@@ -141,9 +142,6 @@ def save_checkpoint(model: ModelHandle, clip: ClipHandle, vae: VaeHandle, path: 
             model.family, unet, vae_model, [parts["models"][n] for n in names], [parts["tokenizers"][n] for n in names],
             dict(model.scheduler_config),
         )
-        from .keymap import _config_dict
-        from .tokenizer import tokenizer_spec
-
         state = checkpoint_state_dict(components)
         if model.scheduler_config.get("prediction_type") == "v_prediction":
             state["v_pred"] = torch.tensor([])  # how ComfyUI marks v-prediction checkpoints
