@@ -10,6 +10,8 @@
   repeating each one whole, as ComfyUI does: attention over a repeated context equals attention over the original;
 * SDXL-family conditionings (`pooled` set) get `added_cond_kwargs` with `time_ids` defaulting to
   (H, W, 0, 0, H, W) at the latent's pixel size;
+* an inpainting UNet gets its extra input channels (`set_concat`, see inpaint.py) after the noisy latent; ControlNets
+  see the plain latent;
 * ControlNets attached to a conditioning (`ControlSpec`) run when the current sigma lies in their
   [start_percent, end_percent] range, and their residuals (summed over chained ControlNets) go into the UNet call.
 
@@ -18,6 +20,7 @@ The UNet runs on its own device and dtype; x and the returned x0 are float32 on 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +69,7 @@ class CFGDenoiser:
         tokens = math.lcm(*(c.embeds.shape[1] for c in conditionings))
         self._halves = [self._prepare(c, tokens) for c in conditionings]
         self._hints: dict[tuple[int, int, int, int], torch.Tensor] = {}
+        self.concat: torch.Tensor | None = None  # extra UNet input channels, rows as in the batched call
         self.unet_calls = 0
         self.controlnet_calls = 0
 
@@ -79,6 +83,10 @@ class CFGDenoiser:
             time_ids=None if c.time_ids is None else c.time_ids.to(**to),
         )
 
+    def set_concat(self, build: Callable[[Conditioning], torch.Tensor]) -> None:
+        """Give an inpainting UNet its extra input channels: `build(conditioning)` -> [B, k, h, w] per half."""
+        self.concat = torch.cat([build(h.conditioning) for h in self._halves]).to(self.device, self.dtype)
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x0 for x at noise level sigma ([B]); x is [B, C, h, w]."""
         batch = x.shape[0]
@@ -91,7 +99,7 @@ class CFGDenoiser:
 
         self.unet_calls += 1
         out = self.unet(
-            x_in,
+            x_in if self.concat is None else torch.cat([x_in, self.concat], dim=1),
             t,
             encoder_hidden_states=context,
             added_cond_kwargs=added,

@@ -24,6 +24,8 @@ class ModelHandle:
     latent_scale: float = 0.18215
     # the checkpoint's own preview factors (see preview.py), or None for its family's
     latent_rgb: Any = field(default=None, hash=False, compare=False)
+    # DifferentialDiffusion's strength when that node patched this model (the noise mask becomes per-step), else None
+    differential_diffusion: float | None = None
 
     def cache_nbytes(self) -> int:
         return 0

@@ -10,7 +10,9 @@ What the nodes promise (ComfyUI's behaviour, COMPAT.md section 5):
 * KSamplerAdvanced: `last_step` cuts the schedule after that step (its final sigma set to 0 when
   `force_full_denoise`), `start_step` starts there (returning the latent unchanged when nothing is left);
   `add_noise=False` adds no noise, so a second stage continues a first stage's leftover noise;
-* the starting point is latent + noise * sigma0, or noise * sqrt(1 + sigma0^2) at the top of the schedule.
+* the starting point is latent + noise * sigma0, or noise * sqrt(1 + sigma0^2) at the top of the schedule;
+* a `noise_mask` (the LATENT's, any sampler) resamples only the masked area, and an inpainting UNet gets its mask and
+  masked-image channels (inpaint.py); `differential_diffusion` (a strength, from the MODEL) makes the mask per-step.
 
 Latents go in and out as float32 CPU tensors [B, 4, h, w] in the UNet's latent space (VAE latents times the VAE's
 scaling factor); the UNet runs on its own device and dtype.
@@ -23,6 +25,13 @@ import torch
 
 from .conditioning import Conditioning
 from .denoiser import CFGDenoiser
+from .inpaint import (
+    RANDOM_INPAINT_NOISE,
+    InpaintDenoiser,
+    concat_channels,
+    differential_mask_function,
+    latent_mask,
+)
 from .model_sampling import DiscreteModelSampling
 from .names import DISCARD_PENULTIMATE_SIGMA_SAMPLERS
 from .samplers import SAMPLER_NOISE, SAMPLERS
@@ -96,6 +105,8 @@ def ksample(
     force_full_denoise: bool = True,
     batch_index: Sequence[int] | None = None,
     callback: ProgressCallback | None = None,
+    noise_mask: torch.Tensor | None = None,
+    differential_diffusion: float | None = None,
 ) -> torch.Tensor:
     """Sample like ComfyUI's KSampler (defaults) / KSamplerAdvanced (start_step, last_step, add_noise,
     force_full_denoise = not return_with_leftover_noise). Returns the new latent (float32, CPU)."""
@@ -106,7 +117,7 @@ def ksample(
     return sample_with_sigmas(
         unet, model_sampling, positive, negative, latent, sliced,
         seed=seed, cfg=cfg, sampler_name=sampler_name, add_noise=add_noise, batch_index=batch_index,
-        callback=callback,
+        callback=callback, noise_mask=noise_mask, differential_diffusion=differential_diffusion,
     )
 
 
@@ -124,8 +135,13 @@ def sample_with_sigmas(
     add_noise: bool = True,
     batch_index: Sequence[int] | None = None,
     callback: ProgressCallback | None = None,
+    noise_mask: torch.Tensor | None = None,
+    differential_diffusion: float | None = None,
 ) -> torch.Tensor:
-    """Sample along explicit sigmas (SamplerCustom). An empty or single-sigma schedule returns the latent."""
+    """Sample along explicit sigmas (SamplerCustom). An empty or single-sigma schedule returns the latent.
+
+    `noise_mask`: the LATENT's mask (1 = resample); `differential_diffusion`: the strength of a model patched by
+    DifferentialDiffusion, or None."""
     latent = latent.float().cpu()
     if len(sigmas) < 2:
         return latent.clone()
@@ -139,6 +155,21 @@ def sample_with_sigmas(
     noise = prepare_noise(latent, seed, batch_index) if add_noise else torch.zeros_like(latent)
     denoiser = CFGDenoiser(unet, model_sampling, positive, negative, cfg)
     x = model_sampling.noise_scaling(sigma0, noise, latent).to(denoiser.device)
+    model = denoiser
+    extra = unet.config.in_channels - latent.shape[1]
+    if extra > 0:  # an inpainting UNet: mask + masked-image channels per conditioning
+        denoiser.set_concat(lambda c: concat_channels(c, extra, latent, noise_mask))
+    if noise_mask is not None:
+        inpaint_noise = noise
+        if sampler_name in RANDOM_INPAINT_NOISE:  # ComfyUI's ddim: fresh noise (seed + 1) for the kept area
+            inpaint_noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed + 1))
+        mask_function = None
+        if differential_diffusion is not None:
+            mask_function = differential_mask_function(model_sampling, sigmas, differential_diffusion)
+        model = InpaintDenoiser(
+            denoiser, latent.to(denoiser.device), inpaint_noise.to(denoiser.device),
+            latent_mask(noise_mask, latent.shape).to(denoiser.device), mask_function,
+        )
 
     kwargs = {}
     if sampler_name in SAMPLER_NOISE:
@@ -147,5 +178,5 @@ def sample_with_sigmas(
         total = len(sigmas) - 1
         kwargs["callback"] = lambda i, x_i, denoised: callback(i, total, x_i, denoised)
     with torch.inference_mode():
-        out = sample(denoiser, x, sigmas, **kwargs)
+        out = sample(model, x, sigmas, **kwargs)
     return out.float().cpu()

@@ -35,6 +35,7 @@ from .families import (
     CONTROLNET_FAMILIES,
     CONTROLNET_PREFIX,
     FAMILIES,
+    UNET_IN_KEY,
     Family,
     TextEncoderSpec,
     bundled_config,
@@ -52,6 +53,7 @@ from .tiny import (
     tiny_controlnet,
     tiny_refiner,
     tiny_sd1,
+    tiny_sd1_inpaint,
     tiny_sdxl,
 )
 from .tokenizer import clip_tokenizer, tokenizer_from_spec
@@ -265,6 +267,8 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pi
             )
         family = found
         configs = {c: family.config(c) for c in ("unet", "vae", *(s.subfolder for s in family.text_encoders))}
+        if UNET_IN_KEY in file.shapes:  # inpainting UNets take 9 channels: the file says which kind it holds
+            configs["unet"] = {**configs["unet"], "in_channels": file.shapes[UNET_IN_KEY][1]}
         tokenizers = [clip_tokenizer(pad_token=spec.pad_token) for spec in family.text_encoders]
         scheduler = family.config("scheduler")
     components = _components_from_single_file(file, family, configs, tokenizers, scheduler, dtype)
@@ -400,8 +404,8 @@ def write_diffusers_folder(components: Components, folder: str | Path) -> Path:
 def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write tiny models into ComfyUI's folder layout under `models_root`; returns name -> path.
 
-    checkpoints/: tiny_sd1, tiny_sdxl, tiny_sdxl_refiner as original-layout .safetensors files and as diffusers
-    folders of the same name; controlnet/: tiny_controlnet_sd1 (file and folder, made from tiny_sd1's UNet);
+    checkpoints/: tiny_sd1, tiny_sdxl, tiny_sdxl_refiner and tiny_sd1_inpaint (a 9-channel inpainting UNet) as
+    original-layout .safetensors files and as diffusers folders of the same name; controlnet/: tiny_controlnet_sd1 (file and folder, made from tiny_sd1's UNet);
     vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows). The same seed
     always writes the same bytes.
     """
@@ -412,6 +416,13 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
         name = "tiny_" + components.family
         written[name] = write_single_file(components, root / "checkpoints" / f"{name}.safetensors")
         written[name + "_diffusers"] = write_diffusers_folder(components, root / "checkpoints" / name)
+    inpaint = tiny_sd1_inpaint(seed)
+    written["tiny_sd1_inpaint"] = write_single_file(inpaint, root / "checkpoints" / "tiny_sd1_inpaint.safetensors")
+    folder = write_diffusers_folder(inpaint, root / "checkpoints" / "tiny_sd1_inpaint")
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    index["_class_name"] = "StableDiffusionInpaintPipeline"  # what diffusers names an inpainting folder
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    written["tiny_sd1_inpaint_diffusers"] = folder
     controlnet = tiny_controlnet(sd1.unet, seed)
     written["tiny_controlnet_sd1"] = write_controlnet_file(
         controlnet, root / "controlnet" / "tiny_controlnet_sd1.safetensors"

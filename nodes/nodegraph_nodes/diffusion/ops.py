@@ -245,7 +245,11 @@ def _prepare_conditionings(
     ids the model's family takes."""
     from .denoiser import VAE_SCALE_FACTOR
 
+    from .inpaint import scale_concat
+
     negative = _share_controls_with_uncond(positive, negative)
+    # InpaintModelConditioning's latent is a raw VAE latent; the UNet works in its scaled space
+    positive, negative = scale_concat(positive, model.latent_scale), scale_concat(negative, model.latent_scale)
     fit = TIME_IDS.get(model.family)
     if fit is None:
         return positive, negative
@@ -254,6 +258,16 @@ def _prepare_conditionings(
     if negative is not None:
         negative = replace(negative, time_ids=fit(negative.time_ids, height, width, True))
     return positive, negative
+
+
+def _latent_options(model: ModelHandle, latent: dict[str, Any]) -> dict[str, Any]:
+    """What every sampler node passes on from the LATENT and the MODEL besides the samples: the batch index, the
+    inpainting noise mask and DifferentialDiffusion's strength."""
+    return {
+        "batch_index": latent.get("batch_index"),
+        "noise_mask": latent.get("noise_mask"),
+        "differential_diffusion": model.differential_diffusion,
+    }
 
 
 def ksample(
@@ -281,7 +295,7 @@ def ksample(
         samples = with_oom_retry(
             cache,
             lambda: run_ksample(
-                unet, sampling, pos, neg, scaled, callback=callback, batch_index=latent.get("batch_index"), **options
+                unet, sampling, pos, neg, scaled, callback=callback, **_latent_options(model, latent), **options
             ),
         )
     if torch.equal(samples, scaled):  # no step taken (denoise 0): give the input back bit for bit
@@ -319,7 +333,7 @@ def sample_custom(
             cache,
             lambda: sample_with_sigmas(
                 unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
-                batch_index=latent.get("batch_index"), **options,
+                **_latent_options(model, latent), **options,
             ),
         )
     denoised = last["denoised"].detach().float().cpu() if "denoised" in last else samples
