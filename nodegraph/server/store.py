@@ -267,14 +267,6 @@ class Store:
     def pending_sorted(self) -> list[QueueItem]:
         return sorted(self.pending.values(), key=QueueItem.sort_key)
 
-    async def take_next(self) -> QueueItem | None:
-        """Move the first pending prompt to running, when nothing runs (the one-at-a-time local worker)."""
-        if self.running_items or not self.pending:
-            return None
-        item = min(self.pending.values(), key=QueueItem.sort_key)
-        await self.mark_running(item)
-        return item
-
     async def mark_running(self, item: QueueItem) -> None:
         """Move a pending prompt to running (committed before it runs, so a crash is detected)."""
         del self.pending[item.prompt_id]
