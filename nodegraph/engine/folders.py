@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MODEL_KINDS = ("checkpoints", "controlnet", "vae", "loras", "embeddings")
+MODEL_KINDS = ("checkpoints", "controlnet", "vae", "loras", "embeddings", "upscale_models", "clip_vision", "style_models")
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 

@@ -64,3 +64,16 @@ class ControlNetHandle:
 
     def cache_nbytes(self) -> int:
         return 0
+
+
+@dataclass(frozen=True)
+class UpscaleModelHandle:
+    """UPSCALE_MODEL: an image upscale model (a spandrel model descriptor in the cache), its architecture and
+    scale."""
+
+    ref: ModelRef
+    architecture: str
+    scale: int
+
+    def cache_nbytes(self) -> int:
+        return 0

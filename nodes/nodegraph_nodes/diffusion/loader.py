@@ -406,8 +406,9 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
 
     checkpoints/: tiny_sd1, tiny_sdxl, tiny_sdxl_refiner and tiny_sd1_inpaint (a 9-channel inpainting UNet) as
     original-layout .safetensors files and as diffusers folders of the same name; controlnet/: tiny_controlnet_sd1 (file and folder, made from tiny_sd1's UNet);
-    vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows). The same seed
-    always writes the same bytes.
+    vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows); upscale_models/:
+    tiny_esrgan_x4 and tiny_esrgan_x2 (random ESRGAN generators) as .safetensors and as Real-ESRGAN-style .pth
+    pickles. The same seed always writes the same tensors.
     """
     root = Path(models_root)
     written: dict[str, Path] = {}
@@ -431,4 +432,8 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     controlnet.save_pretrained(folder)
     written["tiny_controlnet_sd1_diffusers"] = folder
     written["tiny_vae"] = write_vae_file(build_vae(TINY_VAE, seed + 7), root / "vae" / "tiny_vae.safetensors")
+    from .tiny_upscale import tiny_esrgan, write_esrgan_files
+
+    written.update(write_esrgan_files(tiny_esrgan(seed + 11), root / "upscale_models", "tiny_esrgan_x4"))
+    written.update(write_esrgan_files(tiny_esrgan(seed + 12, scale=2), root / "upscale_models", "tiny_esrgan_x2"))
     return written

@@ -49,7 +49,20 @@ def read_controlnet(path: str) -> dict[str, Any]:
     return {"controlnet": controlnet, "info": {"family": family}}
 
 
+def read_upscale_model(path: str) -> dict[str, Any]:
+    from .upscale import load_upscale_model
+
+    descriptor = load_upscale_model(path)
+    # the module is the cached component (moved between devices by the cache); the descriptor that runs it holds
+    # the same module
+    return {
+        "model": descriptor.model,
+        "info": {"descriptor": descriptor, "architecture": descriptor.architecture.name, "scale": descriptor.scale},
+    }
+
+
 def register(cache: ModelCache) -> None:
     cache.register_loader("checkpoint", read_checkpoint)
     cache.register_loader("vae", read_vae)
     cache.register_loader("controlnet", read_controlnet)
+    cache.register_loader("upscale_model", read_upscale_model)

@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from .conditioning import Conditioning
-from .handles import ClipHandle, ControlNetHandle, ModelHandle, VaeHandle
+from .handles import ClipHandle, ControlNetHandle, ModelHandle, UpscaleModelHandle, VaeHandle
 from .model_cache import ModelCache, model_cache, release_memory
 from .text_encoding import TEXT_FAMILIES, ClipTextEncoder, refiner_time_ids
 
@@ -80,6 +80,24 @@ def load_controlnet(path: Path, settings: dict[str, Any]) -> ControlNetHandle:
     refs = cache.refs(path, "controlnet", ("controlnet", "info"))
     with cache.use(refs["info"]) as info:
         return ControlNetHandle(refs["controlnet"], info["family"])
+
+
+def load_upscale_model(path: Path, settings: dict[str, Any]) -> UpscaleModelHandle:
+    cache = model_cache(settings)
+    refs = cache.refs(path, "upscale_model", ("model", "info"))
+    with cache.use(refs["info"]) as info:
+        return UpscaleModelHandle(refs["model"], info["architecture"], info["scale"])
+
+
+def upscale_image(handle: UpscaleModelHandle, image: torch.Tensor, context: Any) -> torch.Tensor:
+    """ImageUpscaleWithModel: tiled, with progress per tile and halving the tile when the accelerator runs out of
+    memory (upscale.upscale_image)."""
+    from .upscale import upscale_image as run
+
+    cache = model_cache()
+    info_ref = replace(handle.ref, component="info")
+    with cache.use(info_ref) as info, cache.use(handle.ref):
+        return run(info["descriptor"], image, progress=lambda done, total: context.progress(done, total))
 
 
 # --- text ------------------------------------------------------------------------------------------------------------

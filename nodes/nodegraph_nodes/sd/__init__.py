@@ -11,6 +11,7 @@ from .loading import NODES as _LOADING_NODES
 from .masks import NODES as _MASK_NODES
 from .sampling import NODES as _SAMPLING_NODES
 from .sdxl import NODES as _SDXL_NODES
+from .upscale import NODES as _UPSCALE_NODES
 
 NODES = [*_LOADING_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_SDXL_NODES, *_CONTROLNET_NODES, *_IMAGE_NODES,
-         *_INPAINT_NODES, *_MASK_NODES]
+         *_INPAINT_NODES, *_MASK_NODES, *_UPSCALE_NODES]
