@@ -77,3 +77,13 @@ class UpscaleModelHandle:
 
     def cache_nbytes(self) -> int:
         return 0
+
+
+@dataclass(frozen=True)
+class ClipVisionHandle:
+    """CLIP_VISION: a CLIP vision encoder (CLIPVisionModelWithProjection) in the model cache."""
+
+    ref: ModelRef
+
+    def cache_nbytes(self) -> int:
+        return 0

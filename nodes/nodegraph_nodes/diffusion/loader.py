@@ -408,7 +408,7 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     original-layout .safetensors files and as diffusers folders of the same name; controlnet/: tiny_controlnet_sd1 (file and folder, made from tiny_sd1's UNet);
     vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows); upscale_models/:
     tiny_esrgan_x4 and tiny_esrgan_x2 (random ESRGAN generators) as .safetensors and as Real-ESRGAN-style .pth
-    pickles. The same seed always writes the same tensors.
+    pickles; clip_vision/: tiny_clip_vision.safetensors (a random CLIP vision tower). The same seed always writes the same tensors.
     """
     root = Path(models_root)
     written: dict[str, Path] = {}
@@ -436,4 +436,9 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
 
     written.update(write_esrgan_files(tiny_esrgan(seed + 11), root / "upscale_models", "tiny_esrgan_x4"))
     written.update(write_esrgan_files(tiny_esrgan(seed + 12, scale=2), root / "upscale_models", "tiny_esrgan_x2"))
+    from .clip_vision import tiny_clip_vision, write_clip_vision_file
+
+    written["tiny_clip_vision"] = write_clip_vision_file(
+        tiny_clip_vision(seed + 13), root / "clip_vision" / "tiny_clip_vision.safetensors"
+    )
     return written

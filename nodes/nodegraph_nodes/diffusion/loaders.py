@@ -61,8 +61,16 @@ def read_upscale_model(path: str) -> dict[str, Any]:
     }
 
 
+def read_clip_vision(path: str) -> dict[str, Any]:
+    from .clip_vision import load_clip_vision
+
+    model = load_clip_vision(path)
+    return {"clip_vision": model, "info": {"image_size": model.config.image_size}}
+
+
 def register(cache: ModelCache) -> None:
     cache.register_loader("checkpoint", read_checkpoint)
     cache.register_loader("vae", read_vae)
     cache.register_loader("controlnet", read_controlnet)
     cache.register_loader("upscale_model", read_upscale_model)
+    cache.register_loader("clip_vision", read_clip_vision)

@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from .conditioning import Conditioning
-from .handles import ClipHandle, ControlNetHandle, ModelHandle, UpscaleModelHandle, VaeHandle
+from .handles import ClipHandle, ClipVisionHandle, ControlNetHandle, ModelHandle, UpscaleModelHandle, VaeHandle
 from .model_cache import ModelCache, model_cache, release_memory
 from .text_encoding import TEXT_FAMILIES, ClipTextEncoder, refiner_time_ids
 
@@ -98,6 +98,21 @@ def upscale_image(handle: UpscaleModelHandle, image: torch.Tensor, context: Any)
     info_ref = replace(handle.ref, component="info")
     with cache.use(info_ref) as info, cache.use(handle.ref):
         return run(info["descriptor"], image, progress=lambda done, total: context.progress(done, total))
+
+
+def load_clip_vision(path: Path, settings: dict[str, Any]) -> ClipVisionHandle:
+    cache = model_cache(settings)
+    refs = cache.refs(path, "clip_vision", ("clip_vision", "info"))
+    cache.preload(refs["clip_vision"])  # read now, so that a bad file fails in the loader node
+    return ClipVisionHandle(refs["clip_vision"])
+
+
+def encode_clip_vision(handle: ClipVisionHandle, image: torch.Tensor, crop: bool) -> Any:
+    from .clip_vision import encode_image
+
+    cache = model_cache()
+    with cache.use(handle.ref) as model:
+        return with_oom_retry(cache, lambda: encode_image(model, image, crop))
 
 
 # --- text ------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 The node declarations import no torch; each `execute` imports the diffusion library it needs, so listing nodes,
 validating workflows and starting the server stay fast.
 """
+from .clip_vision import NODES as _CLIP_VISION_NODES
 from .controlnet import NODES as _CONTROLNET_NODES
 from .images import NODES as _IMAGE_NODES
 from .inpaint import NODES as _INPAINT_NODES
@@ -14,4 +15,4 @@ from .sdxl import NODES as _SDXL_NODES
 from .upscale import NODES as _UPSCALE_NODES
 
 NODES = [*_LOADING_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_SDXL_NODES, *_CONTROLNET_NODES, *_IMAGE_NODES,
-         *_INPAINT_NODES, *_MASK_NODES, *_UPSCALE_NODES]
+         *_INPAINT_NODES, *_MASK_NODES, *_UPSCALE_NODES, *_CLIP_VISION_NODES]

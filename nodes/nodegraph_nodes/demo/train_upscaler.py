@@ -1,0 +1,101 @@
+"""Train the demo 2x upscale model: a small ESRGAN generator (tiny_upscale.TinyRRDBNet, ~0.3 M parameters) that
+learns to undo a 2x area downscale of the demo data set's pictures (64x64 shapes on grey -> 32x32 -> back to 64x64).
+
+It is an honest little super-resolution model for this one kind of picture (flat colours, sharp edges, grey
+backgrounds): it beats bicubic interpolation on held-out pictures (the figures are printed at the end and recorded in
+demo_models/README.md), and knows nothing of photographs. Shipped as
+`demo_models/upscale_models/nodegraph-demo-esrgan-2x.safetensors` (fp32, 1.2 MB), in the key layout of Real-ESRGAN's
+published files, so it takes the same loading path (spandrel) as any user's upscale model.
+
+    cd nodes && python -m nodegraph_nodes.demo.train_upscaler --out ../demo_models --steps 1500
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..diffusion.tiny_upscale import TinyRRDBNet
+from .dataset import images_and_captions
+
+FILE = "upscale_models/nodegraph-demo-esrgan-2x.safetensors"
+CROP = 32  # training crops of the 64x64 pictures (high-resolution side)
+
+
+def _pairs(start: int, count: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low-resolution 32x32, high-resolution 64x64) images in 0..1."""
+    images, _ = images_and_captions(start, count, split)
+    high = (torch.from_numpy(images) + 1) / 2
+    return F.interpolate(high, scale_factor=0.5, mode="area"), high
+
+
+def _crops(high: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A random size x size crop (even offsets, so the 2x downscale stays aligned) of each image."""
+    out = []
+    for image in high:
+        top, left = (torch.randint(0, (image.shape[-1] - size) // 2 + 1, (2,), generator=generator) * 2).tolist()
+        out.append(image[:, top : top + size, left : left + size])
+    return torch.stack(out)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * math.log10(1.0 / F.mse_loss(a.clamp(0, 1), b).item()))
+
+
+def train(out: Path, steps: int, batch: int, seed: int, threads: int) -> dict[str, float]:
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model = TinyRRDBNet(scale=2)
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps, eta_min=1e-5)
+    low_val, high_val = _pairs(0, 64, "held_out")
+    generator = torch.Generator().manual_seed(seed)
+    started = time.time()
+    for step in range(steps):
+        _, full = _pairs(seed * 1_000_000 + step * batch, batch, "train")
+        high = _crops(full, CROP, generator)  # crops: a quarter of the work per sample, the same local statistics
+        low = F.interpolate(high, scale_factor=0.5, mode="area")
+        loss = F.l1_loss(model(low), high)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 100 == 0 or step == steps - 1:
+            with torch.no_grad():
+                val = psnr(model(low_val), high_val)
+            print(f"step {step}: l1 {loss.item():.4f}, held-out PSNR {val:.2f} dB ({time.time() - started:.0f} s)")
+    model.eval()
+    with torch.no_grad():
+        figures = {
+            "model_psnr": psnr(model(low_val), high_val),
+            "bicubic_psnr": psnr(F.interpolate(low_val, scale_factor=2, mode="bicubic"), high_val),
+            "nearest_psnr": psnr(F.interpolate(low_val, scale_factor=2, mode="nearest"), high_val),
+            "seconds": time.time() - started,
+        }
+    from safetensors.torch import save_file
+
+    path = out / FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={"nodegraph.about": "demo 2x ESRGAN for the nodegraph demo pictures; see demo_models/README.md"})
+    print({k: round(v, 2) for k, v in figures.items()})
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("demo_models"))
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    train(args.out, args.steps, args.batch, args.seed, args.threads)
+
+
+if __name__ == "__main__":
+    main()
