@@ -22,6 +22,8 @@ SD1 = "nodegraph-demo-sd1.safetensors"
 SDXL_BASE = "nodegraph-demo-sdxl-base.safetensors"
 SDXL_REFINER = "nodegraph-demo-sdxl-refiner.safetensors"
 CANNY = "nodegraph-demo-canny.safetensors"
+UPSCALER = "nodegraph-demo-esrgan-4x.safetensors"
+INPAINT_BOX = (8, 8, 56, 56)  # the example mask: latent cells 1..6 around the circle (left, top, right, bottom)
 
 
 def node(class_type: str, title: str, **inputs) -> dict:
@@ -159,6 +161,30 @@ def controlnet_mixed() -> dict:
     return prompt
 
 
+def inpaint() -> dict:
+    """Repaint the circle of the example image blue and keep the rest: the image's latent with a noise mask
+    (SetLatentNoiseMask), sampled from full noise inside the mask. The demo SD1 model is no inpainting model; the
+    mask makes any model inpaint. (With a 9-channel inpainting checkpoint use InpaintModelConditioning instead.)"""
+    prompt = img2img()
+    prompt["6"]["inputs"]["text"] = "a blue circle"
+    prompt["12"] = node("LoadImageMask", "Load Mask", image="example_mask.png", channel="red")
+    prompt["13"] = node("SetLatentNoiseMask", "Set Latent Noise Mask", samples=["11", 0], mask=["12", 0])
+    prompt["3"] = sampler(7, ["4", 0], ["6", 0], ["7", 0], ["13", 0], denoise=1.0)
+    prompt["9"]["inputs"]["filename_prefix"] = "inpaint"
+    return prompt
+
+
+def upscale() -> dict:
+    """txt2img, then the demo 4x ESRGAN upscale model: 64x64 -> 256x256."""
+    prompt = txt2img()
+    prompt["10"] = node("UpscaleModelLoader", "Load Upscale Model", model_name=UPSCALER)
+    prompt["11"] = node("ImageUpscaleWithModel", "Upscale Image (using Model)", upscale_model=["10", 0],
+                        image=["8", 0])
+    prompt["9"]["inputs"]["images"] = ["11", 0]
+    prompt["9"]["inputs"]["filename_prefix"] = "upscale"
+    return prompt
+
+
 EXAMPLES = {
     "txt2img": txt2img,
     "img2img": img2img,
@@ -167,6 +193,8 @@ EXAMPLES = {
     "sdxl_refiner_advanced": sdxl_refiner_advanced,
     "controlnet_canny": controlnet_canny,
     "controlnet_mixed": controlnet_mixed,
+    "inpaint": inpaint,
+    "upscale": upscale,
 }
 
 # Each example as rows of columns of node ids, read left to right, top to bottom.
@@ -178,6 +206,8 @@ LAYOUTS = {
     "sdxl_refiner_advanced": [[["4", "12", "5", "8"], ["6", "7"], ["15", "16", "9"], ["10", "11"]]],
     "controlnet_canny": [[["4", "5"], ["6", "7"], ["3"], ["8", "9"]], [["10"], ["13", "12"], ["14"]]],
     "controlnet_mixed": [[["4", "5"], ["6", "7"], ["3"], ["8", "9"]], [["10"], ["13", "12"], ["14"], ["15"]]],
+    "inpaint": [[["4", "10"], ["6", "7", "12"], ["11", "13"], ["3"], ["8", "9"]]],
+    "upscale": [[["4", "5"], ["6", "7"], ["3", "10"], ["8", "11"], ["9"]]],
 }
 GAP = 40.0
 TITLE = 30.0  # the title bar sits above a node's `pos`; `size` is its body
@@ -227,6 +257,14 @@ def example_image(path: Path) -> None:
     image.save(path)
 
 
+def example_mask(path: Path) -> None:
+    """White where the inpaint example repaints (a box around the example image's circle), black elsewhere."""
+    image = Image.new("RGB", (64, 64), (0, 0, 0))
+    ImageDraw.Draw(image).rectangle((INPAINT_BOX[0], INPAINT_BOX[1], INPAINT_BOX[2] - 1, INPAINT_BOX[3] - 1),
+                                    fill=(255, 255, 255))
+    image.save(path)
+
+
 def main() -> None:
     registry = default_registry()
     info = lambda name: registry.object_info(None, name).get(name)  # noqa: E731
@@ -236,6 +274,7 @@ def main() -> None:
         ui = lay_out(api_to_ui(prompt, info), LAYOUTS[name], info)
         (ROOT / f"{name}.ui.json").write_text(json.dumps(ui, indent=2) + "\n")
     example_image(ROOT / "inputs" / "example.png")
+    example_mask(ROOT / "inputs" / "example_mask.png")
 
 
 if __name__ == "__main__":

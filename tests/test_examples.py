@@ -25,6 +25,7 @@ DEMO_MODELS = {
         "nodegraph-demo-sdxl-refiner.safetensors": "tiny_sdxl_refiner.safetensors",
     },
     "control_net_name": {"nodegraph-demo-canny.safetensors": "tiny_controlnet_sd1.safetensors"},
+    "model_name": {"nodegraph-demo-esrgan-4x.safetensors": "tiny_esrgan_x4.safetensors"},
 }
 TINY_SIZE = 64  # the SDXL examples ask for 1024 x 1024: far too slow for the tiny models on a CPU
 
