@@ -296,3 +296,24 @@ def test_inpainting_unet_equals_stable_diffusion_inpaint_pipeline(models_root):
         seed=seed, cfg=cfg, sampler_name="euler", add_noise=False,
     )
     assert (ours - theirs).abs().max() <= 1e-4
+
+
+def test_sdxl_inpainting_unet_samples_with_the_mask_channels():
+    """An SDXL-shaped 9-channel UNet: the extra channels and the size conditioning go in together; the kept area
+    stays. (No diffusers reference here: the 9-channel path is compared with diffusers on SD1 above.)"""
+    from nodegraph_nodes.diffusion.tiny import TINY_SDXL_UNET, build_unet
+
+    unet = build_unet({**TINY_SDXL_UNET, "in_channels": 9}, 3)
+    ms = DiscreteModelSampling.from_config(FAMILIES["sdxl"].config("scheduler"))
+    width, pooled = TINY_SDXL_UNET["cross_attention_dim"], TINY_SDXL_UNET["projection_class_embeddings_input_dim"]
+    g = torch.Generator().manual_seed(0)
+    mask = _mask()[:, None]
+    cond = lambda: Conditioning(torch.randn(1, 77, width, generator=g), pooled=torch.randn(1, pooled - 48, generator=g),  # noqa: E731
+                                concat_latent=torch.randn(1, 4, 8, 8, generator=g), concat_mask=mask)
+    latent = _latent()
+    sigmas = ksampler_sigmas(ms, "normal", "euler", 3)
+    out = sample_with_sigmas(unet, ms, cond(), cond(), latent, sigmas, seed=1, cfg=5.0, sampler_name="euler",
+                             noise_mask=mask[:, 0])
+    keep = latent_mask(1 - mask, latent.shape).bool()
+    assert out.shape == latent.shape and torch.isfinite(out).all()
+    assert (out - latent)[keep].abs().max() <= 1e-5
