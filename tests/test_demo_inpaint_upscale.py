@@ -63,7 +63,7 @@ def _downscale(image: np.ndarray, factor: int) -> np.ndarray:
 def test_demo_upscaler_is_at_least_nearest_neighbour_on_held_out_pictures():
     """The shipped 4x model against nearest-neighbour upscaling of held-out data-set pictures (64x64 -> area 16x16
     -> 4x), in PSNR. It started as exact nearest-neighbour upscaling and its training barely improved on it
-    (demo_models/README.md: 27.97 dB against 27.91 nearest, 30.23 bicubic): this guards that it is no worse."""
+    (demo_models/README.md: 28.08 dB against 27.91 nearest, 30.23 bicubic): this guards that it is no worse."""
     import torch.nn.functional as F
 
     from nodegraph_nodes.demo.train_upscaler import FILE, _pairs, psnr
@@ -77,4 +77,4 @@ def test_demo_upscaler_is_at_least_nearest_neighbour_on_held_out_pictures():
     with torch.no_grad():
         ours = psnr(descriptor(low), high)
     nearest = psnr(F.interpolate(low, scale_factor=4, mode="nearest"), high)
-    assert ours >= nearest - 0.05
+    assert ours >= nearest + 0.05

@@ -1,13 +1,10 @@
-"""Train the demo 2x upscale model: a small ESRGAN generator (tiny_upscale.TinyRRDBNet, ~0.3 M parameters) that
-learns to undo a 2x area downscale of the demo data set's pictures (64x64 shapes on grey -> 32x32 -> back to 64x64).
+"""Train the demo upscale model: a small ESRGAN generator (tiny_upscale.TinyRRDBNet, ~0.3 M parameters) that
+learns to undo a 4x (or 2x) area downscale of the demo data set's pictures (64x64 shapes on grey).
 
-It is an honest little super-resolution model for this one kind of picture (flat colours, sharp edges, grey
-backgrounds): it beats bicubic interpolation on held-out pictures (the figures are printed at the end and recorded in
-demo_models/README.md), and knows nothing of photographs. Shipped as
-`demo_models/upscale_models/nodegraph-demo-esrgan-2x.safetensors` (fp32, 1.2 MB), in the key layout of Real-ESRGAN's
-published files, so it takes the same loading path (spandrel) as any user's upscale model.
-
-    cd nodes && python -m nodegraph_nodes.demo.train_upscaler --out ../demo_models --steps 1500
+The shipped one is `demo_models/upscale_models/nodegraph-demo-esrgan-4x.safetensors` (fp32, 1.2 MB), in the key
+layout of Real-ESRGAN's published files, so it takes the same loading path (spandrel) as any user's upscale model.
+Trained for minutes on a CPU it is barely better than nearest-neighbour upscaling and worse than bicubic; the
+figures are printed at the end and recorded, with the commands, in demo_models/README.md.
 """
 from __future__ import annotations
 
