@@ -19,7 +19,8 @@ from typing import Any
 import ray
 
 from ..engine import Executor, Folders, NullCache, OutputCache, Workflow, resources
-from ..server.previews import encode_preview
+from ..engine.limits import Limits
+from ..server.previews import encode_png, encode_preview
 from .outputs import collect_files
 
 
@@ -49,7 +50,8 @@ class PromptActor:
         self.folders = dataclasses.replace(folders, settings=settings)
         cache = NullCache() if options.get("cache") == "none" else OutputCache(
             max_entries=int(options.get("cache_entries", 512)))
-        self.executor = Executor(self.folders, cache=cache)
+        limits = Limits(max_ui_bytes=int(options["max_ui_bytes"])) if options.get("max_ui_bytes") else None
+        self.executor = Executor(self.folders, cache=cache, limits=limits)
         self.preview_size = int(options.get("preview_size", 512))
         self.prompts_run = 0
         self._streams: dict[str, _Stream] = {}
@@ -95,7 +97,9 @@ class PromptActor:
         stream = self._stream(prompt_id)
 
         def on_event(event: str, data: dict[str, Any]) -> None:
-            if event == "preview":
+            if event == "preview" and data.get("format") == "PNG":
+                data = {"node": data["node"], "prompt_id": prompt_id, "format": "PNG", "png": encode_png(data["image"])}
+            elif event == "preview":
                 data = {"node": data["node"], "prompt_id": prompt_id,
                         "jpeg": encode_preview(data["image"], self.preview_size)}
             elif event == "executed" and self.ship_outputs:

@@ -191,6 +191,7 @@ class RayPool:
             "preview_size": self.config.preview_size,
             "cache": self.config.cache,
             "cache_entries": self.config.cache_entries,
+            "max_ui_bytes": int(self.config.max_output_size_mb * 1024 * 1024),
         }
         actor = self._remote.options(
             max_restarts=0, max_task_retries=0, runtime_env={"env_vars": {"PYTHONPATH": code_paths()}}, **resources

@@ -117,6 +117,16 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return dict(metadata) if isinstance(metadata, dict) else {}
 
 
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of a safetensors file, from its header alone (no tensor is read)."""
+    path = Path(path)
+    kind = sniff_format(path)
+    if kind != "safetensors":
+        raise WeightsFileError(f"{path}: not a safetensors file (its content is {kind})")
+    header, _ = _safetensors_header(path)
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+
+
 def load_state_dict(path: str | Path, *, allow_pickle: bool, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Every tensor of a weights file, by name, on `device`.
 
