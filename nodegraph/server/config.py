@@ -67,11 +67,17 @@ class ServerConfig:
     cache_entries: int = 512
     max_history: int = 10000
     preview_size: int = 512
+    # Live previews when a prompt does not ask (extra_data.preview_method): ComfyUI's names and default, "none"
+    # (no binary preview frames), "auto" / "latent2rgb" (latent -> RGB factors) or "taesd" (TAESD decoder).
+    preview_method: str = "none"
     web_root: Path | None = None  # None: the project's web/ folder
     workflows_dir: Path | None = None  # example workflows for the editor; None: the project's workflows/ folder
     registry: Any = None  # a NodeRegistry; None: the default registry (built-in + installed packs)
     # Where prompts run (docs/ray.md): "local" (this process, one at a time) or "ray" (a pool of Ray actors).
     executor: str = "local"
+    # Local executor: prompts run side by side (`--concurrency`), their UNet calls batched up to `max_batch` rows.
+    concurrency: int = 1
+    max_batch: int = 16
     ray_address: str | None = None  # None: start a local Ray instance (or use the one this process started)
     workers: int | None = None  # Ray workers; None: one per GPU in the cluster, one per node without GPUs
     worker_cpus: float = 1.0  # CPUs each Ray worker reserves

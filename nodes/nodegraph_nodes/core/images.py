@@ -422,7 +422,7 @@ class ImageStitch(Node):
                  "blue": (0.0, 0.0, 1.0)}[spacing_color]
         if match_image_size:
             if horizontal:
-                image2 = _resize(image2, int(h1 * w2 / h2), h1, "lanczos")
+                image2 = _resize(image2, int(h1 * (w2 / h2)), h1, "lanczos")
             else:
                 image2 = _resize(image2, w1, int(w1 / (w2 / h2)), "lanczos")
         else:

@@ -24,6 +24,8 @@ class ModelHandle:
     latent_scale: float = 0.18215
     # the checkpoint's own preview factors (see preview.py), or None for its family's
     latent_rgb: Any = field(default=None, hash=False, compare=False)
+    # LoRAs applied while the model is used (patching.LoraPatch), in the order they were loaded
+    patches: tuple[Any, ...] = ()
     # DifferentialDiffusion's strength when that node patched this model (the noise mask becomes per-step), else None
     differential_diffusion: float | None = None
 
@@ -39,6 +41,10 @@ class ClipHandle:
     ref: ModelRef
     family: str
     stop_at_layer: int | None = None
+    # LoRAs applied to the text encoders while they encode (patching.LoraPatch)
+    patches: tuple[Any, ...] = ()
+    # folders searched for `embedding:name` in prompts (the models roots' embeddings/ folders)
+    embedding_dirs: tuple[str, ...] = ()
 
     def cache_nbytes(self) -> int:
         return 0

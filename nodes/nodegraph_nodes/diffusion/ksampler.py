@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .conditioning import Conditioning
-from .denoiser import CFGDenoiser
 from .inpaint import (
     RANDOM_INPAINT_NOISE,
     InpaintDenoiser,
@@ -34,6 +33,7 @@ from .inpaint import (
 )
 from .model_sampling import DiscreteModelSampling
 from .names import DISCARD_PENULTIMATE_SIGMA_SAMPLERS
+from .regions import make_denoiser
 from .samplers import SAMPLER_NOISE, SAMPLERS
 from .schedules import calculate_sigmas
 
@@ -153,11 +153,14 @@ def sample_with_sigmas(
     sigmas = sigmas.float().cpu()
     sigma0 = float(sigmas[0])
     noise = prepare_noise(latent, seed, batch_index) if add_noise else torch.zeros_like(latent)
-    denoiser = CFGDenoiser(unet, model_sampling, positive, negative, cfg)
+    denoiser = make_denoiser(unet, model_sampling, positive, negative, cfg)
     x = model_sampling.noise_scaling(sigma0, noise, latent).to(denoiser.device)
     model = denoiser
     extra = unet.config.in_channels - latent.shape[1]
     if extra > 0:  # an inpainting UNet: mask + masked-image channels per conditioning
+        if not hasattr(denoiser, "set_concat"):
+            raise ValueError("inpainting (9-channel) models cannot be sampled with regional conditioning (several "
+                             "prompts, areas, masks or timestep ranges) yet; use one plain prompt per side")
         denoiser.set_concat(lambda c: concat_channels(c, extra, latent, noise_mask))
     if noise_mask is not None:
         inpaint_noise = noise

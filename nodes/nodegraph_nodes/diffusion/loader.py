@@ -273,6 +273,10 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pi
     components = _components_from_single_file(file, family, configs, tokenizers, scheduler, dtype)
     if preview is not None:
         components.latent_rgb = (preview["factors"], preview["bias"])
+    elif header is not None:  # written by nodegraph with a VAE of its own but no preview factors: fit them now
+        from .preview import fit_vae_latent_rgb
+
+        components.latent_rgb = fit_vae_latent_rgb(components.vae)
     return components
 
 
@@ -422,6 +426,7 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     save_pretrained: diffusers keys, no config, as many ControlNets are published), tiny_controlnet_sdxl (an
     original-layout file made from tiny_sdxl's UNet);
     vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows);
+    loras/ and embeddings/: LoRAs and embeddings for tiny_sd1 / tiny_sdxl in the published layouts (tiny_lora.py).
     upscale_models/: tiny_esrgan_x4 and tiny_esrgan_x2 (random ESRGAN generators) as .safetensors and as
     Real-ESRGAN-style .pth pickles; clip_vision/: tiny_clip_vision.safetensors (a random CLIP vision tower).
     The same seed always writes the same bytes.
@@ -456,6 +461,10 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
         family="controlnet_sdxl",
     )
     written["tiny_vae"] = write_vae_file(build_vae(TINY_VAE, seed + 7), root / "vae" / "tiny_vae.safetensors")
+    from .tiny_lora import write_tiny_embeddings, write_tiny_loras  # loras/ and embeddings/ for those two
+
+    written.update(write_tiny_loras(root, sd1, sdxl, seed))
+    written.update(write_tiny_embeddings(root, sd1, sdxl, seed))
     from .tiny_upscale import tiny_esrgan, write_esrgan_files
 
     written.update(write_esrgan_files(tiny_esrgan(seed + 11), root / "upscale_models", "tiny_esrgan_x4"))

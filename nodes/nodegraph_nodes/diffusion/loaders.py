@@ -49,6 +49,13 @@ def read_controlnet(path: str) -> dict[str, Any]:
     return {"controlnet": controlnet, "info": {"family": family}}
 
 
+def read_lora(path: str) -> dict[str, Any]:
+    from .lora import read_lora_file
+
+    lora = read_lora_file(path)
+    return {"lora": lora, "info": {"family": "lora", "adapters": len(lora.adapters)}}
+
+
 def read_upscale_model(path: str) -> dict[str, Any]:
     from .upscale import load_upscale_model
 
@@ -72,5 +79,6 @@ def register(cache: ModelCache) -> None:
     cache.register_loader("checkpoint", read_checkpoint)
     cache.register_loader("vae", read_vae)
     cache.register_loader("controlnet", read_controlnet)
+    cache.register_loader("lora", read_lora)
     cache.register_loader("upscale_model", read_upscale_model)
     cache.register_loader("clip_vision", read_clip_vision)

@@ -75,11 +75,10 @@ class InpaintModelConditioning(Node):
         latent: dict[str, Any] = {"samples": ops.vae_encode(vae, pixels)}
         if noise_mask:
             latent["noise_mask"] = m
-        return (
-            replace(positive, concat_latent=concat_latent, concat_mask=m),
-            replace(negative, concat_latent=concat_latent, concat_mask=m),
-            latent,
-        )
+        from ..diffusion.conditioning import map_entries
+
+        attach = lambda c: replace(c, concat_latent=concat_latent, concat_mask=m)  # noqa: E731
+        return (map_entries(positive, attach), map_entries(negative, attach), latent)
 
 
 class ImagePadForOutpaint(Node):
