@@ -18,7 +18,9 @@ The UNet runs on its own device and dtype; x and the returned x0 are float32 on 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,8 @@ import torch.nn.functional as F
 from .conditioning import Conditioning, ControlSpec
 from .model_sampling import DiscreteModelSampling
 
-VAE_SCALE_FACTOR = 8  # pixels per latent cell for the SD-family VAEs
+VAE_SCALE_FACTOR = 8
+ModelPatch = Any  # an object with `cfg_function` and/or `post_cfg` (see guidance.py)  # pixels per latent cell for the SD-family VAEs
 
 
 @dataclass
@@ -53,16 +56,26 @@ class CFGDenoiser:
         positive: Conditioning,
         negative: Conditioning | None,
         cfg: float,
+        *,
+        keep_uncond: bool = False,
+        patches: Sequence[ModelPatch] = (),
+        conditionings: Sequence[Conditioning] | None = None,
     ) -> None:
         self.unet = unet
         self.device = unet.device
         self.dtype = unet.dtype
         self.model_sampling = model_sampling.to(self.device)
         self.cfg = float(cfg)
-        use_uncond = not math.isclose(self.cfg, 1.0)
+        # keep_uncond: CFG++ samplers read `uncond_denoised` after each call, so the unconditional half runs even at
+        # cfg 1 (ComfyUI's post-CFG hook with its cfg-1 shortcut disabled). patches: the MODEL's CFG patches.
+        self.keep_uncond = keep_uncond
+        self.patches = tuple(patches)
+        self.uncond_denoised: torch.Tensor | None = None
+        use_uncond = not math.isclose(self.cfg, 1.0) or (keep_uncond and negative is not None)
         if use_uncond and negative is None:
             raise ValueError("a negative conditioning is needed when cfg != 1")
-        conditionings = [negative, positive] if use_uncond else [positive]
+        if conditionings is None:  # guiders with other conditionings (guidance.py) pass theirs, in call order
+            conditionings = [negative, positive] if use_uncond else [positive]
         tokens = math.lcm(*(c.embeds.shape[1] for c in conditionings))
         self._halves = [self._prepare(c, tokens) for c in conditionings]
         self._hints: dict[tuple[int, int, int, int], torch.Tensor] = {}
@@ -99,6 +112,8 @@ class CFGDenoiser:
             mid_block_additional_residual=residuals[1] if residuals else None,
             return_dict=False,
         )[0].float()
+        if n != 2 or self.keep_uncond or self.patches:
+            return self._guide(x, sigma, [self.model_sampling.calculate_denoised(sigma, o, x) for o in out.chunk(n)])
         if n == 2:
             # x0 is affine in the model output at fixed x, so guiding the raw output (eps or v) equals guiding x0;
             # it is also more accurate: x0 = x - sigma * eps subtracts large numbers at high sigma, and the cfg factor
@@ -106,6 +121,16 @@ class CFGDenoiser:
             uncond, cond = out.chunk(2)
             out = uncond + (cond - uncond) * self.cfg
         return self.model_sampling.calculate_denoised(sigma, out, x)
+
+    def _guide(self, x: torch.Tensor, sigma: torch.Tensor, predictions: list[torch.Tensor]) -> torch.Tensor:
+        """Combine the per-conditioning x0 predictions (in call order) into the guided x0, with the MODEL's CFG
+        patches. With one prediction (cfg 1, BasicGuider) that prediction is also the unconditional one."""
+        if len(predictions) == 1:
+            self.uncond_denoised = predictions[0]
+            return predictions[0]
+        uncond, cond = predictions
+        self.uncond_denoised = uncond
+        return apply_cfg(self.patches, x, sigma, cond, uncond, self.cfg)
 
     def _added_cond_kwargs(self, x: torch.Tensor, batch: int) -> dict[str, torch.Tensor] | None:
         """SDXL's extra conditioning (pooled text embeds and size/crop time ids), or None for SD1/SD2 models."""
@@ -186,6 +211,23 @@ class CFGDenoiser:
             repeats = -(-rows // hint.shape[0])  # one hint per sample, cycled over the batched halves
             self._hints[key] = hint.repeat(repeats, 1, 1, 1)[:rows].to(self.device, control.controlnet.dtype)
         return self._hints[key]
+
+
+def apply_cfg(
+    patches: Sequence[ModelPatch], x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+    cfg: float,
+) -> torch.Tensor:
+    """Classifier-free guidance on x0, as ComfyUI's cfg_function: a patch's `cfg_function` (the last one set)
+    replaces uncond + (cond - uncond) * cfg, then every `post_cfg` patch maps the result in turn."""
+    combine = [p for p in patches if getattr(p, "cfg_function", None) is not None]
+    if combine:
+        denoised = combine[-1].cfg_function(x=x, sigma=sigma, cond=cond, uncond=uncond, cfg=cfg)
+    else:
+        denoised = uncond + (cond - uncond) * cfg
+    for patch in patches:
+        if getattr(patch, "post_cfg", None) is not None:
+            denoised = patch.post_cfg(x=x, sigma=sigma, denoised=denoised, cond=cond, uncond=uncond, cfg=cfg)
+    return denoised
 
 
 def _control_key(control: ControlSpec) -> tuple:

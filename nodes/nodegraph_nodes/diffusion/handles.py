@@ -24,6 +24,8 @@ class ModelHandle:
     latent_scale: float = 0.18215
     # the checkpoint's own preview factors (see preview.py), or None for its family's
     latent_rgb: Any = field(default=None, hash=False, compare=False)
+    # CFG patches applied by the sampler's denoiser, in the order they were added (see guidance.py: RescaleCFG...)
+    patches: tuple[Any, ...] = field(default=(), hash=False, compare=False)
 
     def cache_nbytes(self) -> int:
         return 0

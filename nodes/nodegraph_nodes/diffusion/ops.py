@@ -281,7 +281,8 @@ def ksample(
         samples = with_oom_retry(
             cache,
             lambda: run_ksample(
-                unet, sampling, pos, neg, scaled, callback=callback, batch_index=latent.get("batch_index"), **options
+                unet, sampling, pos, neg, scaled, callback=callback, batch_index=latent.get("batch_index"),
+                patches=model.patches, **options
             ),
         )
     if torch.equal(samples, scaled):  # no step taken (denoise 0): give the input back bit for bit
@@ -292,12 +293,16 @@ def ksample(
 def sample_custom(
     model: ModelHandle,
     positive: Conditioning,
-    negative: Conditioning,
+    negative: Conditioning | None,
     latent: dict[str, Any],
     context: Any,
+    *,
+    guider: Any = None,
     **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SamplerCustom: returns (samples, the last denoised prediction)."""
+    """SamplerCustom / SamplerCustomAdvanced: returns (samples, the last denoised prediction). `guider` (a
+    guidance.Guider) brings extra conditionings and its own denoiser for the dual / Perp-Neg rules; CFGGuider and
+    BasicGuider take the same path as KSampler."""
     from .ksampler import sample_with_sigmas
     from .model_sampling import DiscreteModelSampling
 
@@ -311,15 +316,24 @@ def sample_custom(
         progress(step, total, x, denoised)
 
     positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
+    extra = guider.extra_conditionings() if guider is not None and guider.kind in ("dual", "perpneg") else {}
+    extra = {k: _prepare_conditionings(model, c, None, latent["samples"])[0] for k, c in extra.items()}
     with ExitStack() as stack:
         unet = stack.enter_context(cache.use(model.ref))
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
+        extra = {k: _resolve_controls(stack, cache, c, unet, model.family) for k, c in extra.items()}
+        make_denoiser = None
+        if extra:
+            def make_denoiser(**kwargs: Any):
+                return guider.make_denoiser(unet, sampling, pos, neg, extra, **kwargs)
+
         samples = with_oom_retry(
             cache,
             lambda: sample_with_sigmas(
                 unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
-                batch_index=latent.get("batch_index"), **options,
+                batch_index=latent.get("batch_index"), patches=model.patches, make_denoiser=make_denoiser,
+                **options,
             ),
         )
     denoised = last["denoised"].detach().float().cpu() if "denoised" in last else samples

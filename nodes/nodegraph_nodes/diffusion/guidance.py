@@ -1,0 +1,188 @@
+"""The values of custom sampling (NOISE, GUIDER, SAMPLER) and the guidance they configure.
+
+* `SamplerSpec` (SAMPLER): a sampler name with its options (KSamplerSelect gives the defaults, the Sampler* nodes
+  set eta, s_noise, solver_type...).
+* `NoiseSpec` (NOISE): RandomNoise (the seed's CPU noise, as KSampler draws it) or DisableNoise (zeros, seed 0,
+  which also seeds the samplers' own noise, as ComfyUI's does).
+* `Guider` (GUIDER): a model and conditionings with a guidance rule: CFGGuider, BasicGuider, DualCFGGuider,
+  PerpNegGuider. `make_denoiser` builds the D(x, sigma) the sampler calls.
+* CFG patches, attached to a MODEL handle (`ModelHandle.patches`) and applied by the denoiser on the x0 predictions:
+  RescaleCFG, CFGZeroStar, CFGNorm. A patch has `cfg_function` (replaces the guidance combination) and/or
+  `post_cfg` (maps the guided prediction), the roles of ComfyUI's sampler_cfg_function and
+  sampler_post_cfg_function.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .conditioning import Conditioning
+from .denoiser import CFGDenoiser, apply_cfg
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def cache_nbytes(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    seed: int = 0
+    add: bool = True
+
+    def cache_nbytes(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class Guider:
+    """kind: "cfg" (positive, negative, cfg), "basic" (positive only), "dual" (positive = cond1, middle = cond2,
+    negative; cfg = cfg_conds, cfg2 = cfg_cond2_negative; nested), "perpneg" (positive, negative, empty; cfg,
+    neg_scale)."""
+
+    model: Any  # ModelHandle
+    kind: str
+    positive: Conditioning
+    negative: Conditioning | None = None
+    cfg: float = 1.0
+    middle: Conditioning | None = None
+    empty: Conditioning | None = None
+    cfg2: float = 1.0
+    neg_scale: float = 1.0
+    nested: bool = False
+
+    def cache_nbytes(self) -> int:
+        return 0
+
+    def extra_conditionings(self) -> dict[str, Conditioning]:
+        return {k: v for k, v in (("middle", self.middle), ("empty", self.empty)) if v is not None}
+
+    def make_denoiser(self, unet, model_sampling, positive, negative, extra: dict[str, Conditioning], *,
+                      keep_uncond: bool, patches: Sequence[Any]) -> CFGDenoiser:
+        """The denoiser for this guider, from the conditionings as the sampler prepared them."""
+        if self.kind == "cfg":
+            return CFGDenoiser(unet, model_sampling, positive, negative, self.cfg, keep_uncond=keep_uncond,
+                               patches=patches)
+        if self.kind == "basic":
+            return CFGDenoiser(unet, model_sampling, positive, None, 1.0, patches=patches)
+        if self.kind == "dual":
+            return DualCFGDenoiser(unet, model_sampling, positive, extra["middle"], negative, self.cfg, self.cfg2,
+                                   self.nested, patches)
+        if self.kind == "perpneg":
+            return PerpNegDenoiser(unet, model_sampling, positive, negative, extra["empty"], self.cfg,
+                                   self.neg_scale, patches)
+        raise ValueError(f"unknown guider kind {self.kind!r}")
+
+
+class DualCFGDenoiser(CFGDenoiser):
+    """Two positive prompts against one negative in one batched call (DualCFGGuider). "regular":
+    negative + (cond2 - negative) * cfg2 + (cond1 - cond2) * cfg1; "nested": cond1 guided against cond2 at cfg1,
+    then that against the negative at cfg2."""
+
+    def __init__(self, unet, model_sampling, cond1, cond2, negative, cfg1, cfg2, nested, patches) -> None:
+        super().__init__(unet, model_sampling, cond1, negative, cfg1, patches=patches,
+                         conditionings=[negative, cond2, cond1])
+        self.cfg2, self.nested = float(cfg2), nested
+
+    def _guide(self, x, sigma, predictions):
+        negative, middle, positive = predictions
+        if self.nested:
+            self.uncond_denoised = middle
+            text = apply_cfg(self.patches, x, sigma, positive, middle, self.cfg)
+            return negative + (text - negative) * self.cfg2
+        self.uncond_denoised = negative
+        return apply_cfg(self.patches, x, sigma, middle, negative, self.cfg2) + (positive - middle) * self.cfg
+
+
+class PerpNegDenoiser(CFGDenoiser):
+    """Perp-Neg (Armandpour et al. 2023): guidance by the positive direction (from the empty prompt) minus the part
+    of the negative direction perpendicular to it, scaled by neg_scale; the projection is over the whole batch, as
+    ComfyUI computes it."""
+
+    def __init__(self, unet, model_sampling, positive, negative, empty, cfg, neg_scale, patches) -> None:
+        super().__init__(unet, model_sampling, positive, negative, cfg, patches=patches,
+                         conditionings=[positive, negative, empty])
+        self.neg_scale = float(neg_scale)
+
+    def _guide(self, x, sigma, predictions):
+        positive, negative, empty = predictions
+        self.uncond_denoised = negative
+        denoised = perp_neg(positive, negative, empty, self.neg_scale, self.cfg)
+        for patch in self.patches:
+            if getattr(patch, "post_cfg", None) is not None:
+                denoised = patch.post_cfg(x=x, sigma=sigma, denoised=denoised, cond=positive, uncond=negative,
+                                          cfg=self.cfg)
+        return denoised
+
+
+def perp_neg(positive: torch.Tensor, negative: torch.Tensor, empty: torch.Tensor, neg_scale: float,
+             cfg: float) -> torch.Tensor:
+    pos = positive - empty
+    neg = negative - empty
+    perpendicular = neg - (neg * pos).sum() / pos.norm() ** 2 * pos
+    return empty + (pos - perpendicular * neg_scale) * cfg
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CFG patches on a MODEL
+
+
+def _sigma_view(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return sigma.reshape(sigma.shape[:1] + (1,) * (like.ndim - 1))
+
+
+@dataclass(frozen=True)
+class RescaleCFG:
+    """Lin et al. 2023, "Common diffusion noise schedules and sample steps are flawed", sec. 3.4: guidance done on
+    the v-prediction, whose standard deviation is then rescaled towards the conditional one's by `multiplier`."""
+
+    multiplier: float = 0.7
+    post_cfg = None
+
+    def cfg_function(self, *, x, sigma, cond, uncond, cfg):
+        s = _sigma_view(sigma, x)
+        scale = (s * s + 1.0) ** 0.5
+        x_vp = x / (s * s + 1.0)
+        # ComfyUI's v-space: v = (x / (1 + s^2) - x0) * sqrt(1 + s^2) / s; linear in x0, so guiding v = guiding x0
+        v_cond = (x_vp - cond) * scale / s
+        v_uncond = (x_vp - uncond) * scale / s
+        v_cfg = v_uncond + (v_cond - v_uncond) * cfg
+        dims = tuple(range(1, x.ndim))
+        v_rescaled = v_cfg * (v_cond.std(dim=dims, keepdim=True) / v_cfg.std(dim=dims, keepdim=True))
+        v_final = v_rescaled * self.multiplier + v_cfg * (1.0 - self.multiplier)
+        return x_vp - v_final * s / scale
+
+
+@dataclass(frozen=True)
+class CFGZeroStar:
+    """CFG-Zero* (Fan et al. 2025): the unconditional prediction's noise is rescaled by the per-sample least-squares
+    factor alpha that best matches the conditional noise, i.e. guided + uncond * (alpha - 1) * (1 - cfg)."""
+
+    cfg_function = None
+
+    def post_cfg(self, *, x, sigma, denoised, cond, uncond, cfg):
+        eps_c = (x - cond).flatten(1)
+        eps_u = (x - uncond).flatten(1)
+        alpha = (eps_c * eps_u).sum(1, keepdim=True) / ((eps_u**2).sum(1, keepdim=True) + 1e-8)
+        alpha = alpha.reshape([x.shape[0]] + [1] * (x.ndim - 1))
+        return denoised + uncond * (alpha - 1.0) + uncond * (1.0 - alpha) * cfg
+
+
+@dataclass(frozen=True)
+class CFGNorm:
+    """Scales the guided prediction down so its per-pixel channel norm never exceeds the conditional one's, times
+    `strength`."""
+
+    strength: float = 1.0
+    cfg_function = None
+
+    def post_cfg(self, *, x, sigma, denoised, cond, uncond, cfg):
+        scale = (cond.norm(dim=1, keepdim=True) / (denoised.norm(dim=1, keepdim=True) + 1e-8)).clamp(0.0, 1.0)
+        return denoised * scale * self.strength
