@@ -19,7 +19,8 @@ import torch
 from nodegraph_nodes.diffusion import schedules
 from nodegraph_nodes.diffusion.sampler_registry import NEEDS_UNCOND, SAMPLER_NOISE, SAMPLERS
 from nodegraph_nodes.diffusion.samplers import GaussianNoiseSampler
-from nodegraph_nodes.diffusion.samplers_sde import reverse_time_sde_noise_scaler
+from nodegraph_nodes.diffusion.samplers_multistep import deis_coefficients
+from nodegraph_nodes.diffusion.samplers_sde import reverse_time_sde_noise_scaler, sa_solver_coefficients, sa_solver_tau
 from sampling_fixtures import gaussian_denoiser, gaussian_ode
 from test_samplers_reference import SIGMA_MAX, SIGMA_MIN, K, _WithUncond, needs_k
 
@@ -247,19 +248,70 @@ def _ode_error(name: str, steps: int, **kwargs) -> float:
     ("seeds_2", 2, {"eta": 0.0}),  # eta = 0: the deterministic exponential integrator
     ("seeds_3", 3, {"eta": 0.0}),
     ("er_sde", 2, {"s_noise": 0.0, "noise_scaler": partial(reverse_time_sde_noise_scaler, eta=0.0)}),  # the ODE
+    ("deis", 2, {}),
+    ("sa_solver", 3, {"tau_func": sa_solver_tau(0.0, 0.0, eta=0.0)}),  # tau = 0: the ODE
+    ("sa_solver_pece", 3, {"tau_func": sa_solver_tau(0.0, 0.0, eta=0.0)}),
 ])
 def test_deterministic_new_samplers_converge_at_their_order(name, order, kwargs):
     coarse, fine = _ode_error(name, 8, **kwargs), _ode_error(name, 16, **kwargs)
     assert coarse / fine > 2 ** order * 0.6, (coarse, fine)
 
 
-@pytest.mark.parametrize("name", ["er_sde", "seeds_2", "seeds_3", "res_multistep_ancestral", "euler_ancestral_cfg_pp"])
+@pytest.mark.parametrize("name", ["er_sde", "seeds_2", "seeds_3", "res_multistep_ancestral", "euler_ancestral_cfg_pp",
+                                  "sa_solver", "sa_solver_pece"])
 def test_stochastic_new_samplers_end_with_the_data_distribution(name):
     """On N(0.3, 0.5^2) data, 200 steps from pure noise end with that mean and standard deviation (4000 samples):
     a check of each solver's noise terms."""
     sigmas = schedules.karras_sigmas(200, SIGMA_MIN, SIGMA_MAX)
     x = torch.randn(4000, 1, 1, 1, generator=torch.Generator().manual_seed(1)) * (0.25 + float(sigmas[0]) ** 2) ** 0.5
     model = _WithUncond(gaussian_denoiser(std=0.5), gaussian_denoiser(std=0.5), 1.0)
-    out = SAMPLERS[name](model, x, sigmas, noise_sampler=SAMPLER_NOISE[name](x, 2, sigmas))
+    kwargs = {"tau_func": sa_solver_tau(10.0, 0.5)} if name.startswith("sa_solver") else {}
+    out = SAMPLERS[name](model, x, sigmas, noise_sampler=SAMPLER_NOISE[name](x, 2, sigmas), **kwargs)
     assert abs(float(out.std()) - 0.5) < 0.03
     assert abs(float(out.mean()) - 0.3) < 0.03
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Coefficients against numerical quadrature (scipy)
+
+
+def _lagrange(nodes, j):
+    return lambda v: math.prod((v - n) / (nodes[j] - n) for k, n in enumerate(nodes) if k != j)
+
+
+def test_deis_weights_are_the_kernel_integrals_of_the_lagrange_basis():
+    """DEIS's weight j at step i: the integral over [t_i, t_(i+1)] (VP time of the sigmas, EDM's range) of
+    0.5 beta(t) / sqrt(alpha (1 - alpha)) times the Lagrange basis polynomial j through t_i, t_(i-1), ..."""
+    integrate = pytest.importorskip("scipy.integrate")
+    sigmas = [14.6, 8.0, 4.0, 1.5, 0.4]
+    eps_s, smin, smax = 1e-3, 0.002, 80.0
+    beta_d = 2 * (math.log(smin**2 + 1) / eps_s - math.log(smax**2 + 1)) / (eps_s - 1)
+    beta_0 = math.log(smax**2 + 1) - 0.5 * beta_d
+    t = [(math.sqrt(beta_0**2 + 2 * beta_d * math.log(s * s + 1)) - beta_0) / beta_d for s in sigmas]
+
+    def kernel(v):
+        alpha = math.exp(-0.5 * v * v * beta_d - v * beta_0)
+        return 0.5 * (v * beta_d + beta_0) / math.sqrt(alpha * (1 - alpha))
+
+    weights = deis_coefficients(sigmas, max_order=3)
+    assert weights[0] == []
+    for i in (1, 2, 3):
+        nodes = [t[i - k] for k in range(min(i + 1, 3))]
+        for j, w in enumerate(weights[i]):
+            expected = integrate.quad(lambda v: kernel(v) * _lagrange(nodes, j)(v), t[i], t[i + 1])[0]
+            assert w == pytest.approx(expected, rel=2e-3, abs=1e-6)  # a 10000-point Riemann sum, as ComfyUI
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.0])
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_sa_solver_weights_are_exponential_integrals_of_the_lagrange_basis(tau, count):
+    """b_j = alpha_t (1 + tau^2) * integral over [lambda_s, lambda_t] of e^((1 + tau^2)(x - lambda_t)) L_j(x) dx."""
+    integrate = pytest.importorskip("scipy.integrate")
+    lambdas = [-math.log(v) for v in (9.0, 5.0, 2.5)][-count:]
+    lambda_s, lambda_t = lambdas[-1], -math.log(1.2)
+    k = 1 + tau**2
+    b = sa_solver_coefficients(1.2, lambdas, lambda_s, lambda_t, tau)
+    for j in range(count):
+        f = lambda v: k * math.exp(k * (v - lambda_t)) * _lagrange(lambdas, j)(v)  # noqa: E731
+        expected = 1.2 * math.exp(lambda_t) * integrate.quad(f, lambda_s, lambda_t)[0]
+        assert b[j] == pytest.approx(expected, rel=1e-6, abs=1e-9)

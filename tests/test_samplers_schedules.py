@@ -40,7 +40,7 @@ COMFYUI_SAMPLERS = [
 ]
 COMFYUI_SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
                       "linear_quadratic", "kl_optimal"]
-NOT_YET = {"deis", "sa_solver", "sa_solver_pece"}  # listed in README's Differences from ComfyUI
+NOT_YET: set[str] = set()  # anything listed here must be in README's Differences from ComfyUI
 
 
 def test_published_names_are_comfyuis_in_its_order():

@@ -1,5 +1,5 @@
-"""Stochastic solvers beyond DPM-Solver++: ER-SDE (extended reverse-time SDE) and SEEDS-2 / SEEDS-3, with ComfyUI's
-names and defaults. Same call shape and callbacks as `samplers`; noise comes from `noise_sampler(sigma, sigma_next)`
+"""Stochastic solvers beyond DPM-Solver++: ER-SDE (extended reverse-time SDE), SEEDS-2 / SEEDS-3 and SA-Solver, with
+ComfyUI's names and defaults. Same call shape and callbacks as `samplers`; noise comes from `noise_sampler(sigma, sigma_next)`
 (independent unit Gaussians in ComfyUI's default, drawn from the prompt seed).
 
 Written for the variance-exploding parametrisation these models use, where lambda (half log-SNR) = -log sigma and
@@ -189,3 +189,131 @@ def sample_seeds_3(
 def reverse_time_sde_noise_scaler(x: np.ndarray | float, eta: float) -> np.ndarray | float:
     """The reverse-time SDE's noise scale function lambda^(eta + 1) (eta = 0: the probability-flow ODE)."""
     return np.power(x, eta + 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SA-Solver
+
+
+def sa_solver_tau(start_sigma: float, end_sigma: float, eta: float = 1.0) -> Callable[[float], float]:
+    """SA-Solver's stochasticity: eta while start_sigma >= sigma >= end_sigma, else 0 (the ODE)."""
+
+    def tau(sigma: float) -> float:
+        if eta <= 0:
+            return 0.0
+        return eta if start_sigma >= float(sigma) >= end_sigma else 0.0
+
+    return tau
+
+
+def _exponential_moments(s: float, t: float, order: int, tau: float) -> np.ndarray:
+    """(1 + tau^2) * integral_s^t e^((1 + tau^2) x) x^p dx / e^((1 + tau^2) t) for p < order, by repeated
+    integration by parts."""
+    k = 1 + tau**2
+    h = t - s
+    ends = np.array([t**p - s**p * math.exp(-k * h) for p in range(order)])
+    moments = np.zeros(order)
+    for p in range(order):
+        for q in range(p + 1):  # p! / q! * (-1/k)^(p-q)
+            moments[p] += math.factorial(p) / math.factorial(q) * (-1 / k) ** (p - q) * ends[q]
+    return moments
+
+
+def sa_solver_coefficients(sigma_next: float, lambdas: list[float], lambda_s: float, lambda_t: float, tau: float,
+                           simple_order_2: bool = False, corrector: bool = False) -> np.ndarray:
+    """SA-Solver's b_i (eqs. 15 and 18 of Xue et al. 2023) for the predictions at `lambdas` (lambda = -log sigma):
+    integrals over [lambda_s, lambda_t] of the exponentially weighted Lagrange basis, times alpha_t = 1. The
+    "simple order 2" variant uses the paper's appendix D closed forms."""
+    k = 1 + tau**2
+    h = lambda_t - lambda_s
+    alpha_t = sigma_next * math.exp(lambda_t)
+    if simple_order_2 and len(lambdas) == 2:
+        if corrector:
+            b_1 = alpha_t * (0.5 * k * h)
+            b_2 = alpha_t * -math.expm1(-h * k) - b_1
+        else:
+            b_2 = alpha_t * (0.5 * k * h**2) / (lambdas[-2] - lambda_s)
+            b_1 = alpha_t * -math.expm1(-h * k) - b_2
+        return np.array([b_2, b_1])
+    n = len(lambdas)
+    vandermonde_t = np.array([[lam**p for lam in lambdas] for p in range(n)])
+    return alpha_t * np.linalg.solve(vandermonde_t, _exponential_moments(lambda_s, lambda_t, n, tau))
+
+
+@torch.no_grad()
+def sample_sa_solver(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    extra_args=None,
+    callback: StepCallback | None = None,
+    tau_func: Callable[[float], float] | None = None,
+    s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
+    predictor_order: int = 3,
+    corrector_order: int = 4,
+    use_pece: bool = False,
+    simple_order_2: bool = False,
+) -> torch.Tensor:
+    """SA-Solver (Xue et al. 2023, "SA-Solver: Stochastic Adams solver for fast sampling of diffusion models"):
+    a stochastic Adams predictor (order up to 3) and corrector (up to 4) on the data prediction in lambda, with
+    noise of strength tau(sigma). The default tau is 1 between 20% and 80% of the model's schedule (the denoiser's
+    `model_sampling`), 0 elsewhere; orders drop near a final sigma of 0. `use_pece` evaluates the corrected state
+    again (one more model call per step)."""
+    if len(sigmas) <= 1:
+        return x
+    noise_sampler = noise_sampler or _global_noise(x)
+    if tau_func is None:
+        sampling = getattr(model, "model_sampling", None)
+        if sampling is None:
+            raise ValueError("sa_solver needs tau_func, or a denoiser with model_sampling for its default")
+        tau_func = sa_solver_tau(sampling.percent_to_sigma(0.2), sampling.percent_to_sigma(0.8))
+    s = _floats(sigmas)
+    lambdas = [-math.log(v) if v > 0 else math.inf for v in s]
+    max_order = max(predictor_order, corrector_order)
+    lower_to_end = s[-1] == 0
+    x_pred, h, tau, noise = x, 0.0, 0.0, None
+    predictions: list[torch.Tensor] = []
+    for i in range(len(s) - 1):
+        denoised = _call(model, x_pred, s[i], extra_args)
+        if callback is not None:
+            callback(i, x_pred, denoised)
+        predictions = (predictions + [denoised])[-max_order:]
+        p_order = min(predictor_order, len(predictions))
+        c_order = 0 if i == 0 or (s[i + 1] == 0 and not use_pece) else min(corrector_order, len(predictions))
+        if lower_to_end:
+            p_order = min(p_order, len(s) - 2 - i)
+            c_order = min(c_order, len(s) - 1 - i)
+
+        if c_order == 0:
+            x = x_pred
+        else:
+            b = sa_solver_coefficients(s[i], lambdas[i - c_order + 1 : i + 1], lambdas[i - 1], lambdas[i], tau,
+                                       simple_order_2, corrector=True)
+            correction = sum(float(w) * p for w, p in zip(b, predictions[-c_order:]))
+            x = x * (s[i] / s[i - 1] * math.exp(-(tau**2) * h)) + correction
+            if tau > 0 and s_noise > 0:
+                x = x + noise  # the previous predictor step's noise
+            if use_pece:
+                denoised = _call(model, x, s[i], extra_args)
+                predictions[-1] = denoised
+
+        if s[i + 1] == 0:
+            x_pred = denoised
+            continue
+        tau = tau_func(s[i + 1])
+        b = sa_solver_coefficients(s[i + 1], lambdas[i - p_order + 1 : i + 1], lambdas[i], lambdas[i + 1], tau,
+                                   simple_order_2, corrector=False)
+        prediction = sum(float(w) * p for w, p in zip(b, predictions[-p_order:]))
+        h = lambdas[i + 1] - lambdas[i]
+        x_pred = x * (s[i + 1] / s[i] * math.exp(-(tau**2) * h)) + prediction
+        if tau > 0 and s_noise > 0:
+            noise = noise_sampler(s[i], s[i + 1]) * (s[i + 1] * math.sqrt(-math.expm1(-2 * tau**2 * h)) * s_noise)
+            x_pred = x_pred + noise
+    return x_pred
+
+
+def sample_sa_solver_pece(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> torch.Tensor:
+    """SA-Solver in PECE mode (predict, evaluate, correct, evaluate)."""
+    return sample_sa_solver(model, x, sigmas, use_pece=True, **kwargs)
