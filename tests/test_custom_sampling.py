@@ -103,6 +103,10 @@ def test_split_sigmas_recipe_equals_ksampler_advanceds_split(runner):
     ({"class_type": "SamplerDPMPP_3M_SDE", "inputs": {"eta": 1.0, "s_noise": 1.0, "noise_device": "gpu"}},
      "dpmpp_3m_sde_gpu"),
     ({"class_type": "SamplerLMS", "inputs": {"order": 4}}, "lms"),
+    ({"class_type": "SamplerSASolver", "inputs": {"model": ["4", 0], "eta": 1.0, "sde_start_percent": 0.2,
+                                                  "sde_end_percent": 0.8, "s_noise": 1.0, "predictor_order": 3,
+                                                  "corrector_order": 4, "use_pece": False, "simple_order_2": False}},
+     "sa_solver"),
     ({"class_type": "SamplerER_SDE", "inputs": {"solver_type": "ER-SDE", "max_stage": 3, "eta": 1.0,
                                                 "s_noise": 1.0}}, "er_sde"),
 ])
@@ -289,3 +293,21 @@ def test_node_declarations_are_comfyuis():
         info = registry.get(name).object_info()
         assert info["input_order"]["required"] == inputs, name
         assert info["output_name"] == outputs, name
+
+
+def test_add_noise_by_hand():
+    from nodegraph_nodes.diffusion.guidance import NoiseSpec
+    from nodegraph_nodes.diffusion.ksampler import prepare_noise
+
+    class Model:
+        latent_scale = 0.18215
+
+    latent = {"samples": torch.full((1, 4, 2, 2), 0.5)}
+    sigmas = torch.tensor([8.0, 3.0, 1.0])
+    (out,) = cs.AddNoise().execute(Model(), NoiseSpec(7), sigmas, latent)
+    noise = prepare_noise(latent["samples"], 7)
+    torch.testing.assert_close(out["samples"], (0.5 * 0.18215 + noise * 7.0) / 0.18215)
+    (empty,) = cs.AddNoise().execute(Model(), NoiseSpec(7), sigmas, {"samples": torch.zeros(1, 4, 2, 2)})
+    torch.testing.assert_close(empty["samples"], noise * 7.0 / 0.18215)
+    (same,) = cs.AddNoise().execute(Model(), NoiseSpec(0, add=False), sigmas, latent)
+    torch.testing.assert_close(same["samples"], latent["samples"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -197,13 +198,13 @@ def reverse_time_sde_noise_scaler(x: np.ndarray | float, eta: float) -> np.ndarr
 
 def sa_solver_tau(start_sigma: float, end_sigma: float, eta: float = 1.0) -> Callable[[float], float]:
     """SA-Solver's stochasticity: eta while start_sigma >= sigma >= end_sigma, else 0 (the ODE)."""
+    return partial(_interval_tau, start_sigma, end_sigma, eta)
 
-    def tau(sigma: float) -> float:
-        if eta <= 0:
-            return 0.0
-        return eta if start_sigma >= float(sigma) >= end_sigma else 0.0
 
-    return tau
+def _interval_tau(start_sigma: float, end_sigma: float, eta: float, sigma: float) -> float:
+    if eta <= 0:
+        return 0.0
+    return eta if start_sigma >= float(sigma) >= end_sigma else 0.0
 
 
 def _exponential_moments(s: float, t: float, order: int, tau: float) -> np.ndarray:

@@ -271,6 +271,33 @@ class SamplerER_SDE(Node):
         return _sampler("er_sde", s_noise=s_noise, noise_scaler=scaler, max_stage=max_stage)
 
 
+class SamplerSASolver(Node):
+    """SA-Solver with its stochastic interval given as fractions of the model's schedule."""
+
+    category = "sampling/custom_sampling/samplers"
+    model = Input("MODEL")
+    eta = Float(1.0, min=0.0, max=10.0, step=0.01, round=False)
+    sde_start_percent = Float(0.2, min=0.0, max=1.0, step=0.001)
+    sde_end_percent = Float(0.8, min=0.0, max=1.0, step=0.001)
+    s_noise = _s_noise()
+    predictor_order = Int(3, min=1, max=6)
+    corrector_order = Int(4, min=0, max=6)
+    use_pece = Boolean(False)
+    simple_order_2 = Boolean(False)
+    outputs = (Output("SAMPLER"),)
+
+    def execute(self, model, eta, sde_start_percent, sde_end_percent, s_noise, predictor_order, corrector_order,
+                use_pece, simple_order_2):
+        from ..diffusion.model_sampling import DiscreteModelSampling
+        from ..diffusion.samplers_sde import sa_solver_tau
+
+        sampling = DiscreteModelSampling.from_config(model.scheduler_config)
+        tau = sa_solver_tau(sampling.percent_to_sigma(sde_start_percent), sampling.percent_to_sigma(sde_end_percent),
+                            eta)
+        return _sampler("sa_solver", tau_func=tau, s_noise=s_noise, predictor_order=predictor_order,
+                        corrector_order=corrector_order, use_pece=use_pece, simple_order_2=simple_order_2)
+
+
 # --- schedulers -------------------------------------------------------------------------------------------------
 
 
@@ -558,6 +585,35 @@ class SamplerCustomAdvanced(Node):
         return ({**latent_image, "samples": samples}, {**latent_image, "samples": denoised})
 
 
+class AddNoise(Node):
+    """Add a NOISE's noise to a latent at the size of a schedule's span (|first - last sigma|), in the model's
+    latent space, without sampling."""
+
+    category = "_for_testing/custom_sampling/noise"
+    experimental = True
+    model = Input("MODEL")
+    noise = Input("NOISE")
+    sigmas = Input("SIGMAS")
+    latent_image = Input("LATENT")
+    outputs = (Output("LATENT"),)
+
+    def execute(self, model, noise, sigmas, latent_image):
+        import torch
+
+        from ..diffusion.ksampler import prepare_noise
+
+        if len(sigmas) == 0:
+            return (latent_image,)
+        samples = latent_image["samples"].float()
+        drawn = (prepare_noise(samples, noise.seed, latent_image.get("batch_index")) if noise.add
+                 else torch.zeros_like(samples))
+        scale = abs(float(sigmas[0]) - float(sigmas[-1])) if len(sigmas) > 1 else float(sigmas[0])
+        if torch.count_nonzero(samples) > 0:  # an empty latent is not moved into the model's space, as in ComfyUI
+            samples = samples * model.latent_scale
+        noisy = torch.nan_to_num((samples + drawn * scale) / model.latent_scale, nan=0.0, posinf=0.0, neginf=0.0)
+        return ({**latent_image, "samples": noisy},)
+
+
 # --- CFG patches ------------------------------------------------------------------------------------------------
 
 
@@ -604,9 +660,9 @@ class CFGNorm(Node):
 NODES = [
     RandomNoise, DisableNoise, CFGGuider, BasicGuider, DualCFGGuider, PerpNegGuider,
     SamplerEulerAncestral, SamplerEulerAncestralCFGPP, SamplerLMS, SamplerDPMPP_3M_SDE, SamplerDPMPP_2M_SDE,
-    SamplerDPMPP_SDE, SamplerDPMPP_2S_Ancestral, SamplerDPMAdaptative, SamplerER_SDE,
+    SamplerDPMPP_SDE, SamplerDPMPP_2S_Ancestral, SamplerDPMAdaptative, SamplerER_SDE, SamplerSASolver,
     KarrasScheduler, ExponentialScheduler, PolyexponentialScheduler, LaplaceScheduler, VPScheduler,
     BetaSamplingScheduler, SDTurboScheduler, AlignYourStepsScheduler,
     SplitSigmas, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, ExtendIntermediateSigmas, ManualSigmas,
-    SamplingPercentToSigma, SamplerCustomAdvanced, RescaleCFG, CFGZeroStar, CFGNorm,
+    SamplingPercentToSigma, SamplerCustomAdvanced, AddNoise, RescaleCFG, CFGZeroStar, CFGNorm,
 ]
