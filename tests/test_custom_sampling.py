@@ -162,6 +162,8 @@ def test_perp_neg_removes_only_the_perpendicular_part_of_the_negative():
 def test_cfg_patch_nodes_run_and_change_the_image(runner):
     base = _latent(runner.run(txt2img()), "3")
     for patch in ({"class_type": "RescaleCFG", "inputs": {"model": ["4", 0], "multiplier": 0.7}},
+                  {"class_type": "APG", "inputs": {"model": ["4", 0], "eta": 0.5, "norm_threshold": 5.0,
+                                                   "momentum": 0.5}},
                   {"class_type": "CFGZeroStar", "inputs": {"model": ["4", 0]}},
                   {"class_type": "CFGNorm", "inputs": {"model": ["4", 0], "strength": 0.5}}):
         prompt = txt2img()
@@ -311,3 +313,20 @@ def test_add_noise_by_hand():
     torch.testing.assert_close(empty["samples"], noise * 7.0 / 0.18215)
     (same,) = cs.AddNoise().execute(Model(), NoiseSpec(0, add=False), sigmas, latent)
     torch.testing.assert_close(same["samples"], latent["samples"])
+
+
+def test_apg_by_hand():
+    """ComfyUI's APG replaces cond by uncond + g' + (cond - uncond) / cfg, so CFG gives uncond + (cond - uncond)
+    + cfg * g', where g' is the guidance clipped to norm_threshold with its part along cond scaled by eta (eta 1 and
+    no clipping: CFG at cfg + 1, what its tooltip calls the default behaviour)."""
+    x, cond, uncond, sigma = _pair()
+    plain = uncond + (cond - uncond) * 5.0
+    out = apply_cfg([guidance.APG(1.0, 0.0, 0.0)], x, sigma, cond, uncond, 4.0)
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)
+    g = cond - uncond
+    g = g * torch.clamp(2.0 / g.flatten(1).norm(dim=1), max=1.0).reshape(2, 1, 1, 1)
+    unit = cond / cond.flatten(1).norm(dim=1).reshape(2, 1, 1, 1)
+    parallel = (g * unit).flatten(1).sum(1).reshape(2, 1, 1, 1) * unit
+    expected = uncond + (cond - uncond) + 4.0 * ((g - parallel) + 0.5 * parallel)
+    out = apply_cfg([guidance.APG(0.5, 2.0, 0.0)], x, sigma, cond, uncond, 4.0)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)

@@ -217,8 +217,12 @@ def apply_cfg(
     patches: Sequence[ModelPatch], x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
     cfg: float,
 ) -> torch.Tensor:
-    """Classifier-free guidance on x0, as ComfyUI's cfg_function: a patch's `cfg_function` (the last one set)
-    replaces uncond + (cond - uncond) * cfg, then every `post_cfg` patch maps the result in turn."""
+    """Classifier-free guidance on x0, as ComfyUI's cfg_function: `pre_cfg` patches first map the (cond, uncond)
+    predictions, a patch's `cfg_function` (the last one set) replaces uncond + (cond - uncond) * cfg, then every
+    `post_cfg` patch maps the result in turn."""
+    for patch in patches:
+        if getattr(patch, "pre_cfg", None) is not None:
+            cond, uncond = patch.pre_cfg(x=x, sigma=sigma, cond=cond, uncond=uncond, cfg=cfg)
     combine = [p for p in patches if getattr(p, "cfg_function", None) is not None]
     if combine:
         denoised = combine[-1].cfg_function(x=x, sigma=sigma, cond=cond, uncond=uncond, cfg=cfg)

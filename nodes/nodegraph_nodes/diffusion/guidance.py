@@ -7,9 +7,9 @@
 * `Guider` (GUIDER): a model and conditionings with a guidance rule: CFGGuider, BasicGuider, DualCFGGuider,
   PerpNegGuider. `make_denoiser` builds the D(x, sigma) the sampler calls.
 * CFG patches, attached to a MODEL handle (`ModelHandle.patches`) and applied by the denoiser on the x0 predictions:
-  RescaleCFG, CFGZeroStar, CFGNorm. A patch has `cfg_function` (replaces the guidance combination) and/or
-  `post_cfg` (maps the guided prediction), the roles of ComfyUI's sampler_cfg_function and
-  sampler_post_cfg_function.
+  RescaleCFG, CFGZeroStar, CFGNorm, APG. A patch has `pre_cfg` (maps the cond / uncond predictions),
+  `cfg_function` (replaces the guidance combination) and/or `post_cfg` (maps the guided prediction), the roles of
+  ComfyUI's sampler_pre_cfg_function, sampler_cfg_function and sampler_post_cfg_function.
 """
 from __future__ import annotations
 
@@ -144,6 +144,7 @@ class RescaleCFG:
     the v-prediction, whose standard deviation is then rescaled towards the conditional one's by `multiplier`."""
 
     multiplier: float = 0.7
+    pre_cfg = None
     post_cfg = None
 
     def cfg_function(self, *, x, sigma, cond, uncond, cfg):
@@ -165,6 +166,7 @@ class CFGZeroStar:
     """CFG-Zero* (Fan et al. 2025): the unconditional prediction's noise is rescaled by the per-sample least-squares
     factor alpha that best matches the conditional noise, i.e. guided + uncond * (alpha - 1) * (1 - cfg)."""
 
+    pre_cfg = None
     cfg_function = None
 
     def post_cfg(self, *, x, sigma, denoised, cond, uncond, cfg):
@@ -181,8 +183,45 @@ class CFGNorm:
     `strength`."""
 
     strength: float = 1.0
+    pre_cfg = None
     cfg_function = None
 
     def post_cfg(self, *, x, sigma, denoised, cond, uncond, cfg):
         scale = (cond.norm(dim=1, keepdim=True) / (denoised.norm(dim=1, keepdim=True) + 1e-8)).clamp(0.0, 1.0)
         return denoised * scale * self.strength
+
+
+@dataclass(frozen=True)
+class APG:
+    """Adaptive Projected Guidance (Sadat et al. 2024): the guidance vector (cond - uncond), optionally averaged over
+    steps with `momentum` and clipped to L2 norm `norm_threshold`, is split into its parts parallel and orthogonal
+    to the conditional prediction; the parallel part is scaled by `eta`. Applied before CFG by replacing the
+    conditional prediction, so plain CFG then gives uncond + (cond - uncond) + cfg * guidance' (ComfyUI's formula:
+    at eta 1 without clipping that is CFG at cfg + 1)."""
+
+    eta: float = 1.0
+    norm_threshold: float = 5.0
+    momentum: float = 0.0
+    # the running average, reset when sigma goes up (a new sampling run), as ComfyUI's closure does
+    state: dict = field(default_factory=dict, hash=False, compare=False)
+    cfg_function = None
+    post_cfg = None
+
+    def pre_cfg(self, *, x, sigma, cond, uncond, cfg):
+        level = float(sigma[0])
+        if self.state.get("sigma") is not None and level > self.state["sigma"]:
+            self.state.pop("average", None)
+        self.state["sigma"] = level
+        guidance = cond - uncond
+        if self.momentum > 0:
+            average = self.state.get("average")
+            guidance = guidance if average is None else average * self.momentum + guidance
+            self.state["average"] = guidance
+        dims = [-1, -2, -3]
+        if self.norm_threshold > 0:
+            norm = guidance.norm(p=2, dim=dims, keepdim=True)
+            guidance = guidance * torch.minimum(torch.ones_like(norm), self.norm_threshold / norm)
+        unit = torch.nn.functional.normalize(cond, dim=dims)
+        parallel = (guidance * unit).sum(dim=dims, keepdim=True) * unit
+        modified = (guidance - parallel) + parallel * self.eta
+        return uncond + modified + (cond - uncond) / cfg, uncond

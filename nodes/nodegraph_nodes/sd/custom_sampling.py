@@ -657,6 +657,24 @@ class CFGNorm(Node):
         return _patched(model, Patch(strength))
 
 
+class APG(Node):
+    display_name = "Adaptive Projected Guidance"
+    category = "sampling/custom_sampling"
+    model = Input("MODEL")
+    eta = Float(1.0, min=-10.0, max=10.0, step=0.01,
+                tooltip="Controls the scale of the parallel guidance vector. Default CFG behavior at a setting of 1.")
+    norm_threshold = Float(5.0, min=0.0, max=50.0, step=0.1,
+                           tooltip="Normalize guidance vector to this value, normalization disable at a setting of 0.")
+    momentum = Float(0.0, min=0.0, max=1.0, step=0.01,
+                     tooltip="Controls a running average of guidance during diffusion, disabled at a setting of 0.")
+    outputs = (Output("MODEL"),)
+
+    def execute(self, model, eta, norm_threshold, momentum):
+        from ..diffusion.guidance import APG as Patch
+
+        return _patched(model, Patch(eta, norm_threshold, momentum))
+
+
 NODES = [
     RandomNoise, DisableNoise, CFGGuider, BasicGuider, DualCFGGuider, PerpNegGuider,
     SamplerEulerAncestral, SamplerEulerAncestralCFGPP, SamplerLMS, SamplerDPMPP_3M_SDE, SamplerDPMPP_2M_SDE,
@@ -664,5 +682,5 @@ NODES = [
     KarrasScheduler, ExponentialScheduler, PolyexponentialScheduler, LaplaceScheduler, VPScheduler,
     BetaSamplingScheduler, SDTurboScheduler, AlignYourStepsScheduler,
     SplitSigmas, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, ExtendIntermediateSigmas, ManualSigmas,
-    SamplingPercentToSigma, SamplerCustomAdvanced, AddNoise, RescaleCFG, CFGZeroStar, CFGNorm,
+    SamplingPercentToSigma, SamplerCustomAdvanced, AddNoise, RescaleCFG, CFGZeroStar, CFGNorm, APG,
 ]
