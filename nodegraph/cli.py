@@ -178,10 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser(
         "make-tiny-models",
-        help="write tiny random-weight models (SD1, SDXL base/refiner, ControlNet, VAE) for tests and trials",
+        help="write tiny random-weight models (SD1, SD2-v, SDXL base/refiner, ControlNets, VAE) for tests and trials",
         description="Write deterministic tiny random-weight models into a models root in ComfyUI's layout: "
-        "checkpoints/tiny_sd1, tiny_sdxl, tiny_sdxl_refiner (each as an original-layout .safetensors file and as a "
-        "diffusers folder), controlnet/tiny_controlnet_sd1, vae/tiny_vae.safetensors. They exercise every code "
+        "checkpoints/tiny_sd1, tiny_sd2 (v-prediction), tiny_sdxl, tiny_sdxl_refiner (each as an original-layout "
+        ".safetensors file and as a diffusers folder), controlnet/tiny_controlnet_sd1 (original layout and diffusers "
+        "folder), tiny_controlnet_sd1_diffusers_layout.safetensors (diffusers keys, no config), "
+        "tiny_controlnet_sdxl.safetensors, vae/tiny_vae.safetensors. They exercise every code "
         "path of real models in seconds; their images are noise.",
     )
     tiny.add_argument("directory", type=Path, help="the models root to write into (created if missing)")
@@ -222,9 +224,22 @@ def _add_serve_parser(sub: Any) -> None:
     serve.add_argument(
         "--auth-token",
         metavar="TOKEN",
-        help="require this token on every request (Authorization: Bearer TOKEN, or ?token=TOKEN); generated and "
-        "printed when listening beyond loopback without one",
+        help="require this token (at least 16 characters) on every request (Authorization: Bearer TOKEN, or "
+        "?token=TOKEN); generated and printed when listening beyond loopback without one. Visible in the process "
+        "list: prefer --auth-token-file or the NODEGRAPH_AUTH_TOKEN environment variable",
     )
+    serve.add_argument("--auth-token-file", type=Path, metavar="PATH",
+                       help="read the access token from this file (its first line)")
+    serve.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                       help="let pages from this origin (scheme://host[:port]) call the server cross-origin; "
+                       "may be given several times")
+    serve.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                       help="largest image any decode may produce, width x height x frames (default: 8192x8192)")
+    serve.add_argument("--max-output-size", type=float, default=1.0, metavar="MB",
+                       help="largest display output of one node, stored in the history and sent to clients "
+                       "(default: 1)")
+    serve.add_argument("--max-prompt-size", type=float, default=16.0, metavar="MB",
+                       help="largest workflow (with its extra data) accepted and stored (default: 16)")
     serve.add_argument("--data-dir", type=Path, default=Path("data"), help="queue, history, user settings and "
                        "saved workflows (default: ./data)")
     serve.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB",
@@ -604,6 +619,26 @@ class _Progress:
         self._finish_bar()
 
 
+def _serve_token(args: argparse.Namespace) -> str | None:
+    """The access token from --auth-token, --auth-token-file or NODEGRAPH_AUTH_TOKEN (at most one of them)."""
+    import os
+
+    from .server.config import TOKEN_ENV
+
+    given = [(name, value) for name, value in (("--auth-token", args.auth_token),
+                                                 ("--auth-token-file", args.auth_token_file),
+                                                 (TOKEN_ENV, os.environ.get(TOKEN_ENV))) if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"give the access token once: {' and '.join(name for name, _ in given)} are both set")
+    if not given:
+        return None
+    name, value = given[0]
+    if name == "--auth-token-file":
+        lines = Path(value).read_text(encoding="utf-8").splitlines()
+        value = lines[0].strip() if lines else ""
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
     import secrets
@@ -614,12 +649,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.listen or args.host
-    token = args.auth_token
-    if token is None and not is_loopback(host):
+    try:
+        token = _serve_token(args)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc), EXIT_INVALID)
+    generated = token is None and not is_loopback(host)
+    if generated:
         token = secrets.token_urlsafe(24)  # never expose an unauthenticated server to the network
     limits = (("--port", args.port, 0, 65535), ("--cache-entries", args.cache_entries, 1, 10**9),
               ("--max-history", args.max_history, 1, 10**9), ("--preview-size", args.preview_size, 16, 8192),
-              ("--max-upload-size", args.max_upload_size, 0.001, 1 << 20))
+              ("--max-upload-size", args.max_upload_size, 0.001, 1 << 20),
+              ("--max-output-size", args.max_output_size, 0.001, 1 << 14),
+              ("--max-prompt-size", args.max_prompt_size, 0.001, 1 << 14),
+              ("--max-image-pixels", args.max_image_pixels or 1, 1, 1 << 40))
     for name, value, low, high in limits:
         if not low <= value <= high:
             return _fail(f"{name} must be between {low} and {high}, got {value}", EXIT_INVALID)
@@ -644,6 +686,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=host,
         port=args.port,
         auth_token=token,
+        announce_token=generated,
+        allowed_origins=list(args.allow_origin),
+        max_output_size_mb=args.max_output_size,
+        max_prompt_size_mb=args.max_prompt_size,
+        max_image_pixels=args.max_image_pixels,
         max_upload_size_mb=args.max_upload_size,
         cache=args.cache,
         cache_entries=args.cache_entries,
@@ -656,6 +703,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         worker_cpus=args.worker_cpus,
         worker_output_dir=args.worker_output_dir.absolute() if args.worker_output_dir else None,
     )
+    try:
+        config.check()
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_INVALID)
     try:
         asyncio.run(serve(config))
     except OSError as exc:

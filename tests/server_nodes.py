@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from nodegraph.engine import Input, Int, Node, NodeResult, Output, String
+from nodegraph.engine import Float, Input, Int, Node, NodeResult, Output, String
 
 _counter = itertools.count(1)
 
@@ -71,4 +71,34 @@ class OddOutput(Node):
         return NodeResult(ui={"values": [complex(value, 2)]})
 
 
-NODES = [TestPattern, SaveTestImage, Explode, OddOutput]
+class Spin(Node):
+    """Busy pure-Python work for `seconds` that never checks for interrupts: a node that holds the GIL as much as
+    Python lets it, for the tests that the server keeps answering and can stop."""
+
+    category = "testing"
+    output_node = True
+    not_idempotent = True
+    seconds = Float(1.0, min=0.0, max=600.0)
+
+    def execute(self, seconds: float) -> NodeResult:
+        import time
+
+        end = time.monotonic() + seconds
+        total = 0
+        while time.monotonic() < end:
+            total += sum(i * i for i in range(1000))
+        return NodeResult(ui={"text": [str(total % 10)]})
+
+
+class BigInt(Node):
+    """An integer of `digits` decimal digits (more than 4300 cannot even be printed by default)."""
+
+    category = "testing"
+    digits = Int(5000, min=1, max=10000)
+    outputs = (Output("INT"),)
+
+    def execute(self, digits: int) -> tuple[int]:
+        return (10 ** (digits - 1),)
+
+
+NODES = [TestPattern, SaveTestImage, Explode, OddOutput, Spin, BigInt]

@@ -1,4 +1,6 @@
 """Validation: every error type of ComfyUI's shapes, all problems at once, dependent outputs, cycles."""
+import json
+
 import pytest
 
 from engine_fixtures import make_registry
@@ -116,12 +118,28 @@ def test_cycle_names_its_nodes(registry):
     }
     result = validate_prompt(prompt, registry)
     assert not result.ok
-    for nid in ("1", "2", "3"):
-        (err,) = result.node_errors[nid]["errors"]
-        assert err["type"] == "dependency_cycle"
-        assert err["extra_info"]["cycle"] == ["1", "2", "3"]
-        assert "1 -> 2 -> 3 -> 1" in err["details"]
+    # Each cycle is reported once, on its first node, naming the others.
+    (err,) = result.node_errors["1"]["errors"]
+    assert err["type"] == "dependency_cycle"
+    assert err["extra_info"]["cycle"] == ["1", "2", "3"] and err["extra_info"]["cycle_length"] == 3
+    assert "1 -> 2 -> 3 -> 1" in err["details"]
+    assert "2" not in result.node_errors and "3" not in result.node_errors
+    assert result.node_errors["1"]["dependent_outputs"] == ["4"]
     assert result.node_errors["5"]["errors"][0]["extra_info"]["cycle"] == ["5"]  # a self-loop is a cycle too
+
+
+def test_a_long_cycle_is_reported_once_and_capped(registry):
+    """A 10,000-node cycle gives one short error (it used to list the cycle once per node: n^2 in size)."""
+    n = 10_000
+    prompt = {str(i): {"class_type": "Add", "inputs": {"a": [str((i - 1) % n), 0]}} for i in range(n)}
+    prompt["out"] = {"class_type": "Collect", "inputs": {"value": ["0", 0]}}
+    result = validate_prompt(prompt, registry)
+    assert not result.ok
+    assert list(result.node_errors) == ["0"]
+    (err,) = result.node_errors["0"]["errors"]
+    assert err["extra_info"]["cycle_length"] == n and len(err["extra_info"]["cycle"]) == 20
+    assert f"a cycle of {n} nodes" in err["details"] and err["details"].endswith("...")
+    assert len(json.dumps(result.response())) < 5000
 
 
 def test_literal_coercion_and_wrapped_values(registry):

@@ -94,13 +94,40 @@ def test_pickled_checkpoints_are_refused_unless_allowed(tmp_path, tiny_models_ro
     state = load_file(tiny_models_root["tiny_sd1"])
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": state}, path)
-    with pytest.raises(CheckpointError, match=r"pickled \.ckpt.*Convert it to \.safetensors"):
+    with pytest.raises(CheckpointError, match=r"is a pickle.*Convert it to \.safetensors"):
         load_checkpoint(path)
-    with pytest.raises(CheckpointError, match="pickled"):
+    with pytest.raises(CheckpointError, match="is a pickle"):
         load_vae(path)
     # no header in a pickle: the tiny shapes fit no real family, and the error says what was found
     with pytest.raises(CheckpointError, match=r"not a checkpoint of a supported family.*model\.diffusion_model"):
         load_checkpoint(path, allow_pickle=True)
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".bin", ".sft"])
+def test_safetensors_content_loads_under_any_extension(tmp_path, tiny_models_root, suffix):
+    for name, load in (("tiny_sd1", load_checkpoint), ("tiny_controlnet_sd1", load_controlnet), ("tiny_vae", load_vae)):
+        renamed = tmp_path / (name + suffix)
+        renamed.write_bytes(Path(tiny_models_root[name]).read_bytes())
+        loaded, original = load(renamed), load(tiny_models_root[name])
+        for a, b in zip(getattr(loaded, "models", lambda: [loaded])(), getattr(original, "models", lambda: [original])(),
+                        strict=True):
+            assert_same_weights(a, b)
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_pickle_content_named_safetensors_is_refused_by_content(tmp_path, tiny_models_root, zipped):
+    path = tmp_path / "disguised.safetensors"
+    torch.save(load_file(tiny_models_root["tiny_sd1"]), path, _use_new_zipfile_serialization=zipped)
+    for load in (load_checkpoint, load_vae, load_controlnet):
+        with pytest.raises(CheckpointError, match=r"disguised\.safetensors: this file is a pickle"):
+            load(path)
+
+
+def test_truncated_safetensors_is_explained(tmp_path, tiny_models_root):
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(Path(tiny_models_root["tiny_sd1"]).read_bytes()[:-1000])
+    with pytest.raises(CheckpointError, match="truncated safetensors file"):
+        load_checkpoint(path)
 
 
 class NotATensor:
@@ -121,7 +148,7 @@ def test_wrong_kinds_and_formats_are_explained(tmp_path, tiny_models_root):
         load_controlnet(tiny_models_root["tiny_sd1"])
     other = tmp_path / "model.onnx"
     other.write_bytes(b"x")
-    with pytest.raises(CheckpointError, match="unsupported file type '.onnx'"):
+    with pytest.raises(CheckpointError, match="neither safetensors nor a torch pickle"):
         load_checkpoint(other)
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "missing.safetensors")

@@ -48,7 +48,7 @@ async def test_dns_rebinding_host_headers_are_refused(client):
 
 
 async def test_access_token_on_every_route_and_the_websocket(tmp_path: Path):
-    config = make_config(tmp_path, auth_token="s3cret")
+    config = make_config(tmp_path, auth_token="s3cret-s3cret-s3cret")
     async with TestClient(TestServer(create_app(config))) as c:
         for path in ("/api/queue", "/api/object_info", "/", "/api/view?filename=x.png", "/openapi.json"):
             response = await c.get(path)
@@ -56,20 +56,20 @@ async def test_access_token_on_every_route_and_the_websocket(tmp_path: Path):
             assert response.headers["WWW-Authenticate"] == "Bearer"
         assert (await c.post("/api/prompt", json={})).status == 401
         assert (await c.get("/api/queue", headers={"Authorization": "Bearer wrong"})).status == 401
-        assert (await c.get("/api/queue", headers={"Authorization": "Bearer s3cret"})).status == 200
+        assert (await c.get("/api/queue", headers={"Authorization": "Bearer s3cret-s3cret-s3cret"})).status == 200
         try:
             await c.ws_connect("/ws")
         except WSServerHandshakeError as exc:
             assert exc.status == 401
         else:
             raise AssertionError("the websocket needs the token")
-        ws = await c.ws_connect("/ws?token=s3cret")
+        ws = await c.ws_connect("/ws?token=s3cret-s3cret-s3cret")
         assert (await ws.receive_json())["type"] == "status"
         await ws.close()
         # A browser visit with ?token= leaves a cookie that lets the editor's own requests through.
         async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as browser:  # unsafe: accept IP hosts
             base = f"http://127.0.0.1:{c.server.port}"
-            first = await browser.get(f"{base}/api/features?token=s3cret")
+            first = await browser.get(f"{base}/api/features?token=s3cret-s3cret-s3cret")
             assert first.status == 200
             assert "HttpOnly" in first.headers["Set-Cookie"] and "SameSite=Strict" in first.headers["Set-Cookie"]
             assert (await browser.get(f"{base}/api/queue")).status == 200

@@ -49,7 +49,10 @@ async def test_message_order_for_one_prompt(client):
         if isinstance(m, dict) and m["type"].startswith("execution_"):
             assert isinstance(m["data"]["timestamp"], int)
     states = [m["data"]["nodes"] for m in seen if isinstance(m, dict) and m["type"] == "progress_state"]
-    assert states[-1]["1"]["state"] == "finished" and states[-1]["2"]["state"] == "finished"
+    # Each progress_state carries only the node that changed (one entry); merged they give every node's state.
+    assert all(len(state) == 1 for state in states)
+    merged = {nid: node for state in states for nid, node in state.items()}
+    assert merged["1"]["state"] == "finished" and merged["2"]["state"] == "finished"
     # The status after the prompt comes last, once the queue is empty again.
     after = await ws.receive_json()
     assert after == {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}}}

@@ -19,7 +19,7 @@ from typing import Any
 import ray
 
 from ..engine import Executor, Folders, NullCache, OutputCache, Workflow, resources
-from ..server.previews import encode_preview
+from ..server.previews import encode_png, encode_preview
 from .outputs import collect_files
 
 
@@ -95,7 +95,9 @@ class PromptActor:
         stream = self._stream(prompt_id)
 
         def on_event(event: str, data: dict[str, Any]) -> None:
-            if event == "preview":
+            if event == "preview" and data.get("format") == "PNG":
+                data = {"node": data["node"], "prompt_id": prompt_id, "format": "PNG", "png": encode_png(data["image"])}
+            elif event == "preview":
                 data = {"node": data["node"], "prompt_id": prompt_id,
                         "jpeg": encode_preview(data["image"], self.preview_size)}
             elif event == "executed" and self.ship_outputs:

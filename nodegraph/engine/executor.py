@@ -12,10 +12,12 @@ async ones are awaited on the loop.
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor as _FuturesExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,7 +25,9 @@ import networkx as nx
 
 from . import resources
 from .cache import OutputCache, node_key
+from .limits import Limits, check_link_outputs, describe, ui_size
 from .node import ExecutionBlocked, Interrupted, NodeContext, normalize_result
+from .spec import InputError, _check_range, _Number
 from .workflow import Workflow, node_sort_key
 
 EventCallback = Callable[[str, dict[str, Any]], None]
@@ -50,14 +54,81 @@ class RunResult:
         return self.status == "success"
 
 
+class NodeThread(_FuturesExecutor):
+    """One daemon thread that runs node work in submission order.
+
+    A daemon, unlike ThreadPoolExecutor's workers (which the interpreter joins at exit), so that a node stuck in
+    code that never checks for interrupts cannot keep the process alive after the server was asked to stop.
+    """
+
+    def __init__(self, name: str = "nodegraph-node"):
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.busy = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the node thread is shut down")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+            self._queue.put((future, fn, args, kwargs))
+        return future
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            self.busy = True
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+            finally:
+                self.busy = False
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            if cancel_futures:
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not None:
+                        item[0].cancel()
+            self._queue.put(None)
+        if wait and self._thread is not None:
+            self._thread.join()
+
+
+def _link_checks(spec: Any) -> list[tuple[str, Any]]:
+    """(input name, declaration) of the linked numeric inputs whose range must be checked at run time."""
+    checks = []
+    for name in spec.links:
+        decl = spec.cls.inputs.get(name)
+        if isinstance(decl, _Number) and (decl.min is not None or decl.max is not None):
+            checks.append((name, decl))
+    return checks
+
+
 class Executor:
     """One per process (or per device): owns the output cache and the worker thread."""
 
-    def __init__(self, env: Any = None, cache: OutputCache | None = None, previews: bool = True):
+    def __init__(self, env: Any = None, cache: OutputCache | None = None, previews: bool = True,
+                 limits: Limits | None = None):
         self.env = env
         self.previews = previews
+        self.limits = limits if limits is not None else Limits()
         self.cache = cache if cache is not None else OutputCache()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodegraph-node")
+        self._worker = NodeThread()
         self._interrupt = threading.Event()
         self.running_prompt: str | None = None
 
@@ -176,6 +247,12 @@ class Executor:
                 kwargs = dict(spec.constants)
                 for name, link in spec.links.items():
                     kwargs[name] = values[link.node][link.slot]
+                problem = self._check_linked(spec, kwargs)
+                if problem is not None:
+                    result.status = "error"
+                    result.error = self._error_data(nid, spec, kwargs, problem, result)
+                    emit("execution_error", result.error)
+                    return result
                 node = spec.cls()
                 node.context = NodeContext(
                     node_id=nid,
@@ -194,6 +271,7 @@ class Executor:
                     else:
                         raw = await loop.run_in_executor(self._worker, lambda: node.execute(**kwargs))
                     out = normalize_result(spec.cls, raw)
+                    self._check_outputs(out)
                 except Interrupted:
                     raise
                 except Exception as exc:
@@ -229,6 +307,38 @@ class Executor:
             self.running_prompt = None
 
     @staticmethod
+    def _check_linked(spec: Any, kwargs: dict[str, Any]) -> Exception | None:
+        """Linked numbers against the receiving input's range (validation saw only literals)."""
+        for name, decl in _link_checks(spec):
+            value = kwargs.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            try:
+                _check_range(decl, value)
+            except InputError:
+                link = spec.links[name]
+                low = "" if decl.min is None else f"{decl.min}"
+                high = "" if decl.max is None else f"{decl.max}"
+                return ValueError(f"input '{name}' received {describe(value, 60)} from node {link.node} "
+                                  f"(output {link.slot}), outside its range {low}..{high}")
+        return None
+
+    def _check_outputs(self, out: Any) -> None:
+        problem = check_link_outputs(out.outputs, self.limits)
+        if problem is not None:
+            raise ValueError(f"{problem}; a workflow that grows values step by step (string doubling, integer "
+                             "powers) is stopped here")
+        if out.ui:
+            size = ui_size(out.ui, self.limits.max_ui_bytes)
+            if size < 0:
+                raise ValueError("the node's display output cannot be written as JSON (too long a number, or a "
+                                 "circular structure)")
+            if size > self.limits.max_ui_bytes:
+                raise ValueError(f"the node's display output is more than {self.limits.max_ui_bytes:,} bytes of "
+                                 "JSON, the limit for what goes to the history and the websocket "
+                                 "(--max-output-size)")
+
+    @staticmethod
     def _error_data(nid: str, spec: Any, kwargs: dict[str, Any], exc: Exception, result: RunResult) -> dict[str, Any]:
         exc_type = type(exc)
         qualified = exc_type.__qualname__
@@ -249,5 +359,4 @@ class Executor:
 
 
 def _short_repr(value: Any, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return describe(value, limit)

@@ -20,10 +20,33 @@ class UnsafePath(ValueError):
     """A user-given name that would leave its folder (`..`, absolute paths, symlinks pointing out)."""
 
 
+class InvalidName(UnsafePath):
+    """A user-given name no file system takes (control characters, a component over 255 bytes): a 400, not a 403."""
+
+
+MAX_NAME_BYTES = 255  # one path component, as Linux, macOS and Windows file systems allow
+
+
+def name_problem(relative: str) -> str | None:
+    """Why a user-given relative path cannot name a file on any common file system, else None: control characters
+    (a name with a newline is written, then cannot be served) or a component over 255 bytes (ENAMETOOLONG)."""
+    bad = next((c for c in relative if ord(c) < 32 or 127 <= ord(c) < 160), None)
+    if bad is not None:
+        return f"control character {bad!r} in the name {relative[:80]!r}"
+    for part in relative.replace("\\", "/").split("/"):
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            return f"a name of {len(part.encode('utf-8', 'surrogatepass'))} bytes; the limit is {MAX_NAME_BYTES} bytes"
+    return None
+
+
 def resolve_inside(root: Path, relative: str) -> Path:
-    """`root / relative`, with symlinks resolved, guaranteed to stay inside `root`, else UnsafePath."""
+    """`root / relative`, with symlinks resolved, guaranteed to stay inside `root`, else UnsafePath (also for names
+    no file system takes: control characters, components over 255 bytes)."""
     if not isinstance(relative, str) or relative == "" or "\x00" in relative:
         raise UnsafePath(f"invalid file name {relative!r}")
+    problem = name_problem(relative)
+    if problem is not None:
+        raise InvalidName(f"invalid file name: {problem}")
     if os.path.isabs(relative) or relative.startswith(("/", "\\")):
         raise UnsafePath(f"absolute paths are not allowed: {relative!r}")
     root_real = Path(os.path.realpath(root))
@@ -67,15 +90,17 @@ class Folders:
         for root in self.model_roots(kind):
             if not root.is_dir():
                 continue
+            real_root = Path(os.path.realpath(root))
             for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
                 here = Path(dirpath)
                 if here != root and ((here / "model_index.json").exists() or (here / "config.json").exists()):
-                    names.setdefault(here.relative_to(root).as_posix(), None)
+                    if _really_inside(real_root, here):
+                        names.setdefault(here.relative_to(root).as_posix(), None)
                     dirnames.clear()  # a diffusers folder is one model, not a tree to list
                     continue
                 dirnames.sort()
                 for filename in sorted(filenames):
-                    if filename.lower().endswith(MODEL_EXTENSIONS):
+                    if filename.lower().endswith(MODEL_EXTENSIONS) and _really_inside(real_root, here / filename):
                         names.setdefault((here / filename).relative_to(root).as_posix(), None)
         return sorted(names)
 
@@ -117,9 +142,19 @@ class Folders:
         for root in (self.input_dir, *self.extra_input_dirs):
             if not root.is_dir():
                 continue
+            real_root = Path(os.path.realpath(root))
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames.sort()
                 for filename in filenames:
-                    if filename.lower().endswith(extensions):
-                        found.add((Path(dirpath) / filename).relative_to(root).as_posix())
+                    path = Path(dirpath) / filename
+                    if filename.lower().endswith(extensions) and _really_inside(real_root, path):
+                        found.add(path.relative_to(root).as_posix())
         return sorted(found)
+
+
+def _really_inside(real_root: Path, path: Path) -> bool:
+    """Whether `path`, symlinks resolved, lies inside `real_root` (what `resolve_inside` will accept): only names
+    that can be used are listed. A root that is itself a link is fine; a link inside it pointing elsewhere is not
+    (give its target as a root of its own)."""
+    target = Path(os.path.realpath(path))
+    return target == real_root or real_root in target.parents

@@ -26,6 +26,8 @@ ENTRY_POINT_GROUP = "nodegraph.nodes"
 BUILTIN_PACKS = (
     "nodegraph_nodes.utility",
     "nodegraph_nodes.sd",
+    "nodegraph_nodes.strings",
+    "nodegraph_nodes.core",
 )
 
 

@@ -57,18 +57,6 @@ class Workflow:
     outputs: list[str]
     prompt: dict[str, Any]
 
-    def ancestors(self, node_ids: list[str]) -> set[str]:
-        """The given nodes and everything they depend on."""
-        seen: set[str] = set()
-        stack = list(node_ids)
-        while stack:
-            nid = stack.pop()
-            if nid in seen:
-                continue
-            seen.add(nid)
-            stack.extend(self.nodes[nid].sources())
-        return seen
-
 
 def node_sort_key(node_id: str) -> tuple[int, int, str]:
     """Numeric ids in numeric order ("2" before "10"), then the rest; a stable, human-friendly tie-break."""

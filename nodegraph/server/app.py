@@ -60,6 +60,7 @@ async def static_or_not_found(request: web.Request) -> web.StreamResponse:
 
 def create_app(config: ServerConfig) -> web.Application:
     """Build the application; its server state starts (database, worker) with the app and stops with it."""
+    config.check()
     app = web.Application(middlewares=[json_errors, guard], client_max_size=config.max_upload_bytes)
     state = ServerState(config)
     app[STATE] = state

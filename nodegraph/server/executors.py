@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..engine import Executor, NullCache, OutputCache, RunResult, Workflow
 from ..engine.executor import EventCallback
+from ..engine.limits import Limits
 
 if TYPE_CHECKING:
     from .config import ServerConfig
@@ -119,7 +120,8 @@ def make_output_cache(config: ServerConfig) -> OutputCache:
 def make_backend(config: ServerConfig) -> PromptBackend:
     """The backend the configuration names; the Ray one is imported only here, only when asked for."""
     if config.executor == "local":
-        return LocalBackend(Executor(config.folders, cache=make_output_cache(config)))
+        limits = Limits(max_ui_bytes=int(config.max_output_size_mb * 1024 * 1024))
+        return LocalBackend(Executor(config.folders, cache=make_output_cache(config), limits=limits))
     if config.executor == "ray":
         from ..distributed.pool import RayPool
 

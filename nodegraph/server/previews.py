@@ -10,17 +10,19 @@ from typing import Any
 PREVIEW_IMAGE = 1  # uint32 1 | uint32 format (1 = JPEG, 2 = PNG) | image bytes
 PREVIEW_IMAGE_WITH_METADATA = 4  # uint32 4 | uint32 meta length | meta JSON | image bytes
 JPEG_FORMAT = 1
+PNG_FORMAT = 2
 
 
 @dataclass
 class Preview:
     """One encoded preview, ready to be framed for each client according to its feature flags."""
 
-    jpeg: bytes
+    jpeg: bytes  # the encoded image: JPEG, or PNG when image_format is PNG_FORMAT
     metadata: dict[str, Any]
+    image_format: int = JPEG_FORMAT
 
     def legacy_frame(self) -> bytes:
-        return struct.pack(">II", PREVIEW_IMAGE, JPEG_FORMAT) + self.jpeg
+        return struct.pack(">II", PREVIEW_IMAGE, self.image_format) + self.jpeg
 
     def metadata_frame(self) -> bytes:
         meta = json.dumps(self.metadata).encode()
@@ -41,12 +43,19 @@ def encode_preview(image: Any, max_size: int = 512, quality: int = 95) -> bytes:
     return buffer.getvalue()
 
 
-def preview_metadata(prompt_id: str, node_id: str) -> dict[str, Any]:
+def encode_png(image: Any) -> bytes:
+    """A PIL image as a full-size PNG (what SaveImageWebsocket sends: ComfyUI does not shrink these)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def preview_metadata(prompt_id: str, node_id: str, image_type: str = "image/jpeg") -> dict[str, Any]:
     return {
         "node_id": node_id,
         "prompt_id": prompt_id,
         "display_node_id": node_id,
         "parent_node_id": None,
         "real_node_id": node_id,
-        "image_type": "image/jpeg",
+        "image_type": image_type,
     }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from typing import Any
@@ -33,6 +34,14 @@ def _identifier(value: Any, what: str) -> str:
             "invalid_prompt", f"Invalid {what}", f"{what} must be 1..{MAX_ID_LENGTH} printable characters"
         )
     return text
+
+
+def _stored_size(prompt: Any, extra_data: dict[str, Any]) -> int:
+    """Bytes of JSON the queue and the history will store for this prompt."""
+    try:
+        return len(json.dumps(prompt, default=str)) + len(json.dumps(extra_data, default=str))
+    except (ValueError, TypeError, RecursionError):
+        return 0  # not storable as JSON at all: validation reports what is wrong with it
 
 
 async def submit(state: ServerState, body: Any, default_client_id: str | None = None) -> dict[str, Any]:
@@ -73,6 +82,15 @@ async def submit(state: ServerState, body: Any, default_client_id: str | None = 
         client_id = _identifier(client_id, "client_id")
         extra_data["client_id"] = client_id
     sensitive = {key: extra_data.pop(key) for key in SENSITIVE_EXTRA_DATA_KEYS if key in extra_data}
+
+    limit = int(state.config.max_prompt_size_mb * 1024 * 1024)
+    size = await asyncio.get_running_loop().run_in_executor(None, _stored_size, prompt, extra_data)
+    if size > limit:
+        error = prompt_error("invalid_prompt", "Prompt too large",
+                             f"the workflow and its extra_data are {size:,} bytes of JSON; the limit is {limit:,} "
+                             "(--max-prompt-size)")
+        error.status = 413
+        raise error
 
     try:
         result = await asyncio.get_running_loop().run_in_executor(

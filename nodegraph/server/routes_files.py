@@ -19,7 +19,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..engine import Folders, UnsafePath, resolve_inside
-from ..engine.folders import MODEL_KINDS
+from ..engine.folders import MODEL_KINDS, InvalidName
+from ..engine.limits import DEFAULT_MAX_IMAGE_PIXELS, ImageTooLarge, image_pixel_budget, open_image
 from .bodies import BadRequest, parse_json
 from .state import STATE
 
@@ -52,6 +53,20 @@ def _root(folders: Folders, kind: str) -> Path:
         raise BadRequest(str(exc)) from None
 
 
+# At most this many images are decoded at once (previews, masks): each may take up to the pixel budget in memory.
+DECODE_SLOTS = 2
+_DECODE_SLOTS_KEY = "nodegraph_decode_slots"
+
+
+def _decode_slots(request: web.Request) -> asyncio.Semaphore:
+    state = request.app[STATE]
+    slots = getattr(state, _DECODE_SLOTS_KEY, None)
+    if slots is None:
+        slots = asyncio.Semaphore(DECODE_SLOTS)
+        setattr(state, _DECODE_SLOTS_KEY, slots)
+    return slots
+
+
 # --- /view -----------------------------------------------------------------------------------------------------------
 
 
@@ -71,6 +86,8 @@ def _view_file(request: web.Request) -> Path:
         try:
             folder = resolve_inside(root, subfolder) if subfolder else Path(os.path.realpath(root))
             path = resolve_inside(folder, os.path.basename(filename))  # symlinks resolved, must stay inside
+        except InvalidName as exc:
+            raise BadRequest(str(exc)) from None
         except UnsafePath as exc:
             raise web.HTTPForbidden(text=str(exc)) from None
         if path.is_file():
@@ -78,14 +95,17 @@ def _view_file(request: web.Request) -> Path:
     raise web.HTTPNotFound(text=f"no file {filename!r} in {kind}" + (f"/{subfolder}" if subfolder else ""))
 
 
-def _render(path: Path, channel: str, preview: str | None, asked_alpha: bool) -> tuple[bytes, str] | None:
+def _render(path: Path, channel: str, preview: str | None, asked_alpha: bool,
+            budget: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[bytes, str] | None:
     """Re-encode per `channel` / `preview` (webp when the client asked for a channel with alpha); None to send
-    the file as it is."""
+    the file as it is. Only the first frame is decoded, and an image over `budget` pixels is refused
+    (ImageTooLarge) before it is decoded."""
     from PIL import Image
 
     if channel == "rgba" and not preview:
         return None
-    with Image.open(path) as img:
+    img = open_image(path, budget, path.name)  # over the budget: refused before anything is decoded
+    with img:
         img.load()
         if channel == "a":
             alpha = img.getchannel("A") if "A" in img.getbands() else Image.new("L", img.size, 255)
@@ -119,8 +139,13 @@ async def get_view(request: web.Request) -> web.StreamResponse:
     preview = request.query.get("preview") or None
     disposition = 'filename="' + path.name.replace('"', "").replace("\r", "").replace("\n", "") + '"'
     if channel != "rgba" or preview:
+        budget = image_pixel_budget(request.app[STATE].folders)
         try:
-            rendered = await _off_loop(_render, path, channel, preview, "a" in request.query.get("channel", ""))
+            async with _decode_slots(request):
+                rendered = await _off_loop(_render, path, channel, preview, "a" in request.query.get("channel", ""),
+                                           budget)
+        except ImageTooLarge as exc:
+            raise BadRequest(f"cannot re-encode: {exc}", status=413) from None
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for files that are not images
             raise BadRequest(f"cannot re-encode {path.name}: {exc}") from None
         if rendered is not None:
@@ -211,17 +236,18 @@ async def post_upload_image(request: web.Request) -> web.Response:
     return web.json_response({"name": stored, "subfolder": subfolder, "type": kind})
 
 
-def _apply_mask(original: Path, mask: bytes) -> bytes:
-    """The original image with the mask's alpha channel, its PNG text chunks kept."""
-    from PIL import Image, PngImagePlugin
+def _apply_mask(original: Path, mask: bytes, budget: int = DEFAULT_MAX_IMAGE_PIXELS) -> bytes:
+    """The original image with the mask's alpha channel, its PNG text chunks kept. Both are checked against the
+    pixel budget before anything is decoded."""
+    from PIL import PngImagePlugin
 
-    with Image.open(original) as img:
+    with open_image(original, budget, f"the original image {original.name}") as img, \
+            open_image(io.BytesIO(mask), budget, "the mask") as mask_img:
         img.load()
         info = PngImagePlugin.PngInfo()
         for key, value in (getattr(img, "text", None) or {}).items():
             info.add_text(key, value)
-        with Image.open(io.BytesIO(mask)) as mask_img:
-            alpha = mask_img.convert("RGBA").getchannel("A")
+        alpha = mask_img.convert("RGBA").getchannel("A")
         result = img.convert("RGBA")
         if alpha.size != result.size:
             alpha = alpha.resize(result.size)
@@ -249,7 +275,10 @@ async def post_upload_mask(request: web.Request) -> web.Response:
     if not original.is_file():
         raise web.HTTPNotFound(text=f"original image {ref['filename']!r} not found")
     try:
-        merged = await _off_loop(_apply_mask, original, data)
+        async with _decode_slots(request):
+            merged = await _off_loop(_apply_mask, original, data, image_pixel_budget(folders))
+    except ImageTooLarge as exc:
+        raise BadRequest(f"cannot apply the mask: {exc}", status=413) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise BadRequest(f"cannot apply the mask: {exc}") from None
     folder, subfolder, kind = _upload_target(folders, form)

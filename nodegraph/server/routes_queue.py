@@ -62,11 +62,28 @@ async def post_free(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-async def get_history(request: web.Request) -> web.Response:
+async def get_history(request: web.Request) -> web.StreamResponse:
+    """ComfyUI's paging (oldest first; `max_items` alone takes the newest). Without `max_items` the answer is one
+    page of `history_page` entries (the newest, or from `offset`), not the whole history; a client that wants
+    everything asks for it with a large `max_items`. Either way the answer is streamed a few entries at a time."""
+    state = request.app[STATE]
     max_items = query_int(request, "max_items", None, minimum=0)
     offset = query_int(request, "offset", -1, minimum=-1)
     assert offset is not None
-    return web.json_response(await request.app[STATE].store.history(max_items, offset))
+    if max_items is None:
+        max_items = state.config.history_page
+    start, count = await state.store.history_span(max_items, offset)
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    await response.prepare(request)
+    await response.write(b"{")
+    first = True
+    async for pieces in state.store.history_json_batches(start, count):
+        text = ", ".join(pieces)
+        await response.write((text if first else ", " + text).encode())
+        first = False
+    await response.write(b"}")
+    await response.write_eof()
+    return response
 
 
 async def get_history_entry(request: web.Request) -> web.Response:

@@ -52,10 +52,47 @@ def _package_version(name: str) -> str:
         return ""
 
 
+SECRET_OPTIONS = ("--auth-token",)
+
+
+def masked_argv(argv: list[str]) -> list[str]:
+    """The command line with the values of secret options replaced by `***`."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+        elif arg in SECRET_OPTIONS:
+            out.append(arg)
+            hide_next = True
+        elif arg.startswith(tuple(f"{option}=" for option in SECRET_OPTIONS)):
+            out.append(arg.split("=", 1)[0] + "=***")
+        else:
+            out.append(arg)
+    return out
+
+
 def devices(ram_total: int, ram_free: int) -> list[dict[str, Any]]:
+    """The compute devices; the CPU alone until torch is loaded, and while it is still being imported (its module
+    then exists but is half-initialised: asking it anything may fail)."""
+    try:
+        found = _torch_devices()
+    except Exception:
+        found = []
+    if not found:
+        found.append({"name": "cpu", "type": "cpu", "index": 0, "vram_total": ram_total, "vram_free": ram_free,
+                      "torch_vram_total": 0, "torch_vram_free": 0})
+    return found
+
+
+def _torch_devices() -> list[dict[str, Any]]:
     torch = sys.modules.get("torch")  # never imported here: only described once a model pack loaded it
+    spec = getattr(torch, "__spec__", None)
+    if torch is None or getattr(spec, "_initializing", False):
+        return []
     found = []
-    if torch is not None and torch.cuda.is_available():
+    if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             free, total = torch.cuda.mem_get_info(index)
             found.append({
@@ -67,9 +104,6 @@ def devices(ram_total: int, ram_free: int) -> list[dict[str, Any]]:
                 "torch_vram_total": torch.cuda.memory_reserved(index),
                 "torch_vram_free": torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index),
             })
-    if not found:
-        found.append({"name": "cpu", "type": "cpu", "index": 0, "vram_total": ram_total, "vram_free": ram_free,
-                      "torch_vram_total": 0, "torch_vram_free": 0})
     return found
 
 
@@ -86,7 +120,7 @@ def _system_stats(state: Any) -> dict[str, Any]:
             "python_version": sys.version,
             "pytorch_version": _package_version("torch"),
             "embedded_python": False,
-            "argv": list(sys.argv),
+            "argv": masked_argv(sys.argv),
         },
         "devices": devices(ram_total, ram_free),
         "nodegraph": {

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ..engine import UnsafePath, resolve_inside
+from ..engine.folders import InvalidName
 from .bodies import BadRequest, json_object, query_bool, read_json
 from .routes_files import DANGEROUS_TYPES
 from .state import STATE
@@ -33,6 +34,8 @@ def _user_dir(request: web.Request) -> Path:
 def _inside(root: Path, relative: str) -> Path:
     try:
         return resolve_inside(root, relative)
+    except InvalidName as exc:
+        raise BadRequest(str(exc)) from None
     except UnsafePath as exc:
         raise web.HTTPForbidden(text=str(exc)) from None
 

@@ -31,8 +31,10 @@ async def serve(config: ServerConfig, announce: TextIO = sys.stdout) -> None:
     port = addresses[0][1] if addresses else config.port
     url = _url(config.host, port)
     print(f"nodegraph listening on {url}", file=announce, flush=True)
-    if config.auth_token:
+    if config.auth_token and config.announce_token:
         print(f"access token required: open {url}/?token={config.auth_token}", file=announce, flush=True)
+    elif config.auth_token:
+        print("access token required (the one you gave)", file=announce, flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

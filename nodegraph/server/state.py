@@ -19,6 +19,8 @@ class ServerState:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.folders = config.folders
+        if config.max_image_pixels:  # the image budget travels with the folders, to the nodes that decode images
+            self.folders.settings["max_image_pixels"] = int(config.max_image_pixels)
         self.registry: NodeRegistry = config.registry if config.registry is not None else default_registry()
         self.backend: PromptBackend = make_backend(config)
         # The in-process executor (None when prompts run elsewhere, e.g. on Ray workers).

@@ -193,12 +193,21 @@ class Store:
             self.pending[pid] = QueueItem(json.loads(number), pid, json.loads(prompt), json.loads(extra),
                                           json.loads(outs), seq)
 
-    def _record_server_stopped(self, prompt_id: str, start_time: int | None) -> None:
+    async def record_stopped(self, item: QueueItem, node_id: str | None = None, node_type: str | None = None) -> None:
+        """Record a prompt that was running when the server stopped as failed ("server stopped while running")."""
+        try:
+            await self._call(self._record_server_stopped, item.prompt_id, item.start_time, node_id, node_type)
+        finally:
+            if self.running_items.get(item.prompt_id) is item:
+                del self.running_items[item.prompt_id]
+
+    def _record_server_stopped(self, prompt_id: str, start_time: int | None, node_id: str | None = None,
+                               node_type: str | None = None) -> None:
         stamp = now_ms()
         error = {
             "prompt_id": prompt_id,
-            "node_id": None,
-            "node_type": None,
+            "node_id": node_id,
+            "node_type": node_type,
             "executed": [],
             "exception_message": SERVER_STOPPED,
             "exception_type": "ServerStopped",
@@ -266,14 +275,6 @@ class Store:
 
     def pending_sorted(self) -> list[QueueItem]:
         return sorted(self.pending.values(), key=QueueItem.sort_key)
-
-    async def take_next(self) -> QueueItem | None:
-        """Move the first pending prompt to running, when nothing runs (the one-at-a-time local worker)."""
-        if self.running_items or not self.pending:
-            return None
-        item = min(self.pending.values(), key=QueueItem.sort_key)
-        await self.mark_running(item)
-        return item
 
     async def mark_running(self, item: QueueItem) -> None:
         """Move a pending prompt to running (committed before it runs, so a crash is detected)."""
@@ -364,6 +365,43 @@ class Store:
             return {row[1]: self._history_entry(row) for row in rows}
 
         return await self._call(query)
+
+    async def history_span(self, max_items: int | None, offset: int) -> tuple[int, int]:
+        """(first row, row count) of a history page, with `history`'s paging rules (count -1: to the end)."""
+
+        def query() -> tuple[int, int]:
+            if offset < 0 and max_items is not None:
+                total = self.db.execute("SELECT COUNT(*) FROM prompts WHERE state='done'").fetchone()[0]
+                return max(0, total - max_items), max_items
+            return max(0, offset), -1 if max_items is None else max_items
+
+        return await self._call(query)
+
+    async def history_json_batches(self, start: int, count: int, batch: int = 32) -> Any:
+        """The history page as JSON text, a few entries at a time (`"id": {...}` pieces, comma-separated), so a
+        large history is streamed with bounded memory. Stored JSON columns are copied, never parsed."""
+        done = 0
+        while count < 0 or done < count:
+            limit = batch if count < 0 else min(batch, count - done)
+            rows = await self._call(lambda: self.db.execute(
+                f"SELECT {self._HISTORY_COLUMNS} FROM prompts WHERE state='done' ORDER BY done_seq LIMIT ? OFFSET ?",
+                (limit, start + done),
+            ).fetchall())
+            if not rows:
+                return
+            yield [f"{json.dumps(row[1])}: {self._history_entry_json(row)}" for row in rows]
+            done += len(rows)
+            if len(rows) < limit:
+                return
+
+    @staticmethod
+    def _history_entry_json(row: tuple[Any, ...]) -> str:
+        number, pid, prompt, extra, outs, outputs, status_str, messages, meta, timings = row
+        return (
+            f'{{"prompt": [{number}, {json.dumps(pid)}, {prompt}, {extra}, {outs}], "outputs": {outputs or "{}"}, '
+            f'"status": {{"status_str": {json.dumps(status_str)}, "completed": {json.dumps(status_str == "success")}, '
+            f'"messages": {messages or "[]"}}}, "meta": {meta or "{}"}, "timings": {timings or "{}"}}}'
+        )
 
     async def history_entry(self, prompt_id: str) -> dict[str, Any] | None:
         def query() -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine import Workflow, format_validation, validate_prompt
 from .executors import Job
-from .previews import Preview, encode_preview, preview_metadata
+from .previews import PNG_FORMAT, Preview, encode_png, encode_preview, preview_metadata
 from .store import Finished, QueueItem, now_ms
 
 if TYPE_CHECKING:
@@ -48,18 +48,33 @@ class PromptWorker:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run_forever(), name="nodegraph-prompt-worker")
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Interrupt the running prompts and wait (a little) for them to be recorded; a node that ignores the
-        interrupt is left behind and its prompt is recorded as failed at the next start."""
+    async def stop(self, grace: float = 3.0) -> None:
+        """Interrupt the running prompts and wait (a little) for them to be recorded. A node that ignores the
+        interrupt is left behind (its thread is a daemon: it cannot hold the process) and its prompt is recorded
+        at once as failed, "server stopped while running", naming the node it was in."""
         self._stopping = True
         self.backend.interrupt(None)
         self.wake.set()
         tasks = [t for t in (self._task, *self._running.values()) if t is not None]
         if tasks:
             await asyncio.wait([asyncio.shield(t) for t in tasks], timeout=grace)
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
+            stuck = [t for t in tasks if not t.done()]
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                await asyncio.wait(stuck, timeout=1.0)
+        store = self.state.store
+        for item in list(store.running_items.values()):
+            node = self.current_nodes.get(item.prompt_id)
+            try:
+                await store.record_stopped(item, node, self._node_type(item, node))
+            except Exception:
+                log.exception("prompt %s: could not record it as stopped", item.prompt_id)
+
+    @staticmethod
+    def _node_type(item: QueueItem, node: str | None) -> str | None:
+        entry = item.prompt.get(node) if node is not None and isinstance(item.prompt, dict) else None
+        return entry.get("class_type") if isinstance(entry, dict) else None
 
     def interrupt(self, prompt_id: str | None = None) -> bool:
         """Interrupt the running prompt(s); with a prompt_id only that prompt, if it is running."""
@@ -136,6 +151,8 @@ class PromptWorker:
         except Exception as exc:
             log.exception("prompt %s: the executor failed", pid)
             error = _failure(pid, exc, "the executor failed")
+            node = self.current_nodes.get(pid)  # name the node whose output or display failed
+            error["node_id"], error["node_type"] = node, self._node_type(item, node)
             pipeline.on_event("execution_error", error)
             result_status, outputs, timings = "error", {}, {}
         if not handed_over:
@@ -227,6 +244,11 @@ class _EventPipeline:
 
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
         hub, target = self.hub, self.target
+        if event == "preview" and data.get("format") == "PNG":  # SaveImageWebsocket: full-size PNG frames
+            png = data.get("png") or await asyncio.get_running_loop().run_in_executor(None, encode_png, data["image"])
+            meta = preview_metadata(self.prompt_id, data["node"], "image/png")
+            hub.send_preview(Preview(png, meta, PNG_FORMAT), target)
+            return
         if event == "preview":
             jpeg = data.get("jpeg")  # a remote worker encodes its previews before sending them
             if jpeg is None:
@@ -266,4 +288,5 @@ class _EventPipeline:
             "parent_node_id": None,
             "real_node_id": node_id,
         }
-        self.hub.send("progress_state", {"prompt_id": self.prompt_id, "nodes": dict(self.nodes)})
+        # Only the node that changed: resending every node so far made a long chain quadratic in time and bytes.
+        self.hub.send("progress_state", {"prompt_id": self.prompt_id, "nodes": {node_id: self.nodes[node_id]}})

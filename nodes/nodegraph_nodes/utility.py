@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 import string
 import time
 from typing import Any
 
 from nodegraph.engine import Boolean, Combo, Float, Input, Int, Node, NodeResult, Output, String
+from nodegraph.engine.limits import Limits
 
 INT_LIMIT = 2**63 - 1
+MAX_TEXT_CHARS = Limits().max_string_chars
 
 
 class PrimitiveInt(Node):
@@ -111,7 +114,15 @@ class IntMath(Node):
             raise ZeroDivisionError(f"{op} by zero: b must not be 0")
         if op == "power" and (b < 0 or b > 1024):
             raise ValueError(f"power: exponent {b} is outside 0..1024")
-        return (int(_INT_OPS[op](a, b)),)
+        if op == "power" and abs(a) > 1 and (abs(a).bit_length() - 1) * b > 63:
+            # Refused before computing: a power tower is the cheapest way to make Python hold the GIL for minutes.
+            raise OverflowError(f"power: {a} ** {b} has about {(abs(a).bit_length() - 1) * b} bits; Int Math results "
+                                f"must fit in -{INT_LIMIT + 1}..{INT_LIMIT}")
+        result = int(_INT_OPS[op](a, b))
+        if not -INT_LIMIT - 1 <= result <= INT_LIMIT:
+            raise OverflowError(f"{op}: the result has {result.bit_length()} bits; Int Math results must fit in "
+                                f"-{INT_LIMIT + 1}..{INT_LIMIT}")
+        return (result,)
 
 
 class FloatMath(Node):
@@ -182,6 +193,18 @@ class StringFormat(Node):
         return None
 
     def execute(self, template: str, a: str = "", b: str = "", c: str = "") -> tuple[str]:
+        # A template repeating {a} k times multiplies the text by k in one step: measure before building it.
+        values = {"a": a, "b": b, "c": c}
+        size = 0
+        for literal, name, spec, _ in string.Formatter().parse(template):
+            size += len(literal) + (len(str(values.get(name, ""))) if name is not None else 0)
+            if spec and "{" in spec:
+                raise ValueError("nested fields in a format spec (such as {a:{b}}) are not supported")
+            widths = [len(d) > 9 and MAX_TEXT_CHARS + 1 or int(d) for d in re.findall(r"\d+", spec or "")]
+            size += max(widths, default=0)  # "{a:>1000000}" pads: the width counts too
+        if size > MAX_TEXT_CHARS:
+            raise ValueError(f"the formatted text would be about {size:,} characters, above the limit of "
+                             f"{MAX_TEXT_CHARS:,}")
         return (template.format(a=a, b=b, c=c),)
 
 

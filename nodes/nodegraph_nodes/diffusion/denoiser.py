@@ -18,7 +18,8 @@ The UNet runs on its own device and dtype; x and the returned x0 are float32 on 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,8 @@ import torch.nn.functional as F
 from .conditioning import Conditioning, ControlSpec
 from .model_sampling import DiscreteModelSampling
 
-VAE_SCALE_FACTOR = 8
-ModelPatch = Any  # an object with `cfg_function` and/or `post_cfg` (see guidance.py)  # pixels per latent cell for the SD-family VAEs
+VAE_SCALE_FACTOR = 8  # pixels per latent cell for the SD-family VAEs
+ModelPatch = Any  # an object with `pre_cfg`, `cfg_function` and/or `post_cfg` (see guidance.py)
 
 
 @dataclass
@@ -256,3 +257,28 @@ def _resize_cover(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
         new_h = round(w * height / width)
         image = image[..., (h - new_h) // 2 : (h - new_h) // 2 + new_h, :]
     return F.interpolate(image, size=(height, width), mode="nearest-exact")
+
+
+# Where a UNet (or anything shaped like one) can be stopped in the middle of its forward pass: before each of its
+# top-level blocks. One UNet call at a large size can take minutes on a CPU; the sampler's per-step callback alone
+# would only see an interrupt after it.
+INTERRUPTIBLE_BLOCKS = ("down_blocks", "mid_block", "up_blocks")
+
+
+@contextmanager
+def interruptible(model: torch.nn.Module, check: Callable[[], None]) -> Iterator[None]:
+    """While inside, `check()` runs before each top-level block of `model`'s forward; it stops the call by raising
+    (e.g. NodeContext.check_interrupted raising Interrupted). Models without such blocks run unchanged."""
+    blocks: list[torch.nn.Module] = []
+    for name in INTERRUPTIBLE_BLOCKS:
+        part = getattr(model, name, None)
+        if isinstance(part, torch.nn.ModuleList):
+            blocks.extend(part)
+        elif isinstance(part, torch.nn.Module):
+            blocks.append(part)
+    handles = [block.register_forward_pre_hook(lambda _module, _args: check()) for block in blocks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, ImageSequence
+from PIL import Image, ImageOps
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
@@ -23,12 +23,35 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames of the first frame's size as an IMAGE batch, and masks (1 = transparent) from their alpha."""
+def _frames_within(source: Image.Image, budget: int, name: str):
+    """The frames of an image, refusing (before decoding it) the frame that would take the total past `budget`
+    pixels: a small file can hold a huge picture or hundreds of large frames."""
+    from nodegraph.engine.limits import check_image_size
+
+    width, height = source.size
+    check_image_size(width, height, 1, budget, name)
+    index = 0
+    while True:
+        if index:
+            check_image_size(width, height, index + 1, budget, f"{name} (at least {index + 1} frames)")
+        try:
+            source.seek(index)
+        except EOFError:
+            return
+        yield source
+        index += 1
+
+
+def load_image(path: Path, max_pixels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames of the first frame's size as an IMAGE batch, and masks (1 = transparent) from their alpha; at most
+    `max_pixels` pixels over all frames (ImageTooLarge otherwise; default: the engine's budget)."""
+    from nodegraph.engine.limits import DEFAULT_MAX_IMAGE_PIXELS, open_image
+
+    budget = max_pixels or DEFAULT_MAX_IMAGE_PIXELS
     images, masks = [], []
-    with Image.open(path) as source:
+    with open_image(path, budget, path.name) as source:
         size = None
-        for frame in ImageSequence.Iterator(source):
+        for frame in _frames_within(source, budget, path.name):
             frame = ImageOps.exif_transpose(frame)
             if frame.mode == "I":  # 16-bit greyscale PNGs
                 frame = frame.point(lambda v: v * (1 / 255))
@@ -96,20 +119,23 @@ def _lanczos(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
 
 
 def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between feature vectors along dim 1, with linearly interpolated lengths."""
+    """Spherical interpolation between feature vectors along dim 1, with linearly interpolated lengths.
+
+    ComfyUI's rules at the two degenerate angles: neighbours pointing (nearly) the same way give the first vector
+    unchanged, (nearly) opposite ones a plain linear blend.
+    """
     len_a = a.norm(dim=1, keepdim=True)
     len_b = b.norm(dim=1, keepdim=True)
     unit_a = a / len_a.clamp_min(1e-12)
     unit_b = b / len_b.clamp_min(1e-12)
-    dot = (unit_a * unit_b).sum(dim=1, keepdim=True).clamp(-1.0, 1.0)
-    omega = dot.acos()
-    sin_omega = omega.sin()
-    # Nearly parallel vectors: plain linear interpolation is exact enough and avoids 0/0.
-    parallel = sin_omega.abs() < 1e-4
-    wa = torch.where(parallel, 1 - t, ((1 - t) * omega).sin() / sin_omega.where(~parallel, torch.ones_like(sin_omega)))
-    wb = torch.where(parallel, t, (t * omega).sin() / sin_omega.where(~parallel, torch.ones_like(sin_omega)))
-    direction = wa * unit_a + wb * unit_b
-    return direction * (len_a * (1 - t) + len_b * t)
+    dot = (unit_a * unit_b).sum(dim=1, keepdim=True)
+    same, opposite = dot > 1 - 1e-5, dot < -1 + 1e-5
+    omega = dot.clamp(-1.0, 1.0).acos()
+    sin_omega = omega.sin().where(~(same | opposite), torch.ones_like(omega))  # no 0/0 where it is not used
+    direction = ((1 - t) * omega).sin() / sin_omega * unit_a + (t * omega).sin() / sin_omega * unit_b
+    out = direction * (len_a * (1 - t) + len_b * t)
+    out = torch.where(opposite, a * (1 - t) + b * t, out)
+    return torch.where(same, a.expand_as(out), out)
 
 
 def _bislerp_axis(x: torch.Tensor, size: int, axis: int) -> torch.Tensor:

@@ -6,14 +6,14 @@ Formats:
   (`families.py`); the weights are converted with diffusers' own converters (`diffusers.loaders.single_file_utils`)
   into models built from the bundled config; loading is strict, so a file that does not fit says what is wrong.
 - diffusers folders (`model_index.json` for checkpoints, `config.json` for a lone VAE / ControlNet).
-- pickled `.ckpt` / `.pt` / `.pth` / `.bin` files are refused (unpickling can run code) unless the caller opts in
-  with `allow_pickle=True`, and even then only through `torch.load(weights_only=True)`.
+- the format is read from the content, whatever the extension (`weights_files`): pickle content (torch zip or
+  legacy) is refused (unpickling can run code) unless the caller opts in with `allow_pickle=True`, and even then
+  only through `torch.load(weights_only=True)`. The nodes never opt in: checkpoints are never unpickled.
 Nothing here contacts a model hub: configs are bundled and tokenizers are built from the bundled vocabulary.
 """
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,11 @@ from diffusers.loaders.single_file_utils import (
     convert_ldm_vae_checkpoint,
     convert_open_clip_checkpoint,
 )
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from . import weights_files
+from .controlnet_shapes import ControlNetShapeError, controlnet_config_from_shapes, is_diffusers_controlnet
 from .families import (
     CONTROLNET_FAMILIES,
     CONTROLNET_PREFIX,
@@ -52,13 +54,13 @@ from .tiny import (
     tiny_controlnet,
     tiny_refiner,
     tiny_sd1,
+    tiny_sd2,
     tiny_sdxl,
 )
 from .tokenizer import clip_tokenizer, tokenizer_from_spec
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SUPPORTED = (
-    "single-file .safetensors checkpoints in the original layout (" + ", ".join(FAMILIES) + "), "
+    "safetensors single files (any extension) in the original layout (" + ", ".join(FAMILIES) + "), "
     "diffusers folders with model_index.json"
 )
 # the VAE architecture is the same in SD1, SD2 and SDXL; only the latent scale differs, and that is the family's
@@ -76,39 +78,33 @@ class CheckpointError(ValueError):
 
 
 class SingleFile:
-    """A weights file opened for inspection: key -> shape, header metadata, and tensors on demand."""
+    """A weights file opened for inspection: key -> shape, header metadata, and tensors on demand.
+
+    The format is decided by the file's content (`weights_files.sniff_format`), never by its extension: a
+    safetensors file named `.ckpt` loads, and pickle content is refused under any name unless `allow_pickle`.
+    """
 
     def __init__(self, path: str | Path, allow_pickle: bool = False) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(f"{self.path}: no such file")
-        suffix = self.path.suffix.lower()
-        if suffix == ".safetensors":
-            with safe_open(str(self.path), framework="pt") as f:
-                self.metadata: dict[str, str] = f.metadata() or {}
-                self.shapes: dict[str, tuple[int, ...]] = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            self._tensors: dict[str, torch.Tensor] | None = None
-        elif suffix in PICKLE_SUFFIXES:
-            if not allow_pickle:
+        try:
+            kind = weights_files.sniff_format(self.path)
+            if kind == "safetensors":
+                self.shapes: dict[str, tuple[int, ...]] = weights_files.tensor_shapes(self.path)
+                self.metadata: dict[str, str] = weights_files.read_metadata(self.path)
+                self._tensors: dict[str, torch.Tensor] | None = None
+            elif kind == "unknown":
                 raise CheckpointError(
-                    f"{self.path}: pickled {suffix} files are not loaded, since unpickling can run arbitrary code. "
-                    "Convert it to .safetensors (for example with safetensors.torch.save_file on its state dict), "
-                    "or pass allow_pickle=True to read it with torch.load(weights_only=True)."
+                    f"{self.path}: not a model file this loader reads (its content is neither safetensors nor a "
+                    f"torch pickle); supported: {SUPPORTED}"
                 )
-            try:
-                loaded = torch.load(self.path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as error:
-                raise CheckpointError(
-                    f"{self.path}: holds more than tensors, refused by torch.load(weights_only=True): {error}"
-                ) from error
-            state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
-            if not isinstance(state, dict):
-                raise CheckpointError(f"{self.path}: expected a state dict, found {type(loaded).__name__}")
-            self._tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-            self.metadata = {}
-            self.shapes = {k: tuple(v.shape) for k, v in self._tensors.items()}
-        else:
-            raise CheckpointError(f"{self.path}: unsupported file type {suffix!r}; supported: {SUPPORTED}")
+            else:
+                self._tensors = weights_files.load_state_dict(self.path, allow_pickle=allow_pickle)
+                self.metadata = {}
+                self.shapes = {k: tuple(v.shape) for k, v in self._tensors.items()}
+        except weights_files.WeightsFileError as error:
+            raise CheckpointError(str(error)) from error
 
     def header(self) -> dict[str, Any] | None:
         """Our own config record (tiny models), or None for files written by anyone else."""
@@ -124,8 +120,11 @@ class SingleFile:
         return self._tensors
 
     def _read(self, keys: list[str]) -> dict[str, torch.Tensor]:
-        with safe_open(str(self.path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in keys}
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in keys}
+        except SafetensorError as error:
+            raise CheckpointError(f"{self.path}: damaged safetensors file: {error}") from error
 
 
 # --- building modules from converted state dicts ----------------------------------------------------------------
@@ -239,7 +238,7 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pi
 
     `path`: an original-layout single file (.safetensors) or a diffusers folder (with model_index.json).
     `dtype`: cast floating-point weights to it; None keeps the stored dtypes.
-    `allow_pickle`: read .ckpt / .pt files with `torch.load(weights_only=True)` instead of refusing them.
+    `allow_pickle`: read pickle content with `torch.load(weights_only=True)` instead of refusing it.
     """
     path = Path(path)
     if path.is_dir():
@@ -343,27 +342,39 @@ def load_vae(path: str | Path, dtype: torch.dtype | None = None, allow_pickle: b
 def load_controlnet(
     path: str | Path, dtype: torch.dtype | None = None, allow_pickle: bool = False
 ) -> ControlNetModel:
-    """A ControlNet: original layout (`control_model.*` or unprefixed), a diffusers-key single file, or a folder."""
+    """A ControlNet: an original-layout single file (`control_model.*` or unprefixed), a single file with diffusers
+    keys (a diffusers ControlNetModel's weights file, no config needed: the architecture is read off the tensor
+    shapes, `controlnet_shapes`), or a diffusers folder."""
     path = Path(path)
     if path.is_dir():
         kwargs = {"torch_dtype": dtype} if dtype is not None else {}
         return ControlNetModel.from_pretrained(path, local_files_only=True, **kwargs).eval()
     file = SingleFile(path, allow_pickle)
     header = file.header()
+    plain_shapes = {k.removeprefix(CONTROLNET_PREFIX): s for k, s in file.shapes.items()}
     if header is not None:
         if header.get("kind") != "controlnet":
             raise CheckpointError(f"{path}: this is a {header.get('kind')} file, not a ControlNet")
         config = dict(header["controlnet"])
+    elif is_diffusers_controlnet(plain_shapes):
+        try:
+            config = controlnet_config_from_shapes(plain_shapes)
+        except ControlNetShapeError as error:
+            raise CheckpointError(f"{path}: a ControlNet with diffusers keys, but {error}") from error
+        state = {k.removeprefix(CONTROLNET_PREFIX): v for k, v in file.tensors().items()}
+        return _assemble("controlnet", _empty(lambda: ControlNetModel.from_config(config)), state, file.path, dtype)
     else:
         family = detect_controlnet_family(file.shapes)
         if family is None:
             raise CheckpointError(
                 f"{path}: not a ControlNet of a supported kind. Found {describe_keys(file.shapes)}. Supported: "
                 + "; ".join(f"{f.name}: {f.description}" for f in CONTROLNET_FAMILIES.values())
-                + " (original layout or diffusers keys)."
+                + " in the original layout, or any Stable Diffusion ControlNet with diffusers keys."
             )
         config = family.config()
     state = file.tensors()
+    if "controlnet_cond_embedding.conv_in.weight" in state:  # diffusers keys with our header: no conversion
+        return _assemble("controlnet", _empty(lambda: ControlNetModel.from_config(config)), state, file.path, dtype)
     converted = convert_controlnet_checkpoint(state, config)
     if config.get("addition_embed_type") == "text_time" and "add_embedding.linear_1.weight" not in converted:
         # diffusers' converter maps SDXL's label_emb for UNets but not for original-layout ControlNets
@@ -400,15 +411,19 @@ def write_diffusers_folder(components: Components, folder: str | Path) -> Path:
 def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write tiny models into ComfyUI's folder layout under `models_root`; returns name -> path.
 
-    checkpoints/: tiny_sd1, tiny_sdxl, tiny_sdxl_refiner as original-layout .safetensors files and as diffusers
-    folders of the same name; controlnet/: tiny_controlnet_sd1 (file and folder, made from tiny_sd1's UNet);
-    vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows). The same seed
-    always writes the same bytes.
+    checkpoints/: tiny_sd1, tiny_sd2 (v-prediction), tiny_sdxl, tiny_sdxl_refiner as original-layout .safetensors
+    files and as diffusers folders of the same name;
+    controlnet/: tiny_controlnet_sd1 (original-layout file and diffusers folder, made from tiny_sd1's UNet),
+    tiny_controlnet_sd1_diffusers_layout.safetensors (the same ControlNet as the lone weights file of a diffusers
+    save_pretrained: diffusers keys, no config, as many ControlNets are published), tiny_controlnet_sdxl (an
+    original-layout file made from tiny_sdxl's UNet);
+    vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows).
+    The same seed always writes the same bytes.
     """
     root = Path(models_root)
     written: dict[str, Path] = {}
-    sd1 = tiny_sd1(seed)
-    for components in (sd1, tiny_sdxl(seed), tiny_refiner(seed)):
+    sd1, sdxl = tiny_sd1(seed), tiny_sdxl(seed)
+    for components in (sd1, tiny_sd2(seed), sdxl, tiny_refiner(seed)):
         name = "tiny_" + components.family
         written[name] = write_single_file(components, root / "checkpoints" / f"{name}.safetensors")
         written[name + "_diffusers"] = write_diffusers_folder(components, root / "checkpoints" / name)
@@ -419,5 +434,13 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     folder = root / "controlnet" / "tiny_controlnet_sd1"
     controlnet.save_pretrained(folder)
     written["tiny_controlnet_sd1_diffusers"] = folder
+    # the weights file of that folder, alone under another name: loading it must not need the config beside it
+    lone = root / "controlnet" / "tiny_controlnet_sd1_diffusers_layout.safetensors"
+    lone.write_bytes((folder / "diffusion_pytorch_model.safetensors").read_bytes())
+    written["tiny_controlnet_sd1_diffusers_layout"] = lone
+    written["tiny_controlnet_sdxl"] = write_controlnet_file(
+        tiny_controlnet(sdxl.unet, seed), root / "controlnet" / "tiny_controlnet_sdxl.safetensors",
+        family="controlnet_sdxl",
+    )
     written["tiny_vae"] = write_vae_file(build_vae(TINY_VAE, seed + 7), root / "vae" / "tiny_vae.safetensors")
     return written

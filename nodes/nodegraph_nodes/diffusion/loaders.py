@@ -12,7 +12,7 @@ from .families import FAMILIES
 from .model_cache import ModelCache
 from .text_encoding import TEXT_FAMILIES
 
-ENCODER_NAMES = {"sd1": ("l",), "sd2": ("l",), "sdxl": ("l", "g"), "sdxl_refiner": ("g",)}
+ENCODER_NAMES = {"sd1": ("l",), "sd2": ("l",), "sd2_base": ("l",), "sdxl": ("l", "g"), "sdxl_refiner": ("g",)}
 
 
 def read_checkpoint(path: str) -> dict[str, Any]:

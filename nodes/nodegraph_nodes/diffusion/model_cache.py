@@ -327,10 +327,6 @@ class ModelCache:
                 **self.counters,
             }
 
-    def loaded_keys(self) -> list[tuple[str, str, str]]:
-        with self._lock:
-            return [(e.ref.source.name, e.ref.component, str(e.device)) for e in self._entries.values()]
-
 
 _cache: ModelCache | None = None
 _cache_settings: dict[str, Any] = {}

@@ -136,8 +136,11 @@ def vae_encode(vae: VaeHandle, pixels: torch.Tensor) -> torch.Tensor:
 def vae_decode(vae: VaeHandle, samples: torch.Tensor) -> torch.Tensor:
     """Raw VAE latents -> IMAGE [B, H, W, 3] float32 in 0..1 on the CPU."""
     cache = model_cache()
+    from .memory import check_vae_decode_fits
+
     with cache.use(vae.ref) as model:
         param = next(model.parameters())
+        check_vae_decode_fits(model, tuple(samples.shape), VAE_BATCH)
 
         def run() -> torch.Tensor:
             out = []
@@ -170,6 +173,18 @@ def _progress_callback(context: Any, model: ModelHandle) -> Callable[..., None]:
         context.progress(step + 1, total, preview=preview)
 
     return callback
+
+
+def _guard_unet(stack: ExitStack, unet: torch.nn.Module, shape: tuple[int, ...], cfg: float, context: Any) -> None:
+    """Refuse a latent too large for the device before sampling, and let an interrupt stop a UNet call half-way."""
+    from .denoiser import interruptible
+    from .memory import check_unet_fits
+
+    settings = getattr(getattr(context, "env", None), "settings", None)
+    check_unet_fits(unet, tuple(shape), cfg, settings)
+    check = getattr(context, "check_interrupted", None)
+    if check is not None:
+        stack.enter_context(interruptible(unet, check))
 
 
 def _resolve_controls(
@@ -275,6 +290,7 @@ def ksample(
     positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
     with ExitStack() as stack:
         unet = stack.enter_context(cache.use(model.ref))
+        _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
         scaled = latent["samples"] * model.latent_scale
@@ -320,6 +336,7 @@ def sample_custom(
     extra = {k: _prepare_conditionings(model, c, None, latent["samples"])[0] for k, c in extra.items()}
     with ExitStack() as stack:
         unet = stack.enter_context(cache.use(model.ref))
+        _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
         extra = {k: _resolve_controls(stack, cache, c, unet, model.family) for k, c in extra.items()}

@@ -77,8 +77,13 @@ SDXL = TextFamily(
     pooled_from="g",
 )
 SDXL_REFINER = TextFamily(encoders=(EncoderRole("g", layer=-2, final_layer_norm=False),), pooled_from="g")
+# SD2 conditions on OpenCLIP-H's penultimate layer through the final layer norm. diffusers' converter (which the
+# loader uses) leaves the last of a real file's 24 layers out, so that is the loaded model's last_hidden_state.
+SD2 = SD1
 
-TEXT_FAMILIES: dict[str, TextFamily] = {"sd1": SD1, "sdxl": SDXL, "sdxl_refiner": SDXL_REFINER}
+TEXT_FAMILIES: dict[str, TextFamily] = {
+    "sd1": SD1, "sd2": SD2, "sd2_base": SD2, "sdxl": SDXL, "sdxl_refiner": SDXL_REFINER,
+}
 
 
 @dataclass(frozen=True)

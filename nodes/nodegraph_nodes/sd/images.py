@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.engine import MAX_RESOLUTION, Combo, Input, Int, Node, NodeResult, Output, String, UnsafePath
-from nodegraph.engine.folders import resolve_inside
+from nodegraph.engine.folders import name_problem, resolve_inside
+from nodegraph.engine.limits import ImageTooLarge, image_pixel_budget, open_image
 
 IMAGE_SCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 
@@ -41,7 +42,8 @@ class LoadImage(Node):
             return {"image": str(exc)}
         if not path.is_file():
             return {"image": f"Invalid image file: {image!r} is not in the input folder {env.input_dir}"}
-        return None
+        problem = _image_size_problem(path, env)
+        return {"image": problem} if problem else None
 
     @classmethod
     def fingerprint(cls, env: Any, image: str = "", **_: Any) -> Any:
@@ -53,7 +55,22 @@ class LoadImage(Node):
     def execute(self, image: str) -> tuple[Any, Any]:
         from ..diffusion.image_ops import load_image
 
-        return load_image(self.context.env.annotated_path(image))
+        env = self.context.env
+        return load_image(env.annotated_path(image), image_pixel_budget(env))
+
+
+def _image_size_problem(path: Path, env: Any) -> str | None:
+    """Refuse at validation an image whose first frame alone is over the pixel budget (reads the header only)."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with open_image(path, image_pixel_budget(env), repr(path.name)):
+            pass
+    except ImageTooLarge as exc:
+        return str(exc)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        return f"cannot read {path.name!r} as an image: {exc}"
+    return None
 
 
 class ImageScale(Node):
@@ -141,6 +158,10 @@ class SaveImage(Node):
 
     @classmethod
     def check_inputs(cls, env: Any, filename_prefix: str = "ComfyUI", **_: Any) -> dict[str, str] | None:
+        # The longest name written is `<name>_<counter>_.png`; a name no file system takes is refused here.
+        problem = name_problem(filename_prefix + "_00001_.png")
+        if problem is not None:
+            return {"filename_prefix": f"not a usable file name: {problem}"}
         subfolder = filename_prefix.replace("\\", "/").rpartition("/")[0]
         if subfolder:
             try:
