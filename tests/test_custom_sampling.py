@@ -330,3 +330,34 @@ def test_apg_by_hand():
     expected = uncond + (cond - uncond) + 4.0 * ((g - parallel) + 0.5 * parallel)
     out = apply_cfg([guidance.APG(0.5, 2.0, 0.0)], x, sigma, cond, uncond, 4.0)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_identity_self_attention_keeps_each_tokens_value():
+    """PAG's perturbation: attention whose map is the identity, i.e. to_out(to_v(h)) for each token."""
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, heads=2, dim_head=8).eval()
+    h = torch.randn(2, 5, 16)
+    attn.set_processor(guidance.IdentitySelfAttention())
+    with torch.no_grad():
+        torch.testing.assert_close(attn(h), attn.to_out[1](attn.to_out[0](attn.to_v(h))))
+        # ...which is what real attention gives when every token attends only to itself
+        attn.set_processor(None)
+        q = attn.to_q(h).view(2, 5, 2, 8).transpose(1, 2)
+        v = attn.to_v(h).view(2, 5, 2, 8).transpose(1, 2)
+        eye = torch.where(torch.eye(5, dtype=torch.bool), 0.0, float("-inf"))
+        own = torch.nn.functional.scaled_dot_product_attention(q, q, v, attn_mask=eye).transpose(1, 2).reshape(2, 5, 16)
+        torch.testing.assert_close(attn.to_out[0](own), attn.to_out[0](attn.to_v(h)))
+
+
+def test_perturbed_attention_guidance_node(runner):
+    base = _latent(runner.run(txt2img()), "3")
+    outs = {}
+    for scale in (0.0, 3.0):
+        prompt = txt2img()
+        prompt["30"] = {"class_type": "PerturbedAttentionGuidance", "inputs": {"model": ["4", 0], "scale": scale}}
+        prompt["3"]["inputs"]["model"] = ["30", 0]
+        outs[scale] = _latent(runner.run(prompt), "3")
+    torch.testing.assert_close(outs[0.0], base, rtol=1e-5, atol=1e-4)  # scale 0: plain CFG (on x0)
+    assert torch.isfinite(outs[3.0]).all() and not torch.allclose(outs[3.0], base)

@@ -69,8 +69,9 @@ class CFGDenoiser:
         self.cfg = float(cfg)
         # keep_uncond: CFG++ samplers read `uncond_denoised` after each call, so the unconditional half runs even at
         # cfg 1 (ComfyUI's post-CFG hook with its cfg-1 shortcut disabled). patches: the MODEL's CFG patches.
-        self.keep_uncond = keep_uncond
         self.patches = tuple(patches)
+        self.keep_uncond = keep_uncond or any(getattr(p, "needs_uncond", False) for p in self.patches)
+        keep_uncond = self.keep_uncond
         self.uncond_denoised: torch.Tensor | None = None
         use_uncond = not math.isclose(self.cfg, 1.0) or (keep_uncond and negative is not None)
         if use_uncond and negative is None:
@@ -79,6 +80,7 @@ class CFGDenoiser:
             conditionings = [negative, positive] if use_uncond else [positive]
         tokens = math.lcm(*(c.embeds.shape[1] for c in conditionings))
         self._halves = [self._prepare(c, tokens) for c in conditionings]
+        self._positive = next(h for h in self._halves if h.conditioning is positive)
         self._hints: dict[tuple[int, int, int, int], torch.Tensor] = {}
         self.unet_calls = 0
         self.controlnet_calls = 0
@@ -95,6 +97,28 @@ class CFGDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x0 for x at noise level sigma ([B]); x is [B, C, h, w]."""
+        out = self._model_outputs(x, sigma)
+        n = len(self._halves)
+        if n != 2 or self.keep_uncond or self.patches:
+            return self._guide(x, sigma, [self.model_sampling.calculate_denoised(sigma, o, x) for o in out.chunk(n)])
+        # x0 is affine in the model output at fixed x, so guiding the raw output (eps or v) equals guiding x0;
+        # it is also more accurate: x0 = x - sigma * eps subtracts large numbers at high sigma, and the cfg factor
+        # would amplify that rounding.
+        uncond, cond = out.chunk(2)
+        return self.model_sampling.calculate_denoised(sigma, uncond + (cond - uncond) * self.cfg, x)
+
+    def predict_positive(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The positive conditioning's x0 alone, in a UNet call of its own (for patches that re-run the model under
+        a modification, e.g. PerturbedAttentionGuidance)."""
+        halves, self._halves = self._halves, [self._positive]
+        try:
+            out = self._model_outputs(x, sigma)
+        finally:
+            self._halves = halves
+        return self.model_sampling.calculate_denoised(sigma, out, x)
+
+    def _model_outputs(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The UNet's raw outputs for every prepared conditioning, in one batched call ([n * B, C, h, w])."""
         batch = x.shape[0]
         n = len(self._halves)
         x_in = self.model_sampling.calculate_input(sigma, x).to(self.dtype).repeat(n, 1, 1, 1)
@@ -113,15 +137,7 @@ class CFGDenoiser:
             mid_block_additional_residual=residuals[1] if residuals else None,
             return_dict=False,
         )[0].float()
-        if n != 2 or self.keep_uncond or self.patches:
-            return self._guide(x, sigma, [self.model_sampling.calculate_denoised(sigma, o, x) for o in out.chunk(n)])
-        if n == 2:
-            # x0 is affine in the model output at fixed x, so guiding the raw output (eps or v) equals guiding x0;
-            # it is also more accurate: x0 = x - sigma * eps subtracts large numbers at high sigma, and the cfg factor
-            # would amplify that rounding.
-            uncond, cond = out.chunk(2)
-            out = uncond + (cond - uncond) * self.cfg
-        return self.model_sampling.calculate_denoised(sigma, out, x)
+        return out
 
     def _guide(self, x: torch.Tensor, sigma: torch.Tensor, predictions: list[torch.Tensor]) -> torch.Tensor:
         """Combine the per-conditioning x0 predictions (in call order) into the guided x0, with the MODEL's CFG
@@ -131,7 +147,7 @@ class CFGDenoiser:
             return predictions[0]
         uncond, cond = predictions
         self.uncond_denoised = uncond
-        return apply_cfg(self.patches, x, sigma, cond, uncond, self.cfg)
+        return apply_cfg(self.patches, x, sigma, cond, uncond, self.cfg, denoiser=self)
 
     def _added_cond_kwargs(self, x: torch.Tensor, batch: int) -> dict[str, torch.Tensor] | None:
         """SDXL's extra conditioning (pooled text embeds and size/crop time ids), or None for SD1/SD2 models."""
@@ -217,21 +233,23 @@ class CFGDenoiser:
 def apply_cfg(
     patches: Sequence[ModelPatch], x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
     cfg: float,
+    denoiser: Any = None,
 ) -> torch.Tensor:
     """Classifier-free guidance on x0, as ComfyUI's cfg_function: `pre_cfg` patches first map the (cond, uncond)
     predictions, a patch's `cfg_function` (the last one set) replaces uncond + (cond - uncond) * cfg, then every
     `post_cfg` patch maps the result in turn."""
     for patch in patches:
         if getattr(patch, "pre_cfg", None) is not None:
-            cond, uncond = patch.pre_cfg(x=x, sigma=sigma, cond=cond, uncond=uncond, cfg=cfg)
+            cond, uncond = patch.pre_cfg(x=x, sigma=sigma, cond=cond, uncond=uncond, cfg=cfg, denoiser=denoiser)
     combine = [p for p in patches if getattr(p, "cfg_function", None) is not None]
     if combine:
-        denoised = combine[-1].cfg_function(x=x, sigma=sigma, cond=cond, uncond=uncond, cfg=cfg)
+        denoised = combine[-1].cfg_function(x=x, sigma=sigma, cond=cond, uncond=uncond, cfg=cfg, denoiser=denoiser)
     else:
         denoised = uncond + (cond - uncond) * cfg
     for patch in patches:
         if getattr(patch, "post_cfg", None) is not None:
-            denoised = patch.post_cfg(x=x, sigma=sigma, denoised=denoised, cond=cond, uncond=uncond, cfg=cfg)
+            denoised = patch.post_cfg(x=x, sigma=sigma, denoised=denoised, cond=cond, uncond=uncond, cfg=cfg,
+                                      denoiser=denoiser)
     return denoised
 
 

@@ -7,13 +7,14 @@
 * `Guider` (GUIDER): a model and conditionings with a guidance rule: CFGGuider, BasicGuider, DualCFGGuider,
   PerpNegGuider. `make_denoiser` builds the D(x, sigma) the sampler calls.
 * CFG patches, attached to a MODEL handle (`ModelHandle.patches`) and applied by the denoiser on the x0 predictions:
-  RescaleCFG, CFGZeroStar, CFGNorm, APG. A patch has `pre_cfg` (maps the cond / uncond predictions),
+  RescaleCFG, CFGZeroStar, CFGNorm, APG, PerturbedAttentionGuidance. A patch has `pre_cfg` (maps the cond / uncond predictions),
   `cfg_function` (replaces the guidance combination) and/or `post_cfg` (maps the guided prediction), the roles of
   ComfyUI's sampler_pre_cfg_function, sampler_cfg_function and sampler_post_cfg_function.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,7 @@ class PerpNegDenoiser(CFGDenoiser):
         for patch in self.patches:
             if getattr(patch, "post_cfg", None) is not None:
                 denoised = patch.post_cfg(x=x, sigma=sigma, denoised=denoised, cond=positive, uncond=negative,
-                                          cfg=self.cfg)
+                                          cfg=self.cfg, denoiser=self)
         return denoised
 
 
@@ -147,7 +148,7 @@ class RescaleCFG:
     pre_cfg = None
     post_cfg = None
 
-    def cfg_function(self, *, x, sigma, cond, uncond, cfg):
+    def cfg_function(self, *, x, sigma, cond, uncond, cfg, **_):
         s = _sigma_view(sigma, x)
         scale = (s * s + 1.0) ** 0.5
         x_vp = x / (s * s + 1.0)
@@ -169,7 +170,7 @@ class CFGZeroStar:
     pre_cfg = None
     cfg_function = None
 
-    def post_cfg(self, *, x, sigma, denoised, cond, uncond, cfg):
+    def post_cfg(self, *, x, sigma, denoised, cond, uncond, cfg, **_):
         eps_c = (x - cond).flatten(1)
         eps_u = (x - uncond).flatten(1)
         alpha = (eps_c * eps_u).sum(1, keepdim=True) / ((eps_u**2).sum(1, keepdim=True) + 1e-8)
@@ -186,7 +187,7 @@ class CFGNorm:
     pre_cfg = None
     cfg_function = None
 
-    def post_cfg(self, *, x, sigma, denoised, cond, uncond, cfg):
+    def post_cfg(self, *, x, sigma, denoised, cond, uncond, cfg, **_):
         scale = (cond.norm(dim=1, keepdim=True) / (denoised.norm(dim=1, keepdim=True) + 1e-8)).clamp(0.0, 1.0)
         return denoised * scale * self.strength
 
@@ -207,7 +208,7 @@ class APG:
     cfg_function = None
     post_cfg = None
 
-    def pre_cfg(self, *, x, sigma, cond, uncond, cfg):
+    def pre_cfg(self, *, x, sigma, cond, uncond, cfg, **_):
         level = float(sigma[0])
         if self.state.get("sigma") is not None and level > self.state["sigma"]:
             self.state.pop("average", None)
@@ -225,3 +226,52 @@ class APG:
         parallel = (guidance * unit).sum(dim=dims, keepdim=True) * unit
         modified = (guidance - parallel) + parallel * self.eta
         return uncond + modified + (cond - uncond) / cfg, uncond
+
+
+@dataclass(frozen=True)
+class PerturbedAttentionGuidance:
+    """Perturbed-Attention Guidance (Ahn et al. 2024): the conditional prediction is computed again with the
+    self-attention of the UNet's middle block replaced by the identity map on its values (output = to_out(to_v(h))),
+    and the guided prediction is pushed away from that degraded one by `scale`. Needs the unconditional half even at
+    cfg 1, as ComfyUI's post-CFG hook asks."""
+
+    scale: float = 3.0
+    needs_uncond = True
+    pre_cfg = None
+    cfg_function = None
+
+    def post_cfg(self, *, x, sigma, denoised, cond, uncond, cfg, denoiser=None, **_):
+        if self.scale == 0:
+            return denoised
+        if denoiser is None:
+            raise ValueError("PerturbedAttentionGuidance needs the denoiser to run the perturbed pass")
+        with perturbed_middle_self_attention(denoiser.unet):
+            perturbed = denoiser.predict_positive(x, sigma)
+        return denoised + (cond - perturbed) * self.scale
+
+
+class IdentitySelfAttention:
+    """A diffusers attention processor whose attention map is the identity: each token keeps its own value."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **_):
+        residual = hidden_states
+        out = attn.to_out[1](attn.to_out[0](attn.to_v(hidden_states)))
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+@contextmanager
+def perturbed_middle_self_attention(unet):
+    """While inside, the self-attention (attn1) of every transformer block in the UNet's middle block is the
+    identity map (ComfyUI's PAG patches ("middle", 0), the middle block's attention)."""
+    layers = [block.attn1 for attention in getattr(unet.mid_block, "attentions", None) or ()
+              for block in attention.transformer_blocks]
+    saved = [layer.processor for layer in layers]
+    for layer in layers:
+        layer.set_processor(IdentitySelfAttention())
+    try:
+        yield
+    finally:
+        for layer, processor in zip(layers, saved):
+            layer.set_processor(processor)

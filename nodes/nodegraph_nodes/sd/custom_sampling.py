@@ -675,6 +675,18 @@ class APG(Node):
         return _patched(model, Patch(eta, norm_threshold, momentum))
 
 
+class PerturbedAttentionGuidance(Node):
+    category = "_for_testing"
+    model = Input("MODEL")
+    scale = Float(3.0, min=0.0, max=100.0, step=0.1, round=0.01)
+    outputs = (Output("MODEL"),)
+
+    def execute(self, model, scale):
+        from ..diffusion.guidance import PerturbedAttentionGuidance as Patch
+
+        return _patched(model, Patch(scale))
+
+
 NODES = [
     RandomNoise, DisableNoise, CFGGuider, BasicGuider, DualCFGGuider, PerpNegGuider,
     SamplerEulerAncestral, SamplerEulerAncestralCFGPP, SamplerLMS, SamplerDPMPP_3M_SDE, SamplerDPMPP_2M_SDE,
@@ -683,4 +695,5 @@ NODES = [
     BetaSamplingScheduler, SDTurboScheduler, AlignYourStepsScheduler,
     SplitSigmas, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, ExtendIntermediateSigmas, ManualSigmas,
     SamplingPercentToSigma, SamplerCustomAdvanced, AddNoise, RescaleCFG, CFGZeroStar, CFGNorm, APG,
+    PerturbedAttentionGuidance,
 ]
