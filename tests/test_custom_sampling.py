@@ -361,3 +361,39 @@ def test_perturbed_attention_guidance_node(runner):
         outs[scale] = _latent(runner.run(prompt), "3")
     torch.testing.assert_close(outs[0.0], base, rtol=1e-5, atol=1e-4)  # scale 0: plain CFG (on x0)
     assert torch.isfinite(outs[3.0]).all() and not torch.allclose(outs[3.0], base)
+
+
+def test_sag_blur_by_hand():
+    """The blur is a normalised 9-tap Gaussian per axis (a constant stays constant; an impulse spreads as the
+    outer product of the taps); the map blurs only where the head-averaged attention a key receives exceeds 1."""
+    constant = torch.full((1, 2, 12, 12), 0.7)
+    torch.testing.assert_close(guidance.gaussian_blur(constant, 9, 2.0), constant)
+    impulse = torch.zeros(1, 1, 12, 12)
+    impulse[0, 0, 6, 6] = 1.0
+    taps = torch.tensor([math.exp(-0.5 * (i / 2.0) ** 2) for i in range(-4, 5)])
+    taps = taps / taps.sum()
+    blurred = guidance.gaussian_blur(impulse, 9, 2.0)
+    torch.testing.assert_close(blurred[0, 0, 2:11, 2:11], taps[:, None] * taps[None, :])
+    # 2 heads, a 4x4 middle grid (16 tokens) for an 8x8 latent: every query attends to key 5 (grid row 1, col 1)
+    scores = torch.zeros(2, 16, 16)
+    scores[:, :, 5] = 1.0
+    x0 = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = guidance.sag_blur_map(x0, scores, 2.0, 1.0)
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[2:4, 2:4] = True  # the key's grid cell, upsampled by 2 (nearest)
+    blurred = guidance.gaussian_blur(x0, 9, 2.0)
+    assert torch.equal(out[..., mask], blurred[..., mask])
+    assert torch.equal(out[..., ~mask], x0[..., ~mask])
+
+
+def test_self_attention_guidance_node(runner):
+    base = _latent(runner.run(txt2img()), "3")
+    outs = {}
+    for scale in (0.0, 0.5):
+        prompt = txt2img()
+        prompt["30"] = {"class_type": "SelfAttentionGuidance", "inputs": {"model": ["4", 0], "scale": scale,
+                                                                          "blur_sigma": 2.0}}
+        prompt["3"]["inputs"]["model"] = ["30", 0]
+        outs[scale] = _latent(runner.run(prompt), "3")
+    torch.testing.assert_close(outs[0.0], base, rtol=1e-5, atol=1e-4)  # scale 0: plain CFG (on x0)
+    assert torch.isfinite(outs[0.5]).all() and not torch.allclose(outs[0.5], base)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,8 @@ class CFGDenoiser:
         tokens = math.lcm(*(c.embeds.shape[1] for c in conditionings))
         self._halves = [self._prepare(c, tokens) for c in conditionings]
         self._positive = next(h for h in self._halves if h.conditioning is positive)
+        # which rows of the batched call are the unconditional half (patches that read the UNet's internals use it)
+        self.uncond_index = next((i for i, h in enumerate(self._halves) if h.conditioning is negative), 0)
         self._hints: dict[tuple[int, int, int, int], torch.Tensor] = {}
         self.unet_calls = 0
         self.controlnet_calls = 0
@@ -110,7 +112,14 @@ class CFGDenoiser:
     def predict_positive(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """The positive conditioning's x0 alone, in a UNet call of its own (for patches that re-run the model under
         a modification, e.g. PerturbedAttentionGuidance)."""
-        halves, self._halves = self._halves, [self._positive]
+        return self._predict_alone(self._positive, x, sigma)
+
+    def predict_negative(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The negative conditioning's x0 alone (SelfAttentionGuidance's pass on the blurred prediction)."""
+        return self._predict_alone(self._halves[self.uncond_index], x, sigma)
+
+    def _predict_alone(self, half: _Half, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        halves, self._halves = self._halves, [half]
         try:
             out = self._model_outputs(x, sigma)
         finally:
@@ -128,16 +137,19 @@ class CFGDenoiser:
         residuals = self._control_residuals(x_in, t, context, added, float(sigma[0]), batch)
 
         self.unet_calls += 1
-        out = self.unet(
-            x_in,
-            t,
-            encoder_hidden_states=context,
-            added_cond_kwargs=added,
-            down_block_additional_residuals=residuals[0] if residuals else None,
-            mid_block_additional_residual=residuals[1] if residuals else None,
-            return_dict=False,
-        )[0].float()
-        return out
+        with ExitStack() as hooks:  # patches that watch or change the UNet during its call (SelfAttentionGuidance)
+            for patch in self.patches:
+                if getattr(patch, "during_unet", None) is not None:
+                    hooks.enter_context(patch.during_unet(self))
+            return self.unet(
+                x_in,
+                t,
+                encoder_hidden_states=context,
+                added_cond_kwargs=added,
+                down_block_additional_residuals=residuals[0] if residuals else None,
+                mid_block_additional_residual=residuals[1] if residuals else None,
+                return_dict=False,
+            )[0].float()
 
     def _guide(self, x: torch.Tensor, sigma: torch.Tensor, predictions: list[torch.Tensor]) -> torch.Tensor:
         """Combine the per-conditioning x0 predictions (in call order) into the guided x0, with the MODEL's CFG

@@ -7,7 +7,7 @@
 * `Guider` (GUIDER): a model and conditionings with a guidance rule: CFGGuider, BasicGuider, DualCFGGuider,
   PerpNegGuider. `make_denoiser` builds the D(x, sigma) the sampler calls.
 * CFG patches, attached to a MODEL handle (`ModelHandle.patches`) and applied by the denoiser on the x0 predictions:
-  RescaleCFG, CFGZeroStar, CFGNorm, APG, PerturbedAttentionGuidance. A patch has `pre_cfg` (maps the cond / uncond predictions),
+  RescaleCFG, CFGZeroStar, CFGNorm, APG, PerturbedAttentionGuidance, SelfAttentionGuidance. A patch has `pre_cfg` (maps the cond / uncond predictions),
   `cfg_function` (replaces the guidance combination) and/or `post_cfg` (maps the guided prediction), the roles of
   ComfyUI's sampler_pre_cfg_function, sampler_cfg_function and sampler_post_cfg_function.
 """
@@ -18,7 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from .conditioning import Conditioning
 from .denoiser import CFGDenoiser, apply_cfg
@@ -275,3 +278,85 @@ def perturbed_middle_self_attention(unet):
     finally:
         for layer, processor in zip(layers, saved):
             layer.set_processor(processor)
+
+
+@dataclass(frozen=True)
+class SelfAttentionGuidance:
+    """Self-Attention Guidance (Hong et al. 2023): the unconditional prediction is blurred where the middle block's
+    self-attention of the unconditional pass concentrates (attention mass above 1 per key), re-noised to the current
+    level, and predicted again; the guided prediction is pushed along (blurred - that prediction) by `scale`."""
+
+    scale: float = 0.5
+    blur_sigma: float = 2.0
+    threshold: float = 1.0
+    needs_uncond = True
+    pre_cfg = None
+    cfg_function = None
+    state: dict = field(default_factory=dict, hash=False, compare=False)  # the last recorded attention scores
+
+    @contextmanager
+    def during_unet(self, denoiser):
+        """Record the unconditional rows' attention probabilities in the middle block's first self-attention."""
+        attentions = getattr(denoiser.unet.mid_block, "attentions", None) or ()
+        halves = len(denoiser._halves)
+        if not attentions or halves < 2:
+            yield
+            return
+        layer = attentions[0].transformer_blocks[0].attn1
+        saved = layer.processor
+        layer.set_processor(_RecordingSelfAttention(self.state, denoiser.uncond_index, halves))
+        try:
+            yield
+        finally:
+            layer.set_processor(saved)
+
+    def post_cfg(self, *, x, sigma, denoised, cond, uncond, cfg, denoiser=None, **_):
+        scores = self.state.get("scores")
+        if scores is None or min(denoised.shape[2:]) <= 4:  # too small for the blur's padding, as in ComfyUI
+            return denoised
+        degraded = sag_blur_map(uncond, scores, self.blur_sigma, self.threshold)
+        again = denoiser.predict_negative(degraded + x - uncond, sigma)
+        return denoised + (degraded - again) * self.scale
+
+
+class _RecordingSelfAttention:
+    """Plain attention with explicit probabilities, keeping those of the unconditional rows."""
+
+    def __init__(self, state: dict, uncond_index: int, halves: int) -> None:
+        self.state, self.uncond_index, self.halves = state, uncond_index, halves
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **_):
+        residual = hidden_states
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(hidden_states))
+        value = attn.head_to_batch_dim(attn.to_v(hidden_states))
+        probs = attn.get_attention_scores(query, key, None)  # [batch * heads, tokens, tokens], batch-major
+        rows = probs.shape[0] // self.halves
+        self.state["scores"] = probs[rows * self.uncond_index : rows * (self.uncond_index + 1)].float()
+        out = attn.batch_to_head_dim(torch.bmm(probs, value))
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def gaussian_blur(image: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur per channel with reflected borders."""
+    half = (kernel_size - 1) * 0.5
+    taps = torch.exp(-0.5 * (torch.linspace(-half, half, kernel_size) / sigma) ** 2)
+    taps = (taps / taps.sum()).to(image.device, image.dtype)
+    kernel = (taps[:, None] * taps[None, :]).expand(image.shape[-3], 1, kernel_size, kernel_size)
+    pad = kernel_size // 2
+    return F.conv2d(F.pad(image, [pad] * 4, mode="reflect"), kernel, groups=image.shape[-3])
+
+
+def sag_blur_map(x0: torch.Tensor, scores: torch.Tensor, sigma: float, threshold: float) -> torch.Tensor:
+    """x0 blurred (9 taps) where the head-averaged attention a key receives exceeds `threshold`, as a mask on the
+    middle block's grid upsampled (nearest) to the latent."""
+    tokens = scores.shape[1]
+    batch, _, height, width = x0.shape
+    mask = scores.reshape(batch, -1, tokens, scores.shape[2]).mean(1).sum(1) > threshold
+    ratio = 2 ** (math.ceil(math.sqrt(height * width / tokens)) - 1).bit_length()
+    mask = mask.reshape(batch, math.ceil(height / ratio), math.ceil(width / ratio)).unsqueeze(1).to(x0.dtype)
+    mask = F.interpolate(mask, (height, width))
+    return gaussian_blur(x0, 9, sigma) * mask + x0 * (1 - mask)

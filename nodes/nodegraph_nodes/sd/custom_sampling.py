@@ -687,6 +687,20 @@ class PerturbedAttentionGuidance(Node):
         return _patched(model, Patch(scale))
 
 
+class SelfAttentionGuidance(Node):
+    display_name = "Self-Attention Guidance"
+    category = "_for_testing"
+    model = Input("MODEL")
+    scale = Float(0.5, min=-2.0, max=5.0, step=0.01)
+    blur_sigma = Float(2.0, min=0.0, max=10.0, step=0.1)
+    outputs = (Output("MODEL"),)
+
+    def execute(self, model, scale, blur_sigma):
+        from ..diffusion.guidance import SelfAttentionGuidance as Patch
+
+        return _patched(model, Patch(scale, blur_sigma))
+
+
 NODES = [
     RandomNoise, DisableNoise, CFGGuider, BasicGuider, DualCFGGuider, PerpNegGuider,
     SamplerEulerAncestral, SamplerEulerAncestralCFGPP, SamplerLMS, SamplerDPMPP_3M_SDE, SamplerDPMPP_2M_SDE,
@@ -695,5 +709,5 @@ NODES = [
     BetaSamplingScheduler, SDTurboScheduler, AlignYourStepsScheduler,
     SplitSigmas, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, ExtendIntermediateSigmas, ManualSigmas,
     SamplingPercentToSigma, SamplerCustomAdvanced, AddNoise, RescaleCFG, CFGZeroStar, CFGNorm, APG,
-    PerturbedAttentionGuidance,
+    PerturbedAttentionGuidance, SelfAttentionGuidance,
 ]
