@@ -395,5 +395,6 @@ def test_self_attention_guidance_node(runner):
                                                                           "blur_sigma": 2.0}}
         prompt["3"]["inputs"]["model"] = ["30", 0]
         outs[scale] = _latent(runner.run(prompt), "3")
-    torch.testing.assert_close(outs[0.0], base, rtol=1e-5, atol=1e-4)  # scale 0: plain CFG (on x0)
-    assert torch.isfinite(outs[0.5]).all() and not torch.allclose(outs[0.5], base)
+    # scale 0: plain CFG, but the recorded attention is computed with an explicit softmax (not the fused kernel)
+    torch.testing.assert_close(outs[0.0], base, rtol=1e-5, atol=1e-3)
+    assert torch.isfinite(outs[0.5]).all() and not torch.allclose(outs[0.5], base, atol=1e-2)
