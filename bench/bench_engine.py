@@ -1,16 +1,22 @@
-"""Engine overhead: validate and execute a 500-node utility workflow, per node.
+"""Engine overhead: validate and execute a 500-node utility workflow, per node; and how it scales to 10,000 nodes.
 
-    python bench/bench_engine.py [--nodes 500] [--repeat 5]
+    python bench/bench_engine.py [--nodes 500] [--repeat 5] [--scaling 1000,10000]
 
 Prints the time to validate, to run cold (every node executes) and warm (everything cached), each per node, and the
 ratio of engine time to the nodes' own work (which for IntMath is a few microseconds, so this is nearly all overhead).
+
+Then the scaling case: a chain of 1,000 and of 10,000 nodes, run by the engine alone and through the real server
+(an in-process aiohttp app with one websocket client reading every message), per node, and the ratio of the
+per-node times (1.0 = linear; a graph whose cost grows with the square of its size shows about 10).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--scaling", default="1000,10000", help="chain sizes for the scaling case (first = base)")
     args = parser.parse_args()
 
     registry = NodeRegistry()
@@ -65,6 +72,71 @@ def main() -> None:
     print(f"execute, all cached: {med(warm_t) * 1e3:8.2f} ms  ({med(warm_t) / n * 1e6:7.1f} us/node)")
     print(f"node work inside the cold run (last run): {node_work * 1e3:.2f} ms")
     print(f"engine overhead per executed node: {(med(cold_t) - node_work) / n * 1e6:.1f} us")
+    scaling([int(x) for x in args.scaling.split(",")])
+
+
+def chain(n: int) -> dict:
+    prompt = {"0": {"class_type": "PrimitiveInt", "inputs": {"value": 1}}}
+    for i in range(1, n - 1):
+        prompt[str(i)] = {"class_type": "IntMath", "inputs": {"a": [str(i - 1), 0], "op": "add", "b": 1}}
+    prompt[str(n - 1)] = {"class_type": "ShowText", "inputs": {"value": [str(n - 2), 0]}}
+    return prompt
+
+
+def engine_chain(registry: NodeRegistry, n: int) -> float:
+    prompt = chain(n)
+    started = time.perf_counter()
+    result = validate_prompt(prompt, registry)
+    executor = Executor()
+    run = asyncio.run(executor.run(result.workflow, "chain"))
+    executor.close()
+    assert run.ok and len(run.executed) == n
+    return time.perf_counter() - started
+
+
+async def _server_chain(n: int, base: Path) -> tuple[float, int]:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from nodegraph.engine import Folders
+    from nodegraph.server import ServerConfig, create_app
+
+    config = ServerConfig(folders=Folders(models_dirs=[base / "models"], input_dir=base / "input",
+                                          output_dir=base / "output", temp_dir=base / "temp"),
+                          data_dir=base / "data")
+    async with TestClient(TestServer(create_app(config))) as client:
+        ws = await client.ws_connect("/ws?clientId=bench")
+        started = time.perf_counter()
+        response = await client.post("/api/prompt", json={"prompt": chain(n), "client_id": "bench"})
+        assert response.status == 200, await response.text()
+        received = 0
+        while True:
+            message = await ws.receive()
+            received += len(message.data)
+            data = json.loads(message.data)
+            if data["type"] == "executing" and data["data"]["node"] is None:
+                break
+        elapsed = time.perf_counter() - started
+        await ws.close()
+    return elapsed, received
+
+
+def server_chain(n: int) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as folder:
+        return asyncio.run(_server_chain(n, Path(folder)))
+
+
+def scaling(sizes: list[int]) -> None:
+    registry = NodeRegistry()
+    registry.register_pack("nodegraph_nodes.utility")
+    print(f"\nscaling: a chain of Int Math nodes, {' and '.join(f'{n:,}' for n in sizes)} nodes")
+    engine = {n: engine_chain(registry, n) for n in sizes}
+    server = {n: server_chain(n) for n in sizes}
+    for n in sizes:
+        print(f"  {n:>6,} nodes: engine {engine[n] / n * 1e6:7.1f} us/node; server {server[n][0] / n * 1e6:7.1f} "
+              f"us/node, {server[n][1] / n:6.0f} websocket bytes/node")
+    small, large = sizes[0], sizes[-1]
+    print(f"  per-node ratio {large:,} / {small:,}: engine {engine[large] / large / (engine[small] / small):.2f}, "
+          f"server {server[large][0] / large / (server[small][0] / small):.2f} (1.0 = linear)")
 
 
 if __name__ == "__main__":

@@ -261,6 +261,13 @@ def _add_serve_parser(sub: Any) -> None:
     ray.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="where prompts run: local (this process, one at a time; default) or ray (a pool of Ray "
                      "workers, one device each; pip install 'nodegraph[ray]')")
+    ray.add_argument("--concurrency", type=_concurrency, default=1, metavar="N|auto",
+                     help="run up to N prompts at once on one device and one model cache (with --executor ray: on "
+                     "each worker), their UNet calls batched into shared forwards (default: 1, one at a time; auto: "
+                     f"{AUTO_CONCURRENCY['cpu']} on a CPU, {AUTO_CONCURRENCY['cuda']} on a GPU)")
+    ray.add_argument("--max-batch", type=int, default=16, metavar="ROWS",
+                     help="with --concurrency: most rows (samples, counting CFG's two halves) one shared UNet forward "
+                     "holds (default: 16)")
     ray.add_argument("--ray-address", metavar="ADDR",
                      help="the Ray cluster to join: auto (one started with `ray start` on this machine) or "
                      "ray://host:10001; default: start a local Ray instance")
@@ -273,6 +280,32 @@ def _add_serve_parser(sub: Any) -> None:
                      help="Ray workers write outputs under DIR and send the files to the server (default: workers "
                      "on this machine write into --output-dir, workers on other nodes into a temporary folder)")
     _add_folder_args(serve)
+
+
+# `--concurrency auto`, per device kind: from bench/bench_concurrency.py (README "Serving many users at once").
+AUTO_CONCURRENCY = {"cpu": 4, "cuda": 8}
+
+
+def _concurrency(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"between 1 and 256 prompts at once, got {value}")
+    return value
+
+
+def _auto_concurrency(device: str) -> int:
+    """`--concurrency auto` on the device `--device` picks (no torch import when the answer does not need it)."""
+    if device == "cpu":
+        return AUTO_CONCURRENCY["cpu"]
+    import torch
+
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return AUTO_CONCURRENCY["cuda" if cuda else "cpu"]
 
 
 def _workers(text: str) -> int | None:
@@ -672,6 +705,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail("--executor ray needs Ray: pip install 'nodegraph[ray]'", EXIT_INVALID)
     if args.worker_cpus <= 0:
         return _fail(f"--worker-cpus must be above 0, got {args.worker_cpus}", EXIT_INVALID)
+    if not 1 <= args.max_batch <= 4096:
+        return _fail(f"--max-batch must be between 1 and 4096, got {args.max_batch}", EXIT_INVALID)
+    concurrency = _auto_concurrency(args.device) if args.concurrency == "auto" else args.concurrency
     web_root = args.web_root
     if args.frontend != "nodegraph":
         if web_root is not None:
@@ -680,8 +716,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             web_root = frontend_root(args.frontend)
         except FrontendMissing as exc:
             return _fail(f"--frontend {args.frontend}: {exc}", EXIT_INVALID)
+    folders = make_folders(args)
+    if concurrency > 1:
+        folders.settings["max_batch"] = args.max_batch  # read by the model cache (diffusion/model_cache.py)
     config = ServerConfig(
-        folders=make_folders(args),
+        folders=folders,
         data_dir=args.data_dir,
         host=host,
         port=args.port,
@@ -698,6 +737,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         preview_size=args.preview_size,
         web_root=web_root,
         executor=args.executor,
+        concurrency=concurrency,
+        max_batch=args.max_batch,
         ray_address=args.ray_address,
         workers=args.workers,
         worker_cpus=args.worker_cpus,

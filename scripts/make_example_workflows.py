@@ -159,6 +159,41 @@ def controlnet_mixed() -> dict:
     return prompt
 
 
+AREA_PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow square"]
+
+
+def area_composition() -> dict:
+    """Four prompts in the four 64 px quadrants of a 128 px canvas (ComfyUI's area composition): each area is
+    denoised at the demo model's own 64 px size and the areas blend at their seams. The negative prompt is given
+    the same four areas, so classifier-free guidance also works at 64 px (the demo model never saw 128 px)."""
+    prompt = {
+        "4": node("CheckpointLoaderSimple", "Load Checkpoint", ckpt_name=SD1),
+        "7": node("CLIPTextEncode", "Negative Prompt", text="", clip=["4", 1]),
+        "5": node("EmptyLatentImage", "Empty Latent Image", width=128, height=128, batch_size=1),
+    }
+    corners = ["Top Left", "Top Right", "Bottom Left", "Bottom Right"]
+    positive = negative = None
+    for i, (text, corner) in enumerate(zip(AREA_PROMPTS, corners)):
+        x, y = (i % 2) * 64, (i // 2) * 64
+        prompt[f"1{i}"] = node("CLIPTextEncode", f"Prompt {corner}", text=text, clip=["4", 1])
+        prompt[f"2{i}"] = node("ConditioningSetArea", f"Area {corner}", conditioning=[f"1{i}", 0], width=64,
+                               height=64, x=x, y=y, strength=1.0)
+        prompt[f"4{i}"] = node("ConditioningSetArea", f"Negative Area {corner}", conditioning=["7", 0], width=64,
+                               height=64, x=x, y=y, strength=1.0)
+        if i == 0:
+            positive, negative = ["20", 0], ["40", 0]
+        else:
+            prompt[f"3{i}"] = node("ConditioningCombine", "Combine", conditioning_1=positive,
+                                   conditioning_2=[f"2{i}", 0])
+            prompt[f"5{i}"] = node("ConditioningCombine", "Combine Negative", conditioning_1=negative,
+                                   conditioning_2=[f"4{i}", 0])
+            positive, negative = [f"3{i}", 0], [f"5{i}", 0]
+    prompt["3"] = sampler(1, ["4", 0], positive, negative, ["5", 0])
+    prompt["8"] = node("VAEDecode", "VAE Decode", samples=["3", 0], vae=["4", 2])
+    prompt["9"] = node("SaveImage", "Save Image", filename_prefix="area_composition", images=["8", 0])
+    return prompt
+
+
 EXAMPLES = {
     "txt2img": txt2img,
     "img2img": img2img,
@@ -167,6 +202,7 @@ EXAMPLES = {
     "sdxl_refiner_advanced": sdxl_refiner_advanced,
     "controlnet_canny": controlnet_canny,
     "controlnet_mixed": controlnet_mixed,
+    "area_composition": area_composition,
 }
 
 # Each example as rows of columns of node ids, read left to right, top to bottom.
@@ -178,6 +214,8 @@ LAYOUTS = {
     "sdxl_refiner_advanced": [[["4", "12", "5", "8"], ["6", "7"], ["15", "16", "9"], ["10", "11"]]],
     "controlnet_canny": [[["4", "5"], ["6", "7"], ["3"], ["8", "9"]], [["10"], ["13", "12"], ["14"]]],
     "controlnet_mixed": [[["4", "5"], ["6", "7"], ["3"], ["8", "9"]], [["10"], ["13", "12"], ["14"], ["15"]]],
+    "area_composition": [[["4", "5", "7"], ["10", "11", "12", "13"], ["20", "21", "22", "23"], ["31", "32", "33"],
+                          ["3", "8", "9"]], [["40", "41", "42", "43"], ["51", "52", "53"]]],
 }
 GAP = 40.0
 TITLE = 30.0  # the title bar sits above a node's `pos`; `size` is its body

@@ -60,3 +60,15 @@ class Runner:
         assert result.ok, result.node_errors or result.error
         on_event = (lambda e, d: events.append((e, d))) if events is not None else None
         return asyncio.run(self.executor.run(result.workflow, "test", extra_data=extra_data, on_event=on_event))
+
+
+def diffusers_pipeline(cls, models_root: Path, checkpoint: str, **kwargs: Any):
+    """A diffusers pipeline read by diffusers' own loader from one of make_tiny_models' single files, with the
+    diffusers folder of the same name (written from the in-memory models, not by nodegraph's loader) as its config:
+    a parity reference that a nodegraph loader bug cannot leak into."""
+    checkpoints = Path(models_root) / "checkpoints"
+    name = checkpoint.removesuffix(".safetensors")
+    pipe = cls.from_single_file(str(checkpoints / f"{name}.safetensors"), config=str(checkpoints / name),
+                                local_files_only=True, **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -4,24 +4,30 @@ strength and start/end window semantics, the old ControlNetApply, chaining, hint
 Parity settings (see test_ksampler_parity.py): dpmpp_2m with the "simple" scheduler visits the timesteps of
 diffusers' DPMSolverMultistepScheduler with "trailing" spacing (999, 899, ..., 99); diffusers' DPM-Solver starts
 from the variance-preserving latent, so it gets our seeded start divided by sqrt(1 + sigma0^2). Prompt embeddings
-are the CLIPTextEncode nodes' outputs. The tiny ControlNet's output layers are non-zero, so its hint matters.
+are the CLIPTextEncode nodes' outputs. The tiny ControlNet's output layers are non-zero, so its hint matters. The
+reference pipeline and ControlNet are read from the same files by diffusers' own `from_single_file`.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from diffusers import DPMSolverMultistepScheduler, StableDiffusionControlNetPipeline
+from diffusers import (
+    ControlNetModel,
+    DPMSolverMultistepScheduler,
+    StableDiffusionControlNetPipeline,
+    StableDiffusionPipeline,
+)
 from PIL import Image, ImageDraw
 
 from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.conditioning import ControlSpec
 from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
-from nodegraph_nodes.diffusion.loader import load_checkpoint, load_controlnet, make_tiny_models
+from nodegraph_nodes.diffusion.loader import load_checkpoint, make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from nodegraph_nodes.sd.controlnet import canny_edges
-from sd_fixtures import Runner, make_folders
+from sd_fixtures import Runner, diffusers_pipeline, make_folders
 
 SEED, STEPS, CFG = 42, 10, 7.5
 ATOL = 1e-4
@@ -109,15 +115,19 @@ def plain(runner):
 
 def test_controlnet_txt2img_matches_diffusers_controlnet_pipeline(runner, models_root, plain):
     run = run_ok(runner, txt2img({"strength": 0.8}))
-    sd1 = load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors")
-    controlnet = load_controlnet(models_root / "controlnet" / CONTROLNET)
-    pipe = StableDiffusionControlNetPipeline(
-        vae=sd1.vae, text_encoder=sd1.text_encoders[0], tokenizer=sd1.tokenizers[0], unet=sd1.unet,
-        controlnet=controlnet, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        scheduler=DPMSolverMultistepScheduler.from_config(sd1.scheduler_config, timestep_spacing="trailing"),
+    # the reference reads both files with diffusers' own single-file loader, not ours
+    controlnet = ControlNetModel.from_single_file(
+        str(models_root / "controlnet" / CONTROLNET), config=str(models_root / "controlnet" / "tiny_controlnet_sd1"),
+        local_files_only=True,
     )
+    sd1 = diffusers_pipeline(StableDiffusionPipeline, models_root, "tiny_sd1", safety_checker=None,
+                             requires_safety_checker=False)
+    pipe = StableDiffusionControlNetPipeline(
+        **{k: v for k, v in sd1.components.items() if k != "image_encoder"}, controlnet=controlnet,
+    )
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(sd1.scheduler.config, timestep_spacing="trailing")
     pipe.set_progress_bar_config(disable=True)
-    sampling = DiscreteModelSampling.from_config(sd1.scheduler_config)
+    sampling = DiscreteModelSampling.from_config(dict(sd1.scheduler.config))
     sigmas = ksampler_sigmas(sampling, "simple", "dpmpp_2m", STEPS)
     pipe.scheduler.set_timesteps(STEPS)
     assert pipe.scheduler.timesteps.float().tolist() == sampling.timestep(sigmas[:-1]).tolist()
@@ -131,7 +141,7 @@ def test_controlnet_txt2img_matches_diffusers_controlnet_pipeline(runner, models
         image=hint.movedim(-1, 1), controlnet_conditioning_scale=0.8, num_inference_steps=STEPS, guidance_scale=CFG,
         output_type="latent", height=64, width=64, latents=start,
     ).images
-    scale = sd1.vae.config.scaling_factor
+    scale = pipe.vae.config.scaling_factor
     assert (latent(run) * scale - theirs).abs().max() <= ATOL
     assert (latent(run) - plain).abs().max() > 0.1  # the ControlNet steered the image
 

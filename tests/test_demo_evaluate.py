@@ -73,3 +73,19 @@ def test_evaluation_runs_every_example_and_fills_the_table(n, tmp_path):
     grid = tmp_path / "grid.png"
     evaluate.draw_grid(examples, grid, columns=n)
     assert Image.open(grid).size[1] == 30 + 7 * 128  # six settings and the Canny hints
+
+
+def test_sd1_row_runs_the_txt2img_example_as_shipped():
+    """Only the prompt and the seed differ from workflows/txt2img.json: the cfg is the example's, not a default."""
+    shipped = json.loads((project_dir("workflows") / "txt2img.json").read_text(encoding="utf-8"))
+    evaluated = evaluate.sd1_txt2img("a blue square", 123)
+    for nid, node in shipped.items():
+        for key, value in node["inputs"].items():
+            if key == "seed":
+                assert evaluated[nid]["inputs"][key] == 123
+            elif key == "text" and value:
+                assert evaluated[nid]["inputs"][key] == "a blue square"
+            else:
+                assert evaluated[nid]["inputs"][key] == value, (nid, key)
+    cfg = next(n["inputs"]["cfg"] for n in shipped.values() if n["class_type"] == "KSampler")
+    assert evaluate.example_cfg("txt2img") == cfg

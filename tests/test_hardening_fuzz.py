@@ -36,10 +36,13 @@ FULL_CASES = int(os.environ.get("NODEGRAPH_FUZZ_CASES", "10000"))
 NODE_TYPES = ["PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveBoolean", "IntMath", "FloatMath",
               "IntToFloat", "FloatToInt", "StringFormat", "StringConcat", "ToString", "ShowText", "Sleep",
               "LoadImage", "SaveImage", "PreviewImage", "ImageScale", "EmptyLatentImage", "KSampler",
-              "CheckpointLoaderSimple", "VAEDecode", "CLIPTextEncode", "Nope", ""]
+              "CheckpointLoaderSimple", "VAEDecode", "CLIPTextEncode", "RegexMatch", "RegexReplace", "RegexExtract",
+              "EmptyImage", "RepeatImageBatch", "ImageScaleBy", "PreviewAny", "StringConcatenate", "StringReplace",
+              "StringSubstring", "LoadLatent", "SaveLatent", "ImageStitch", "Nope", ""]
 INPUTS = ["value", "a", "b", "op", "seconds", "template", "image", "images", "width", "height", "batch_size",
           "first", "second", "separator", "filename_prefix", "mode", "text", "ckpt_name", "seed", "steps",
-          "upscale_method", "crop", "samples", "vae", "clip"]
+          "upscale_method", "crop", "samples", "vae", "clip", "string", "regex_pattern", "replace", "amount",
+          "scale_by", "color", "source", "string_a", "string_b", "find", "start", "end", "latent"]
 NASTY_TEXT = ["", "x", "../../etc/passwd", "/etc/passwd", "a\nb", "\x00", "\x07bell", "bomb12k.png", "bomb30k.png",
               "frames.gif", "small.png", "n" * 300, "{a}{b}{c}", "{0}", "{a.__class__}", "{a:>99999999}", "{a:{b}}",
               "power", "multiply", "ünï©ødé", "\ud800"[:0] + "💥", "x" * 5000, "x [output]", "a/b/c", "\\\\server"]

@@ -137,14 +137,20 @@ def _serve_test_pack(base: Path) -> tuple[subprocess.Popen, str]:
 
 
 def test_sigterm_ends_a_server_stuck_in_a_node_within_seconds(tmp_path):
+    import websocket
+
     proc, url = _serve_test_pack(tmp_path)
     try:
+        ws = websocket.create_connection(url.replace("http://", "ws://") + "/ws?clientId=watcher", timeout=120)
         status, body, _ = http("POST", f"{url}/api/prompt", {"prompt": {"1": {"class_type": "Spin",
-                                                                             "inputs": {"seconds": 300.0}}}})
+                                                                             "inputs": {"seconds": 300.0}}},
+                                                            "client_id": "watcher"})
         assert status == 200
         prompt_id = json.loads(body)["prompt_id"]
-        while not json.loads(http("GET", f"{url}/api/queue")[1])["queue_running"]:
-            time.sleep(0.02)
+        while True:  # until Spin (300 s, never checks for interrupts) has started
+            message = json.loads(ws.recv())
+            if message["type"] == "executing" and message["data"].get("node") == "1":
+                break
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
@@ -170,7 +176,9 @@ async def test_stop_records_a_stuck_prompt_and_leaves_no_thread_holding_the_proc
     await c.start_server()
     status, body = await post(c, {"1": {"class_type": "Spin", "inputs": {"seconds": 30.0}}})
     assert status == 200
-    while not (await (await c.get("/api/queue")).json())["queue_running"]:
+    from nodegraph.server.state import STATE
+
+    while app[STATE].worker.current_nodes.get(body["prompt_id"]) != "1":  # Spin has started
         await asyncio.sleep(0.01)
     started = time.monotonic()
     await c.close()  # the app's shutdown: what SIGTERM triggers in `nodegraph serve`
@@ -410,3 +418,77 @@ async def test_links_out_of_a_models_or_input_folder_are_not_listed(client, tmp_
     from nodegraph.engine import Folders
 
     assert Folders(models_dirs=[models2]).list_models("checkpoints") == ["inside.safetensors"]
+
+
+async def test_upscaling_past_the_pixel_budget_is_refused_naming_the_node(client, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "input").mkdir(exist_ok=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "input" / "small.png")
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "small.png"}},
+              "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "nearest-exact",
+                                                           "width": 16384, "height": 16384, "crop": "disabled"}},
+              "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    status, body = await post(client, prompt)
+    error = error_of(await wait_done(client, body["prompt_id"]))
+    assert error["node_id"] == "2" and "16384x16384" in error["exception_message"]
+
+
+async def test_linked_text_is_checked_against_a_fixed_list_of_choices(client):
+    prompt = {"1": {"class_type": "PrimitiveString", "inputs": {"value": "xor"}},
+              "2": {"class_type": "IntMath", "inputs": {"a": 1, "op": ["1", 0], "b": 2}},
+              "3": {"class_type": "ShowText", "inputs": {"value": ["2", 0]}}}
+    status, body = await post(client, prompt)
+    assert status == 200, body
+    error = error_of(await wait_done(client, body["prompt_id"]))
+    assert error["node_id"] == "2"
+    assert error["exception_message"] == ("input 'op' received 'xor' from node 1 (output 0), which is not one of its "
+                                          "choices")
+
+
+async def test_a_catastrophic_regex_neither_freezes_the_server_nor_runs_forever(client):
+    """`(a|aa)+$` on 40 a's and a b backtracks for hours in Python's `re`, holding the GIL the whole time."""
+    prompt = {"1": {"class_type": "RegexMatch", "inputs": {"string": "a" * 40 + "b", "regex_pattern": "(a|aa)+$",
+                                                           "case_insensitive": False, "multiline": False,
+                                                           "dotall": False}},
+              "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    status, body = await post(client, prompt)
+    assert status == 200, body
+    while not (await (await client.get("/api/queue")).json())["queue_running"]:
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    assert (await client.get("/api/system_stats")).status == 200
+    answered = time.monotonic() - started
+    error = error_of(await wait_done(client, body["prompt_id"]))
+    print(f"\n/system_stats answered in {answered:.3f} s while the regex ran")
+    assert answered < 10
+    assert error["node_id"] == "1" and "took more than 5 s" in error["exception_message"]
+
+
+async def test_image_nodes_that_allocate_keep_to_the_pixel_budget(client):
+    for node in ({"class_type": "EmptyImage", "inputs": {"width": 16384, "height": 16384, "batch_size": 1,
+                                                          "color": 0}},
+                 {"class_type": "EmptyImage", "inputs": {"width": 1024, "height": 1024, "batch_size": 4096,
+                                                          "color": 0}}):
+        prompt = {"1": node, "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+        status, body = await post(client, prompt)
+        assert status == 200, body
+        error = error_of(await wait_done(client, body["prompt_id"]))
+        assert error["node_id"] == "1" and "67,108,864 pixels" in error["exception_message"]
+
+
+async def test_absurd_counts_and_offsets_are_400_not_a_broken_stream(client):
+    for query in ("offset=" + "9" * 30, "max_items=" + "9" * 30, "offset=" + "9" * 5000):
+        response = await client.get(f"/api/history?{query}")
+        assert response.status == 400 and "error" in await response.json()
+    assert (await client.get("/api/jobs?limit=" + "9" * 30)).status == 400
+    assert (await client.get(f"/api/history?offset={2**53}")).status == 200
+
+
+async def test_a_huge_prompt_body_is_refused_before_it_is_parsed(tmp_path):
+    async with TestClient(TestServer(create_app(make_config(tmp_path, max_prompt_size_mb=1.0)))) as c:
+        body = json.dumps({"prompt": {"1": {"class_type": "PrimitiveString", "inputs": {"value": "q" * (5 << 20)}}}})
+        response = await c.post("/api/prompt", data=body, headers={"Content-Type": "application/json"})
+        answer = await response.json()
+        assert response.status == 413 and answer["error"]["message"] == "Prompt too large"
+        assert "request body is" in answer["error"]["details"]

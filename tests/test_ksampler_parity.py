@@ -6,10 +6,14 @@ alphas_cumprod (the same table `from_config` takes from diffusers, passed explic
 from the pipeline's encode_prompt.
 
 Start states: diffusers' DPM-Solver / DDIM / DDPM start from the variance-preserving x_T, so they get
-latents = x / sqrt(1 + sigma0^2) for our VE starting point x. Euler starts from latents * init_noise_sigma; that
-product rounds x by an ulp, and the untrained UNet at cfg 7.5 amplifies a 1-ulp input change ~30x, so the Euler
-cases run ours from exactly the pipeline's starting tensor (add_noise=False) and check the seed -> start mapping
-separately.
+latents = x / sqrt(1 + sigma0^2) for our VE starting point x.
+
+Euler is where the two conventions really differ. From a seed, diffusers' Euler pipeline with "linspace" or
+"trailing" spacing starts at noise * init_noise_sigma = noise * sigma_max, while ComfyUI (and nodegraph, which
+follows it) start a full denoise at noise * sqrt(1 + sigma_max^2): 0.23% apart at SD1's sigma_max of 14.61, a
+different starting latent, not a rounding. So the Euler cases check our start against ComfyUI's formula written
+out, measure how far diffusers' own start is from it, and then compare the steps from one common start tensor (the
+pipeline's `latents * init_noise_sigma`, handed to ours with add_noise=False).
 """
 from __future__ import annotations
 
@@ -96,14 +100,22 @@ def test_txt2img_euler_matches_stable_diffusion_pipeline(sd1, sampler, scheduler
     pipe.scheduler.set_timesteps(STEPS)
     torch.testing.assert_close(pipe.scheduler.sigmas, sigmas, rtol=1e-6, atol=0)
 
-    # The seed gives the pipeline's txt2img start: noise * sqrt(1 + sigma_max^2) ...
-    init = pipe.scheduler.init_noise_sigma
-    our_start = ms.noise_scaling(float(sigmas[0]), prepare_noise(LATENT, SEED), LATENT)
-    latents = our_start / init
-    pipeline_start = latents * init
-    torch.testing.assert_close(pipeline_start, our_start, rtol=0, atol=1e-5)
-    # ... and from that very tensor both walk the same path.
-    ours = ksample(pipe.unet, ms, positive, negative, pipeline_start, seed=SEED, steps=STEPS, cfg=CFG,
+    # The start, ComfyUI's formula written out: a full denoise scales the seed's noise by sqrt(1 + sigma_max^2),
+    # with sigma_max = sqrt((1 - alphabar_T) / alphabar_T) from the scheduler's own table.
+    alphabar = float(pipe.scheduler.alphas_cumprod[-1])
+    sigma_max = ((1 - alphabar) / alphabar) ** 0.5
+    noise = prepare_noise(LATENT, SEED)
+    our_start = ms.noise_scaling(float(sigmas[0]), noise, LATENT)
+    torch.testing.assert_close(our_start, noise * (1 + sigma_max**2) ** 0.5, rtol=1e-6, atol=0)
+    # diffusers' Euler (linspace / trailing) starts at sigma_max instead: 0.23% smaller.
+    init = float(pipe.scheduler.init_noise_sigma)
+    assert init == pytest.approx(sigma_max, rel=1e-6)
+    assert 1 - init / (1 + sigma_max**2) ** 0.5 == pytest.approx(0.00234, abs=1e-4)
+
+    # From one start tensor, both walk the same path.
+    latents = noise * (1 + sigma_max**2) ** 0.5 / init  # what the pipeline multiplies by init_noise_sigma
+    common_start = latents * init  # the pipeline's own product, bit for bit
+    ours = ksample(pipe.unet, ms, positive, negative, common_start, seed=SEED, steps=STEPS, cfg=CFG,
                    sampler_name=sampler, scheduler=scheduler, add_noise=False)
     theirs = _run_pipeline(pipe, positive, negative, latents)
     assert (ours - theirs).abs().max() <= ATOL

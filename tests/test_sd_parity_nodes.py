@@ -1,7 +1,8 @@
 """End to end through our nodes: a ComfyUI txt2img workflow equals StableDiffusionPipeline on the same tiny model.
 
 Library-level parity (every sampler, img2img, KSamplerAdvanced splits, ControlNet) is in test_ksampler_parity.py;
-this test checks the glue on top: checkpoint loading, text encoding, latent scaling, seeds and the node layer.
+this test checks the glue on top: checkpoint loading, text encoding, latent scaling, seeds and the node layer. The
+reference pipeline is diffusers' `from_single_file` on the same checkpoint file.
 """
 import pytest
 import torch
@@ -9,10 +10,10 @@ from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
-from nodegraph_nodes.diffusion.loader import load_checkpoint, make_tiny_models
+from nodegraph_nodes.diffusion.loader import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
-from sd_fixtures import Runner, make_folders, txt2img
+from sd_fixtures import Runner, diffusers_pipeline, make_folders, txt2img
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +33,12 @@ def test_txt2img_workflow_equals_stable_diffusion_pipeline(models_root, tmp_path
                         "3.scheduler": "simple", "6.text": "a red square", "7.text": "blurry"})
     ours = runner.run(prompt).values["3"][0]["samples"]
 
-    components = load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors")
-    scheduler = DPMSolverMultistepScheduler.from_config(components.scheduler_config, timestep_spacing="trailing")
-    pipe = StableDiffusionPipeline(
-        vae=components.vae, text_encoder=components.text_encoders[0], tokenizer=components.tokenizers[0],
-        unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    # diffusers reads the same file itself (not through our loader), so a loader bug fails this test
+    pipe = diffusers_pipeline(StableDiffusionPipeline, models_root, "tiny_sd1", safety_checker=None,
+                              requires_safety_checker=False)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
     # Same starting point: our seeded CPU noise at sigma_max, in the pipeline's variance-preserving form.
-    ms = DiscreteModelSampling.from_config(components.scheduler_config)
+    ms = DiscreteModelSampling.from_config(dict(pipe.scheduler.config))
     sigma0 = float(ksampler_sigmas(ms, "simple", "dpmpp_2m", steps)[0])
     noise = prepare_noise(torch.zeros(1, 4, 8, 8), seed)
     start = ms.noise_scaling(sigma0, noise, torch.zeros_like(noise)) / (1 + sigma0**2) ** 0.5

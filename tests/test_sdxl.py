@@ -3,10 +3,11 @@ node against ComfyUI's two-KSamplerAdvanced recipe (bit-equal) and against diffu
 
 Parity settings: Euler with the "normal" scheduler walks timesteps linspace(999, 0, steps), which is diffusers'
 EulerDiscreteScheduler with timestep_spacing="linspace"; with 10 steps these are integers (999, 888, ..., 0), so both
-projects feed the UNet the same timesteps. The starting point comes from the seed on our side; diffusers gets
-latents = start / init_noise_sigma and multiplies back, which rounds the start by an ulp (see
-test_ksampler_parity.py): the tolerance covers that, and the refiner stage continues the latent exactly as the
-base left it (diffusers' img2img with denoising_start adds no noise).
+projects feed the UNet the same timesteps. diffusers' Euler would start from noise * sigma_max where ComfyUI starts
+from noise * sqrt(1 + sigma_max^2) (see test_ksampler_parity.py), so diffusers is handed our start: latents =
+start / init_noise_sigma, which it multiplies back (rounding by an ulp; the tolerance covers that). The refiner stage
+continues the latent exactly as the base left it (diffusers' img2img with denoising_start adds no noise). The
+reference pipelines are read from the same checkpoint files by diffusers' own `from_single_file`.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from nodegraph_nodes.diffusion.handles import ModelHandle
 from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.loader import load_checkpoint, make_tiny_models
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
-from sd_fixtures import Runner, make_folders
+from sd_fixtures import Runner, diffusers_pipeline, make_folders
 
 SEED, STEPS, CFG, SWITCH = 42, 10, 5.0, 8
 SIZE = 64
@@ -112,12 +113,7 @@ def test_clip_text_encode_sdxl_sets_size_conditioning_and_a_prompt_per_encoder(r
 
 
 def test_plain_clip_text_encode_on_sdxl_matches_diffusers_and_defaults_to_the_latent_size(runner, models_root):
-    components = load_checkpoint(models_root / "checkpoints" / BASE)
-    pipe = StableDiffusionXLPipeline(
-        vae=components.vae, text_encoder=components.text_encoders[0], text_encoder_2=components.text_encoders[1],
-        tokenizer=components.tokenizers[0], tokenizer_2=components.tokenizers[1], unet=components.unet,
-        scheduler=EulerDiscreteScheduler.from_config(components.scheduler_config),
-    )
+    pipe = diffusers_pipeline(StableDiffusionXLPipeline, models_root, BASE)  # diffusers' own loader
     embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
         "a red square", device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True,
         negative_prompt="blurry",
@@ -219,23 +215,14 @@ def test_base_and_refiner_match_diffusers_sdxl_pipelines(runner, models_root):
     """StableDiffusionXLPipeline(denoising_end=0.8) + StableDiffusionXLImg2ImgPipeline(denoising_start=0.8) against
     KSamplerAdvanced + SDXLRefiner(fraction 0.8), all on the same tiny checkpoint files."""
     run = run_ok(runner, base_and_refiner(switch_at=0.8, switch_unit="fraction"))
-    base = load_checkpoint(models_root / "checkpoints" / BASE)
-    refiner = load_checkpoint(models_root / "checkpoints" / REFINER)
-    scale = base.vae.config.scaling_factor
-    pipe = StableDiffusionXLPipeline(
-        vae=base.vae, text_encoder=base.text_encoders[0], text_encoder_2=base.text_encoders[1],
-        tokenizer=base.tokenizers[0], tokenizer_2=base.tokenizers[1], unet=base.unet,
-        scheduler=EulerDiscreteScheduler.from_config(base.scheduler_config, timestep_spacing="linspace"),
-    )
-    refine = StableDiffusionXLImg2ImgPipeline(
-        vae=refiner.vae, text_encoder=None, text_encoder_2=refiner.text_encoders[0], tokenizer=None,
-        tokenizer_2=refiner.tokenizers[0], unet=refiner.unet, requires_aesthetics_score=True,
-        scheduler=EulerDiscreteScheduler.from_config(refiner.scheduler_config, timestep_spacing="linspace"),
-    )
+    # both pipelines read the same files with diffusers' own single-file loader, not ours
+    pipe = diffusers_pipeline(StableDiffusionXLPipeline, models_root, BASE)
+    refine = diffusers_pipeline(StableDiffusionXLImg2ImgPipeline, models_root, REFINER, requires_aesthetics_score=True)
     for p in (pipe, refine):
-        p.set_progress_bar_config(disable=True)
+        p.scheduler = EulerDiscreteScheduler.from_config(p.scheduler.config, timestep_spacing="linspace")
+    scale = pipe.vae.config.scaling_factor
 
-    sampling = DiscreteModelSampling.from_config(base.scheduler_config)
+    sampling = DiscreteModelSampling.from_config(dict(pipe.scheduler.config))
     sigmas = ksampler_sigmas(sampling, "normal", "euler", STEPS)
     pipe.scheduler.set_timesteps(STEPS)
     assert pipe.scheduler.timesteps.tolist() == sampling.timestep(sigmas[:-1]).tolist()  # 999, 888, ..., 0

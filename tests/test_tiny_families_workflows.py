@@ -28,7 +28,7 @@ from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.loader import make_tiny_models
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from nodegraph_nodes.diffusion.tiny import tiny_controlnet, tiny_sdxl
-from sd_fixtures import Runner, make_folders
+from sd_fixtures import Runner, diffusers_pipeline, make_folders
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 ATOL = 1e-4
@@ -71,15 +71,6 @@ def run_ok(runner, prompt):
     return run
 
 
-def from_single_file(cls, models_root: Path, name: str, **kwargs):
-    """A diffusers pipeline read by diffusers from our single file, with the config folder beside it."""
-    checkpoints = models_root / "checkpoints"
-    pipe = cls.from_single_file(str(checkpoints / f"{name}.safetensors"), config=str(checkpoints / name),
-                                local_files_only=True, **kwargs)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def test_sd2_v_prediction_txt2img_equals_diffusers(runner, models_root):
     """txt2img.json on tiny_sd2 (v-prediction) against StableDiffusionPipeline.from_single_file, prompt text and
     all. dpmpp_2m + simple visits diffusers' "trailing" timesteps when steps divide 1000; DPM-Solver starts from the
@@ -94,7 +85,7 @@ def test_sd2_v_prediction_txt2img_equals_diffusers(runner, models_root):
     ours = run.values[node_id(prompt, "KSampler")][0]["samples"]
     assert run.values[node_id(prompt, "Load Checkpoint")][0].family == "sd2"
 
-    pipe = from_single_file(StableDiffusionPipeline, models_root, "tiny_sd2", safety_checker=None,
+    pipe = diffusers_pipeline(StableDiffusionPipeline, models_root, "tiny_sd2", safety_checker=None,
                             requires_safety_checker=False)
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
@@ -151,7 +142,7 @@ def test_sdxl_controlnet_file_runs_controlnet_canny_and_equals_diffusers(runner,
     off[node_id(prompt, "Apply ControlNet")]["inputs"]["strength"] = 0.0
     plain = run_ok(runner, off).values[node_id(prompt, "KSampler")][0]["samples"]
 
-    pipe = from_single_file(StableDiffusionXLControlNetPipeline, models_root, "tiny_sdxl",
+    pipe = diffusers_pipeline(StableDiffusionXLControlNetPipeline, models_root, "tiny_sdxl",
                             controlnet=tiny_controlnet(tiny_sdxl(0).unet, 0))
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
     sampling = DiscreteModelSampling.from_config(dict(pipe.scheduler.config))

@@ -1,5 +1,10 @@
-"""One Ray worker: an engine Executor with its output cache and (through the node packs) its model cache, on one
-device (the GPU Ray assigned it, or the CPU).
+"""One Ray worker: engine Executors (one per slot, `concurrency` of them) sharing one output cache and (through the
+node packs) one model cache, on one device (the GPU Ray assigned it, or the CPU).
+
+With `concurrency` N > 1 the worker runs up to N prompts side by side, each on its own executor (so its own node
+thread and its own interrupt flag), and `max_batch` goes into the folders' settings so that the worker's model cache
+hands each sampling prompt a batching view of the UNet: their UNet calls share forwards
+(nodegraph_nodes/diffusion/batching.py), exactly as `serve --concurrency` does in one process.
 
 The server starts a prompt with `run()` and long-polls its events with `poll()`; this is an async actor, so polls,
 `interrupt()` and `info()` are answered while nodes run on the executor's own thread. Previews are JPEG-encoded here,
@@ -19,6 +24,7 @@ from typing import Any
 import ray
 
 from ..engine import Executor, Folders, NullCache, OutputCache, Workflow, resources
+from ..engine.limits import Limits
 from ..server.previews import encode_png, encode_preview
 from .outputs import collect_files
 
@@ -32,9 +38,14 @@ class _Stream:
     done: bool = False
 
 
+# The keys of `load()`: what the pool keeps of a worker between prompts (for scheduling and GET /workers).
+LOAD_KEYS = ("models", "loaded_bytes", "file_reads", "prompts_run", "batching")
+
+
 class PromptActor:
-    """Runs one prompt at a time. `options`: server_node (the server's Ray node id), output_dir (a folder of its
-    own; files then travel as bytes), preview_size, cache ("lru" | "none"), cache_entries."""
+    """Runs up to `concurrency` prompts at a time (default 1). `options`: server_node (the server's Ray node id),
+    output_dir (a folder of its own; files then travel as bytes), preview_size, cache ("lru" | "none"),
+    cache_entries, max_ui_bytes, concurrency, max_batch (rows of one shared UNet forward, with concurrency > 1)."""
 
     def __init__(self, folders: Folders, options: dict[str, Any]):
         self.node_id = ray.get_runtime_context().get_node_id()
@@ -46,10 +57,17 @@ class PromptActor:
             folders = dataclasses.replace(folders, output_dir=base / "output", temp_dir=base / "temp")
         # Ray makes the assigned GPU the only visible one; without one, the model cache must not reach for CUDA.
         settings = {**folders.settings, "device": "cuda" if self.gpu_ids else "cpu"}
+        self.concurrency = max(1, int(options.get("concurrency") or 1))
+        if self.concurrency > 1:  # read by the model cache (diffusion/model_cache.py)
+            settings["max_batch"] = int(options.get("max_batch") or settings.get("max_batch") or 16)
         self.folders = dataclasses.replace(folders, settings=settings)
         cache = NullCache() if options.get("cache") == "none" else OutputCache(
             max_entries=int(options.get("cache_entries", 512)))
-        self.executor = Executor(self.folders, cache=cache)
+        limits = Limits(max_ui_bytes=int(options["max_ui_bytes"])) if options.get("max_ui_bytes") else None
+        # One executor per slot, all on the one output cache; the model cache is the process's (shared by all).
+        self.executors = [Executor(self.folders, cache=cache, limits=limits) for _ in range(self.concurrency)]
+        self._idle = list(self.executors)
+        self._running: dict[str, Executor] = {}  # prompt id -> the executor running it
         self.preview_size = int(options.get("preview_size", 512))
         self.prompts_run = 0
         self._streams: dict[str, _Stream] = {}
@@ -61,13 +79,16 @@ class PromptActor:
         """What the scheduler wants to know: model files held, their bytes, how many file reads so far."""
         models: set[str] = set()
         loaded_bytes = file_reads = 0
+        batching = {"forwards": 0, "shared_forwards": 0, "rows": 0}
         for owner in resources.owners():
             stats = owner.stats()
             models.update(entry["file"] for entry in stats.get("loaded", []) if "file" in entry)
             loaded_bytes += int(stats.get("bytes_total", 0))
             file_reads += int(stats.get("file_reads", 0))
+            for name, value in (stats.get("batching") or {}).items():
+                batching[name] = batching.get(name, 0) + int(value)
         return {"models": sorted(models), "loaded_bytes": loaded_bytes, "file_reads": file_reads,
-                "prompts_run": self.prompts_run}
+                "prompts_run": self.prompts_run, "batching": batching}
 
     async def info(self) -> dict[str, Any]:
         """Where this worker runs and what it holds (the server's `GET /workers`)."""
@@ -76,6 +97,7 @@ class PromptActor:
             "host": socket.gethostname(),
             "node_id": self.node_id,
             "device": f"cuda ({', '.join(self.gpu_ids)})" if self.gpu_ids else "cpu",
+            "concurrency": self.concurrency,
             "ship_outputs": self.ship_outputs,
             "output_dir": str(self.folders.output_dir),
             **self.load(),
@@ -105,13 +127,19 @@ class PromptActor:
             stream.events.append((event, data))
             stream.ready.set()
 
-        task = asyncio.ensure_future(self.executor.run(workflow, prompt_id, extra_data=extra_data, on_event=on_event))
+        if not self._idle:  # the pool reserves slots before it calls: more calls than slots is a pool bug
+            raise RuntimeError(f"worker busy: {len(self._running)} prompts running, concurrency {self.concurrency}")
+        executor = self._idle.pop(0)
+        self._running[prompt_id] = executor
+        task = asyncio.ensure_future(executor.run(workflow, prompt_id, extra_data=extra_data, on_event=on_event))
         try:
             await asyncio.sleep(0)  # the run has started (and cleared the interrupt flag): apply an early interrupt
             if prompt_id in self._interrupts:
-                self.executor.interrupt()
+                executor.interrupt()
             result = await task
         finally:
+            self._running.pop(prompt_id, None)
+            self._idle.append(executor)
             self._interrupts.discard(prompt_id)
             self.prompts_run += 1
             stream.done = True
@@ -141,11 +169,13 @@ class PromptActor:
         return events, stream.done
 
     async def interrupt(self, prompt_id: str) -> None:
-        """Interrupt the prompt if it runs here (or as soon as it starts: the call may overtake `run`)."""
+        """Interrupt the prompt if it runs here (or as soon as it starts: the call may overtake `run`); only its own
+        executor is told, so the worker's other prompts go on."""
         self._interrupts.add(prompt_id)
-        if self.executor.running_prompt == prompt_id:
-            self.executor.interrupt()
+        executor = self._running.get(prompt_id)
+        if executor is not None and executor.running_prompt == prompt_id:
+            executor.interrupt()
 
     async def free(self, unload_models: bool, free_memory: bool) -> None:
         """/free on this worker; models in use by a running node are kept (the model cache skips them)."""
-        await self.executor.free(unload_models, free_memory)
+        await self.executors[0].free(unload_models, free_memory)  # the output cache and model owners are shared

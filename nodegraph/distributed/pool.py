@@ -1,13 +1,16 @@
 """The server side of the Ray executor: a pool of worker actors (`actor.PromptActor`), one device each.
 
-The server keeps the one queue, the history and the websocket clients; the pool hands each prompt to an idle worker
-(model affinity, then the least-loaded one: `scheduling`), streams the worker's events back by long polls, writes
+Each worker has `concurrency` slots (`serve --concurrency N`, default 1): it runs up to N prompts side by side on its
+one device and model cache, their UNet calls batched together. The server keeps the one queue, the history and the
+websocket clients; the pool hands each prompt to a worker with a free slot (model affinity, then the least-loaded
+one: `scheduling`), streams the worker's events back by long polls, writes
 output files a worker sent as bytes, and records the result through the prompt worker as the local executor does.
 
 Faults: a worker that dies mid-prompt (its process killed, its node gone) is dropped, a replacement is started, and
-the prompt is retried once on another worker (ahead of the queue); a second death reports the prompt failed. The
-pool keeps its size: `workers=N` replaces dead actors; `workers=None` follows the cluster (one worker per GPU, or
-per node when the cluster has no GPU), so workers join when nodes join. `resize()` changes the size at run time.
+each of its prompts is retried once on another worker (ahead of the queue); a second death reports the prompt
+failed. The pool keeps its size: `workers=N` replaces dead actors; `workers=None` follows the cluster (one worker
+per GPU, or per node when the cluster has no GPU), so workers join when nodes join. `resize()` changes the size at
+run time.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from ..engine import Folders, RunResult
 from ..engine.executor import EventCallback, now_ms
 from ..server.config import ServerConfig
 from ..server.executors import Job
-from .actor import PromptActor
+from .actor import LOAD_KEYS, PromptActor
 from .outputs import FileKey, rename_entries, store_files
 from .scheduling import WorkerLoad, choose_worker, prompt_models
 
@@ -51,19 +54,31 @@ class RayWorker:
 
     id: str
     actor: Any
-    state: str = "starting"  # starting | idle | busy
-    prompt_id: str | None = None
-    leaving: bool = False  # the pool shrank: retire it when its prompt ends
+    slots: int = 1  # prompts it runs at once (--concurrency)
+    state: str = "starting"  # starting | idle (no slot taken) | busy (some or all slots taken)
+    taken: int = 0  # slots reserved or running
+    prompts: list[str] = dataclasses.field(default_factory=list)  # the prompts running on it now
+    leaving: bool = False  # the pool shrank: retire it when its prompts end
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     load: dict[str, Any] = dataclasses.field(default_factory=dict)
     recent: deque[str] = dataclasses.field(default_factory=lambda: deque(maxlen=KEEP_RECENT))
 
+    @property
+    def prompt_id(self) -> str | None:
+        """The first prompt running here (the only one with concurrency 1)."""
+        return self.prompts[0] if self.prompts else None
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - self.taken if self.state != "starting" and not self.leaving else 0
+
     def view(self) -> WorkerLoad:
         return WorkerLoad(self.id, frozenset(self.load.get("models", ())), int(self.load.get("loaded_bytes", 0)),
-                          int(self.load.get("prompts_run", 0)))
+                          int(self.load.get("prompts_run", 0)), running=self.taken)
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "state": self.state, "prompt_id": self.prompt_id, "leaving": self.leaving,
+        return {"id": self.id, "state": self.state, "slots": self.slots, "free_slots": self.free_slots,
+                "prompt_id": self.prompt_id, "prompt_ids": list(self.prompts), "leaving": self.leaving,
                 **self.info, **self.load, "recent_prompts": list(self.recent)}
 
 
@@ -102,6 +117,7 @@ class RayPool:
         self.folders = absolute_folders(config.folders)
         self.workers: dict[str, RayWorker] = {}
         self.size: int | None = config.workers
+        self.concurrency = max(1, int(config.concurrency))  # slots per worker
         self.retries = 0
         self.deaths = 0
         self.retried: OrderedDict[str, list[str]] = OrderedDict()  # prompt id -> worker ids it ran on
@@ -191,11 +207,14 @@ class RayPool:
             "preview_size": self.config.preview_size,
             "cache": self.config.cache,
             "cache_entries": self.config.cache_entries,
+            "max_ui_bytes": int(self.config.max_output_size_mb * 1024 * 1024),
+            "concurrency": self.concurrency,
+            "max_batch": self.config.max_batch,
         }
         actor = self._remote.options(
             max_restarts=0, max_task_retries=0, runtime_env={"env_vars": {"PYTHONPATH": code_paths()}}, **resources
         ).remote(self.folders, options)
-        worker = RayWorker(f"w{next(self._numbers)}", actor)
+        worker = RayWorker(f"w{next(self._numbers)}", actor, slots=self.concurrency)
         self.workers[worker.id] = worker
         self._spawn_task(self._join(worker))
         return worker
@@ -210,7 +229,7 @@ class RayPool:
             return
         if worker.id not in self.workers:
             return  # retired while starting
-        worker.load = {k: info.pop(k) for k in ("models", "loaded_bytes", "file_reads", "prompts_run")}
+        worker.load = {k: info.pop(k) for k in LOAD_KEYS if k in info}
         worker.info = info
         worker.state = "idle"
         log.info("ray pool: worker %s ready on %s (%s, pid %s)", worker.id, info["host"], info["device"], info["pid"])
@@ -248,11 +267,13 @@ class RayPool:
     # --- slots ---------------------------------------------------------------------------------------------------
 
     def _pick(self, prompt: dict[str, Any]) -> RayWorker | None:
-        idle = [w.view() for w in self.workers.values() if w.state == "idle" and not w.leaving]
-        choice = choose_worker(prompt_models(prompt), idle)
+        """Take a slot on the best worker with one free (`scheduling.choose_worker`)."""
+        available = [w.view() for w in self.workers.values() if w.free_slots > 0]
+        choice = choose_worker(prompt_models(prompt), available)
         if choice is None:
             return None
         worker = self.workers[choice.id]
+        worker.taken += 1
         worker.state = "busy"
         return worker
 
@@ -262,13 +283,15 @@ class RayPool:
         return self._pick(prompt)
 
     def release(self, slot: RayWorker) -> None:
-        slot.prompt_id = None
+        """Give back one of the worker's slots (the pool's own runs remove their prompt from it first)."""
+        slot.taken = max(0, slot.taken - 1)
         if slot.id not in self.workers:
             return
-        if slot.leaving:
-            self._kill(slot)
-            return
-        slot.state = "idle"
+        if slot.taken == 0:
+            if slot.leaving:
+                self._kill(slot)
+                return
+            slot.state = "idle"
         self._capacity_changed()
 
     async def _reserve_for_retry(self, job: Job) -> RayWorker | None:
@@ -300,6 +323,8 @@ class RayPool:
             except WorkerDied as exc:
                 reason = str(exc)
             finally:
+                if job.prompt_id in worker.prompts:
+                    worker.prompts.remove(job.prompt_id)
                 self.release(worker)
             self._remember_retry(job.prompt_id, attempts)
             if len(attempts) >= MAX_ATTEMPTS:
@@ -314,7 +339,7 @@ class RayPool:
     async def _run_on(self, worker: RayWorker, job: Job, on_event: EventCallback) -> RunResult:
         """One attempt: start the prompt on the actor, forward its events as they come, collect the result."""
         pid = job.prompt_id
-        worker.prompt_id = pid
+        worker.prompts.append(pid)
         worker.recent.append(pid)
         loop = asyncio.get_running_loop()
         renames: dict[FileKey, str] = {}
@@ -370,9 +395,10 @@ class RayPool:
     def interrupt(self, prompt_id: str | None) -> bool:
         found = False
         for worker in self.workers.values():
-            if worker.prompt_id is not None and prompt_id in (None, worker.prompt_id):
-                worker.actor.interrupt.remote(worker.prompt_id)
-                found = True
+            for running in worker.prompts:  # only this prompt: the worker's other prompts go on
+                if prompt_id in (None, running):
+                    worker.actor.interrupt.remote(running)
+                    found = True
         for waiting in list(self._waiting):
             if prompt_id in (None, waiting):
                 self._cancelled.add(waiting)
@@ -391,6 +417,7 @@ class RayPool:
         return {
             "name": self.name,
             "size": self.size,
+            "concurrency": self.concurrency,
             "workers": [w.describe() for w in self.workers.values()],
             "retries": self.retries,
             "deaths": self.deaths,

@@ -27,7 +27,7 @@ from . import resources
 from .cache import OutputCache, node_key
 from .limits import Limits, check_link_outputs, describe, ui_size
 from .node import ExecutionBlocked, Interrupted, NodeContext, normalize_result
-from .spec import InputError, _check_range, _Number
+from .spec import Combo, InputError, _check_range, _Number
 from .workflow import Workflow, node_sort_key
 
 EventCallback = Callable[[str, dict[str, Any]], None]
@@ -116,6 +116,8 @@ def _link_checks(spec: Any) -> list[tuple[str, Any]]:
         decl = spec.cls.inputs.get(name)
         if isinstance(decl, _Number) and (decl.min is not None or decl.max is not None):
             checks.append((name, decl))
+        elif isinstance(decl, Combo) and decl.strict and not callable(decl._choices):
+            checks.append((name, decl))  # a fixed list (folder listings are checked by the nodes that read them)
     return checks
 
 
@@ -205,7 +207,8 @@ class Executor:
                 for src in spec.sources():
                     graph.add_edge(src, nid)
             order = list(nx.lexicographical_topological_sort(graph, key=node_sort_key))
-            keys = self.compute_keys(workflow, order)
+            # Off the loop: fingerprints read files (LoadImage hashes its image), and big graphs have many keys.
+            keys = await loop.run_in_executor(None, self.compute_keys, workflow, order)
 
             emit("execution_start", {})
 
@@ -311,6 +314,12 @@ class Executor:
         """Linked numbers against the receiving input's range (validation saw only literals)."""
         for name, decl in _link_checks(spec):
             value = kwargs.get(name)
+            if isinstance(decl, Combo):
+                if value not in decl.choices():
+                    link = spec.links[name]
+                    return ValueError(f"input '{name}' received {describe(value, 60)} from node {link.node} "
+                                      f"(output {link.slot}), which is not one of its choices")
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             try:

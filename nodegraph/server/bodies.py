@@ -51,16 +51,22 @@ def json_object(value: Any, what: str = "the body") -> dict[str, Any]:
     return value
 
 
-def query_int(request: web.Request, name: str, default: int | None, minimum: int | None = None) -> int | None:
+QUERY_INT_MAX = 2**53  # larger counts and offsets mean nothing here, and overflow SQLite's integers
+
+
+def query_int(request: web.Request, name: str, default: int | None, minimum: int | None = None,
+              maximum: int = QUERY_INT_MAX) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
+        raise BadRequest(f"query parameter {name!r} must be an integer, got {raw[:40]!r}") from None
     if minimum is not None and value < minimum:
         raise BadRequest(f"query parameter {name!r} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise BadRequest(f"query parameter {name!r} must be <= {maximum}, got {value}")
     return value
 
 

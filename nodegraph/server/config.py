@@ -72,6 +72,9 @@ class ServerConfig:
     registry: Any = None  # a NodeRegistry; None: the default registry (built-in + installed packs)
     # Where prompts run (docs/ray.md): "local" (this process, one at a time) or "ray" (a pool of Ray actors).
     executor: str = "local"
+    # Local executor: prompts run side by side (`--concurrency`), their UNet calls batched up to `max_batch` rows.
+    concurrency: int = 1
+    max_batch: int = 16
     ray_address: str | None = None  # None: start a local Ray instance (or use the one this process started)
     workers: int | None = None  # Ray workers; None: one per GPU in the cluster, one per node without GPUs
     worker_cpus: float = 1.0  # CPUs each Ray worker reserves

@@ -2,11 +2,12 @@
 
 - `LocalBackend` (the default): ONE engine `Executor` in the server process; prompts run one at a time.
 - The Ray backend (`--executor ray`, `nodegraph.distributed.pool.RayPool`): a pool of Ray actors, each owning one
-  device (a GPU or a CPU slot) with its own Executor and model cache; one prompt per actor, several at once.
+  device (a GPU or a CPU slot) with its own Executors and model cache; `--concurrency` prompts per actor (default
+  one), several actors at once.
 
-Both answer the same small protocol, `PromptBackend`. A backend hands out *slots* (`reserve`): the local one has a
-single slot, the Ray pool one per idle actor, chosen by model affinity. Nothing of Ray is imported unless the
-configuration asks for it (`make_backend`).
+Both answer the same small protocol, `PromptBackend`. A backend hands out *slots* (`reserve`): the local one has
+`--concurrency` of them, the Ray pool `--concurrency` per actor, chosen by model affinity. Nothing of Ray is imported
+unless the configuration asks for it (`make_backend`).
 """
 from __future__ import annotations
 
@@ -68,49 +69,71 @@ class PromptBackend(Protocol):
 
 
 class LocalBackend:
-    """The engine's Executor in this process: one slot, node work on the executor's own thread."""
+    """Engine Executors in this process, one slot each: one by default (prompts take turns, as in ComfyUI), or
+    `--concurrency N` of them sharing the output cache and the model cache, so N prompts run side by side (their
+    UNet calls batched together by the model cache: nodegraph_nodes/diffusion/batching.py). Each slot runs its node work
+    on its own thread."""
 
     name = "local"
     free_while_running = False  # the models in use belong to the running prompt: free after it, as ComfyUI does
 
-    def __init__(self, executor: Executor):
-        self.executor = executor
-        self._busy = False
+    def __init__(self, executor: Executor, concurrency: int = 1):
+        # Extra slots share the first executor's output cache, folders and limits.
+        self.executors = [executor] + [
+            Executor(executor.env, cache=executor.cache, previews=executor.previews, limits=executor.limits)
+            for _ in range(max(1, concurrency) - 1)
+        ]
+        self._idle = list(self.executors)
+        self._running: dict[str, Executor] = {}
+
+    @property
+    def executor(self) -> Executor:
+        """The first slot's executor (the only one without --concurrency)."""
+        return self.executors[0]
 
     async def start(self, on_capacity: Callable[[], None]) -> None:
         return None
 
     def reserve(self, prompt: dict[str, Any]) -> Any | None:
-        if self._busy:
-            return None
-        self._busy = True
-        return self
+        return self._idle.pop(0) if self._idle else None
 
     def release(self, slot: Any) -> None:
-        self._busy = False
+        if slot not in self._idle:
+            self._idle.append(slot)
 
     async def run(self, job: Job, on_event: EventCallback, slot: Any = None) -> RunResult:
+        executor = slot if isinstance(slot, Executor) else self.executor
+        self._running[job.prompt_id] = executor
         try:
-            return await self.executor.run(job.workflow, job.prompt_id, extra_data=job.extra_data, on_event=on_event)
+            return await executor.run(job.workflow, job.prompt_id, extra_data=job.extra_data, on_event=on_event)
         finally:
-            self._busy = False
+            self._running.pop(job.prompt_id, None)
+            self.release(executor)
 
     def interrupt(self, prompt_id: str | None) -> bool:
-        self.executor.interrupt()  # the prompt worker checked that prompt_id is the running one
+        if prompt_id is None:
+            for executor in self.executors:
+                executor.interrupt()
+            return True
+        executor = self._running.get(prompt_id)
+        if executor is None:
+            return False
+        executor.interrupt()
         return True
 
     async def free(self, unload_models: bool, free_memory: bool) -> None:
         await self.executor.free(unload_models, free_memory)
 
     def stats(self) -> dict[str, Any]:
-        return {"name": self.name}
+        return {"name": self.name, "concurrency": len(self.executors), "running": len(self._running)}
 
     def resize(self, size: int | None) -> None:
-        raise ValueError("the local executor runs one prompt at a time in this process; "
-                         "run the server with --executor ray for a pool of workers")
+        raise ValueError("the local executor's slots are fixed at start (--concurrency); "
+                         "run the server with --executor ray for a resizable pool of workers")
 
     async def close(self) -> None:
-        self.executor.close()
+        for executor in self.executors:
+            executor.close()
 
 
 def make_output_cache(config: ServerConfig) -> OutputCache:
@@ -121,7 +144,8 @@ def make_backend(config: ServerConfig) -> PromptBackend:
     """The backend the configuration names; the Ray one is imported only here, only when asked for."""
     if config.executor == "local":
         limits = Limits(max_ui_bytes=int(config.max_output_size_mb * 1024 * 1024))
-        return LocalBackend(Executor(config.folders, cache=make_output_cache(config), limits=limits))
+        executor = Executor(config.folders, cache=make_output_cache(config), limits=limits)
+        return LocalBackend(executor, concurrency=config.concurrency)
     if config.executor == "ray":
         from ..distributed.pool import RayPool
 

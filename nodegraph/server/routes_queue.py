@@ -1,6 +1,8 @@
 """Prompts, the queue, interrupt, history, jobs and /free (COMPAT.md 1.2 - 1.4)."""
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from .bodies import BadRequest, json_object, query_int, read_json, string_list
@@ -8,9 +10,19 @@ from .prompts import submit
 from .state import STATE
 from .store import JOB_STATUSES
 
+log = logging.getLogger(__name__)
+
 
 async def post_prompt(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    limit = int(state.config.max_prompt_size_mb * 1024 * 1024)
+    size = len(await request.read())
+    if size > 2 * limit + 65536:  # far over the stored-size limit: refused before parsing (parsing blocks the loop)
+        details = f"the request body is {size:,} bytes; the workflow limit is {limit:,} (--max-prompt-size)"
+        raise BadRequest(details, status=413, body={
+            "error": {"type": "invalid_prompt", "message": "Prompt too large", "details": details, "extra_info": {}},
+            "node_errors": {},
+        })
     try:
         body = await read_json(request)
     except BadRequest as exc:
@@ -75,14 +87,21 @@ async def get_history(request: web.Request) -> web.StreamResponse:
     start, count = await state.store.history_span(max_items, offset)
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     await response.prepare(request)
-    await response.write(b"{")
-    first = True
-    async for pieces in state.store.history_json_batches(start, count):
-        text = ", ".join(pieces)
-        await response.write((text if first else ", " + text).encode())
-        first = False
-    await response.write(b"}")
-    await response.write_eof()
+    try:
+        await response.write(b"{")
+        first = True
+        async for pieces in state.store.history_json_batches(start, count):
+            text = ", ".join(pieces)
+            await response.write((text if first else ", " + text).encode())
+            first = False
+        await response.write(b"}")
+        await response.write_eof()
+    except ConnectionError:  # the client went away mid-answer: nothing to tell it
+        pass
+    except Exception:  # the status line is sent: a JSON error cannot follow, so end the connection instead
+        log.exception("GET /history failed while streaming")
+        if request.transport is not None:
+            request.transport.close()
     return response
 
 

@@ -7,10 +7,11 @@ does, except RegexReplace, which reports it as an error naming the pattern.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from nodegraph.engine import Boolean, Combo, Input, Int, Node, NodeResult, Output, String
+
+from . import safe_regex as re  # `re`'s calls, but releasing the GIL and with a timeout (see safe_regex)
 
 INT_LIMIT = 2**63 - 1
 

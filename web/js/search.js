@@ -36,7 +36,8 @@ export function searchNodes(defs, query, filter = null, limit = 60) {
   }
   results.sort((a, b) => b.score - a.score || a.def.title.length - b.def.title.length
     || a.def.title.localeCompare(b.def.title));
-  return results.slice(0, limit).map((r) => r.def);
+  // An empty query is the whole library (a scrolling list); a typed one shows its best `limit` matches.
+  return (whole ? results.slice(0, limit) : results).map((r) => r.def);
 }
 
 export class NodeSearch {

@@ -11,8 +11,15 @@ import math
 from typing import Any
 
 from nodegraph.engine import MAX_RESOLUTION, Boolean, Combo, Float, Input, Int, Node, NodeResult, Output, String
+from nodegraph.engine.limits import check_image_size, image_pixel_budget
 
 SCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+
+
+def _fits(node: Node, width: int, height: int, batch: int, what: str = "the images") -> None:
+    """Refuse, before allocating, images over the pixel budget (`--max-image-pixels`, batch counted as frames)."""
+    env = getattr(getattr(node, "context", None), "env", None)
+    check_image_size(width, height, batch, image_pixel_budget(env), what)
 
 
 def _resize(image: Any, width: int, height: int, method: str, crop: str = "disabled") -> Any:
@@ -34,6 +41,7 @@ class ImageScaleBy(Node):
 
     def execute(self, image: Any, upscale_method: str, scale_by: float) -> tuple[Any]:
         h, w = image.shape[1:3]
+        _fits(self, round(w * scale_by), round(h * scale_by), image.shape[0], "the scaled images")
         return (_resize(image, round(w * scale_by), round(h * scale_by), upscale_method),)
 
 
@@ -50,6 +58,7 @@ class ImageScaleToTotalPixels(Node):
     def execute(self, image: Any, upscale_method: str, megapixels: float) -> tuple[Any]:
         h, w = image.shape[1:3]
         factor = math.sqrt(int(megapixels * 1024 * 1024) / (w * h))
+        _fits(self, round(w * factor), round(h * factor), image.shape[0], "the scaled images")
         return (_resize(image, round(w * factor), round(h * factor), upscale_method),)
 
 
@@ -72,6 +81,7 @@ class ImageScaleToMaxDimension(Node):
             w, h = largest_size, round(h / w * largest_size)
         else:
             w = h = largest_size
+        _fits(self, w, h, image.shape[0], "the scaled images")
         return (_resize(image, w, h, upscale_method),)
 
 
@@ -128,6 +138,7 @@ class RepeatImageBatch(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, image: Any, amount: int) -> tuple[Any]:
+        _fits(self, image.shape[2], image.shape[1], image.shape[0] * amount, "the repeated batch")
         return (image.repeat(amount, 1, 1, 1),)
 
 
@@ -411,7 +422,7 @@ class ImageStitch(Node):
                  "blue": (0.0, 0.0, 1.0)}[spacing_color]
         if match_image_size:
             if horizontal:
-                image2 = _resize(image2, int(h1 * w2 / h2), h1, "lanczos")
+                image2 = _resize(image2, int(h1 * (w2 / h2)), h1, "lanczos")
             else:
                 image2 = _resize(image2, w1, int(w1 / (w2 / h2)), "lanczos")
         else:
@@ -489,6 +500,7 @@ class EmptyImage(Node):
     def execute(self, width: int, height: int, batch_size: int, color: int) -> tuple[Any]:
         import torch
 
+        _fits(self, width, height, batch_size)
         rgb = torch.tensor([(color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF], dtype=torch.float32) / 0xFF
         return (rgb.expand(batch_size, height, width, 3).clone(),)
 

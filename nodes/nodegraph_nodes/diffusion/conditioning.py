@@ -46,6 +46,21 @@ class Conditioning:
     pooled: torch.Tensor | None = None
     time_ids: torch.Tensor | None = None
     controls: tuple[ControlSpec, ...] = field(default_factory=tuple)
+    # Where and when this prompt acts (ComfyUI's area / strength / mask / timestep-range conditioning; see regions.py):
+    # area: (height, width, y, x) in latent cells, or ("percentage", height, width, y, x) as fractions of the latent.
+    area: tuple | None = None
+    strength: float = 1.0
+    mask: torch.Tensor | None = None  # [B, H, W] or [H, W], any size: resized to the latent
+    mask_strength: float = 1.0
+    set_area_to_bounds: bool = False  # the area becomes the mask's bounding box
+    start_percent: float = 0.0  # acts while the schedule is between these fractions
+    end_percent: float = 1.0
+
+    @property
+    def is_regional(self) -> bool:
+        """True when the prompt does not simply act everywhere and always."""
+        return (self.area is not None or self.mask is not None or self.start_percent > 0.0
+                or self.end_percent < 1.0)
 
     def with_control(self, control: ControlSpec) -> "Conditioning":
         from dataclasses import replace
@@ -54,7 +69,32 @@ class Conditioning:
 
     def cache_nbytes(self) -> int:
         total = self.embeds.element_size() * self.embeds.nelement()
-        for t in (self.pooled, self.time_ids):
+        for t in (self.pooled, self.time_ids, self.mask):
             if t is not None:
                 total += t.element_size() * t.nelement()
         return total
+
+
+# A CONDITIONING value is one Conditioning or, after ConditioningCombine, a tuple of them (ComfyUI's list of
+# [embeds, options] pairs): every entry is evaluated by the sampler and the results are averaged per pixel.
+Conditionings = Conditioning | tuple[Conditioning, ...]
+
+
+def entries(value: Conditionings) -> tuple[Conditioning, ...]:
+    """The entries of a CONDITIONING value."""
+    if isinstance(value, Conditioning):
+        return (value,)
+    if isinstance(value, (tuple, list)) and value and all(isinstance(c, Conditioning) for c in value):
+        return tuple(value)
+    raise TypeError(f"expected a CONDITIONING value, got {type(value).__name__}")
+
+
+def from_entries(items: "list[Conditioning] | tuple[Conditioning, ...]") -> Conditionings:
+    """A CONDITIONING value of these entries: a single one stays a plain Conditioning."""
+    items = tuple(items)
+    return items[0] if len(items) == 1 else items
+
+
+def map_entries(value: Conditionings, fn: "Any") -> Conditionings:
+    """Apply `fn` to every entry (what ComfyUI's conditioning nodes do to each [embeds, options] pair)."""
+    return from_entries([fn(c) for c in entries(value)])

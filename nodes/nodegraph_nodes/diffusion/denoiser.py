@@ -18,6 +18,7 @@ The UNet runs on its own device and dtype; x and the returned x0 are float32 on 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .batching import in_shared_call
 from .conditioning import Conditioning, ControlSpec
 from .model_sampling import DiscreteModelSampling
 
@@ -306,7 +308,15 @@ def interruptible(model: torch.nn.Module, check: Callable[[], None]) -> Iterator
             blocks.extend(part)
         elif isinstance(part, torch.nn.Module):
             blocks.append(part)
-    handles = [block.register_forward_pre_hook(lambda _module, _args: check()) for block in blocks]
+    # The hooks sit on the shared module: with prompts running side by side (`serve --concurrency`) they must act
+    # only for the thread that set them, and not inside a forward shared by several prompts (batching.py).
+    owner = threading.get_ident()
+
+    def hook(_module: torch.nn.Module, _args: Any) -> None:
+        if threading.get_ident() == owner and not in_shared_call():
+            check()
+
+    handles = [block.register_forward_pre_hook(hook) for block in blocks]
     try:
         yield
     finally:

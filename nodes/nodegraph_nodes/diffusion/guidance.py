@@ -77,12 +77,23 @@ class Guider:
         if self.kind == "basic":
             return CFGDenoiser(unet, model_sampling, positive, None, 1.0, patches=patches)
         if self.kind == "dual":
-            return DualCFGDenoiser(unet, model_sampling, positive, extra["middle"], negative, self.cfg, self.cfg2,
-                                   self.nested, patches)
+            return DualCFGDenoiser(unet, model_sampling, _single(positive), _single(extra["middle"]),
+                                   _single(negative), self.cfg, self.cfg2, self.nested, patches)
         if self.kind == "perpneg":
-            return PerpNegDenoiser(unet, model_sampling, positive, negative, extra["empty"], self.cfg,
-                                   self.neg_scale, patches)
+            return PerpNegDenoiser(unet, model_sampling, _single(positive), _single(negative),
+                                   _single(extra["empty"]), self.cfg, self.neg_scale, patches)
         raise ValueError(f"unknown guider kind {self.kind!r}")
+
+
+def _single(value) -> Conditioning:
+    """The one plain prompt of a CONDITIONING (DualCFGGuider and PerpNegGuider take no areas or masks yet)."""
+    from .conditioning import entries
+
+    items = entries(value)
+    if len(items) != 1 or getattr(items[0], "is_regional", False):
+        raise ValueError("DualCFGGuider / PerpNegGuider take one prompt per conditioning, without area, mask or "
+                         "timestep range, for now")
+    return items[0]
 
 
 class DualCFGDenoiser(CFGDenoiser):
@@ -246,8 +257,8 @@ class PerturbedAttentionGuidance:
     def post_cfg(self, *, x, sigma, denoised, cond, uncond, cfg, denoiser=None, **_):
         if self.scale == 0:
             return denoised
-        if denoiser is None:
-            raise ValueError("PerturbedAttentionGuidance needs the denoiser to run the perturbed pass")
+        if not hasattr(denoiser, "predict_positive"):
+            raise ValueError("PerturbedAttentionGuidance does not work with area / mask conditioning yet")
         with perturbed_middle_self_attention(denoiser.unet):
             perturbed = denoiser.predict_positive(x, sigma)
         return denoised + (cond - perturbed) * self.scale
@@ -311,6 +322,8 @@ class SelfAttentionGuidance:
             layer.set_processor(saved)
 
     def post_cfg(self, *, x, sigma, denoised, cond, uncond, cfg, denoiser=None, **_):
+        if not hasattr(denoiser, "predict_negative"):
+            raise ValueError("SelfAttentionGuidance does not work with area / mask conditioning yet")
         scores = self.state.get("scores")
         if scores is None or min(denoised.shape[2:]) <= 4:  # too small for the blur's padding, as in ComfyUI
             return denoised

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from .conditioning import Conditioning
-from .denoiser import CFGDenoiser
 from .model_sampling import DiscreteModelSampling
 from .names import DISCARD_PENULTIMATE_SIGMA_SAMPLERS
+from . import regions
 from .sampler_registry import NEEDS_UNCOND, SAMPLER_NOISE, sampler_function
 from .schedules import calculate_sigmas
 
@@ -144,8 +144,8 @@ def sample_with_sigmas(
     noise = prepare_noise(latent, seed, batch_index) if add_noise else torch.zeros_like(latent)
     keep_uncond = sampler_name in NEEDS_UNCOND
     if make_denoiser is None:
-        denoiser = CFGDenoiser(unet, model_sampling, positive, negative, cfg, keep_uncond=keep_uncond,
-                               patches=patches)
+        denoiser = regions.make_denoiser(unet, model_sampling, positive, negative, cfg, keep_uncond=keep_uncond,
+                                         patches=patches)
     else:
         denoiser = make_denoiser(keep_uncond=keep_uncond, patches=patches)
     x = model_sampling.noise_scaling(sigma0, noise, latent).to(denoiser.device)

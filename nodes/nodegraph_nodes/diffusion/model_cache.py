@@ -78,6 +78,7 @@ class _Entry:
     device: torch.device
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    batcher: Any = None  # a UNet's batching.UNetBatcher, made on first use when max_batch > 1
 
 
 def module_nbytes(value: Any) -> int:
@@ -174,6 +175,8 @@ class ModelCache:
         self._entries: dict[tuple[FileIdentity, str], _Entry] = {}
         self._lock = threading.RLock()
         self.counters = {"file_reads": 0, "hits": 0, "misses": 0, "offloads": 0, "drops": 0}
+        # Rows one UNet forward may hold when prompts sample side by side (`serve --concurrency`); 1: no batching.
+        self.max_batch = 1
 
     def component_dtype(self, component: str) -> torch.dtype:
         """The precision a component runs in: the cache's, except the VAE, which stays fp32 when the rest is fp16
@@ -235,12 +238,25 @@ class ModelCache:
                 entry.in_use -= 1
                 raise
         try:
-            yield entry.value
+            if ref.component == "unet" and self.max_batch > 1:
+                with self._batcher(entry).participant() as view:
+                    yield view
+            else:
+                yield entry.value
         finally:
             with self._lock:
                 entry.in_use -= 1
                 entry.last_used = time.monotonic()
                 self._enforce_ram_budget()
+
+    def _batcher(self, entry: _Entry) -> Any:
+        from .batching import UNetBatcher
+
+        with self._lock:
+            if entry.batcher is None or entry.batcher.unet is not entry.value:
+                entry.batcher = UNetBatcher(entry.value, self.max_batch)
+            entry.batcher.max_batch = self.max_batch
+            return entry.batcher
 
     def _place(self, entry: _Entry) -> None:
         if entry.device == self.device:
@@ -323,13 +339,27 @@ class ModelCache:
                 "ram_budget": self.ram_budget,
                 "loaded": entries,
                 "bytes_on_device": sum(e["bytes"] for e in entries if e["device"] == str(self.device)),
+                "max_batch": self.max_batch,
+                "batching": _batching_totals(e.batcher for e in self._entries.values()),
                 "bytes_total": sum(e["bytes"] for e in entries),
                 **self.counters,
             }
 
 
+def _batching_totals(batchers: Any) -> dict[str, int]:
+    totals = {"forwards": 0, "shared_forwards": 0, "rows": 0}
+    for batcher in batchers:
+        if batcher is not None:
+            for name in totals:
+                totals[name] += batcher.counters[name]
+    return totals
+
+
 _cache: ModelCache | None = None
 _cache_settings: dict[str, Any] = {}
+# Prompts running side by side (--concurrency) may ask for the cache at the same moment, the first time included:
+# without the lock one could get a cache whose file loaders are not registered yet, or two caches could be made.
+_cache_lock = threading.Lock()
 
 
 def model_cache(settings: dict[str, Any] | None = None) -> ModelCache:
@@ -345,13 +375,17 @@ def model_cache(settings: dict[str, Any] | None = None) -> ModelCache:
         "vram_budget": given.get("vram_budget"),
         "ram_budget": given.get("ram_budget"),
     }
-    if _cache is None or (settings is not None and wanted != _cache_settings):
-        if _cache is not None:
-            _cache.free(unload_models=True)
-        _cache = ModelCache(**wanted)
-        _cache_settings = wanted
-        from . import loaders  # the file readers for checkpoints, VAEs and ControlNets
+    with _cache_lock:
+        if _cache is None or (settings is not None and wanted != _cache_settings):
+            if _cache is not None:
+                _cache.free(unload_models=True)
+            cache = ModelCache(**wanted)
+            from . import loaders  # the file readers for checkpoints, VAEs and ControlNets
 
-        loaders.register(_cache)
-        register_owner(_cache)
-    return _cache
+            loaders.register(cache)
+            register_owner(cache)
+            _cache, _cache_settings = cache, wanted  # published only once it can load files
+        if settings is not None:
+            # Not part of the cache's identity: changing it keeps the loaded models.
+            _cache.max_batch = max(1, int(given.get("max_batch") or 1))
+        return _cache

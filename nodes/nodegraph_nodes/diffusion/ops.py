@@ -14,7 +14,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from .conditioning import Conditioning
+from .conditioning import Conditioning, entries, map_entries
 from .handles import ClipHandle, ControlNetHandle, ModelHandle, VaeHandle
 from .model_cache import ModelCache, model_cache, release_memory
 from .text_encoding import TEXT_FAMILIES, ClipTextEncoder, refiner_time_ids
@@ -192,6 +192,8 @@ def _resolve_controls(
 ) -> Conditioning:
     """Swap ControlNet handles for the modules, pinned in the cache for the duration of the sampling, and refuse
     ControlNets made for another model family (they would fail deep inside the UNet call)."""
+    if not isinstance(cond, Conditioning):  # several prompts (ConditioningCombine): each entry
+        return map_entries(cond, lambda c: _resolve_controls(stack, cache, c, unet, family))
     if not cond.controls:
         return cond
     controls = []
@@ -218,9 +220,12 @@ def _unet_shape(module: torch.nn.Module) -> tuple[Any, ...]:
 def _share_controls_with_uncond(positive: Conditioning, negative: Conditioning | None) -> Conditioning | None:
     """The old ControlNetApply sees only the positive; ComfyUI then gives its ControlNets to a negative that has
     none, so that both halves of classifier-free guidance are steered alike."""
-    if negative is None or negative.controls or not positive.controls or not positive.controls[-1].apply_to_uncond:
+    if negative is None:
         return negative
-    return replace(negative, controls=positive.controls)
+    source = next((c for c in entries(positive) if c.controls), None)
+    if source is None or not source.controls[-1].apply_to_uncond:
+        return negative
+    return map_entries(negative, lambda c: c if c.controls else replace(c, controls=source.controls))
 
 
 # --- SDXL size conditioning ------------------------------------------------------------------------------------------
@@ -265,9 +270,9 @@ def _prepare_conditionings(
     if fit is None:
         return positive, negative
     height, width = samples.shape[-2] * VAE_SCALE_FACTOR, samples.shape[-1] * VAE_SCALE_FACTOR
-    positive = replace(positive, time_ids=fit(positive.time_ids, height, width, False))
+    positive = map_entries(positive, lambda c: replace(c, time_ids=fit(c.time_ids, height, width, False)))
     if negative is not None:
-        negative = replace(negative, time_ids=fit(negative.time_ids, height, width, True))
+        negative = map_entries(negative, lambda c: replace(c, time_ids=fit(c.time_ids, height, width, True)))
     return positive, negative
 
 

@@ -53,11 +53,12 @@ class ControlNetApply(Node):
     outputs = (Output("CONDITIONING"),)
 
     def execute(self, conditioning: Any, control_net: Any, image: Any, strength: float) -> tuple[Any]:
-        from ..diffusion.conditioning import ControlSpec
+        from ..diffusion.conditioning import ControlSpec, map_entries
 
         if strength == 0:
             return (conditioning,)
-        return (conditioning.with_control(ControlSpec(control_net, image, strength, apply_to_uncond=True)),)
+        spec = ControlSpec(control_net, image, strength, apply_to_uncond=True)
+        return (map_entries(conditioning, lambda c: c.with_control(spec)),)
 
 
 class ControlNetApplyAdvanced(Node):
@@ -79,13 +80,14 @@ class ControlNetApplyAdvanced(Node):
     outputs = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"))
 
     def execute(self, positive, negative, control_net, image, strength, start_percent, end_percent, vae=None):
-        from ..diffusion.conditioning import ControlSpec
+        from ..diffusion.conditioning import ControlSpec, map_entries
 
         if strength == 0:
             return (positive, negative)
         # One spec on both: the sampler then runs the ControlNet once per step for the batched uncond/cond halves.
         spec = ControlSpec(control_net, image, strength, start_percent, end_percent)
-        return (positive.with_control(spec), negative.with_control(spec))
+        return (map_entries(positive, lambda c: c.with_control(spec)),
+                map_entries(negative, lambda c: c.with_control(spec)))
 
 
 def canny_edges(image: Any, low_threshold: float, high_threshold: float) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 
 from nodegraph.engine import MAX_RESOLUTION, Combo, Input, Int, Node, NodeResult, Output, String, UnsafePath
 from nodegraph.engine.folders import name_problem, resolve_inside
-from nodegraph.engine.limits import ImageTooLarge, image_pixel_budget, open_image
+from nodegraph.engine.limits import ImageTooLarge, check_image_size, image_pixel_budget, open_image
 
 IMAGE_SCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 
@@ -93,6 +93,8 @@ class ImageScale(Node):
         h, w = image.shape[1:3]
         height = height or max(1, round(h * width / w))
         width = width or max(1, round(w * height / h))
+        # The result is held as float32 in memory: the same pixel budget as decoding (batch counts as frames).
+        check_image_size(width, height, image.shape[0], image_pixel_budget(self.context.env), "the scaled images")
         scaled = resize_nchw(image.movedim(-1, 1), width, height, upscale_method, crop)
         return (scaled.movedim(1, -1).clamp(0, 1),)
 

@@ -1,0 +1,270 @@
+"""One UNet forward for several prompts: the UNet calls of prompts that sample at the same time are gathered and run
+as one batch, the way LLM servers batch requests continuously.
+
+At small and medium sizes a UNet call costs about the same for 2 rows as for 16 (on a CPU the weights are read from
+memory once per call; on a GPU the kernels are far from full), so prompts that run side by side (`nodegraph serve
+--concurrency N`) share their calls instead of taking turns.
+
+How it works. Each prompt that samples holds a *participant* view of the UNet (`UNetBatcher.participant()`, handed
+out by the model cache instead of the bare module). A participant's call is queued; it runs when every participant
+has a call queued (nobody else is about to call), when the queued rows reach `max_batch`, or when `window` seconds
+have passed since it was queued, whichever comes first. The thread that triggers the run executes the batch for
+everyone and hands each caller its rows back.
+
+What can share a forward: calls on the same UNet with the same latent shape (C, h, w), dtype and extra conditioning
+keys. Everything per sample stays per sample: the timestep (diffusers takes one per row), the text context (contexts
+of different token counts are repeated whole to their least common multiple, as the denoiser already does for
+cond / uncond: attention over a repeated context equals attention over the original), SDXL's pooled embeds and size
+ids, and ControlNet residuals (a call without ControlNet gets zero residuals, which leave its rows exactly as they
+would be without: the UNet adds them). CFG stays batched inside each call. A sampler only sees its denoiser, so this
+works for every sampler and for prompts at different steps of their schedules.
+
+Failure isolation: if a shared forward raises (out of memory, a bad input of one prompt), each caller runs its own
+call again alone, so one prompt's error reaches only that prompt.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+DEFAULT_WINDOW = 0.02  # seconds a call waits for the other participants' calls before running without them
+
+_local = threading.local()
+
+
+def in_shared_call() -> bool:
+    """True on a thread that is running a forward shared by several prompts: per-prompt hooks on the UNet (an
+    interrupt check, say) must not act there, since the call belongs to every prompt in it."""
+    return getattr(_local, "shared", False)
+
+
+@dataclass(eq=False)  # compared by identity (it holds tensors)
+class _Call:
+    participant: int
+    sample: torch.Tensor
+    timestep: torch.Tensor
+    context: torch.Tensor
+    added: dict[str, torch.Tensor] | None
+    down: list[torch.Tensor] | tuple[torch.Tensor, ...] | None
+    mid: torch.Tensor | None
+    queued_at: float = field(default_factory=time.monotonic)
+    taken: bool = False  # in a forward being run by some caller
+    done: bool = False
+    alone: bool = False  # the shared forward failed: the caller runs its own call again
+    result: torch.Tensor | None = None
+    error: Exception | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.sample.shape[0]
+
+    def key(self) -> tuple:
+        """Calls with equal keys can share a forward."""
+        added = None if self.added is None else tuple(sorted((k, tuple(v.shape[1:])) for k, v in self.added.items()))
+        return (tuple(self.sample.shape[1:]), self.sample.dtype, self.sample.device, self.context.shape[-1],
+                self.context.dtype, added)
+
+
+class UNetBatcher:
+    """Gathers the calls of the participants that sample with one UNet (see the module's docstring)."""
+
+    def __init__(self, unet: torch.nn.Module, max_batch: int, window: float = DEFAULT_WINDOW):
+        self.unet = unet
+        self.max_batch = max(1, int(max_batch))
+        self.window = window
+        self._cond = threading.Condition()
+        self._participants = 0
+        self._next_id = 0
+        self._queue: list[_Call] = []
+        # What happened, for /system_stats, tests and benchmarks: the rows of the latest forwards (bounded), and
+        # totals of forwards, of those shared by several prompts, and of rows.
+        self.forwards: deque[int] = deque(maxlen=1000)
+        self.counters = {"forwards": 0, "shared_forwards": 0, "rows": 0}
+
+    @contextmanager
+    def participant(self) -> Iterator[BatchedUNet]:
+        with self._cond:
+            self._participants += 1
+            self._next_id += 1
+            ident = self._next_id
+        try:
+            yield BatchedUNet(self, ident)
+        finally:
+            with self._cond:
+                self._participants -= 1
+                self._cond.notify_all()  # the others may now be all there is to wait for
+
+    # --- the call --------------------------------------------------------------------------------------------------
+
+    def call(self, participant: int, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+             added: dict[str, torch.Tensor] | None, down: Any, mid: torch.Tensor | None) -> torch.Tensor:
+        timestep = _per_row(timestep, sample.shape[0], sample.device)
+        call = _Call(participant, sample, timestep, context, added, down, mid)
+        group: list[_Call] | None = None
+        with self._cond:
+            if self._participants <= 1 or call.rows >= self.max_batch:
+                solo = True
+            else:
+                solo = False
+                self._queue.append(call)
+                self._cond.notify_all()
+                while not call.done:
+                    if not call.taken:
+                        group = self._ready_group(call)
+                        if group is not None:
+                            for c in group:
+                                c.taken = True
+                                self._queue.remove(c)
+                            break
+                        remaining = self.window - (time.monotonic() - call.queued_at)
+                        self._cond.wait(timeout=max(remaining, 0.001))
+                    else:
+                        self._cond.wait()  # another caller runs the forward holding this call
+        if solo:
+            return self._forward([call])[0]
+        if group is not None:
+            self._run_group(group)
+        if call.error is not None:
+            raise call.error
+        if call.alone:
+            return self._forward([call])[0]
+        assert call.result is not None
+        return call.result
+
+    def _ready_group(self, call: _Call) -> list[_Call] | None:
+        """The calls to run now together with `call` (which is queued and not done), or None to keep waiting."""
+        key = call.key()
+        limit = self._row_limit(call.sample)
+        # In queue order, as many compatible calls as fit under the row limit, `call` always among them.
+        group, rows = [call], call.rows
+        for other in self._queue:
+            if other is call or other.key() != key or rows + other.rows > limit:
+                continue
+            group.append(other)
+            rows += other.rows
+        everyone_waiting = len({c.participant for c in self._queue}) >= self._participants
+        full = rows >= limit or any(c not in group and c.key() == key for c in self._queue)
+        expired = time.monotonic() - min(c.queued_at for c in group) >= self.window
+        if everyone_waiting or full or expired:
+            return group
+        return None
+
+    def _row_limit(self, sample: torch.Tensor) -> int:
+        """Rows one shared forward may hold: max_batch, and no more than the memory free for the work allows (the
+        same per-row estimate that refuses a too-large latent before sampling, memory.py)."""
+        from .memory import available_bytes, unet_call_bytes
+
+        try:
+            per_row = unet_call_bytes(self.unet, (1, *sample.shape[1:]), 1)
+            by_memory = available_bytes(sample.device) // max(per_row, 1)
+        except Exception:  # an estimate that cannot be made does not stop the batching
+            return self.max_batch
+        return max(1, min(self.max_batch, int(by_memory)))
+
+    def _run_group(self, group: list[_Call]) -> None:
+        error: Exception | None = None
+        try:
+            outputs = self._forward(group)
+        except Exception as exc:
+            outputs, error = None, exc
+        with self._cond:
+            for i, c in enumerate(group):
+                if outputs is not None:
+                    c.result = outputs[i]
+                elif len(group) == 1:
+                    c.error = error  # nothing was shared: the caller's own call failed
+                else:
+                    c.alone = True  # which of them failed is not known: each runs its own call again, alone
+                c.done = True
+            self._cond.notify_all()
+
+    def _forward(self, group: list[_Call]) -> list[torch.Tensor]:
+        """Run the calls of `group` as one UNet forward and split the output back per call."""
+        rows = [c.rows for c in group]
+        tokens = math.lcm(*(c.context.shape[1] for c in group))
+        context = torch.cat([c.context.repeat(1, tokens // c.context.shape[1], 1) for c in group])
+        sample = torch.cat([c.sample for c in group])
+        timestep = torch.cat([c.timestep for c in group])
+        added = None
+        if group[0].added is not None:
+            added = {k: torch.cat([c.added[k] for c in group]) for k in group[0].added}  # type: ignore[index]
+        down, mid = _residuals(group)
+        _local.shared = len(group) > 1
+        try:
+            # Sampling runs in inference mode on each prompt's thread; the mode is per thread, and the thread that
+            # runs a shared forward must not record autograd history for the others' tensors either.
+            with torch.inference_mode():
+                out = self.unet(
+                    sample, timestep, encoder_hidden_states=context, added_cond_kwargs=added,
+                    down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False,
+                )[0]
+        finally:
+            _local.shared = False
+        with self._cond:
+            self.forwards.append(sum(rows))
+            self.counters["forwards"] += 1
+            self.counters["shared_forwards"] += len(group) > 1
+            self.counters["rows"] += sum(rows)
+        return list(out.split(rows))
+
+
+def _per_row(timestep: torch.Tensor | float, rows: int, device: torch.device) -> torch.Tensor:
+    t = torch.as_tensor(timestep, device=device)
+    if t.ndim == 0:
+        t = t.repeat(rows)
+    return t
+
+
+def _residuals(group: list[_Call]) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+    """ControlNet residuals for the whole batch: each call's own, zeros for calls without."""
+    having = [c for c in group if c.down is not None]
+    if not having:
+        return None, None
+    like_down, like_mid = having[0].down, having[0].mid
+    down = [
+        torch.cat([(c.down[i] if c.down is not None else r.new_zeros((c.rows, *r.shape[1:]))) for c in group])
+        for i, r in enumerate(like_down)  # type: ignore[arg-type]
+    ]
+    mid = None
+    if like_mid is not None:
+        mid = torch.cat([(c.mid if c.mid is not None else like_mid.new_zeros((c.rows, *like_mid.shape[1:])))
+                         for c in group])
+    return down, mid
+
+
+class BatchedUNet:
+    """What a sampling prompt holds instead of the UNet: calls go through the batcher; everything else (device,
+    dtype, config, blocks, parameters) is the UNet's own."""
+
+    def __init__(self, batcher: UNetBatcher, ident: int):
+        self._batcher = batcher
+        self._ident = ident
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self._batcher.unet
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batcher.unet, name)
+
+    def __call__(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor | None = None,
+                 *args: Any, added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+                 down_block_additional_residuals: Any = None, mid_block_additional_residual: Any = None,
+                 return_dict: bool = False, **kwargs: Any) -> Any:
+        unet = self._batcher.unet
+        if args or kwargs or encoder_hidden_states is None or return_dict:
+            # anything the batcher does not know how to stack runs as it is
+            return unet(sample, timestep, encoder_hidden_states, *args, added_cond_kwargs=added_cond_kwargs,
+                        down_block_additional_residuals=down_block_additional_residuals,
+                        mid_block_additional_residual=mid_block_additional_residual, return_dict=return_dict,
+                        **kwargs)
+        out = self._batcher.call(self._ident, sample, timestep, encoder_hidden_states, added_cond_kwargs,
+                                 down_block_additional_residuals, mid_block_additional_residual)
+        return (out,)

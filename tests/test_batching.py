@@ -1,0 +1,179 @@
+"""UNet calls of prompts that sample at the same time, batched into one forward (diffusion/batching.py): each caller
+gets what its own call would give, a forward never holds more than max_batch rows, and one caller's bad input fails
+only that caller."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from nodegraph_nodes.diffusion.batching import UNetBatcher
+from nodegraph_nodes.diffusion.tiny import tiny_controlnet, tiny_sd1, tiny_sdxl
+
+# Batched and single forwards differ only by float rounding (other matrix shapes); measured ~1e-6 on these models.
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def sd1():
+    return tiny_sd1(seed=3).unet
+
+
+def _call(seed: int, rows: int, tokens: int, dim: int = 32, size: int = 8) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "sample": torch.randn(rows, 4, size, size, generator=g),
+        "timestep": torch.randint(0, 1000, (rows,), generator=g).float(),
+        "context": torch.randn(rows, tokens, dim, generator=g),
+    }
+
+
+def _run_together(batcher: UNetBatcher, calls: list[dict]) -> tuple[list[torch.Tensor | None], list[BaseException]]:
+    """Each call from its own thread, as prompts running side by side; every participant is registered before any
+    calls, so the calls meet in the batcher."""
+    results: list[torch.Tensor | None] = [None] * len(calls)
+    errors: list[BaseException] = []
+    views: list = []
+    stacks = [batcher.participant() for _ in calls]
+    views = [s.__enter__() for s in stacks]
+    start = threading.Barrier(len(calls))
+
+    def work(i: int) -> None:
+        c = calls[i]
+        start.wait()
+        try:
+            with torch.inference_mode():  # as the samplers run
+                results[i] = views[i](
+                    c["sample"], c["timestep"], encoder_hidden_states=c["context"],
+                    added_cond_kwargs=c.get("added"), down_block_additional_residuals=c.get("down"),
+                    mid_block_additional_residual=c.get("mid"), return_dict=False,
+                )[0]
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+        finally:
+            stacks[i].__exit__(None, None, None)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
+def _alone(unet: torch.nn.Module, c: dict) -> torch.Tensor:
+    return unet(c["sample"], c["timestep"], encoder_hidden_states=c["context"], added_cond_kwargs=c.get("added"),
+                down_block_additional_residuals=c.get("down"), mid_block_additional_residual=c.get("mid"),
+                return_dict=False)[0]
+
+
+@torch.inference_mode()
+def test_shared_forward_gives_each_caller_its_own_output(sd1):
+    # Three prompts: CFG pairs (2 rows) and a cfg-1 prompt (1 row), timesteps of their own, and a long prompt
+    # (154 tokens) beside 77-token ones: contexts are repeated to a common length, which attention does not see.
+    calls = [_call(1, 2, 77), _call(2, 2, 154), _call(3, 1, 77)]
+    batcher = UNetBatcher(sd1, max_batch=16, window=5.0)
+    results, errors = _run_together(batcher, calls)
+    assert not errors
+    assert list(batcher.forwards) == [5]  # one shared forward of all five rows
+    for c, got in zip(calls, results):
+        expected = _alone(sd1, c)
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max() < TOLERANCE
+
+
+@torch.inference_mode()
+def test_controlnet_residuals_stay_with_their_prompt(sd1):
+    controlnet = tiny_controlnet(sd1, seed=4)
+    with_control = _call(5, 2, 77)
+    hint = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    down, mid = controlnet(with_control["sample"], with_control["timestep"],
+                           encoder_hidden_states=with_control["context"], controlnet_cond=hint, return_dict=False)
+    assert sum(float(d.abs().sum()) for d in down) > 0  # the residuals do change the output
+    with_control.update(down=down, mid=mid)
+    plain = _call(7, 2, 77)
+    batcher = UNetBatcher(sd1, max_batch=16, window=5.0)
+    results, errors = _run_together(batcher, [with_control, plain])
+    assert not errors and list(batcher.forwards) == [4]
+    # The plain prompt got zero residuals in the shared call: exactly what no residuals give, up to rounding.
+    assert (results[1] - _alone(sd1, plain)).abs().max() < TOLERANCE
+    assert (results[0] - _alone(sd1, with_control)).abs().max() < TOLERANCE
+
+
+@torch.inference_mode()
+def test_sdxl_size_conditioning_is_per_prompt():
+    unet = tiny_sdxl(seed=8).unet
+    dim = unet.config.cross_attention_dim
+    pooled_dim = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+    calls = []
+    for seed, size in ((9, 64), (10, 128)):
+        c = _call(seed, 2, 77, dim=dim)
+        c["added"] = {"text_embeds": torch.randn(2, pooled_dim, generator=torch.Generator().manual_seed(seed)),
+                      "time_ids": torch.tensor([[size, size, 0, 0, size, size]] * 2, dtype=torch.float32)}
+        calls.append(c)
+    batcher = UNetBatcher(unet, max_batch=16, window=5.0)
+    results, errors = _run_together(batcher, calls)
+    assert not errors and list(batcher.forwards) == [4]
+    for c, got in zip(calls, results):
+        assert (got - _alone(unet, c)).abs().max() < TOLERANCE
+
+
+@torch.inference_mode()
+def test_a_forward_never_holds_more_than_max_batch_rows(sd1):
+    calls = [_call(20 + i, 2, 77) for i in range(5)]
+    batcher = UNetBatcher(sd1, max_batch=4, window=5.0)
+    results, errors = _run_together(batcher, calls)
+    assert not errors
+    assert sum(batcher.forwards) == 10 and max(batcher.forwards) <= 4
+    assert len(batcher.forwards) >= 3
+    for c, got in zip(calls, results):
+        assert (got - _alone(sd1, c)).abs().max() < TOLERANCE
+
+
+@torch.inference_mode()
+def test_different_latent_sizes_do_not_share_a_forward(sd1):
+    calls = [_call(30, 2, 77, size=8), _call(31, 2, 77, size=16)]
+    batcher = UNetBatcher(sd1, max_batch=16, window=0.05)
+    results, errors = _run_together(batcher, calls)
+    assert not errors and sorted(batcher.forwards) == [2, 2]
+    for c, got in zip(calls, results):
+        assert (got - _alone(sd1, c)).abs().max() < TOLERANCE
+
+
+@torch.inference_mode()
+def test_one_callers_bad_input_fails_only_that_caller(sd1):
+    good = [_call(40, 2, 77), _call(41, 2, 77)]
+    bad = _call(42, 2, 77)
+    # A residual of the wrong shape: the shared forward raises, then each caller runs alone and only this one fails.
+    bad["down"] = [torch.zeros(2, 7, 3, 3)] * 6
+    bad["mid"] = torch.zeros(2, 7, 3, 3)
+    batcher = UNetBatcher(sd1, max_batch=16, window=5.0)
+    results, errors = _run_together(batcher, [good[0], bad, good[1]])
+    assert len(errors) == 1 and results[1] is None
+    for i, c in ((0, good[0]), (2, good[1])):
+        assert (results[i] - _alone(sd1, c)).abs().max() < TOLERANCE
+
+
+@torch.inference_mode()
+def test_a_lone_participant_calls_the_unet_directly(sd1):
+    batcher = UNetBatcher(sd1, max_batch=16, window=5.0)
+    c = _call(50, 2, 77)
+    with batcher.participant() as view:
+        got = view(c["sample"], c["timestep"], encoder_hidden_states=c["context"], return_dict=False)[0]
+        assert view.config is sd1.config and view.device == sd1.device  # the UNet's own attributes
+    assert list(batcher.forwards) == [2]
+    assert torch.equal(got, _alone(sd1, c))
+
+
+@torch.inference_mode()
+def test_a_forward_holds_no_more_rows_than_free_memory_allows(sd1, monkeypatch):
+    from nodegraph_nodes.diffusion import memory
+
+    per_row = memory.unet_call_bytes(sd1, (1, 4, 8, 8), 1)
+    monkeypatch.setattr(memory, "available_bytes", lambda device, settings=None: 3 * per_row)
+    calls = [_call(60 + i, 1, 77) for i in range(4)]
+    batcher = UNetBatcher(sd1, max_batch=16, window=5.0)
+    results, errors = _run_together(batcher, calls)
+    assert not errors
+    assert sum(batcher.forwards) == 4 and max(batcher.forwards) <= 3
