@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import asyncio
+import difflib
 import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__
 
@@ -183,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoints/tiny_sd1, tiny_sd2 (v-prediction), tiny_sdxl, tiny_sdxl_refiner (each as an original-layout "
         ".safetensors file and as a diffusers folder), controlnet/tiny_controlnet_sd1 (original layout and diffusers "
         "folder), tiny_controlnet_sd1_diffusers_layout.safetensors (diffusers keys, no config), "
-        "tiny_controlnet_sdxl.safetensors, vae/tiny_vae.safetensors. They exercise every code "
+        "tiny_controlnet_sdxl.safetensors, vae/tiny_vae.safetensors, loras/tiny_lora_* (kohya, diffusers and pickled "
+        "layouts), embeddings/tiny_embedding* (.safetensors, A1111 .pt, SDXL). They exercise every code "
         "path of real models in seconds; their images are noise.",
     )
     tiny.add_argument("directory", type=Path, help="the models root to write into (created if missing)")
@@ -252,6 +254,11 @@ def _add_serve_parser(sub: Any) -> None:
                        help="finished prompts kept in the history, oldest dropped first (default: 10000)")
     serve.add_argument("--preview-size", type=int, default=512, metavar="PX",
                        help="largest side of live preview images (default: 512)")
+    serve.add_argument("--preview-method", choices=("none", "auto", "latent2rgb", "taesd"), default="none",
+                       help="live previews on the websocket, as ComfyUI's flag: none (default: no binary preview "
+                       "frames), auto or latent2rgb (fast latent -> RGB), taesd (TAESD decoder from "
+                       "models/vae_approx, else latent -> RGB); a prompt may ask for another in "
+                       "extra_data.preview_method, as the editors do")
     serve.add_argument("--web-root", type=Path, help="serve the editor from this folder instead of web/ (e.g. "
                        "comfyui_frontend_package/static)")
     serve.add_argument("--frontend", choices=("nodegraph", "comfyui"), default="nodegraph",
@@ -323,7 +330,7 @@ def _workers(text: str) -> int | None:
 # --- helpers ---------------------------------------------------------------------------------------------------------
 
 
-def _load(path: Path, registry: Any, env: Any) -> Any:
+def _load(path: Path, registry: Any, env: Any, keep_unknown: bool = False) -> Any:
     from .formats import WorkflowFormatError, load_workflow
 
     def node_info(class_type: str) -> dict[str, Any] | None:
@@ -331,7 +338,7 @@ def _load(path: Path, registry: Any, env: Any) -> Any:
         return info.get(class_type)
 
     try:
-        return load_workflow(path, node_info)
+        return load_workflow(path, node_info, keep_unknown=keep_unknown)
     except (OSError, WorkflowFormatError) as exc:
         raise SystemExit(_fail(f"cannot read workflow {path}: {exc}", EXIT_INVALID))
 
@@ -346,8 +353,22 @@ def _report_problems(loaded: Any) -> None:
         print(f"warning: {problem}", file=sys.stderr)
 
 
-def apply_overrides(prompt: dict[str, Any], overrides: Sequence[str]) -> None:
-    """Apply `NODE.INPUT=VALUE` overrides in place; NODE is a node id or a unique `_meta.title`."""
+def _warn_unknown_inputs(prompt: Any, registry: Any) -> None:
+    """Inputs a node does not have are ignored when it runs (as ComfyUI does); in a file they are usually typos."""
+    from .engine.validate import unknown_input_message, unknown_inputs
+
+    for item in unknown_inputs(prompt, registry):
+        print(f"warning: {unknown_input_message(item)}", file=sys.stderr)
+
+
+def apply_overrides(
+    prompt: dict[str, Any], overrides: Sequence[str], inputs_of: Callable[[str], list[str] | None] | None = None
+) -> None:
+    """Apply `NODE.INPUT=VALUE` overrides in place; NODE is a node id or a unique `_meta.title`.
+
+    `inputs_of(class_type)`: the input names of an installed node type (None if it is not installed); with it, an
+    input the node does not have is refused, listing the ones it has.
+    """
     for item in overrides:
         target, sep, raw = item.partition("=")
         node_ref, dot, input_name = target.rpartition(".")
@@ -365,6 +386,14 @@ def apply_overrides(prompt: dict[str, Any], overrides: Sequence[str]) -> None:
                 found = "no node" if not matches else f"{len(matches)} nodes ({', '.join(matches)})"
                 raise ValueError(f"--set {item!r}: {found} with id or title {node_ref!r}")
             node_id = matches[0]
+        names = inputs_of(str(prompt[node_id].get("class_type"))) if inputs_of is not None else None
+        if names is not None and input_name not in names:
+            close = difflib.get_close_matches(input_name, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"--set {item!r}: node {node_id} ({prompt[node_id].get('class_type')}) has no input "
+                f"{input_name!r}{hint} Its inputs: {', '.join(names) or '(none)'}"
+            )
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -380,8 +409,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     env = make_folders(args)
     registry = default_registry()
-    loaded = _load(args.workflow, registry, env)
+    loaded = _load(args.workflow, registry, env, keep_unknown=True)
     _report_problems(loaded)
+    _warn_unknown_inputs(loaded.prompt, registry)
     result = validate_prompt(loaded.prompt, registry, env)
     if args.json:
         print(json.dumps(result.response() if not result.ok else {"node_errors": result.node_errors}, indent=2))
@@ -396,6 +426,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     registry = default_registry()
     loaded = _load(args.workflow, registry, None)
     _report_problems(loaded)
+    uninstalled = _uninstalled_nodes(loaded.prompt, registry) if loaded.source not in ("ui", "png_workflow") else []
+    for line in uninstalled:
+        print(f"warning: {line}", file=sys.stderr)
     result = loaded.prompt
     if args.to == "ui":
         from .engine.uiformat import api_to_ui
@@ -409,7 +442,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
         args.output.write_text(text + "\n")
     else:
         print(text)
-    return EXIT_INVALID if loaded.problems else EXIT_OK
+    return EXIT_INVALID if loaded.problems or uninstalled else EXIT_OK
+
+
+def _uninstalled_nodes(prompt: Any, registry: Any) -> list[str]:
+    """`node ID (TITLE, TYPE): node type not installed` for each node of an API prompt that cannot run here."""
+    lines = []
+    for nid, node in prompt.items():
+        class_type = node.get("class_type") if isinstance(node, dict) else None
+        if not isinstance(class_type, str) or registry.get(class_type) is None:
+            title = ((node.get("_meta") if isinstance(node, dict) else None) or {}).get("title") or class_type
+            lines.append(f"node {nid} ({title}, {class_type}): node type not installed")
+    return lines
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
@@ -527,12 +571,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry = default_registry()
     for err in registry.load_errors:
         print(f"warning: node pack {err.pack} failed to load: {err.error}", file=sys.stderr)
-    loaded = _load(args.workflow, registry, env)
+    loaded = _load(args.workflow, registry, env, keep_unknown=True)
     _report_problems(loaded)
     try:
-        apply_overrides(loaded.prompt, args.set)
+        apply_overrides(loaded.prompt, args.set, lambda name: list(registry.get(name).inputs)
+                        if registry.get(name) is not None else None)
     except ValueError as exc:
         return _fail(str(exc), EXIT_INVALID)
+    _warn_unknown_inputs(loaded.prompt, registry)
     result = validate_prompt(loaded.prompt, registry, env)
     if not result.ok or result.node_errors:
         print(format_validation(result, loaded.prompt), file=sys.stderr)
@@ -735,6 +781,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cache_entries=args.cache_entries,
         max_history=args.max_history,
         preview_size=args.preview_size,
+        preview_method=args.preview_method,
         web_root=web_root,
         executor=args.executor,
         concurrency=concurrency,

@@ -41,12 +41,15 @@ class LoadedWorkflow:
     problems: list[ConversionProblem] = field(default_factory=list)
 
 
-def load_workflow(path_or_bytes: str | os.PathLike | bytes, node_info: NodeInfo) -> LoadedWorkflow:
+def load_workflow(
+    path_or_bytes: str | os.PathLike | bytes, node_info: NodeInfo, keep_unknown: bool = False
+) -> LoadedWorkflow:
     """Read a workflow file (or its bytes) and return a runnable API prompt.
 
     ``node_info(class_type)`` gives the ``object_info`` record of an installed node class (None otherwise);
-    it is needed to convert UI-format workflows. Raises :class:`WorkflowFormatError` for anything that is
-    not a workflow.
+    it is needed to convert UI-format workflows. ``keep_unknown``: UI nodes whose type is not installed stay in
+    the prompt (see ``ui_to_api``), for validation to name them. Raises :class:`WorkflowFormatError` for
+    anything that is not a workflow.
     """
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         data, label = bytes(path_or_bytes), "the given data"
@@ -58,8 +61,8 @@ def load_workflow(path_or_bytes: str | os.PathLike | bytes, node_info: NodeInfo)
             raise WorkflowFormatError(f"cannot read workflow file {path}: {exc.strerror or exc}") from exc
         label = str(path)
     if data.startswith(PNG_SIGNATURE):
-        return _load_png(data, label, node_info)
-    return _load_json_document(_parse_json(data, label), label, node_info)
+        return _load_png(data, label, node_info, keep_unknown)
+    return _load_json_document(_parse_json(data, label), label, node_info, keep_unknown)
 
 
 def _parse_json(data: bytes, label: str) -> Any:
@@ -79,14 +82,14 @@ def _parse_json(data: bytes, label: str) -> Any:
         ) from None
 
 
-def _load_json_document(document: Any, label: str, node_info: NodeInfo) -> LoadedWorkflow:
+def _load_json_document(document: Any, label: str, node_info: NodeInfo, keep_unknown: bool = False) -> LoadedWorkflow:
     """Dispatch on the shape of a parsed JSON document."""
     if isinstance(document, dict) and "prompt" in document and not is_api_format(document):
         return _load_prompt_request(document, label)
     if is_api_format(document):
         return LoadedWorkflow(document, None, "api")
     if is_ui_format(document):
-        result = ui_to_api(document, node_info)
+        result = ui_to_api(document, node_info, keep_unknown)
         return LoadedWorkflow(result.prompt, document, "ui", result.problems)
     raise WorkflowFormatError(f"{label} is JSON but {_describe(document)}; expected an API prompt "
                               "({id: {class_type, inputs}}), a POST /prompt body or an editor workflow (nodes, links)")
@@ -103,7 +106,7 @@ def _load_prompt_request(body: dict, label: str) -> LoadedWorkflow:
     return LoadedWorkflow(prompt, workflow if is_ui_format(workflow) else None, "prompt_request")
 
 
-def _load_png(data: bytes, label: str, node_info: NodeInfo) -> LoadedWorkflow:
+def _load_png(data: bytes, label: str, node_info: NodeInfo, keep_unknown: bool = False) -> LoadedWorkflow:
     """A ComfyUI PNG: its ``prompt`` chunk as is, else its ``workflow`` chunk converted."""
     from PIL import Image  # Pillow is only needed for PNG files
 
@@ -119,7 +122,7 @@ def _load_png(data: bytes, label: str, node_info: NodeInfo) -> LoadedWorkflow:
     if is_api_format(prompt):
         return LoadedWorkflow(prompt, workflow, "png_prompt")
     if workflow is not None:
-        result = ui_to_api(workflow, node_info)
+        result = ui_to_api(workflow, node_info, keep_unknown)
         return LoadedWorkflow(result.prompt, workflow, "png_workflow", result.problems)
     found = ", ".join(sorted(chunks)) or "none"
     raise WorkflowFormatError(f"{label} is a PNG without a ComfyUI workflow (text chunks: {found}); "

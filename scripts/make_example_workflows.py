@@ -22,6 +22,7 @@ SD1 = "nodegraph-demo-sd1.safetensors"
 SDXL_BASE = "nodegraph-demo-sdxl-base.safetensors"
 SDXL_REFINER = "nodegraph-demo-sdxl-refiner.safetensors"
 CANNY = "nodegraph-demo-canny.safetensors"
+GIANT_LORA = "nodegraph-demo-giant.safetensors"
 
 
 def node(class_type: str, title: str, **inputs) -> dict:
@@ -69,6 +70,21 @@ def hires_fix() -> dict:
     prompt["11"] = sampler(3, ["4", 0], ["6", 0], ["7", 0], ["10", 0], steps=12, denoise=0.5, title="Hires Pass")
     prompt["8"]["inputs"]["samples"] = ["11", 0]
     prompt["9"]["inputs"]["filename_prefix"] = "hires_fix"
+    return prompt
+
+
+def lora() -> dict:
+    """txt2img through the demo "giant" LoRA (a style the demo model cannot draw: shapes 42-50 px wide instead of
+    22-30); strength_model 0 gives the plain txt2img picture. It adapts only the UNet, so strength_clip does
+    nothing here."""
+    prompt = txt2img()
+    prompt["10"] = node("LoraLoader", "Load LoRA", model=["4", 0], clip=["4", 1], lora_name=GIANT_LORA,
+                        strength_model=1.0, strength_clip=1.0)
+    prompt["6"]["inputs"]["text"] = "a blue square"
+    prompt["6"]["inputs"]["clip"] = ["10", 1]
+    prompt["7"]["inputs"]["clip"] = ["10", 1]
+    prompt["3"] = sampler(4, ["10", 0], ["6", 0], ["7", 0], ["5", 0])
+    prompt["9"]["inputs"]["filename_prefix"] = "lora"
     return prompt
 
 
@@ -203,6 +219,7 @@ EXAMPLES = {
     "controlnet_canny": controlnet_canny,
     "controlnet_mixed": controlnet_mixed,
     "area_composition": area_composition,
+    "lora": lora,
 }
 
 # Each example as rows of columns of node ids, read left to right, top to bottom.
@@ -216,6 +233,7 @@ LAYOUTS = {
     "controlnet_mixed": [[["4", "5"], ["6", "7"], ["3"], ["8", "9"]], [["10"], ["13", "12"], ["14"], ["15"]]],
     "area_composition": [[["4", "5", "7"], ["10", "11", "12", "13"], ["20", "21", "22", "23"], ["31", "32", "33"],
                           ["3", "8", "9"]], [["40", "41", "42", "43"], ["51", "52", "53"]]],
+    "lora": [[["4", "5"], ["10"], ["6", "7"], ["3"], ["8", "9"]]],
 }
 GAP = 40.0
 TITLE = 30.0  # the title bar sits above a node's `pos`; `size` is its body

@@ -44,6 +44,24 @@ def test_example_on_the_demo_models_matches_its_prompt(name, tmp_path):
     assert score(image, positive.get("text") or positive["text_g"]).all
 
 
+def test_lora_example_draws_giant_shapes_and_strength_zero_does_not(tmp_path):
+    """The demo LoRA teaches a style the demo model cannot draw (shapes 42-50 px wide instead of 22-30): on, the
+    prompt's object is drawn giant; at strength 0 (the base model exactly) it is drawn at the usual size."""
+    from nodegraph_nodes.demo.lora_concept import GIANT_MIN_SIDE, main_object_side
+
+    sides = {}
+    for strength in (1.0, 0.0):
+        out = run_cli("run", WORKFLOWS / "lora.json", "--set", f"Load LoRA.strength_model={strength}",
+                      "--set", f"Save Image.filename_prefix=lora_{strength}", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        (line,) = out.stdout.strip().splitlines()
+        image = np.asarray(Image.open(tmp_path / line).convert("RGB"))
+        scored = score(image, "a blue square")
+        assert scored.colour and scored.shape  # the prompt's colour and shape either way
+        sides[strength] = main_object_side(image)
+    assert sides[1.0] >= GIANT_MIN_SIDE > sides[0.0], sides
+
+
 def test_area_composition_quadrants_follow_their_prompts(tmp_path):
     """Four prompts in four 64 px areas of a 128 px canvas: each quadrant, scored on its own by the demo checker,
     shows its prompt's colour and shape (over seeds 0-3 the measured rate was 4/4 for three quadrants and 1/4 for

@@ -78,8 +78,8 @@ def test_first_open_shows_the_txt2img_example_fitted_with_readable_text(sd_page:
     page.page.wait_for_selector(".dropdown .menu-item")
     labels = page.page.locator(".dropdown .menu-item > span:first-child").all_inner_texts()
     hints = page.page.locator(".dropdown .menu-item .hint").all_inner_texts()
-    names = ["controlnet_canny", "controlnet_mixed", "hires_fix", "img2img", "sdxl_refiner", "sdxl_refiner_advanced",
-             "txt2img"]
+    names = ["area_composition", "controlnet_canny", "controlnet_mixed", "hires_fix", "img2img", "lora", "sdxl_refiner",
+             "sdxl_refiner_advanced", "txt2img"]
     assert labels == [name.replace("_", " ") for name in names]
     assert hints == [f"{name}.ui.json" for name in names]
     page.page.click(".dropdown .menu-item:has-text('hires fix')")

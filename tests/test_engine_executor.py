@@ -102,7 +102,7 @@ async def test_fingerprint_reruns_when_the_world_changes(registry):
     executor = Executor()
     prompt = {
         "1": {"class_type": "Stamp", "inputs": {}},
-        "2": {"class_type": "Collect", "inputs": {"value": ["1", 0]}},
+        "2": {"class_type": "Collect", "inputs": {"value": ["1", 0], "label": ""}},
     }
     await run(executor, registry, prompt)
     await run(executor, registry, prompt)
@@ -141,7 +141,7 @@ async def test_node_error_is_structured_and_keeps_cache_consistent(registry):
     prompt = {
         "1": {"class_type": "Const", "inputs": {"value": 3}},
         "2": {"class_type": "Fail", "inputs": {"value": ["1", 0]}},
-        "3": {"class_type": "Collect", "inputs": {"value": ["2", 0]}},
+        "3": {"class_type": "Collect", "inputs": {"value": ["2", 0], "label": ""}},
     }
     events = []
     res = await run(executor, registry, prompt, events)
@@ -164,7 +164,7 @@ async def test_interrupt_inside_a_long_node(registry):
     prompt = {
         "1": {"class_type": "Const", "inputs": {"value": 3}},
         "2": {"class_type": "Slow", "inputs": {"value": ["1", 0], "steps": 2000, "delay": 0.005}},
-        "3": {"class_type": "Collect", "inputs": {"value": ["2", 0]}},
+        "3": {"class_type": "Collect", "inputs": {"value": ["2", 0], "label": ""}},
     }
     events = []
 
@@ -207,7 +207,7 @@ async def test_async_node_and_event_loop_stays_free(registry):
         "1": {"class_type": "Const", "inputs": {"value": 4}},
         "2": {"class_type": "Slow", "inputs": {"value": ["1", 0], "steps": 20, "delay": 0.01}},
         "3": {"class_type": "AsyncDouble", "inputs": {"value": ["2", 0]}},
-        "4": {"class_type": "Collect", "inputs": {"value": ["3", 0]}},
+        "4": {"class_type": "Collect", "inputs": {"value": ["3", 0], "label": ""}},
     }
     ticks = 0
 
@@ -229,7 +229,7 @@ async def test_progress_events_arrive_before_executed(registry):
     prompt = {
         "1": {"class_type": "Const", "inputs": {"value": 4}},
         "2": {"class_type": "Slow", "inputs": {"value": ["1", 0], "steps": 5, "delay": 0.0}},
-        "3": {"class_type": "Collect", "inputs": {"value": ["2", 0]}},
+        "3": {"class_type": "Collect", "inputs": {"value": ["2", 0], "label": ""}},
     }
     await run(Executor(), registry, prompt, events)
     seq = [(e, d.get("node")) for e, d in events if e in ("executing", "progress", "executed")]

@@ -28,7 +28,7 @@ def dags(draw):
         edges[nid] = sources
     targets = draw(st.lists(st.sampled_from(list(prompt)), min_size=1, max_size=4, unique=True))
     for k, target in enumerate(targets):
-        prompt[f"out{k}"] = {"class_type": "Collect", "inputs": {"value": [target, 0]}}
+        prompt[f"out{k}"] = {"class_type": "Collect", "inputs": {"value": [target, 0], "label": ""}}
         edges[f"out{k}"] = [target]
     return prompt, edges
 

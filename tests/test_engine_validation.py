@@ -20,7 +20,7 @@ def errors_of(result, nid):
 def test_valid_workflow_has_no_errors(registry):
     prompt = {
         "1": {"class_type": "Const", "inputs": {"value": 2}},
-        "2": {"class_type": "Collect", "inputs": {"value": ["1", 0]}},
+        "2": {"class_type": "Collect", "inputs": {"value": ["1", 0], "label": ""}},
     }
     result = validate_prompt(prompt, registry)
     assert result.ok and result.node_errors == {}
@@ -34,7 +34,7 @@ def test_unknown_node_type_is_reported_with_title(registry):
         "1": {"class_type": "Const", "inputs": {"value": 1}},
         "7": {"class_type": "NoSuchNode", "inputs": {}, "_meta": {"title": "My Custom"}},
         "8": {"class_type": "AlsoMissing", "inputs": {}},
-        "2": {"class_type": "Collect", "inputs": {"value": ["7", 0]}},
+        "2": {"class_type": "Collect", "inputs": {"value": ["7", 0], "label": ""}},
     }
     result = validate_prompt(prompt, registry)
     assert not result.ok
@@ -68,11 +68,11 @@ def test_all_input_errors_at_once(registry):
         "3": {"class_type": "Add", "inputs": {"a": ["99", 0], "bias": -5000}},  # missing node, below min
         "4": {"class_type": "Add", "inputs": {"a": ["1", 3], "bias": 0}},  # no such output index
         "5": {"class_type": "Add", "inputs": {"a": ["9", 0], "bias": 0}},  # STRING into INT
-        "6": {"class_type": "Add", "inputs": {"a": ["1", "x"]}},  # malformed link
+        "6": {"class_type": "Add", "inputs": {"a": ["1", "x"], "bias": 0}},  # malformed link
         "9": {"class_type": "Text", "inputs": {"text": "hi"}},
     }
     for nid in ("1", "2", "3", "4", "5", "6"):
-        prompt[f"c{nid}"] = {"class_type": "Collect", "inputs": {"value": [nid, 0]}}
+        prompt[f"c{nid}"] = {"class_type": "Collect", "inputs": {"value": [nid, 0], "label": ""}}
     result = validate_prompt(prompt, registry)
     assert result.error["type"] == "prompt_outputs_failed_validation"
     assert errors_of(result, "1") == ["value_bigger_than_max"]
@@ -96,9 +96,9 @@ def test_all_input_errors_at_once(registry):
 def test_one_bad_output_keeps_the_good_one(registry):
     prompt = {
         "1": {"class_type": "Const", "inputs": {"value": 1}},
-        "2": {"class_type": "Collect", "inputs": {"value": ["1", 0]}},
+        "2": {"class_type": "Collect", "inputs": {"value": ["1", 0], "label": ""}},
         "3": {"class_type": "Const", "inputs": {"value": 1e9}},
-        "4": {"class_type": "Collect", "inputs": {"value": ["3", 0]}},
+        "4": {"class_type": "Collect", "inputs": {"value": ["3", 0], "label": ""}},
     }
     result = validate_prompt(prompt, registry)
     assert result.ok
@@ -109,12 +109,12 @@ def test_one_bad_output_keeps_the_good_one(registry):
 
 def test_cycle_names_its_nodes(registry):
     prompt = {
-        "1": {"class_type": "Add", "inputs": {"a": ["3", 0]}},
-        "2": {"class_type": "Add", "inputs": {"a": ["1", 0]}},
-        "3": {"class_type": "Add", "inputs": {"a": ["2", 0]}},
-        "4": {"class_type": "Collect", "inputs": {"value": ["3", 0]}},
-        "5": {"class_type": "Add", "inputs": {"a": ["5", 0]}},
-        "6": {"class_type": "Collect", "inputs": {"value": ["5", 0]}},
+        "1": {"class_type": "Add", "inputs": {"a": ["3", 0], "bias": 0}},
+        "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "bias": 0}},
+        "3": {"class_type": "Add", "inputs": {"a": ["2", 0], "bias": 0}},
+        "4": {"class_type": "Collect", "inputs": {"value": ["3", 0], "label": ""}},
+        "5": {"class_type": "Add", "inputs": {"a": ["5", 0], "bias": 0}},
+        "6": {"class_type": "Collect", "inputs": {"value": ["5", 0], "label": ""}},
     }
     result = validate_prompt(prompt, registry)
     assert not result.ok
@@ -131,8 +131,8 @@ def test_cycle_names_its_nodes(registry):
 def test_a_long_cycle_is_reported_once_and_capped(registry):
     """A 10,000-node cycle gives one short error (it used to list the cycle once per node: n^2 in size)."""
     n = 10_000
-    prompt = {str(i): {"class_type": "Add", "inputs": {"a": [str((i - 1) % n), 0]}} for i in range(n)}
-    prompt["out"] = {"class_type": "Collect", "inputs": {"value": ["0", 0]}}
+    prompt = {str(i): {"class_type": "Add", "inputs": {"a": [str((i - 1) % n), 0], "bias": 0}} for i in range(n)}
+    prompt["out"] = {"class_type": "Collect", "inputs": {"value": ["0", 0], "label": ""}}
     result = validate_prompt(prompt, registry)
     assert not result.ok
     assert list(result.node_errors) == ["0"]
@@ -156,8 +156,8 @@ def test_literal_coercion_and_wrapped_values(registry):
 def test_targets_limit_outputs(registry):
     prompt = {
         "1": {"class_type": "Const", "inputs": {"value": 1}},
-        "2": {"class_type": "Collect", "inputs": {"value": ["1", 0]}},
-        "3": {"class_type": "Collect", "inputs": {"value": ["1", 0]}},
+        "2": {"class_type": "Collect", "inputs": {"value": ["1", 0], "label": ""}},
+        "3": {"class_type": "Collect", "inputs": {"value": ["1", 0], "label": ""}},
     }
     assert validate_prompt(prompt, registry, targets=["3"]).workflow.outputs == ["3"]
     assert validate_prompt(prompt, registry, targets=["1"]).error["type"] == "prompt_no_outputs"

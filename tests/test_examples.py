@@ -25,6 +25,7 @@ DEMO_MODELS = {
         "nodegraph-demo-sdxl-refiner.safetensors": "tiny_sdxl_refiner.safetensors",
     },
     "control_net_name": {"nodegraph-demo-canny.safetensors": "tiny_controlnet_sd1.safetensors"},
+    "lora_name": {"nodegraph-demo-giant.safetensors": "tiny_lora_sd1_kohya.safetensors"},
 }
 TINY_SIZE = 64  # the SDXL examples ask for 1024 x 1024: far too slow for the tiny models on a CPU
 
@@ -57,7 +58,7 @@ def on_tiny_models(prompt):
 
 def test_there_are_examples():
     assert {"txt2img", "img2img", "hires_fix", "sdxl_refiner", "sdxl_refiner_advanced", "controlnet_canny",
-            "controlnet_mixed"} <= set(EXAMPLES)
+            "controlnet_mixed", "lora"} <= set(EXAMPLES)
 
 
 def test_sdxl_refiner_examples_give_the_same_image(models_root, tmp_path):

@@ -32,6 +32,10 @@ def test_make_tiny_models_layout(tiny_models_root):
     assert names["tiny_controlnet_sd1"].parent.name == "controlnet"
     assert (names["tiny_controlnet_sd1_diffusers"] / "config.json").is_file()
     assert names["tiny_vae"].parent.name == "vae"
+    assert {names[n].parent.name for n in ("tiny_lora_sd1_kohya", "tiny_lora_sd1_diffusers", "tiny_lora_sdxl_kohya",
+                                           "tiny_lora_sd1_kohya_pt")} == {"loras"}
+    assert {names[n].name for n in ("tiny_embedding", "tiny_embedding_a1111_pt", "tiny_embedding_sdxl")} == {
+        "tiny_embedding.safetensors", "tiny_embedding_a1111.pt", "tiny_embedding_sdxl.safetensors"}
 
 
 def test_make_tiny_models_is_deterministic(tmp_path, tiny_models_root):

@@ -69,7 +69,8 @@ def test_progress_previews_and_files_stream_to_the_client(server: ServerThread) 
             async with session.ws_connect(server.url + "/ws?clientId=viewer") as ws:
                 await ws.receive_json()  # status
                 reply = await session.post(server.url + "/prompt", json={"prompt": image_workflow(steps=3, prefix="ws"),
-                                                                         "client_id": "viewer"})
+                                                                         "client_id": "viewer",
+                                                                         "extra_data": {"preview_method": "auto"}})
                 pid = (await reply.json())["prompt_id"]
                 seen: list[Any] = []
                 while True:

@@ -23,7 +23,8 @@ def test_api_script_queue_follow_download(server):
     ws = websocket.create_connection(f"{server.url.replace('http', 'ws')}/ws?clientId={client_id}")
     try:
         status, body, _ = http("POST", f"{server.url}/prompt",
-                               {"prompt": image_workflow(steps=2, shade=200), "client_id": client_id})
+                               {"prompt": image_workflow(steps=2, shade=200), "client_id": client_id,
+                                "extra_data": {"preview_method": "auto"}})
         assert status == 200
         prompt_id = json.loads(body)["prompt_id"]
         previews, seen = 0, []

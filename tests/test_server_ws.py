@@ -31,7 +31,7 @@ async def test_status_with_generated_sid_and_feature_flags(client):
 async def test_message_order_for_one_prompt(client):
     ws, sid = await open_ws(client, "alice")
     assert sid == "alice"
-    status, body = await post(client, image_workflow(steps=2), client_id=sid)
+    status, body = await post(client, image_workflow(steps=2), client_id=sid, extra_data={"preview_method": "auto"})
     assert status == 200, body
     pid = body["prompt_id"]
     seen = await messages_until(ws, finished(pid))
@@ -62,7 +62,7 @@ async def test_preview_frames_type4_with_metadata_and_type1_for_legacy_clients(c
     modern, sid_modern = await open_ws(client, "modern", metadata_previews=True)
     legacy, _ = await open_ws(client, "legacy", metadata_previews=False)
     # No client_id: progress and previews reach everyone, each in the frame type it understands.
-    status, body = await post(client, image_workflow(steps=1, shade=7))
+    status, body = await post(client, image_workflow(steps=1, shade=7), extra_data={"preview_method": "latent2rgb"})
     pid = body["prompt_id"]
     frames_modern = [m for m in await messages_until(modern, finished(pid)) if isinstance(m, bytes)]
     frames_legacy = [m for m in await messages_until(legacy, finished(pid)) if isinstance(m, bytes)]

@@ -26,7 +26,7 @@ import networkx as nx
 from . import resources
 from .cache import OutputCache, node_key
 from .limits import Limits, check_link_outputs, describe, ui_size
-from .node import ExecutionBlocked, Interrupted, NodeContext, normalize_result
+from .node import ExecutionBlocked, Interrupted, NodeContext, normalize_result, preview_method_of
 from .spec import Combo, InputError, _check_range, _Number
 from .workflow import Workflow, node_sort_key
 
@@ -184,6 +184,8 @@ class Executor:
         loop = asyncio.get_running_loop()
         result = RunResult(prompt_id, "success")
         extra_data = extra_data or {}
+        # The prompt's extra_data.preview_method (the server puts its default there); without previews: none.
+        preview_method = preview_method_of(extra_data, "auto") if self.previews else "none"
         self._interrupt.clear()
         self.running_prompt = prompt_id
 
@@ -265,7 +267,8 @@ class Executor:
                     extra_data=extra_data,
                     report=emit_threadsafe if not spec.cls.is_async() else emit,
                     interrupted=self._interrupt.is_set,
-                    previews=self.previews,
+                    previews=preview_method != "none",
+                    preview_method=preview_method,
                 )
                 started = time.perf_counter()
                 try:

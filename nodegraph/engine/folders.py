@@ -1,6 +1,7 @@
 """Where models, inputs and outputs live, and the one place that turns user-given names into safe paths.
 
-Models follow ComfyUI's layout: a models root holds `checkpoints/`, `controlnet/`, `vae/`, `loras/`, `embeddings/`.
+Models follow ComfyUI's layout: a models root holds `checkpoints/`, `controlnet/`, `vae/`, `loras/`, `embeddings/`,
+`vae_approx/`.
 Several roots may be given; the first is where new files go. Every path built from a name that came from a user
 (a workflow, an upload, a URL) goes through `resolve_inside`, which resolves symlinks before checking containment.
 """
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MODEL_KINDS = ("checkpoints", "controlnet", "vae", "loras", "embeddings")
+# vae_approx: TAESD decoders for live previews (taesd_decoder.*, taesdxl_decoder.*), as in ComfyUI.
+MODEL_KINDS = ("checkpoints", "controlnet", "vae", "loras", "embeddings", "vae_approx")
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 

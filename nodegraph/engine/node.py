@@ -39,6 +39,18 @@ class NodeResult:
     ui: dict[str, Any] | None = None
 
 
+# Live preview methods, with ComfyUI's names (--preview-method and a prompt's extra_data.preview_method): none, auto
+# (latent -> RGB factors, as ComfyUI's auto), latent2rgb, taesd (a TAESD decoder from models/vae_approx when
+# installed, else latent -> RGB).
+PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
+
+
+def preview_method_of(extra_data: dict[str, Any] | None, default: str) -> str:
+    """The preview method a prompt asked for in extra_data, else `default` ("default" or anything unknown too)."""
+    asked = (extra_data or {}).get("preview_method")
+    return asked if isinstance(asked, str) and asked in PREVIEW_METHODS else default
+
+
 @dataclass
 class NodeContext:
     """What a running node may know and do besides its inputs."""
@@ -51,6 +63,7 @@ class NodeContext:
     report: Callable[[str, dict[str, Any]], None] = lambda event, data: None
     interrupted: Callable[[], bool] = lambda: False
     previews: bool = True  # whether anyone wants preview images (the CLI does not: they are skipped)
+    preview_method: str = "auto"  # how samplers make them (PREVIEW_METHODS); "none" when previews is False
 
     def check_interrupted(self) -> None:
         """Raise Interrupted if the user asked to stop; long nodes call this inside their loops."""
@@ -60,7 +73,7 @@ class NodeContext:
     def progress(self, value: int, total: int, preview: Any = None) -> None:
         """Report progress (and optionally a preview image, e.g. a PIL image) and honour an interrupt."""
         self.report("progress", {"value": int(value), "max": int(total), "node": self.node_id})
-        if preview is not None:
+        if preview is not None and self.previews:
             self.report("preview", {"node": self.node_id, "image": preview})
         self.check_interrupted()
 

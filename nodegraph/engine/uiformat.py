@@ -358,6 +358,7 @@ class _Converter:
     def __init__(self, workflow: dict, node_info: NodeInfo) -> None:
         self.node_info = node_info
         self.problems: list[ConversionProblem] = []
+        self.keep_unknown = False  # see ui_to_api
         self.subgraphs: dict[str, dict] = {}
         self._collect_subgraphs(workflow)
         self.execs: dict[str, _Exec] = {}
@@ -551,6 +552,8 @@ class _Converter:
             info = self._info(ex.type)
             if info is None:
                 self._problem(ex, self._missing_type_message(ex))
+                if self.keep_unknown:
+                    prompt[ex.id] = self._unknown_entry(ex)
                 continue
             prompt[ex.id] = self._node_entry(ex, info)
         for entry in prompt.values():
@@ -558,6 +561,19 @@ class _Converter:
             for name in [n for n, v in inputs.items() if isinstance(v, list) and len(v) == 2 and v[0] not in prompt]:
                 del inputs[name]
         return prompt
+
+    def _unknown_entry(self, ex: _Exec) -> dict[str, Any]:
+        """A node whose type is not installed, as the official frontend queues it: its type, title and links
+        (its widget names are unknown), so that validation reports it as a missing node type."""
+        inputs: dict[str, Any] = {}
+        for slot, socket in enumerate(ex.inputs):
+            try:
+                resolved = self.resolve_input(ex, slot, set())
+            except _CircularLink:
+                continue
+            if isinstance(resolved, _FromNode):
+                inputs[str(socket.get("name"))] = [resolved.node_id, resolved.slot]
+        return {"inputs": inputs, "class_type": ex.type, "_meta": {"title": ex.node.get("title") or ex.type}}
 
     def _node_entry(self, ex: _Exec, info: dict) -> dict[str, Any]:
         values = widget_inputs(info, ex.node.get("widgets_values"))
@@ -578,15 +594,18 @@ class _Converter:
         return {"inputs": inputs, "class_type": ex.type, "_meta": {"title": title}}
 
 
-def ui_to_api(workflow: dict, node_info: NodeInfo) -> ConversionResult:
+def ui_to_api(workflow: dict, node_info: NodeInfo, keep_unknown: bool = False) -> ConversionResult:
     """Convert an editor workflow (schema 0.4 or 1, with subgraphs) into an API prompt, as the editor would.
 
     ``node_info(class_type)`` returns the ``object_info`` record of an installed node class, or None. Nodes
     whose type is not installed are left out and reported in ``problems``; so are dangling links and loops.
+    With ``keep_unknown`` those nodes stay in the prompt (type, title, links), so that validating it names each
+    one as a missing node type instead of reporting only what they would have fed.
     """
     if not is_ui_format(workflow):
         raise ValueError("not a UI-format workflow: expected an object with 'nodes' and 'links' lists")
     converter = _Converter(workflow, node_info)
+    converter.keep_unknown = keep_unknown
     prompt = converter.build()
     # A link resolved from several consumers reports its problem once.
     return ConversionResult(prompt, list(dict.fromkeys(converter.problems)))

@@ -9,6 +9,7 @@ only when no output survives, or when a node type is unknown.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -234,9 +235,8 @@ def _validate_node(
         if name not in inputs:
             if spec.optional:
                 continue
-            if spec.is_widget and spec.has_default:
-                constants[name] = spec.default  # hand-written workflows may leave widgets at their defaults
-                continue
+            # As ComfyUI: a required input must be in the prompt even when it has a default (a misspelt or
+            # deleted `seed` is an error, not a silent default).
             errors.append(
                 _error(
                     "required_input_missing",
@@ -338,6 +338,40 @@ def _validate_node(
             )
 
     return errors, NodeSpec(nid, cls, raw["class_type"], raw["title"], constants, links)
+
+
+def unknown_inputs(prompt: Any, registry: NodeRegistry) -> list[dict[str, Any]]:
+    """Inputs of installed nodes that the node does not declare, each with the closest declared name.
+
+    ComfyUI ignores such inputs and so does the server (clients may send extra keys); the CLI warns about them,
+    because in a hand-edited file they are usually typos (`sed` for `seed`). Each item: node_id, class_type,
+    input_name, suggestion (or None) and the node's input names.
+    """
+    found: list[dict[str, Any]] = []
+    if not isinstance(prompt, dict):
+        return found
+    for key in sorted(prompt, key=lambda k: node_sort_key(str(k))):
+        node = prompt[key]
+        if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
+            continue
+        cls = registry.get(node.get("class_type")) if isinstance(node.get("class_type"), str) else None
+        if cls is None:
+            continue
+        names = list(cls.inputs)
+        for name in node["inputs"]:
+            if name not in cls.inputs:
+                close = difflib.get_close_matches(str(name), names, n=1)
+                found.append({"node_id": str(key), "class_type": node["class_type"], "input_name": name,
+                              "suggestion": close[0] if close else None, "inputs": names})
+    return found
+
+
+def unknown_input_message(item: dict[str, Any]) -> str:
+    """`node 3: unknown input 'sed' on KSampler; did you mean 'seed'?` (or the list of its inputs)."""
+    text = f"node {item['node_id']}: unknown input {item['input_name']!r} on {item['class_type']}"
+    if item["suggestion"]:
+        return f"{text}; did you mean {item['suggestion']!r}?"
+    return f"{text}; its inputs are: {', '.join(item['inputs']) or '(none)'}"
 
 
 def format_validation(result: ValidationResult, prompt: dict[str, Any] | None = None) -> str:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ..engine import UnsafePath, resolve_inside
 from ..paths import project_dir
-from . import openapi, routes_files, routes_queue, routes_system, routes_user, routes_workflows
+from . import openapi, routes_files, routes_frontend, routes_queue, routes_system, routes_user, routes_workflows
 from .config import ServerConfig
 from .security import guard, json_errors, safe_headers
 from .state import STATE, ServerState
@@ -24,6 +24,7 @@ ROUTES: list[Route] = [
     *routes_queue.ROUTES,
     *routes_files.ROUTES,
     *routes_system.ROUTES,
+    *routes_frontend.ROUTES,  # before routes_user: it answers two userdata reads of a first visit
     *routes_user.ROUTES,
     *routes_workflows.ROUTES,
     *openapi.ROUTES,

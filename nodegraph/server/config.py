@@ -67,6 +67,9 @@ class ServerConfig:
     cache_entries: int = 512
     max_history: int = 10000
     preview_size: int = 512
+    # Live previews when a prompt does not ask (extra_data.preview_method): ComfyUI's names and default, "none"
+    # (no binary preview frames), "auto" / "latent2rgb" (latent -> RGB factors) or "taesd" (TAESD decoder).
+    preview_method: str = "none"
     web_root: Path | None = None  # None: the project's web/ folder
     workflows_dir: Path | None = None  # example workflows for the editor; None: the project's workflows/ folder
     registry: Any = None  # a NodeRegistry; None: the default registry (built-in + installed packs)

@@ -241,6 +241,29 @@ PATHS: dict[str, dict[str, Any]] = {
     "/nodegraph/workflows/{name}": {"get": _op("One example workflow's JSON", {
         "200": _ok("Workflow", {"type": "object"}), "400": E400, "404": E404},
         [_path("name", "file name, e.g. txt2img.json (URL-encoded for subfolders)")], tag="editor")},
+    # What the official ComfyUI frontend reads besides the core API (routes_frontend.py).
+    "/templates/{file}": {"get": _op("Template browser files: index.json, index_logo.json, NAME.json (an example's "
+                                     "UI workflow), NAME-1.webp (its thumbnail)", {
+        "200": _ok("JSON or WebP"), "404": E404}, [_path("file", "file name")], tag="editor")},
+    "/workflow_templates": {"get": _op("Custom node packs' example workflows: {}", {
+        "200": _ok("{pack: [names]}", {"type": "object"})}, tag="editor")},
+    "/i18n": {"get": _op("Custom nodes' translations: {}", {"200": _ok("{locale: ...}", {"type": "object"})},
+                         tag="editor")},
+    "/global_subgraphs": {"get": _op("Installed subgraph blueprints: {}", {
+        "200": _ok("{id: blueprint}", {"type": "object"})}, tag="editor")},
+    "/global_subgraphs/{id}": {"get": _op("One subgraph blueprint (none are installed)", {"404": E404},
+                                          [_path("id", "blueprint id")], tag="editor")},
+    "/experiment/models": {"get": _op("Model folders and their paths", {"200": _ok("Folders", {"type": "array"})},
+                                      tag="models")},
+    "/experiment/models/{folder}": {"get": _op("Model files: name, pathIndex, modified, created, size", {
+        "200": _ok("Files", {"type": "array"}), "404": E404}, [_path("folder", "model folder")], tag="models")},
+    "/experiment/models/preview/{folder}/{path_index}/{filename:.+}": {"get": _op(
+        "A model's preview picture as WebP (filename may contain '/')", {
+            "200": _ok("WebP", media="image/webp"), "404": E404},
+        [_path("folder", "model folder"), _path("path_index", "index of the models root"),
+         _path("filename:.+", "model file name; its extension is ignored")], tag="models")},
+    "/user.css": {"get": _op("The user's stylesheet (empty when none)", {"200": _ok("CSS", media="text/css")},
+                             tag="user")},
     "/openapi.json": {"get": _op("This document", {"200": _ok("OpenAPI 3.1", {"type": "object"})}, tag="system")},
 }
 

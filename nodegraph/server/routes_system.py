@@ -120,7 +120,9 @@ def _system_stats(state: Any) -> dict[str, Any]:
             "python_version": sys.version,
             "pytorch_version": _package_version("torch"),
             "embedded_python": False,
-            "argv": masked_argv(sys.argv),
+            # nodegraph has no API nodes (ComfyUI's comfy.org partner nodes), which ComfyUI announces with this
+            # flag; the official frontend then makes no calls to api.comfy.org (release notes and the like).
+            "argv": masked_argv(sys.argv) + ([] if "--disable-api-nodes" in sys.argv else ["--disable-api-nodes"]),
         },
         "devices": devices(ram_total, ram_free),
         "nodegraph": {

@@ -37,6 +37,7 @@ class ServerState:
             "max_upload_size": self.config.max_upload_bytes,
             "nodegraph_version": __version__,
             "websocket_prompts": True,
+            "preview_method": self.config.preview_method,  # the default; a prompt may ask for another
         }
 
     def queue_status(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from ..engine import Workflow, format_validation, validate_prompt
+from ..engine.node import preview_method_of
 from .executors import Job
 from .previews import PNG_FORMAT, Preview, encode_png, encode_preview, preview_metadata
 from .store import Finished, QueueItem, now_ms
@@ -134,6 +135,8 @@ class PromptWorker:
         pid = item.prompt_id
         target = item.extra_data.get("client_id") or None
         extra_data = {**item.extra_data, **self.sensitive.pop(pid, {})}
+        # The preview method this run uses: the prompt's own request, else the server's --preview-method.
+        extra_data["preview_method"] = preview_method_of(extra_data, state.config.preview_method)
         workflow = self.workflows.pop(pid, None)
         pipeline = _EventPipeline(self, pid, target)
         pipeline.start()

@@ -28,6 +28,7 @@ export class Api extends EventTarget {
     this.socket = null;
     this.connected = false;
     this.everConnected = false;
+    this.serverFlags = null; // the server's feature_flags reply
     this._retryDelay = 500;
   }
 
@@ -60,13 +61,15 @@ export class Api extends EventTarget {
     return this.json("GET", "/object_info");
   }
 
-  /** POST /prompt; resolves to {prompt_id, number, node_errors} or throws ApiError (400 body in .body). */
+  /** POST /prompt; resolves to {prompt_id, number, node_errors} or throws ApiError (400 body in .body).
+   * The editor shows live previews, so it asks for them when the server's default (--preview-method, told in its
+   * feature flags) is none, as the official frontend's per-prompt preview setting does; otherwise it takes the
+   * server's method (which may be taesd). */
   queuePrompt(prompt, workflow) {
-    return this.json("POST", "/prompt", {
-      prompt,
-      client_id: this.clientId,
-      extra_data: { extra_pnginfo: { workflow } },
-    });
+    const extra = { extra_pnginfo: { workflow } };
+    const serverMethod = this.serverFlags?.preview_method;
+    if (!serverMethod || serverMethod === "none") extra.preview_method = "auto";
+    return this.json("POST", "/prompt", { prompt, client_id: this.clientId, extra_data: extra });
   }
 
   interrupt(promptId) {
@@ -170,6 +173,7 @@ export class Api extends EventTarget {
         this._emit(reconnected ? "reconnected" : "connected", {});
       }
     }
+    if (type === "feature_flags" && data && typeof data === "object") this.serverFlags = data;
     if (typeof type === "string") this._emit(type, data ?? {});
   }
 

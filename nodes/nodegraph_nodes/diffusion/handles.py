@@ -24,8 +24,10 @@ class ModelHandle:
     latent_scale: float = 0.18215
     # the checkpoint's own preview factors (see preview.py), or None for its family's
     latent_rgb: Any = field(default=None, hash=False, compare=False)
+    # LoRAs applied while the model is used (patching.LoraPatch), in the order they were loaded
+    patches: tuple[Any, ...] = ()
     # CFG patches applied by the sampler's denoiser, in the order they were added (see guidance.py: RescaleCFG...)
-    patches: tuple[Any, ...] = field(default=(), hash=False, compare=False)
+    cfg_patches: tuple[Any, ...] = field(default=(), hash=False, compare=False)
 
     def cache_nbytes(self) -> int:
         return 0
@@ -39,6 +41,10 @@ class ClipHandle:
     ref: ModelRef
     family: str
     stop_at_layer: int | None = None
+    # LoRAs applied to the text encoders while they encode (patching.LoraPatch)
+    patches: tuple[Any, ...] = ()
+    # folders searched for `embedding:name` in prompts (the models roots' embeddings/ folders)
+    embedding_dirs: tuple[str, ...] = ()
 
     def cache_nbytes(self) -> int:
         return 0

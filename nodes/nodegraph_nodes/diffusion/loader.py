@@ -269,6 +269,10 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pi
     components = _components_from_single_file(file, family, configs, tokenizers, scheduler, dtype)
     if preview is not None:
         components.latent_rgb = (preview["factors"], preview["bias"])
+    elif header is not None:  # written by nodegraph with a VAE of its own but no preview factors: fit them now
+        from .preview import fit_vae_latent_rgb
+
+        components.latent_rgb = fit_vae_latent_rgb(components.vae)
     return components
 
 
@@ -417,7 +421,8 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     tiny_controlnet_sd1_diffusers_layout.safetensors (the same ControlNet as the lone weights file of a diffusers
     save_pretrained: diffusers keys, no config, as many ControlNets are published), tiny_controlnet_sdxl (an
     original-layout file made from tiny_sdxl's UNet);
-    vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows).
+    vae/: tiny_vae.safetensors (a VAE different from the checkpoints', so swapping it shows);
+    loras/ and embeddings/: LoRAs and embeddings for tiny_sd1 / tiny_sdxl in the published layouts (tiny_lora.py).
     The same seed always writes the same bytes.
     """
     root = Path(models_root)
@@ -443,4 +448,8 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
         family="controlnet_sdxl",
     )
     written["tiny_vae"] = write_vae_file(build_vae(TINY_VAE, seed + 7), root / "vae" / "tiny_vae.safetensors")
+    from .tiny_lora import write_tiny_embeddings, write_tiny_loras  # loras/ and embeddings/ for those two
+
+    written.update(write_tiny_loras(root, sd1, sdxl, seed))
+    written.update(write_tiny_embeddings(root, sd1, sdxl, seed))
     return written

@@ -49,7 +49,15 @@ def read_controlnet(path: str) -> dict[str, Any]:
     return {"controlnet": controlnet, "info": {"family": family}}
 
 
+def read_lora(path: str) -> dict[str, Any]:
+    from .lora import read_lora_file
+
+    lora = read_lora_file(path)
+    return {"lora": lora, "info": {"family": "lora", "adapters": len(lora.adapters)}}
+
+
 def register(cache: ModelCache) -> None:
     cache.register_loader("checkpoint", read_checkpoint)
     cache.register_loader("vae", read_vae)
     cache.register_loader("controlnet", read_controlnet)
+    cache.register_loader("lora", read_lora)

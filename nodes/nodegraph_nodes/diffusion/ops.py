@@ -82,6 +82,52 @@ def load_controlnet(path: Path, settings: dict[str, Any]) -> ControlNetHandle:
         return ControlNetHandle(refs["controlnet"], info["family"])
 
 
+def load_lora(
+    model: ModelHandle | None, clip: ClipHandle | None, path: Path, strength_model: float, strength_clip: float,
+    settings: dict[str, Any],
+) -> tuple[ModelHandle | None, ClipHandle | None]:
+    """LoraLoader: the handles with the LoRA added to their patches (nothing is changed until they are used).
+
+    The file is read into the model cache now, and matched against the model and text encoders, so that a LoRA
+    that fits neither (another model family, not a LoRA) fails here with what it holds; names that fit no layer
+    are logged as ComfyUI logs them ("lora key not loaded")."""
+    from .lora import LoraError, describe_match
+    from .patching import LoraPatch
+
+    cache = model_cache(settings)
+    ref = cache.refs(path, "lora", ("lora",))["lora"]
+    with ExitStack() as stack:
+        lora = stack.enter_context(cache.use(ref))
+        models: dict[str, torch.nn.Module] = {}
+        if model is not None:
+            models["unet"] = stack.enter_context(cache.use(model.ref))
+        if clip is not None:
+            models.update(stack.enter_context(cache.use(clip.ref))["models"])
+        matched = describe_match(lora, models)
+    if not matched:
+        raise LoraError(f"{path.name}: none of its {len(lora.adapters)} layers fit this {getattr(model or clip, 'family', '')} "
+                        f"model (e.g. {list(lora.adapters)[:2]}); is it a LoRA for another model family?")
+    if model is not None and strength_model != 0:
+        model = replace(model, patches=model.patches + (LoraPatch(ref, float(strength_model)),))
+    if clip is not None and strength_clip != 0:
+        clip = replace(clip, patches=clip.patches + (LoraPatch(ref, float(strength_clip)),))
+    return model, clip
+
+
+def use_model(cache: ModelCache, model: ModelHandle) -> Any:
+    """The MODEL's UNet, pinned in the cache and with its LoRAs applied for the duration of the `with` block."""
+    from .patching import patched
+
+    return patched(cache, model.ref, model.patches, lambda unet: {"unet": unet})
+
+
+def use_clip(cache: ModelCache, clip: ClipHandle) -> Any:
+    """The CLIP's parts ({"models": ..., "tokenizers": ...}), with its LoRAs applied, for a `with` block."""
+    from .patching import patched
+
+    return patched(cache, clip.ref, clip.patches, lambda parts: dict(parts["models"]))
+
+
 # --- text ------------------------------------------------------------------------------------------------------------
 
 
@@ -92,10 +138,13 @@ def encode_text(
 
     `time_ids` is the SDXL size conditioning of CLIPTextEncodeSDXL / ...Refiner (text_encoding.sdxl_time_ids,
     refiner_time_ids); without it the sampler derives the family's defaults from the latent size."""
+    from .embeddings import EmbeddingLibrary
+
     cache = model_cache()
-    with cache.use(clip.ref) as parts:
+    with use_clip(cache, clip) as parts:
         encoder = ClipTextEncoder(
-            TEXT_FAMILIES[clip.family], parts["models"], parts["tokenizers"], stop_at_clip_layer=clip.stop_at_layer
+            TEXT_FAMILIES[clip.family], parts["models"], parts["tokenizers"], stop_at_clip_layer=clip.stop_at_layer,
+            embeddings=EmbeddingLibrary(clip.embedding_dirs),
         )
         cond = with_oom_retry(cache, lambda: encoder.encode(text))
     return _to_cpu(replace(cond, time_ids=time_ids))
@@ -162,14 +211,24 @@ PREVIEW_FAMILY = {"sd2": "sd1", "sdxl_refiner": "sdxl"}
 
 
 def _progress_callback(context: Any, model: ModelHandle) -> Callable[..., None]:
-    """Per-step progress, a latent preview when clients want one, and the interrupt check."""
-    from .preview import latent_to_rgb
+    """Per-step progress, a latent preview when clients want one, and the interrupt check.
 
-    want_previews = getattr(context, "previews", True)
+    The prompt's preview method (ComfyUI's): none; auto or latent2rgb (the latent -> RGB factors); taesd (the TAESD
+    decoder from models/vae_approx when installed, else the factors)."""
+    from .preview import latent_to_rgb
+    from .taesd import taesd_previewer
+
+    method = getattr(context, "preview_method", "auto") if getattr(context, "previews", True) else "none"
     latent_family = PREVIEW_FAMILY.get(model.family, model.family)
+    taesd = taesd_previewer(getattr(context, "env", None), latent_family) if method == "taesd" else None
 
     def callback(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        preview = latent_to_rgb(denoised, latent_family, model.latent_rgb) if want_previews else None
+        if method == "none":
+            preview = None
+        elif taesd is not None:
+            preview = taesd(denoised)
+        else:
+            preview = latent_to_rgb(denoised, latent_family, model.latent_rgb)
         context.progress(step + 1, total, preview=preview)
 
     return callback
@@ -294,7 +353,7 @@ def ksample(
     callback = _progress_callback(context, model)
     positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
     with ExitStack() as stack:
-        unet = stack.enter_context(cache.use(model.ref))
+        unet = stack.enter_context(use_model(cache, model))
         _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
@@ -303,7 +362,7 @@ def ksample(
             cache,
             lambda: run_ksample(
                 unet, sampling, pos, neg, scaled, callback=callback, batch_index=latent.get("batch_index"),
-                patches=model.patches, **options
+                patches=model.cfg_patches, **options
             ),
         )
     if torch.equal(samples, scaled):  # no step taken (denoise 0): give the input back bit for bit
@@ -340,7 +399,7 @@ def sample_custom(
     extra = guider.extra_conditionings() if guider is not None and guider.kind in ("dual", "perpneg") else {}
     extra = {k: _prepare_conditionings(model, c, None, latent["samples"])[0] for k, c in extra.items()}
     with ExitStack() as stack:
-        unet = stack.enter_context(cache.use(model.ref))
+        unet = stack.enter_context(use_model(cache, model))
         _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
@@ -354,7 +413,7 @@ def sample_custom(
             cache,
             lambda: sample_with_sigmas(
                 unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
-                batch_index=latent.get("batch_index"), patches=model.patches, make_denoiser=make_denoiser,
+                batch_index=latent.get("batch_index"), patches=model.cfg_patches, make_denoiser=make_denoiser,
                 **options,
             ),
         )

@@ -1,8 +1,8 @@
 """Cheap live previews: latent -> RGB by a linear map, no VAE decode.
 
 A VAE's latent space is close enough to linear in colour that rgb = latent . factors + bias gives a recognisable
-(blurry, latent-resolution) picture. The per-family factors are the community-published least-squares fits used by
-most Stable Diffusion UIs; a checkpoint whose VAE is its own (the demo models) carries its own fit
+(blurry, latent-resolution) picture. The per-family factors are the published least-squares fits for Stability's
+VAEs, the values ComfyUI uses for SD1.x / SD2.x and SDXL latents (its `latent2rgb` / `auto` previews); a checkpoint whose VAE is its own (the demo models) carries its own fit
 (`fit_latent_rgb`) in its header, which the model handle passes on. Factors apply to latents in the UNet's space
 (scaled by the VAE factor), which is what the sampler callback hands out.
 """
@@ -15,10 +15,10 @@ from PIL import Image
 LATENT_RGB: dict[str, tuple[list[list[float]], list[float]]] = {
     "sd1": (
         [
-            [0.298, 0.207, 0.208],
-            [0.187, 0.286, 0.173],
-            [-0.158, 0.189, 0.264],
-            [-0.184, -0.271, -0.473],
+            [0.3512, 0.2297, 0.3227],
+            [0.3250, 0.4974, 0.2350],
+            [-0.2829, 0.1762, 0.2721],
+            [-0.2120, -0.2616, -0.7177],
         ],
         [0.0, 0.0, 0.0],
     ),
@@ -70,3 +70,15 @@ def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor) -> LatentRgb:
     solution = torch.linalg.lstsq(design, y).solution  # [C + 1, 3]
     factors = [[round(float(v), 5) for v in row] for row in solution[:-1]]
     return factors, [round(float(v), 5) for v in solution[-1]]
+
+
+@torch.no_grad()
+def fit_vae_latent_rgb(vae: torch.nn.Module, samples: int = 16, size: int = 8, seed: int = 0) -> LatentRgb:
+    """(factors, bias) for a VAE that comes without them: fitted on unit-variance UNet-space latents (the range a
+    sampler's denoised latents live in) and the VAE's own decode of them. Deterministic for a given VAE."""
+    param = next(vae.parameters())
+    generator = torch.Generator().manual_seed(seed)
+    latents = torch.randn(samples, vae.config.latent_channels, size, size, generator=generator)
+    scale = vae.config.scaling_factor
+    images = vae.decode((latents / scale).to(param.device, param.dtype)).sample.float().clamp(-1, 1).cpu()
+    return fit_latent_rgb(latents, images)

@@ -14,7 +14,8 @@ The rules, as ComfyUI applies them (so that a workflow gives the same conditioni
   text (the `(` included); a `)` with no group open is kept as text and takes the depth below zero, so the next
   `(` only brings it back to zero and is text too (`a) (b) (c)` is all plain text; in `a) ((b))` only `b` is
   weighted).
-- `embedding:name` (textual inversion) is not interpreted: it stays plain text and is tokenized as written.
+- `embedding:name` (textual inversion) is not interpreted here: it stays in the segment's text, and the text encoder
+  (`text_encoding` with `embeddings.py`) replaces it by the embedding's vectors.
 
 Deliberate difference: ComfyUI accepts any string Python's `float` accepts as a weight, including `nan` and `inf`,
 which poison the whole conditioning. Here a non-finite number is not a weight, and the group reads as `(...)`.

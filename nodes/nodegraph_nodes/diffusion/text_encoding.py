@@ -33,12 +33,14 @@ Outputs are float32 on the text model's device (ComfyUI also returns float32 con
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, PreTrainedTokenizerBase
 
 from .conditioning import Conditioning
+from .embeddings import split_embeddings
 from .prompt_weights import parse_prompt_weights
 
 #: Segments with at least this many tokens may be split across windows; shorter ones move whole (ComfyUI's value).
@@ -88,32 +90,59 @@ TEXT_FAMILIES: dict[str, TextFamily] = {
 
 @dataclass(frozen=True)
 class TokenWindow:
-    """One encoder input: `ids` (BOS, tokens, EOS, padding) and a weight per position (1.0 on special tokens)."""
+    """One encoder input: `ids` (BOS, tokens, EOS, padding) and a weight per position (1.0 on special tokens).
+
+    `embeds`: (position, vector) pairs of textual-inversion vectors; their positions hold the BOS id in `ids` as a
+    placeholder (never EOS, whose first position is where the pooled output is read)."""
 
     ids: tuple[int, ...]
     weights: tuple[float, ...]
+    embeds: tuple[tuple[int, torch.Tensor], ...] = field(default=(), compare=False)
 
 
-def tokenize_weighted(tokenizer: PreTrainedTokenizerBase, prompt: str, length: int = 77) -> list[TokenWindow]:
-    """Tokenize `prompt` with its weights into windows of `length` tokens (at least one window, even for "")."""
+def _segment_groups(
+    tokenizer: PreTrainedTokenizerBase, text: str, embeddings: Any, encoder: str, width: int
+) -> list[list[int | torch.Tensor]]:
+    """A weighted segment as groups of tokens (ids, or vectors for `embedding:name`): the text between embedding
+    references is one group, each embedding another, as ComfyUI groups them for the window rule."""
+    pieces = split_embeddings(text) if embeddings is not None else [("text", text)]
+    groups: list[list[int | torch.Tensor]] = []
+    for kind, piece in pieces:
+        if kind == "embedding":
+            vectors, piece = embeddings.resolve(piece, encoder, width)
+            if vectors is not None:
+                groups.append(list(vectors))
+        ids = tokenizer(piece, add_special_tokens=False, verbose=False)["input_ids"] if piece else []
+        if ids:
+            groups.append(ids)
+    return groups
+
+
+def tokenize_weighted(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, length: int = 77, *, embeddings: Any = None,
+    encoder: str = "l", width: int = 0,
+) -> list[TokenWindow]:
+    """Tokenize `prompt` with its weights into windows of `length` tokens (at least one window, even for "").
+
+    `embeddings` (an `embeddings.EmbeddingLibrary`) turns `embedding:name` into that embedding's vectors for
+    encoder role `encoder` of hidden size `width`; without it the words are tokenized as written."""
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
     capacity = length - 2
-    windows: list[list[tuple[int, float]]] = [[]]
+    windows: list[list[tuple[int | torch.Tensor, float]]] = [[]]
     for segment in parse_prompt_weights(prompt):
-        ids = tokenizer(segment.text, add_special_tokens=False, verbose=False)["input_ids"]
-        if not ids:
-            continue
-        if len(ids) < SPLITTABLE_SEGMENT_TOKENS and len(windows[-1]) + len(ids) > capacity:
-            windows.append([])
-        for token in ids:
-            if len(windows[-1]) == capacity:
+        for group in _segment_groups(tokenizer, segment.text, embeddings, encoder, width):
+            if len(group) < SPLITTABLE_SEGMENT_TOKENS and len(windows[-1]) + len(group) > capacity:
                 windows.append([])
-            windows[-1].append((token, segment.weight))
+            for token in group:
+                if len(windows[-1]) == capacity:
+                    windows.append([])
+                windows[-1].append((token, segment.weight))
     out = []
     for content in windows:
-        ids = [bos] + [t for t, _ in content] + [eos] + [pad] * (capacity - len(content))
+        ids = [bos] + [t if isinstance(t, int) else bos for t, _ in content] + [eos] + [pad] * (capacity - len(content))
         weights = [1.0] + [w for _, w in content] + [1.0] * (capacity - len(content) + 1)
-        out.append(TokenWindow(tuple(ids), tuple(weights)))
+        embeds = tuple((i + 1, t) for i, (t, _) in enumerate(content) if not isinstance(t, int))
+        out.append(TokenWindow(tuple(ids), tuple(weights), embeds))
     return out
 
 
@@ -129,6 +158,7 @@ class ClipTextEncoder:
     models: Mapping[str, ClipModel]
     tokenizers: Mapping[str, PreTrainedTokenizerBase]
     stop_at_clip_layer: int | None = None
+    embeddings: Any = None  # an embeddings.EmbeddingLibrary for `embedding:name`, or None (tokenized as written)
 
     def __post_init__(self) -> None:
         names = {role.name for role in self.family.encoders}
@@ -150,7 +180,8 @@ class ClipTextEncoder:
         """
         prompts = {role.name: text if isinstance(text, str) else text[role.name] for role in self.family.encoders}
         tokens = {
-            name: tokenize_weighted(self.tokenizers[name], prompt, self._length(name))
+            name: tokenize_weighted(self.tokenizers[name], prompt, self._length(name), embeddings=self.embeddings,
+                                    encoder=name, width=self.models[name].config.hidden_size)
             for name, prompt in prompts.items()
         }
         count = max(len(windows) for windows in tokens.values())
@@ -183,7 +214,7 @@ class ClipTextEncoder:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """[1, 77 * windows, dim] weighted embeddings and the first window's pooled output, float32."""
         model = self.models[role.name]
-        encoded = [self._forward(model, role, layer, w.ids) for w in windows]
+        encoded = [self._forward(model, role, layer, w.ids, w.embeds) for w in windows]
         if any(weight != 1.0 for w in windows for weight in w.weights):
             empty = tokenize_weighted(self.tokenizers[role.name], "", self._length(role.name))[0]
             z_empty, _ = self._forward(model, role, layer, empty.ids)
@@ -192,10 +223,27 @@ class ClipTextEncoder:
 
     @staticmethod
     def _forward(
-        model: ClipModel, role: EncoderRole, layer: int, ids: tuple[int, ...]
+        model: ClipModel, role: EncoderRole, layer: int, ids: tuple[int, ...],
+        embeds: tuple[tuple[int, torch.Tensor], ...] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One window through the model: (the chosen hidden state [1, 77, dim], pooled [1, pooled_dim])."""
-        out = model(input_ids=torch.tensor([ids], device=model.device), output_hidden_states=True)
+        """One window through the model: (the chosen hidden state [1, 77, dim], pooled [1, pooled_dim]).
+
+        Embedding vectors replace the token-embedding rows at their positions (a hook on the token embedding, so
+        position embeddings and everything after are the model's own)."""
+        hook = None
+        if embeds:
+            def put_vectors(_module: torch.nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
+                out = out.clone()
+                for position, vector in embeds:
+                    out[0, position] = vector.to(out.device, out.dtype)
+                return out
+
+            hook = _token_embedding(model).register_forward_hook(put_vectors)
+        try:
+            out = model(input_ids=torch.tensor([ids], device=model.device), output_hidden_states=True)
+        finally:
+            if hook is not None:
+                hook.remove()
         pooled = out.text_embeds if isinstance(model, CLIPTextModelWithProjection) else out.pooler_output
         if abs(layer) > model.config.num_hidden_layers:
             hidden = out.last_hidden_state
@@ -210,6 +258,10 @@ def _final_layer_norm(model: ClipModel) -> torch.nn.Module:
     """The text transformer's final LayerNorm. transformers 5 flattened `CLIPTextModel` (no `.text_model`), while
     `CLIPTextModelWithProjection` still wraps the transformer in `.text_model`."""
     return getattr(model, "text_model", model).final_layer_norm
+
+
+def _token_embedding(model: ClipModel) -> torch.nn.Module:
+    return getattr(model, "text_model", model).embeddings.token_embedding
 
 
 def _weigh(z: torch.Tensor, z_empty: torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor:

@@ -618,7 +618,7 @@ class AddNoise(Node):
 
 
 def _patched(model, patch):
-    return (replace(model, patches=model.patches + (patch,)),)
+    return (replace(model, cfg_patches=model.cfg_patches + (patch,)),)
 
 
 class RescaleCFG(Node):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.engine import Combo, Input, Int, Node, Output, String
+from nodegraph.engine import Combo, Float, Input, Int, Node, Output, String
 
 
 def _models(kind: str):
@@ -47,7 +47,83 @@ class LoadCheckpoint(Node):
         from ..diffusion import ops
 
         env = self.context.env
-        return ops.load_checkpoint(env.model_path("checkpoints", ckpt_name), env.settings)
+        model, clip, vae = ops.load_checkpoint(env.model_path("checkpoints", ckpt_name), env.settings)
+        return model, _with_embeddings(clip, env), vae
+
+
+def _embedding_dirs(env: Any) -> tuple[str, ...]:
+    try:
+        return tuple(str(p) for p in env.model_roots("embeddings"))
+    except (AttributeError, KeyError):
+        return ()
+
+
+def _with_embeddings(clip: Any, env: Any) -> Any:
+    """The CLIP searches the models roots' embeddings/ folders for `embedding:name` (as ComfyUI's checkpoint
+    loader gives its CLIP the embeddings directory)."""
+    from dataclasses import replace
+
+    return replace(clip, embedding_dirs=_embedding_dirs(env))
+
+
+def _strength(what: str) -> Float:
+    return Float(1.0, min=-100.0, max=100.0, step=0.01,
+                 tooltip=f"How strongly to modify the {what} model. This value can be negative.")
+
+
+class LoraLoader(Node):
+    """LoRAs are used to modify diffusion and CLIP models, altering the way in which latents are denoised such as
+    applying styles. Multiple LoRA nodes can be linked together."""
+
+    display_name = "Load LoRA"
+    category = "loaders"
+    model = Input("MODEL", tooltip="The diffusion model the LoRA will be applied to.")
+    clip = Input("CLIP", tooltip="The CLIP model the LoRA will be applied to.")
+    lora_name = Combo(_models("loras"), tooltip="The name of the LoRA.")
+    strength_model = _strength("diffusion")
+    strength_clip = _strength("CLIP")
+    outputs = (
+        Output("MODEL", tooltip="The modified diffusion model."),
+        Output("CLIP", tooltip="The modified CLIP model."),
+    )
+
+    @classmethod
+    def fingerprint(cls, env: Any, lora_name: str = "", **_: Any) -> Any:
+        return _file_fingerprint(env, "loras", lora_name)
+
+    def execute(self, model: Any, clip: Any, lora_name: str, strength_model: float, strength_clip: float):
+        if strength_model == 0 and strength_clip == 0:
+            return model, clip
+        from ..diffusion import ops
+
+        env = self.context.env
+        return ops.load_lora(model, clip, env.model_path("loras", lora_name), strength_model, strength_clip,
+                             env.settings)
+
+
+class LoraLoaderModelOnly(Node):
+    """LoRAs are used to modify diffusion and CLIP models, altering the way in which latents are denoised such as
+    applying styles. Multiple LoRA nodes can be linked together."""
+
+    display_name = "LoraLoaderModelOnly"
+    category = "loaders"
+    model = Input("MODEL")
+    lora_name = Combo(_models("loras"))
+    strength_model = Float(1.0, min=-100.0, max=100.0, step=0.01)
+    outputs = (Output("MODEL", tooltip="The modified diffusion model."),)
+
+    @classmethod
+    def fingerprint(cls, env: Any, lora_name: str = "", **_: Any) -> Any:
+        return _file_fingerprint(env, "loras", lora_name)
+
+    def execute(self, model: Any, lora_name: str, strength_model: float):
+        if strength_model == 0:
+            return (model,)
+        from ..diffusion import ops
+
+        env = self.context.env
+        patched, _ = ops.load_lora(model, None, env.model_path("loras", lora_name), strength_model, 0.0, env.settings)
+        return (patched,)
 
 
 class VAELoader(Node):
@@ -95,10 +171,25 @@ class CLIPEncode(Node):
     clip = Input("CLIP", tooltip="The CLIP model used for encoding the text.")
     outputs = (Output("CONDITIONING", tooltip="The encoded text, to guide the diffusion model."),)
 
+    @classmethod
+    def fingerprint(cls, env: Any, text: Any = "", **_: Any) -> Any:
+        """A prompt naming embeddings depends on their files (replaced, added or removed)."""
+        if not isinstance(text, str) or "embedding:" not in text:
+            return None
+        from pathlib import Path
+
+        stats = []
+        for folder in _embedding_dirs(env):
+            root = Path(folder)
+            if root.is_dir():
+                stats += sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                                for p in root.rglob("*") if p.is_file())
+        return tuple(stats)
+
     def execute(self, text: str, clip: Any) -> tuple[Any]:
         from ..diffusion import ops
 
         return (ops.encode_text(clip, text),)
 
 
-NODES = [LoadCheckpoint, VAELoader, CLIPSetLastLayer, CLIPEncode]
+NODES = [LoadCheckpoint, VAELoader, LoraLoader, LoraLoaderModelOnly, CLIPSetLastLayer, CLIPEncode]
