@@ -17,15 +17,16 @@ scaling factor); the UNet runs on its own device and dtype.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from .conditioning import Conditioning
 from .model_sampling import DiscreteModelSampling
 from .names import DISCARD_PENULTIMATE_SIGMA_SAMPLERS
-from .regions import make_denoiser
-from .samplers import SAMPLER_NOISE, SAMPLERS
+from . import regions
+from .sampler_registry import NEEDS_UNCOND, SAMPLER_NOISE, sampler_function
 from .schedules import calculate_sigmas
 
 # callback(step, total, x, denoised): step in 0..total-1, called once per step after its first model evaluation;
@@ -97,6 +98,7 @@ def ksample(
     batch_index: Sequence[int] | None = None,
     callback: ProgressCallback | None = None,
     interrupt: Callable[[], None] | None = None,
+    patches: Sequence[Any] = (),
 ) -> torch.Tensor:
     """Sample like ComfyUI's KSampler (defaults) / KSamplerAdvanced (start_step, last_step, add_noise,
     force_full_denoise = not return_with_leftover_noise). Returns the new latent (float32, CPU)."""
@@ -107,7 +109,7 @@ def ksample(
     return sample_with_sigmas(
         unet, model_sampling, positive, negative, latent, sliced,
         seed=seed, cfg=cfg, sampler_name=sampler_name, add_noise=add_noise, batch_index=batch_index,
-        callback=callback, interrupt=interrupt,
+        callback=callback, interrupt=interrupt, patches=patches,
     )
 
 
@@ -126,31 +128,40 @@ def sample_with_sigmas(
     batch_index: Sequence[int] | None = None,
     callback: ProgressCallback | None = None,
     interrupt: Callable[[], None] | None = None,
+    sampler_options: Mapping[str, Any] | None = None,
+    patches: Sequence[Any] = (),
+    make_denoiser: Callable[..., CFGDenoiser] | None = None,
 ) -> torch.Tensor:
-    """Sample along explicit sigmas (SamplerCustom). An empty or single-sigma schedule returns the latent.
-    `interrupt()` raises to stop between model calls (CFGDenoiser)."""
+    """Sample along explicit sigmas (SamplerCustom, SamplerCustomAdvanced). An empty or single-sigma schedule
+    returns the latent. `sampler_options` are the sampler's keyword options (a Sampler* node's eta, s_noise...);
+    `patches` the MODEL's CFG patches; `make_denoiser(keep_uncond=..., patches=...)` builds another guider's
+    denoiser (guidance.Guider) instead of the positive / negative CFG one. `interrupt()` raises to stop between
+    model calls (CFGDenoiser.check_interrupt)."""
     latent = latent.float().cpu()
     if len(sigmas) < 2:
         return latent.clone()
-    try:
-        sample = SAMPLERS[sampler_name]
-    except KeyError:
-        raise ValueError(f"unknown sampler {sampler_name!r}; known: {list(SAMPLERS)}") from None
+    sample = sampler_function(sampler_name)
 
     sigmas = sigmas.float().cpu()
     sigma0 = float(sigmas[0])
     noise = prepare_noise(latent, seed, batch_index) if add_noise else torch.zeros_like(latent)
-    denoiser = make_denoiser(unet, model_sampling, positive, negative, cfg)
+    keep_uncond = sampler_name in NEEDS_UNCOND
+    if make_denoiser is None:
+        denoiser = regions.make_denoiser(unet, model_sampling, positive, negative, cfg, keep_uncond=keep_uncond,
+                                         patches=patches)
+    else:
+        denoiser = make_denoiser(keep_uncond=keep_uncond, patches=patches)
     if interrupt is not None and hasattr(denoiser, "check_interrupt"):
         denoiser.interrupt = interrupt  # checked between model calls (CFGDenoiser.check_interrupt)
     x = model_sampling.noise_scaling(sigma0, noise, latent).to(denoiser.device)
 
-    kwargs = {}
+    kwargs: dict[str, Any] = dict(sampler_options or {})
     if sampler_name in SAMPLER_NOISE:
-        kwargs["noise_sampler"] = SAMPLER_NOISE[sampler_name](x, seed)
+        kwargs["noise_sampler"] = SAMPLER_NOISE[sampler_name](x, seed, sigmas)
     if callback is not None:
         total = len(sigmas) - 1
-        kwargs["callback"] = lambda i, x_i, denoised: callback(i, total, x_i, denoised)
+        # adaptive samplers may take more steps than the schedule has: progress stops at the last one
+        kwargs["callback"] = lambda i, x_i, denoised: callback(min(i, total - 1), total, x_i, denoised)
     with torch.inference_mode():
         out = sample(denoiser, x, sigmas, **kwargs)
     return out.float().cpu()

@@ -115,10 +115,16 @@ def load_lora(
 
 
 def use_model(cache: ModelCache, model: ModelHandle) -> Any:
-    """The MODEL's UNet, pinned in the cache and with its LoRAs applied for the duration of the `with` block."""
+    """The MODEL's UNet, pinned in the cache and with its LoRAs applied for the duration of the `with` block.
+
+    A MODEL whose guidance patches change the UNet's attention during its calls (SelfAttentionGuidance,
+    PerturbedAttentionGuidance swap attention processors on the shared module) takes the UNet for itself: prompts
+    running side by side must not sample through another prompt's processors."""
     from .patching import patched
 
-    return patched(cache, model.ref, model.patches, lambda unet: {"unet": unet})
+    exclusive = any(getattr(p, "during_unet", None) is not None or getattr(p, "swaps_attention", False)
+                    for p in model.cfg_patches)
+    return patched(cache, model.ref, model.patches, lambda unet: {"unet": unet}, exclusive=exclusive)
 
 
 def use_clip(cache: ModelCache, clip: ClipHandle) -> Any:
@@ -368,7 +374,7 @@ def ksample(
             cache,
             lambda: run_ksample(
                 unet, sampling, pos, neg, scaled, callback=callback, batch_index=latent.get("batch_index"),
-                interrupt=_interrupt_check(context), **options
+                interrupt=_interrupt_check(context), patches=model.cfg_patches, **options
             ),
         )
     if torch.equal(samples, scaled):  # no step taken (denoise 0): give the input back bit for bit
@@ -379,12 +385,16 @@ def ksample(
 def sample_custom(
     model: ModelHandle,
     positive: Conditioning,
-    negative: Conditioning,
+    negative: Conditioning | None,
     latent: dict[str, Any],
     context: Any,
+    *,
+    guider: Any = None,
     **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SamplerCustom: returns (samples, the last denoised prediction)."""
+    """SamplerCustom / SamplerCustomAdvanced: returns (samples, the last denoised prediction). `guider` (a
+    guidance.Guider) brings extra conditionings and its own denoiser for the dual / Perp-Neg rules; CFGGuider and
+    BasicGuider take the same path as KSampler."""
     from .ksampler import sample_with_sigmas
     from .model_sampling import DiscreteModelSampling
 
@@ -398,16 +408,25 @@ def sample_custom(
         progress(step, total, x, denoised)
 
     positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
+    extra = guider.extra_conditionings() if guider is not None and guider.kind in ("dual", "perpneg") else {}
+    extra = {k: _prepare_conditionings(model, c, None, latent["samples"])[0] for k, c in extra.items()}
     with ExitStack() as stack:
         unet = stack.enter_context(use_model(cache, model))
         _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
+        extra = {k: _resolve_controls(stack, cache, c, unet, model.family) for k, c in extra.items()}
+        make_denoiser = None
+        if extra:
+            def make_denoiser(**kwargs: Any):
+                return guider.make_denoiser(unet, sampling, pos, neg, extra, **kwargs)
+
         samples = with_oom_retry(
             cache,
             lambda: sample_with_sigmas(
                 unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
-                batch_index=latent.get("batch_index"), interrupt=_interrupt_check(context), **options,
+                batch_index=latent.get("batch_index"), interrupt=_interrupt_check(context),
+                patches=model.cfg_patches, make_denoiser=make_denoiser, **options,
             ),
         )
     denoised = last["denoised"].detach().float().cpu() if "denoised" in last else samples

@@ -4,6 +4,7 @@ The node declarations import no torch; each `execute` imports the diffusion libr
 validating workflows and starting the server stay fast.
 """
 from .controlnet import NODES as _CONTROLNET_NODES
+from .custom_sampling import NODES as _CUSTOM_SAMPLING_NODES
 from .images import NODES as _IMAGE_NODES
 from .latent import NODES as _LATENT_NODES
 from .loading import NODES as _LOADING_NODES
@@ -20,4 +21,7 @@ WARM_IMPORTS = (
     "nodegraph_nodes.diffusion.preview",
 )
 
-NODES = [*_LOADING_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_SDXL_NODES, *_CONTROLNET_NODES, *_IMAGE_NODES]
+NODES = [
+    *_LOADING_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_CUSTOM_SAMPLING_NODES, *_SDXL_NODES, *_CONTROLNET_NODES,
+    *_IMAGE_NODES,
+]
