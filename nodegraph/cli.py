@@ -9,6 +9,7 @@ import argparse
 import importlib.util
 import asyncio
 import difflib
+import errno
 import json
 import signal
 import sys
@@ -26,7 +27,8 @@ A workflow is a graph of typed nodes (load a checkpoint, encode a prompt, sample
 be ComfyUI API-format JSON, ComfyUI UI-format JSON (what the editor saves), or a PNG that carries its workflow.
 
 examples:
-  nodegraph run workflows/txt2img.json --set 3.seed=42      run a workflow, changing one input
+  nodegraph examples                                        the example workflows shipped with nodegraph
+  nodegraph run txt2img --set KSampler.seed=42              run one (by name, or any workflow file)
   nodegraph validate my_workflow.json                       list every problem in a workflow
   nodegraph convert ui_workflow.json > api.json             UI format -> API format
   nodegraph nodes KSampler                                  describe a node type
@@ -34,7 +36,12 @@ examples:
 """
 
 
-def _add_folder_args(parser: argparse.ArgumentParser) -> None:
+WORKFLOW_HELP = ("a workflow file (API JSON, UI JSON, or a PNG that carries its workflow), or the name of an "
+                 "example workflow, e.g. txt2img or txt2img.ui (`nodegraph examples` lists them)")
+
+
+def _add_folder_args(parser: argparse.ArgumentParser, placement: bool = True) -> None:
+    """The folder options; `placement` adds the model placement ones (only where models are loaded)."""
     group = parser.add_argument_group("folders")
     group.add_argument(
         "--models-dir",
@@ -44,13 +51,17 @@ def _add_folder_args(parser: argparse.ArgumentParser) -> None:
         help="a models root in ComfyUI's layout (checkpoints/, controlnet/, vae/, ...); repeat for several, the "
         "first is where new files go (default: ./models, then the bundled demo models)",
     )
-    group.add_argument("--input-dir", type=Path, default=Path("input"), help="images for LoadImage (default: ./input)")
+    group.add_argument("--input-dir", type=Path, default=Path("input"),
+                       help="images for LoadImage (default: ./input; names not found there are then looked up "
+                       "in the example workflows' inputs, read-only)")
     group.add_argument(
         "--output-dir", type=Path, default=Path("output"), help="where SaveImage writes (default: ./output)"
     )
     group.add_argument(
         "--temp-dir", type=Path, default=None, help="where PreviewImage writes (default: <output-dir>/../temp)"
     )
+    if not placement:
+        return
     models = parser.add_argument_group("model placement")
     models.add_argument(
         "--device",
@@ -101,12 +112,12 @@ def make_folders(args: argparse.Namespace) -> Any:
 
     models_dirs = list(args.models_dir or [Path("models")]) + default_models_dirs()
     temp_dir = args.temp_dir or Path(args.output_dir).parent / "temp"
-    settings = {
-        "device": args.device,
-        "precision": args.precision,
-        "vram_budget": args.vram_budget,
-        "ram_budget": args.ram_budget,
-        "disable_metadata": args.disable_metadata,
+    settings = {  # commands without the model placement options (validate, models) get the defaults
+        "device": getattr(args, "device", "auto"),
+        "precision": getattr(args, "precision", "auto"),
+        "vram_budget": getattr(args, "vram_budget", None),
+        "ram_budget": getattr(args, "ram_budget", None),
+        "disable_metadata": getattr(args, "disable_metadata", False),
     }
     return Folders(
         models_dirs=models_dirs, input_dir=args.input_dir, output_dir=args.output_dir, temp_dir=temp_dir,
@@ -127,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate and run a workflow (API JSON, UI JSON, or a PNG carrying a workflow), with a progress "
         "bar. Prints the files it wrote. Exit status: 0 done, 1 a node failed, 2 invalid workflow, 130 interrupted.",
     )
-    run.add_argument("workflow", type=Path, help="the workflow file")
+    run.add_argument("workflow", help=WORKFLOW_HELP)
     run.add_argument(
         "--set",
         action="append",
@@ -146,9 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a workflow without running it. Prints every problem (node, input, expected and received "
         "value) and exits 2 if any output cannot run, 0 if all can.",
     )
-    validate.add_argument("workflow", type=Path)
+    validate.add_argument("workflow", help=WORKFLOW_HELP)
     validate.add_argument("--json", action="store_true", help="print ComfyUI's error object (node_errors) as JSON")
-    _add_folder_args(validate)
+    _add_folder_args(validate, placement=False)
 
     convert = sub.add_parser(
         "convert",
@@ -157,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "API format that POST /prompt takes (or, with --to ui, to a laid-out UI workflow), and print it. Nodes "
         "whose type is not installed are reported on stderr by id, type and title, and the exit status is then 2.",
     )
-    convert.add_argument("workflow", type=Path)
+    convert.add_argument("workflow", help=WORKFLOW_HELP)
     convert.add_argument(
         "--to",
         choices=["api", "ui"],
@@ -176,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("name", nargs="?", help="a node type (class_type), e.g. KSampler")
     nodes.add_argument("--json", action="store_true", help="print the object_info record(s) as JSON")
     _add_serve_parser(sub)
+
+    sub.add_parser(
+        "examples",
+        help="list the example workflows that run, validate and convert take by name",
+        description="The example workflows shipped with nodegraph, with what each does. Give a name to run, "
+        "validate or convert (`nodegraph run txt2img`; NAME.ui for the editor's format). They use the bundled "
+        "demo models and work from any directory.",
+    )
 
     tiny = sub.add_parser(
         "make-tiny-models",
@@ -201,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--server", metavar="URL", help="a running server, e.g. http://127.0.0.1:8188")
     models.add_argument("--token", help="the server's access token, if it has one")
     models.add_argument("--json", action="store_true", help="print JSON")
-    _add_folder_args(models)
+    _add_folder_args(models, placement=False)
     return parser
 
 
@@ -330,15 +349,30 @@ def _workers(text: str) -> int | None:
 # --- helpers ---------------------------------------------------------------------------------------------------------
 
 
-def _load(path: Path, registry: Any, env: Any, keep_unknown: bool = False) -> Any:
+def resolve_workflow(text: str | Path) -> Path:
+    """A workflow argument: an existing file, else an example workflow of that name, else the path as given (so
+    reading it reports the missing file)."""
+    path = Path(text)
+    if path.exists():
+        return path
+    from .examples import find_example
+
+    return find_example(str(text)) or path
+
+
+def _load(path: str | Path, registry: Any, env: Any, keep_unknown: bool = False) -> Any:
     from .formats import WorkflowFormatError, load_workflow
 
     def node_info(class_type: str) -> dict[str, Any] | None:
         info = registry.object_info(env, class_type)
         return info.get(class_type)
 
+    resolved = resolve_workflow(path)
+    if not resolved.exists():
+        raise SystemExit(_fail(f"cannot read workflow {path}: no such file, and no example workflow of that name "
+                               "(`nodegraph examples` lists them)", EXIT_INVALID))
     try:
-        return load_workflow(path, node_info, keep_unknown=keep_unknown)
+        return load_workflow(resolved, node_info, keep_unknown=keep_unknown)
     except (OSError, WorkflowFormatError) as exc:
         raise SystemExit(_fail(f"cannot read workflow {path}: {exc}", EXIT_INVALID))
 
@@ -510,6 +544,19 @@ def describe_node(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cmd_examples(args: argparse.Namespace) -> int:
+    from .examples import examples
+
+    found = examples()
+    if not found:
+        return _fail("no example workflows are installed", EXIT_FAILED)
+    width = max(len(e.name) for e in found)
+    for example in found:
+        print(f"{example.name:<{width}}  {example.description}")
+    print(f"\nnodegraph run NAME runs one (files in {found[0].api.parent})")
+    return EXIT_OK
+
+
 def cmd_make_tiny_models(args: argparse.Namespace) -> int:
     from nodegraph_nodes.diffusion.loader import make_tiny_models
 
@@ -566,6 +613,7 @@ def _models_of_server(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .engine import Executor, default_registry, format_validation, validate_prompt
+    from .warmup import import_modules
 
     env = make_folders(args)
     registry = default_registry()
@@ -587,11 +635,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     extra_data = {"extra_pnginfo": {"workflow": loaded.workflow}} if loaded.workflow else {}
     progress = _Progress(result.workflow, enabled=not args.quiet and not args.json)
+    # torch & co. first, timed on their own (not inside the first model node's time); Ctrl+C here quits at once
+    imports = import_modules(registry.warm_imports(spec.class_type for spec in result.workflow.nodes.values()))
     executor = Executor(env, previews=False)
     run = asyncio.run(_run_interruptible(executor, result.workflow, extra_data, progress.on_event))
     progress.close()
     if not args.quiet and not args.json and run.timings:
-        spent = ", ".join(f"{progress.label(nid)} {seconds:.2f}s" for nid, seconds in run.timings.items())
+        spent = f"imports {imports:.2f}s, " if imports >= 0.01 else ""
+        spent += ", ".join(f"{progress.label(nid)} {seconds:.2f}s" for nid, seconds in run.timings.items())
         print(f"timings: {spent}" + (f" ({len(run.cached)} cached)" if run.cached else ""), file=sys.stderr)
     files = _output_files(run.outputs, env)
     if args.json:
@@ -602,6 +653,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "outputs": run.outputs,
                     "files": [str(f) for f in files],
                     "timings": run.timings,
+                    "imports": round(imports, 6),
                     "cached": run.cached,
                     "error": run.error,
                 },
@@ -631,12 +683,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run_interruptible(executor: Any, workflow: Any, extra_data: dict[str, Any], on_event: Any) -> Any:
-    """Run with Ctrl+C mapped to the executor's interrupt, so the run stops cleanly between steps."""
+    """Run with Ctrl+C mapped to the executor's interrupt: the sampler stops cleanly within one model call. A node
+    that cannot stop midway (a model still loading) is waited for; a second Ctrl+C ends the process at once."""
+    import os
     import uuid
 
     loop = asyncio.get_running_loop()
+    presses = []
+
+    def on_sigint() -> None:
+        presses.append(1)
+        if len(presses) == 1:
+            print("\ninterrupting (Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
+            executor.interrupt()
+        else:
+            print("quit", file=sys.stderr, flush=True)
+            os._exit(EXIT_INTERRUPTED)
+
     try:
-        loop.add_signal_handler(signal.SIGINT, executor.interrupt)
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
     except (NotImplementedError, RuntimeError):
         pass  # not on the main thread (tests) or no signal support
     try:
@@ -798,7 +863,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(config))
     except OSError as exc:
-        return _fail(f"cannot serve on {host}:{args.port}: {exc}", EXIT_FAILED)
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"; another program (another nodegraph serve?) uses port {args.port}: pick another with --port N"
+            hint += ", or --port 0 for any free one"
+        return _fail(f"cannot serve on {host}:{args.port}: {exc}{hint}", EXIT_FAILED)
     return EXIT_OK
 
 
@@ -808,12 +877,43 @@ COMMANDS = {
     "convert": cmd_convert,
     "nodes": cmd_nodes,
     "serve": cmd_serve,
+    "examples": cmd_examples,
     "make-tiny-models": cmd_make_tiny_models,
     "models": cmd_models,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `nodegraph` command. Called with `argv` (tests, scripts) it returns the exit status; called as the
+    program (argv None) a command that loaded torch ends the process itself (see `_exit_promptly`)."""
+    code = _main(argv)
+    if argv is None:
+        _exit_promptly(code)
+    return code
+
+
+def _exit_promptly(code: int) -> None:
+    """End the process without Python's module teardown once torch is loaded.
+
+    Tearing down torch, diffusers and transformers module by module takes 2.5-5 s on a busy 2-core machine, after
+    every file is written and closed: a Ctrl+C or a finished run seemed to hang for that long. atexit handlers
+    (logging's flush, Ray's shutdown) still run; only the teardown is skipped.
+    """
+    if "torch" not in sys.modules:
+        return
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

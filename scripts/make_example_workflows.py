@@ -64,9 +64,13 @@ def img2img() -> dict:
 
 
 def hires_fix() -> dict:
+    """txt2img, upscaled 1.5x in latent space, then a second pass at denoise 0.5. Sized for the demo model, which
+    was trained on 64 px pictures only: at 2x (128 px) its second pass draws a second object beside the first (2 of
+    3 seeds, also at denoise 0.3); at 96 px all three seeds tried kept one object matching the prompt. With real
+    SD1 checkpoints, start from 512 px and upscale to 768 or 1024."""
     prompt = txt2img()
     prompt["10"] = node(
-        "LatentUpscale", "Upscale Latent", samples=["3", 0], upscale_method="bislerp", width=128, height=128,
+        "LatentUpscale", "Upscale Latent", samples=["3", 0], upscale_method="bislerp", width=96, height=96,
         crop="disabled",
     )
     prompt["11"] = sampler(3, ["4", 0], ["6", 0], ["7", 0], ["10", 0], steps=12, denoise=0.5, title="Hires Pass")
@@ -250,6 +254,19 @@ EXAMPLES = {
     "upscale": upscale,
 }
 
+# One line each, for `nodegraph examples` (written to workflows/examples.txt, in this order).
+DESCRIPTIONS = {
+    "txt2img": "text to image with the SD1 demo model: a red circle",
+    "img2img": "repaint workflows/inputs/example.png (a red circle) blue, keeping its place",
+    "hires_fix": "txt2img, then a 1.5x latent upscale and a second, partial denoising pass at 96 px",
+    "sdxl_refiner": "SDXL base to step 20, then the SDXLRefiner node to step 25",
+    "sdxl_refiner_advanced": "the same split with two KSamplerAdvanced nodes (ComfyUI's template)",
+    "controlnet_canny": "a Canny ControlNet follows the outline of the example image",
+    "controlnet_mixed": "two chained ControlNets: the outline throughout, the image itself for the first half",
+    "area_composition": "four prompts in the four quadrants of a 128 px canvas (ConditioningSetArea)",
+    "lora": "txt2img through the demo 'giant' LoRA: larger shapes than the model draws alone",
+}
+
 # Each example as rows of columns of node ids, read left to right, top to bottom.
 LAYOUTS = {
     "txt2img": [[["4", "5"], ["6", "7"], ["3"], ["8", "9"]]],
@@ -270,6 +287,8 @@ TITLE = 30.0  # the title bar sits above a node's `pos`; `size` is its body
 TEXT_WIDTH, WIDTH = 340.0, 300.0
 IMAGE_ROOM = 200.0  # image nodes are made tall enough to show the picture without growing when it arrives
 IMAGE_NODES = {"SaveImage", "PreviewImage", "LoadImage"}
+# Samplers show a live preview while they run: the same room, so the layout does not overlap once it appears.
+PREVIEW_NODES = {"KSampler", "KSamplerAdvanced", "SDXLRefiner", "SamplerCustom"}
 
 
 def body_size(entry: dict, info: dict) -> list[float]:
@@ -280,7 +299,7 @@ def body_size(entry: dict, info: dict) -> list[float]:
     rows = max(sockets, len(entry["outputs"]))
     widgets = len(entry["widgets_values"])
     height = 20 * rows + 26 * (widgets - len(multiline)) + 108 * len(multiline) + (14 if widgets else 6)
-    if entry["type"] in IMAGE_NODES:
+    if entry["type"] in IMAGE_NODES | PREVIEW_NODES:
         height += IMAGE_ROOM
     return [TEXT_WIDTH if multiline else WIDTH, float(height)]
 
@@ -329,6 +348,7 @@ def main() -> None:
         (ROOT / f"{name}.json").write_text(json.dumps(prompt, indent=2) + "\n")
         ui = lay_out(api_to_ui(prompt, info), LAYOUTS[name], info)
         (ROOT / f"{name}.ui.json").write_text(json.dumps(ui, indent=2) + "\n")
+    (ROOT / "examples.txt").write_text("".join(f"{name}\t{DESCRIPTIONS[name]}\n" for name in EXAMPLES))
     example_image(ROOT / "inputs" / "example.png")
     example_mask(ROOT / "inputs" / "example_mask.png")
 

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,7 +21,14 @@ import pytest
 from server_fixtures import ServerThread, make_config
 
 ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+DOC_SCREENSHOTS = ROOT / "docs" / "screenshots"  # redrawn by scripts/make_screenshots.py, never by a plain test run
+
+
+def screenshot_dir() -> Path:
+    """Where EditorPage.screenshot writes: $NODEGRAPH_SCREENSHOTS (scripts/make_screenshots.py points it at
+    docs/screenshots), else a temporary folder, so the test suite leaves the tracked pictures alone."""
+    chosen = os.environ.get("NODEGRAPH_SCREENSHOTS")
+    return Path(chosen) if chosen else Path(tempfile.gettempdir()) / f"nodegraph-screenshots-{os.getpid()}"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1280, "height": 720}
@@ -141,8 +149,9 @@ class EditorPage:
         mouse.up()
 
     def screenshot(self, name: str) -> Path:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / f"{name}.png"
+        folder = screenshot_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
         self.page.screenshot(path=str(path))
         return path
 

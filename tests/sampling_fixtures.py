@@ -1,4 +1,4 @@
-"""Tiny seeded SD1-shaped models for the sampler tests (configs from STACK.md), built in memory, no weights.
+"""Tiny seeded SD1-shaped models for the sampler tests, built in memory, no weights.
 
 `tiny_sd1_pipeline()` gives a StableDiffusionPipeline around a ~1 M parameter UNet, a 4-block VAE (scale factor 8
 like the real one) and a 2-layer CLIP text encoder with a byte-level tokenizer. `gaussian_denoiser()` is a toy

@@ -145,3 +145,88 @@ def test_nodes_lists_and_describes():
     one = nodegraph("nodes", "IntMath")
     assert "op: one of ['add'" in one.stdout and "0: result (INT)" in one.stdout
     assert nodegraph("nodes", "Nope").returncode == 2
+
+
+def test_examples_are_listed_and_taken_by_name_from_any_directory(tmp_path):
+    listed = nodegraph("examples", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split()[0] for line in listed.stdout.splitlines() if line and not line.startswith("nodegraph ")]
+    assert {"txt2img", "img2img", "hires_fix", "sdxl_refiner", "controlnet_canny"} <= set(names)
+    assert "text to image" in listed.stdout
+    valid = nodegraph("validate", "txt2img", cwd=tmp_path)  # tmp_path has no workflows/ folder
+    assert valid.returncode == 0, valid.stderr + valid.stdout
+    converted = nodegraph("convert", "txt2img.ui", cwd=tmp_path)
+    assert converted.returncode == 0, converted.stderr
+    assert json.loads(converted.stdout)["6"]["inputs"]["text"] == "a red circle"
+    missing = nodegraph("run", "no_such_example", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "no such file, and no example workflow of that name" in missing.stderr
+    assert "nodegraph examples" in missing.stderr
+    # a file of that name in the working directory wins over the example
+    (tmp_path / "txt2img").write_text(json.dumps(ARITH))
+    mine = nodegraph("run", "txt2img", cwd=tmp_path)
+    assert mine.returncode == 0 and "[3] 42" in mine.stdout
+
+
+def test_help_lists_only_options_that_act():
+    for command in ("validate", "models"):
+        text = nodegraph(command, "--help").stdout
+        for option in ("--device", "--precision", "--vram-budget", "--ram-budget", "--disable-metadata"):
+            assert option not in text, (command, option)
+        assert "--models-dir" in text
+    for command in ("run", "serve"):
+        text = nodegraph(command, "--help").stdout
+        assert "--device" in text and "--disable-metadata" in text
+    for command in ("run", "validate", "convert"):
+        assert "the name of an example workflow" in " ".join(nodegraph(command, "--help").stdout.split())
+    assert "example workflows' inputs" in " ".join(nodegraph("run", "--help").stdout.split())
+
+
+def test_a_busy_port_suggests_another(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = nodegraph("serve", "--port", port, "--data-dir", tmp_path / "data", "--output-dir", tmp_path / "out",
+                        "--input-dir", tmp_path / "in", cwd=tmp_path)
+    assert out.returncode == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in out.stderr and "--port" in out.stderr
+
+
+def test_ctrl_c_stops_a_run_inside_the_sampler(tmp_path):
+    """The demo model's txt2img with a very long schedule: one SIGINT once the sampler reports progress stops it
+    (exit 130, 'interrupted', no image written); the KSampler never reaches its end."""
+    import signal
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "nodes"), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nodegraph", "run", "txt2img", "--set", "KSampler.steps=10000"],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    seen = ""
+    while "/10000" not in seen:
+        char = proc.stderr.read(1)
+        assert char, seen  # the process ended before sampling started
+        seen += char
+    proc.send_signal(signal.SIGINT)
+    stdout, rest = proc.communicate()
+    assert proc.returncode == 130, seen + rest
+    assert "interrupting" in rest and rest.rstrip().endswith("interrupted")
+    assert "10000/10000" not in rest
+    assert not (tmp_path / "output").exists() or not any((tmp_path / "output").iterdir())
+    assert stdout == ""
+
+
+def test_quiet_run_prints_only_the_files(tmp_path):
+    """-q on the demo model: no progress, no library warnings (diffusers' "should be kept in float32: []" was
+    printed on every model load), only the file written."""
+    out = nodegraph("run", "txt2img", "-q", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "output/txt2img_00001_.png\n"
+    assert out.stderr == ""
+    loud = nodegraph("run", "txt2img", "--set", "KSampler.seed=2", cwd=tmp_path)
+    assert loud.returncode == 0
+    assert "should be kept in float32" not in loud.stderr and "timings: imports " in loud.stderr

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nodegraph.examples import examples
 from nodegraph.paths import project_dir
 from nodegraph_nodes.demo.checker import score
 
@@ -27,7 +28,22 @@ def run_cli(*args, cwd):
                           env=run_env(), cwd=cwd)
 
 
-@pytest.mark.parametrize("name", ["txt2img", "img2img", "controlnet_canny", "sdxl_refiner"])
+# Examples scored in a test of their own below (quadrant by quadrant; giant shapes); every other one is scored
+# against its prompt by the generic test.
+OWN_TESTS = {"area_composition", "lora"}
+EXAMPLES = [example.name for example in examples() if example.name not in OWN_TESTS]
+
+
+def test_every_example_is_scored():
+    assert {"txt2img", "img2img", "hires_fix", "sdxl_refiner", "sdxl_refiner_advanced", "controlnet_canny",
+            "controlnet_mixed"} <= set(EXAMPLES)
+    assert {e.name for e in examples()} == set(EXAMPLES) | OWN_TESTS
+    source = Path(__file__).read_text()
+    for name in OWN_TESTS:
+        assert f'"{name}.json"' in source  # scored by its own test
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
 def test_example_on_the_demo_models_matches_its_prompt(name, tmp_path):
     # no --models-dir: the bundled demo models are found by default, as on a fresh install
     out = run_cli("run", WORKFLOWS / f"{name}.json", cwd=tmp_path)

@@ -1,8 +1,8 @@
 """The editor in a real browser (headless Chromium via Playwright) against a real nodegraph server.
 
 Each test drives the page the way a user does (mouse on the canvas, buttons, files) and checks the result on both
-sides: what the page shows and what the server received or produced. Screenshots of the main states go to
-docs/screenshots/.
+sides: what the page shows and what the server received or produced. Screenshots of the main states go to a
+temporary folder (docs/screenshots/ is redrawn by scripts/make_screenshots.py).
 """
 from __future__ import annotations
 

@@ -150,3 +150,16 @@ def test_frontend_comfyui_uses_the_installed_packages_static_folder(tmp_path, mo
     assert comfyui_frontend_root() == package / "static"
     code = main(["serve", "--frontend", "comfyui", "--web-root", str(tmp_path), "--data-dir", str(tmp_path)])
     assert code == 2  # one way to choose the editor at a time
+
+
+def test_test_runs_write_screenshots_outside_the_repository(monkeypatch):
+    """The browser tests' screenshots go to a temporary folder unless scripts/make_screenshots.py asks for
+    docs/screenshots/: running the suite leaves the tracked pictures alone."""
+    from editor_fixtures import DOC_SCREENSHOTS, screenshot_dir
+
+    monkeypatch.delenv("NODEGRAPH_SCREENSHOTS", raising=False)
+    assert ROOT not in screenshot_dir().resolve().parents
+    monkeypatch.setenv("NODEGRAPH_SCREENSHOTS", str(DOC_SCREENSHOTS))
+    assert screenshot_dir() == DOC_SCREENSHOTS
+    script = (ROOT / "scripts" / "make_screenshots.py").read_text()
+    assert "NODEGRAPH_SCREENSHOTS" in script and '"docs" / "screenshots"' in script

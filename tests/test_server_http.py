@@ -1,4 +1,4 @@
-"""HTTP routes against COMPAT.md sections 1 and 8: prompt semantics, validation errors, queue, history, jobs,
+"""HTTP routes against docs/compat.md §1: prompt semantics, validation errors, queue, history, jobs,
 files, uploads, user data, stats, and the JSON-only error surface."""
 from __future__ import annotations
 
@@ -182,6 +182,17 @@ async def test_top_level_prompt_errors(client):
     assert await response.json() == {"error": {"type": "no_prompt", "message": "No prompt provided",
                                                "details": "No prompt provided", "extra_info": {}},
                                      "node_errors": {}}
+
+
+async def test_a_workflow_sent_without_the_prompt_wrapper_is_told_to_wrap_it(client):
+    response = await client.post("/api/prompt", json=math_workflow())
+    body = await response.json()
+    assert response.status == 400 and body["error"]["type"] == "no_prompt"
+    assert body["error"]["message"] == "No prompt provided"  # ComfyUI's message; the details say what to do
+    assert 'wrap it as {"prompt": <the workflow>' in body["error"]["details"]
+    response = await client.post("/api/prompt", json={"nodes": [], "links": [], "version": 0.4})
+    details = (await response.json())["error"]["details"]
+    assert response.status == 400 and "UI-format workflow" in details and "nodegraph convert" in details
 
 
 async def test_two_outputs_one_invalid_runs_the_valid_one(client):

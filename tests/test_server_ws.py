@@ -1,4 +1,4 @@
-"""Websocket behaviour against COMPAT.md section 2 / 8: message order, caching, interrupts, errors, routing,
+"""Websocket behaviour against docs/compat.md §2: message order, caching, interrupts, errors, routing,
 previews, reconnects and prompts sent over the socket."""
 from __future__ import annotations
 

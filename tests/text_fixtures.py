@@ -19,7 +19,9 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 LAYERS = 3
-L_HIDDEN, G_HIDDEN, G_PROJECTION = 32, 48, 40  # different widths, as the real 768 / 1280 (see STACK.md)
+# Different widths, as the real 768 / 1280: with equal ones diffusers' single-file loader reads text_encoder_2 from
+# the wrong keys.
+L_HIDDEN, G_HIDDEN, G_PROJECTION = 32, 48, 40
 
 
 def byte_characters() -> list[str]:

@@ -1,4 +1,4 @@
-"""Hand-written ``object_info`` records (COMPAT.md 3.4) and expected prompts shared by the UI-format tests."""
+"""Hand-written ``object_info`` records (docs/compat.md §3.4) and expected prompts shared by the UI-format tests."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def load_ui(name: str) -> dict[str, Any]:
     return json.loads((UI_DATA / name).read_text(encoding="utf-8"))
 
 
-# The frontend's default graph, as graphToPrompt sends it (COMPAT.md 3.1).
+# The frontend's default graph, as graphToPrompt sends it (docs/compat.md §3.1).
 TXT2IMG: dict[str, dict[str, Any]] = {
     "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
           "_meta": {"title": "Load Checkpoint"}},

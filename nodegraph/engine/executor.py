@@ -4,7 +4,7 @@ Order guarantees: a node runs after every node it takes a link from, and only no
 that are not cached) run. Among independent nodes the order is a deterministic topological order with node ids as
 the tie-break; nothing else is promised, so clients must not rely on one independent branch running first.
 
-Events (ComfyUI's message names, COMPAT.md 2.3) go to the `on_event(event, data)` callback on the event loop's
+Events (ComfyUI's message names, docs/compat.md §2.3) go to the `on_event(event, data)` callback on the event loop's
 thread: execution_start, execution_cached, executing, progress, preview, executed, execution_success,
 execution_error, execution_interrupted. Sync node methods run on one worker thread (nodes share one device);
 async ones are awaited on the loop.

@@ -153,7 +153,7 @@ class Node:
 
     @classmethod
     def object_info(cls, env: Any = None, name: str | None = None) -> dict[str, Any]:
-        """ComfyUI's object_info record for this node (COMPAT.md 3.4)."""
+        """ComfyUI's object_info record for this node (docs/compat.md §3.4)."""
         required = {i.name: i.object_info(env) for i in cls.required_inputs()}
         optional = {i.name: i.object_info(env) for i in cls.optional_inputs()}
         info: dict[str, Any] = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 import traceback
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -101,6 +102,19 @@ class NodeRegistry:
 
     def pack_of(self, class_type: str) -> str | None:
         return self._packs.get(class_type)
+
+    def warm_imports(self, class_types: Iterable[str] | None = None) -> list[str]:
+        """The modules the packs of these node types (default: every pack) import when their nodes first run,
+        from each pack module's `WARM_IMPORTS` tuple: what nodegraph.warmup imports ahead of the first prompt."""
+        packs = {self._packs[name] for name in (self.names() if class_types is None else class_types)
+                 if name in self._packs}
+        modules: list[str] = []
+        for pack in sorted(packs):
+            module = sys.modules.get(pack)
+            for name in getattr(module, "WARM_IMPORTS", ()):
+                if name not in modules:
+                    modules.append(name)
+        return modules
 
     def object_info(self, env: Any = None, class_type: str | None = None) -> dict[str, Any]:
         """ComfyUI's /object_info: every registered name (aliases included) -> its record."""

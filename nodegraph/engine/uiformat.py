@@ -6,7 +6,7 @@ nodes (Reroute, PrimitiveNode, notes), muted and bypassed nodes, and subgraphs. 
 other in ``graphToPrompt``; this module reproduces that behaviour so a workflow file dropped on our server,
 or carried in a PNG, runs exactly as it would have been queued from the editor.
 
-Behaviour mirrored from the frontend (see COMPAT.md 3.2-3.3):
+Behaviour mirrored from the frontend (docs/compat.md §3.2-3.3):
 
 * ``widgets_values`` is positional over the widget inputs of the node definition (required, then optional,
   each in ``input_order``), interleaved with frontend-only widgets that never reach the prompt: the

@@ -1,4 +1,4 @@
-"""Whole-workflow validation with ComfyUI's error shapes (COMPAT.md 1.3), reporting every problem at once.
+"""Whole-workflow validation with ComfyUI's error shapes (docs/compat.md §1.3), reporting every problem at once.
 
 `validate_prompt` checks every node an output needs: its class exists, each required input is present, links point
 at an existing node and output of a compatible type, literals coerce to their type and fit min / max / choices, the

@@ -1,4 +1,4 @@
-"""Connected websocket clients and message routing (COMPAT.md 2.2), with per-client ordered outboxes.
+"""Connected websocket clients and message routing (docs/compat.md §2.2), with per-client ordered outboxes.
 
 Each client id has one record with an outbox (a deque) drained by one sender task, so a slow client never holds up
 the executor or other clients, and messages to one client keep their order. Routing:

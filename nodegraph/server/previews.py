@@ -1,4 +1,4 @@
-"""Preview images for the websocket: scaled JPEGs, and ComfyUI's binary frame layouts (COMPAT.md 2.4)."""
+"""Preview images for the websocket: scaled JPEGs, and ComfyUI's binary frame layouts (docs/compat.md §2.4)."""
 from __future__ import annotations
 
 import io

@@ -1,4 +1,4 @@
-"""Queueing a prompt: ComfyUI's POST /prompt semantics (COMPAT.md 1.3), shared by HTTP and the websocket."""
+"""Queueing a prompt: ComfyUI's POST /prompt semantics (docs/compat.md §1.3), shared by HTTP and the websocket."""
 from __future__ import annotations
 
 import asyncio
@@ -36,6 +36,17 @@ def _identifier(value: Any, what: str) -> str:
     return text
 
 
+def _missing_prompt_details(body: dict[str, Any]) -> str:
+    """ComfyUI's message, plus what to do when the body is a workflow sent without the `{"prompt": ...}` wrapper."""
+    if body and all(isinstance(v, dict) and "class_type" in v for v in body.values()):
+        return ('No prompt provided: the body looks like an API-format workflow sent as it is; wrap it as '
+                '{"prompt": <the workflow>, "client_id": "..."}')
+    if isinstance(body.get("nodes"), list) and "links" in body:
+        return ('No prompt provided: the body looks like a UI-format workflow (what the editor saves); convert it '
+                'to the API format (`nodegraph convert FILE`) and send {"prompt": <the API workflow>}')
+    return "No prompt provided"
+
+
 def _stored_size(prompt: Any, extra_data: dict[str, Any]) -> int:
     """Bytes of JSON the queue and the history will store for this prompt."""
     try:
@@ -50,7 +61,7 @@ async def submit(state: ServerState, body: Any, default_client_id: str | None = 
         raise prompt_error("invalid_prompt", "Invalid request", f"the body must be a JSON object, got "
                                                                   f"{type(body).__name__}")
     if "prompt" not in body:
-        raise prompt_error("no_prompt", "No prompt provided", "No prompt provided")
+        raise prompt_error("no_prompt", "No prompt provided", _missing_prompt_details(body))
     prompt = body["prompt"]
 
     if body.get("number") is not None:

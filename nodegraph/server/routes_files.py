@@ -1,4 +1,5 @@
-"""Files: /view, uploads, model lists (COMPAT.md 1.2, 1.6). Every user-given path goes through `resolve_inside`.
+"""Files: /view, uploads, model lists (docs/compat.md §1.2, §1.6).
+Every user-given path goes through `resolve_inside`.
 
 Decoding and encoding images runs on a thread, never on the event loop.
 """

@@ -1,4 +1,4 @@
-"""Prompts, the queue, interrupt, history, jobs and /free (COMPAT.md 1.2 - 1.4)."""
+"""Prompts, the queue, interrupt, history, jobs and /free (docs/compat.md §1.2-1.4)."""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,4 @@
-"""Node definitions, system stats, feature flags, extensions (COMPAT.md 1.2, 1.5, 3.4).
+"""Node definitions, system stats, feature flags, extensions (docs/compat.md §1.2, §1.5, §3.4).
 
 Nothing here imports torch: devices are described through torch only if a model pack has already imported it.
 """

@@ -1,4 +1,4 @@
-"""Users, settings and userdata, as the ComfyUI editor needs them to boot and save workflows (COMPAT.md 6).
+"""Users, settings and userdata, as the ComfyUI editor needs them to boot and save workflows (docs/compat.md §6).
 
 Single-user: everything lives under `<data-dir>/user/default/`; settings in `comfy.settings.json` there. Every
 path from a request is resolved (symlinks included) inside that folder or refused with 403.

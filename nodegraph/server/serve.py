@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import ServerConfig
+from .state import STATE
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ async def serve(config: ServerConfig, announce: TextIO = sys.stdout) -> None:
     port = addresses[0][1] if addresses else config.port
     url = _url(config.host, port)
     print(f"nodegraph listening on {url}", file=announce, flush=True)
+    app[STATE].warmup.start()  # import torch & co. now, while the user opens the editor (nodegraph/warmup.py)
     if config.auth_token and config.announce_token:
         print(f"access token required: open {url}/?token={config.auth_token}", file=announce, flush=True)
     elif config.auth_token:

@@ -7,6 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from ..warmup import Warmup
+from ..warmup import enabled as warmup_enabled
 from ..engine import Executor, NodeRegistry, default_registry
 from .config import ServerConfig
 from .executors import LocalBackend, PromptBackend, make_backend
@@ -29,6 +31,8 @@ class ServerState:
         self.hub = Hub()
         self.worker = PromptWorker(self)
         self.settings_lock = asyncio.Lock()  # settings are read-modify-written
+        # torch & co. imported in the background once listening (serve.py starts it; prompts on Ray import there)
+        self.warmup = Warmup(self.registry.warm_imports() if self.executor is not None and warmup_enabled() else ())
 
     def feature_flags(self) -> dict[str, Any]:
         """Server flags: the websocket `feature_flags` reply and GET /features."""

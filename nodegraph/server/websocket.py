@@ -1,4 +1,4 @@
-"""The `/ws?clientId=` endpoint (COMPAT.md 2), plus prompts sent over the socket.
+"""The `/ws?clientId=` endpoint (docs/compat.md §2), plus prompts sent over the socket.
 
 On connect the client gets `status` with its `sid`, then whatever waited for it while it was away, then (for each of its
 prompts that is running) `executing` for the current node. Messages it may send:

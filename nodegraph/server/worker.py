@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -149,8 +150,11 @@ class PromptWorker:
                 error = pipeline.last_error
             else:
                 handed_over = True
+                imports = await self._wait_for_imports()
                 result = await self.backend.run(Job(pid, workflow, extra_data), pipeline.on_event, slot)
                 result_status, outputs, timings, error = result.status, result.outputs, result.timings, result.error
+                if imports:
+                    timings = {"imports": imports, **timings}
         except Exception as exc:
             log.exception("prompt %s: the executor failed", pid)
             error = _failure(pid, exc, "the executor failed")
@@ -173,6 +177,15 @@ class PromptWorker:
         self.current_nodes.pop(pid, None)
         state.hub.send("executing", {"node": None, "prompt_id": pid}, target)
         state.broadcast_status()
+
+    async def _wait_for_imports(self) -> float:
+        """Seconds this prompt waited for the background import of torch & co. (nodegraph/warmup.py), so that
+        the wait is reported as `imports` rather than inside the first model node's time."""
+        warmup = self.state.warmup
+        started = time.perf_counter()
+        while warmup.state == "importing":  # polled: a thread blocked in wait() would hold the server's exit
+            await asyncio.sleep(0.05)
+        return time.perf_counter() - started if warmup.state == "done" and time.perf_counter() > started + 0.01 else 0.0
 
     async def _revalidate(self, item: QueueItem, pipeline: _EventPipeline) -> Workflow | None:
         """A prompt queued before a restart: validate again (models or inputs may have changed meanwhile)."""

@@ -12,6 +12,7 @@ import { askText, closeMenu, showImage, showMenu, toast } from "./ui.js";
 import { apiToWorkflow, classify, exampleEntries } from "./workflow_io.js";
 
 const STORE_WORKFLOW = "nodegraph.workflow";
+const STORE_IMAGES = "nodegraph.images";
 const STORE_NAME = "nodegraph.workflowName";
 const DEFAULT_EXAMPLE = "txt2img";
 
@@ -99,13 +100,27 @@ class App {
     const saved = localStorage.getItem(STORE_WORKFLOW);
     if (saved) {
       try {
+        const images = localStorage.getItem(STORE_IMAGES); // read first: loading persists the graph anew
         this.loadDocument(JSON.parse(saved), this.workflowName, { quiet: true });
+        this.#restoreImages(images);
         return;
       } catch {
         localStorage.removeItem(STORE_WORKFLOW);
       }
     }
     await this.openDefault();
+  }
+
+  #restoreImages(stored) {
+    try {
+      const shown = JSON.parse(stored ?? "{}");
+      for (const [id, urls] of Object.entries(shown)) {
+        if (Array.isArray(urls) && urls.length) this.editor.setImages(Number(id), urls);
+      }
+      this.persist();
+    } catch {
+      localStorage.removeItem(STORE_IMAGES);
+    }
   }
 
   async openDefault() {
@@ -235,10 +250,13 @@ class App {
   persist() {
     document.getElementById("empty-hint").hidden = this.editor.nodeIds().length > 0;
     const text = JSON.stringify(this.editor.serializeWorkflow());
-    if (text === this.lastSaved) return;
+    const images = JSON.stringify(this.editor.resultImages());
+    if (text === this.lastSaved && images === this.lastImages) return;
     this.lastSaved = text;
+    this.lastImages = images;
     try {
       localStorage.setItem(STORE_WORKFLOW, text);
+      localStorage.setItem(STORE_IMAGES, images); // results shown on nodes come back after a reload
       localStorage.setItem(STORE_NAME, this.workflowName);
     } catch {
       // storage full or disabled: the graph stays in the page
@@ -284,7 +302,8 @@ class App {
       this.persist();
       if (Object.keys(answer.node_errors ?? {}).length) {
         this.#showNodeErrors(answer.node_errors, output);
-        toast("Some outputs were left out", "error", { detail: "Their nodes are marked in red; the rest runs." });
+        toast("Some outputs were left out", "error",
+          { detail: `${this.#errorLines(answer.node_errors, output)}\nThe rest runs; the nodes are marked in red.` });
       }
       this.queuePanel.refreshSoon(50);
       return answer.prompt_id;
@@ -303,7 +322,7 @@ class App {
     const count = this.#showNodeErrors(nodeErrors, output);
     const first = Object.keys(nodeErrors)[0];
     const detail = count
-      ? Object.entries(nodeErrors).flatMap(([id, e]) => e.errors.map((x) => `#${id} ${this.#title(id, output)}: ${errorText(x)}`)).join("\n")
+      ? this.#errorLines(nodeErrors, output)
       : body.error.details || body.error.message;
     toast(body.error.message || "Prompt failed validation", "error", {
       detail,
@@ -311,17 +330,38 @@ class App {
     });
   }
 
+  /** One line per problem, led by the node's id and title. */
+  #errorLines(nodeErrors, output) {
+    return Object.entries(nodeErrors).flatMap(([id, e]) => (e.errors ?? []).map((x) =>
+      `#${id} ${this.#nodeTitle(id) || this.#title(id, output)}: ${this.#withTitles(errorText(x), id, output)}`))
+      .join("\n");
+  }
+
   #showNodeErrors(nodeErrors, output) {
     const marks = {};
     for (const [id, entry] of Object.entries(nodeErrors ?? {})) {
       const errors = entry.errors ?? [];
       marks[id] = {
-        messages: errors.map(errorText),
+        messages: errors.map((error) => this.#withTitles(errorText(error), id, output)),
         inputs: errors.map((x) => x.extra_info?.input_name).filter(Boolean),
       };
     }
     this.editor.setErrors(marks);
     return Object.keys(marks).length;
+  }
+
+  /** A server message in the words of the graph on screen: "node 4 (CheckpointLoaderSimple)" and "of CLIPEncode"
+   * (the failing node's class) become the nodes' titles, as the user named them. */
+  #withTitles(text, id, output) {
+    let result = String(text);
+    for (const [nid, spec] of Object.entries(output ?? {})) {
+      const title = this.#nodeTitle(nid) || this.#title(nid, output);
+      if (spec?.class_type) result = result.replaceAll(`node ${nid} (${spec.class_type})`, `"${title}"`);
+    }
+    const own = output?.[id]?.class_type;
+    const title = this.#nodeTitle(id) || this.#title(id, output);
+    if (own && title && title !== own) result = result.replaceAll(` of ${own} `, ` of "${title}" `);
+    return result;
   }
 
   #title(id, output) {
@@ -385,6 +425,7 @@ class App {
       if (Array.isArray(output.text)) this.editor.setText(id, output.text.join("\n"));
     });
     api.addEventListener("execution_success", () => {
+      this.editor.clearRunState(); // no stale live preview left on the sampler
       const seconds = this.startedAt ? (performance.now() - this.startedAt) / 1000 : null;
       this.flash(seconds != null ? `Finished in ${seconds.toFixed(1)} s` : "Finished");
       this.queuePanel.refreshSoon();

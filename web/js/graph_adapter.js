@@ -345,6 +345,8 @@ export class Editor {
     });
     this.canvas.default_connection_color_byType = { ...TYPE_COLORS };
     this.canvas.onDrawBackground = (ctx, area) => this.#drawGrid(ctx, area);
+    // after every node: a node's error note below it is drawn over the nodes beneath, never hidden by them
+    this.canvas.onDrawForeground = (ctx) => this.#drawErrorNotes(ctx);
     this.canvas.showSearchBox = (event, context) => this.#openSearch(event, context);
     this.canvas.showConnectionMenu = (options) => this.#openSearch(options.e, options);
     // The search opens on the browser's own double-click (litegraph times clicks itself, which a busy machine
@@ -477,7 +479,7 @@ export class Editor {
   addNode(type, position, context = null) {
     const node = LiteGraph.createNode(type);
     if (!node) throw new Error(`unknown node type ${type}`);
-    node.pos = [position[0], position[1]];
+    node.pos = this.#onScreen([position[0], position[1]], node.size);
     this.graph.add(node);
     if (context?.nodeFrom && context.slotFrom) {
       const slot = context.nodeFrom.outputs.indexOf(context.slotFrom);
@@ -488,6 +490,17 @@ export class Editor {
     }
     this.canvas.setDirty(true, true);
     return node.id;
+  }
+
+  /** `pos` moved (as little as needed) so that a node of `size`, title bar included, lies inside the visible
+   * canvas: a node added near an edge lands whole on screen. A node larger than the view keeps its top left. */
+  #onScreen(pos, size) {
+    const [left, top, width, height] = this.canvas.visible_area;
+    const margin = 12 / this.canvas.ds.scale;
+    const title = LiteGraph.NODE_TITLE_HEIGHT;
+    const x = Math.max(left + margin, Math.min(pos[0], left + width - margin - size[0]));
+    const y = Math.max(top + margin + title, Math.min(pos[1], top + height - margin - size[1]));
+    return [x, y];
   }
 
   /** Plain facts about one node for the UI and tests: type, title, pos, size, widgets, links, state. */
@@ -511,6 +524,15 @@ export class Editor {
       running: this.running === node,
       progress: node.ngProgress ?? null,
     };
+  }
+
+  /** {node id: image URLs} of the result images shown on nodes (not input images, not previews). */
+  resultImages() {
+    const shown = {};
+    for (const node of this.graph._nodes) {
+      if (node.ngImages?.length && !node.ngInputImageWidget) shown[node.id] = node.ngImages.map((img) => img.src);
+    }
+    return shown;
   }
 
   nodeIds() {
@@ -647,7 +669,11 @@ export class Editor {
   // --- run state -----------------------------------------------------------------------------------------------
 
   setRunning(id) {
-    if (this.running) this.running.ngProgress = null;
+    if (this.running) {
+      // a finished node's live preview is stale: its result (an output node's images) replaces it, or nothing
+      this.running.ngProgress = null;
+      this.running.ngPreview = null;
+    }
     this.running = id == null ? null : this.graph.getNodeById(id) ?? null;
     this.canvas.setDirty(true, false);
   }
@@ -830,19 +856,32 @@ export class Editor {
         ctx.stroke();
       }
     }
-    const messages = node.ngErrors.messages ?? [];
-    ctx.font = `12px ${THEME.font}`;
-    const lines = messages.flatMap((m) => wrapText(ctx, m, width - 16)).slice(0, 8);
-    if (lines.length) {
+    ctx.restore();
+  }
+
+  /** The error messages of every marked node, in a box under it, drawn after all nodes (canvas foreground). */
+  #drawErrorNotes(ctx) {
+    for (const node of this.graph._nodes) {
+      const messages = node.ngErrors?.messages ?? [];
+      if (!messages.length || node.flags?.collapsed) continue;
+      const [width, height] = node.size;
+      ctx.save();
+      ctx.translate(node.pos[0], node.pos[1]);
+      ctx.font = `12px ${THEME.font}`;
+      const noteWidth = Math.max(width, 260);
+      const lines = messages.flatMap((m) => wrapText(ctx, m, noteWidth - 16)).slice(0, 8);
       const boxH = lines.length * 16 + 10;
-      ctx.fillStyle = "rgba(90, 20, 24, 0.95)";
+      ctx.fillStyle = "rgb(90, 20, 24)";
+      ctx.strokeStyle = THEME.error;
+      ctx.lineWidth = 1.5;
       ctx.beginPath();
-      ctx.roundRect(0, height + 8, width, boxH, 6);
+      ctx.roundRect(0, height + 8, noteWidth, boxH, 6);
       ctx.fill();
+      ctx.stroke();
       ctx.fillStyle = "#ffd9d9";
       lines.forEach((line, i) => ctx.fillText(line, 8, height + 24 + i * 16));
+      ctx.restore();
     }
-    ctx.restore();
   }
 
   #drawGrid(ctx, area) {

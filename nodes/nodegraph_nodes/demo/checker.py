@@ -3,7 +3,8 @@
 It inverts `dataset.py`'s generator: objects are the saturated pixels (backgrounds are near-grey), each connected
 blob's colour is the named hue nearest to its mean colour, its shape follows from how it tapers and fills the
 corners of its bounding box (`shape_features`), and the centre of its bounding box names its cell of the 3x3
-grid. `score` compares that with what a caption asks for. Validated against ground truth in
+grid. `score` compares that with what a caption asks for; a larger picture (a hires-fix output) is first scaled
+down to the data set's 64 px (`at_dataset_size`), where the areas and the grid above are defined. Validated against ground truth in
 `tests/test_demo_data.py` and by `python -m nodegraph_nodes.demo.evaluate`.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .dataset import CELL_CENTRES, COLOURS, COLUMNS, POSITION_PHRASES, ROWS, SHAPES
+from .dataset import CELL_CENTRES, COLOURS, COLUMNS, IMAGE_SIZE, POSITION_PHRASES, ROWS, SHAPES
 
 SATURATION_THRESHOLD = 0.4  # backgrounds stay below ~0.25, object colours are above ~0.8
 MIN_AREA = 24  # pixels; smaller blobs are sampling specks, not objects (the smallest shape, a triangle, has ~100)
@@ -152,8 +153,16 @@ def detect(image: np.ndarray) -> list[Detection]:
     return sorted(found, key=lambda d: -d.area)
 
 
+def at_dataset_size(image: np.ndarray) -> np.ndarray:
+    """`image` at the data set's size (area-averaged down or up to IMAGE_SIZE square); unchanged when already so."""
+    if image.shape[:2] == (IMAGE_SIZE, IMAGE_SIZE):
+        return image
+    return cv2.resize(image, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+
+
 def score(image: np.ndarray, caption: str) -> Score:
-    """How `image` (uint8 RGB) follows the demo `caption`."""
+    """How `image` (uint8 RGB, any square size: see `at_dataset_size`) follows the demo `caption`."""
+    image = at_dataset_size(image)
     wanted = parse_caption(caption)
     found = detect(image)
     count = len(found) == len(wanted)

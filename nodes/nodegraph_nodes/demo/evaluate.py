@@ -340,7 +340,7 @@ def prompt_of_png(path: Path) -> str:
 
 def score_image(path: Path, prompt: str | None) -> tuple[str, checker.Score, list[checker.Detection]]:
     caption = prompt if prompt is not None else prompt_of_png(path)
-    image = np.asarray(Image.open(path).convert("RGB"))
+    image = checker.at_dataset_size(np.asarray(Image.open(path).convert("RGB")))
     return caption, checker.score(image, caption), checker.detect(image)
 
 

@@ -16,13 +16,17 @@
   [start_percent, end_percent] range, and their residuals (summed over chained ControlNets) go into the UNet call.
 
 The UNet runs on its own device and dtype; x and the returned x0 are float32 on that device.
+
+`interrupt`, when given, is called before and after every model call (ControlNets, UNet) and raises to stop the
+run: an interrupt is honoured within one model call, not one sampler step (heun, dpm_2 and the SDE samplers make
+two or more calls per step). `interruptible` (below) also stops a call half-way, between the UNet's blocks.
 """
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +38,7 @@ from .conditioning import Conditioning, ControlSpec
 from .model_sampling import DiscreteModelSampling
 
 VAE_SCALE_FACTOR = 8  # pixels per latent cell for the SD-family VAEs
+ModelPatch = Any  # an object with `pre_cfg`, `cfg_function` and/or `post_cfg` (see guidance.py)
 
 
 @dataclass
@@ -50,7 +55,7 @@ class CFGDenoiser:
     """D(x, sigma) for a positive / negative conditioning pair at guidance scale `cfg`.
 
     `negative` may be None only when cfg == 1. `controlnet_calls` / `unet_calls` count model calls (for tests and
-    benchmarks).
+    benchmarks). `interrupt()` raises when the run must stop (see the module's docstring).
     """
 
     def __init__(
@@ -60,18 +65,34 @@ class CFGDenoiser:
         positive: Conditioning,
         negative: Conditioning | None,
         cfg: float,
+        *,
+        keep_uncond: bool = False,
+        patches: Sequence[ModelPatch] = (),
+        conditionings: Sequence[Conditioning] | None = None,
+        interrupt: Callable[[], None] | None = None,
     ) -> None:
         self.unet = unet
+        self.interrupt = interrupt
         self.device = unet.device
         self.dtype = unet.dtype
         self.model_sampling = model_sampling.to(self.device)
         self.cfg = float(cfg)
-        use_uncond = not math.isclose(self.cfg, 1.0)
+        # keep_uncond: CFG++ samplers read `uncond_denoised` after each call, so the unconditional half runs even at
+        # cfg 1 (ComfyUI's post-CFG hook with its cfg-1 shortcut disabled). patches: the MODEL's CFG patches.
+        self.patches = tuple(patches)
+        self.keep_uncond = keep_uncond or any(getattr(p, "needs_uncond", False) for p in self.patches)
+        keep_uncond = self.keep_uncond
+        self.uncond_denoised: torch.Tensor | None = None
+        use_uncond = not math.isclose(self.cfg, 1.0) or (keep_uncond and negative is not None)
         if use_uncond and negative is None:
             raise ValueError("a negative conditioning is needed when cfg != 1")
-        conditionings = [negative, positive] if use_uncond else [positive]
+        if conditionings is None:  # guiders with other conditionings (guidance.py) pass theirs, in call order
+            conditionings = [negative, positive] if use_uncond else [positive]
         tokens = math.lcm(*(c.embeds.shape[1] for c in conditionings))
         self._halves = [self._prepare(c, tokens) for c in conditionings]
+        self._positive = next(h for h in self._halves if h.conditioning is positive)
+        # which rows of the batched call are the unconditional half (patches that read the UNet's internals use it)
+        self.uncond_index = next((i for i, h in enumerate(self._halves) if h.conditioning is negative), 0)
         self._hints: dict[tuple[int, int, int, int], torch.Tensor] = {}
         self.concat: torch.Tensor | None = None  # extra UNet input channels, rows as in the batched call
         self.unet_calls = 0
@@ -93,6 +114,35 @@ class CFGDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x0 for x at noise level sigma ([B]); x is [B, C, h, w]."""
+        out = self._model_outputs(x, sigma)
+        n = len(self._halves)
+        if n != 2 or self.keep_uncond or self.patches:
+            return self._guide(x, sigma, [self.model_sampling.calculate_denoised(sigma, o, x) for o in out.chunk(n)])
+        # x0 is affine in the model output at fixed x, so guiding the raw output (eps or v) equals guiding x0;
+        # it is also more accurate: x0 = x - sigma * eps subtracts large numbers at high sigma, and the cfg factor
+        # would amplify that rounding.
+        uncond, cond = out.chunk(2)
+        return self.model_sampling.calculate_denoised(sigma, uncond + (cond - uncond) * self.cfg, x)
+
+    def predict_positive(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The positive conditioning's x0 alone, in a UNet call of its own (for patches that re-run the model under
+        a modification, e.g. PerturbedAttentionGuidance)."""
+        return self._predict_alone(self._positive, x, sigma)
+
+    def predict_negative(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The negative conditioning's x0 alone (SelfAttentionGuidance's pass on the blurred prediction)."""
+        return self._predict_alone(self._halves[self.uncond_index], x, sigma)
+
+    def _predict_alone(self, half: _Half, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        halves, self._halves = self._halves, [half]
+        try:
+            out = self._model_outputs(x, sigma)
+        finally:
+            self._halves = halves
+        return self.model_sampling.calculate_denoised(sigma, out, x)
+
+    def _model_outputs(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The UNet's raw outputs for every prepared conditioning, in one batched call ([n * B, C, h, w])."""
         batch = x.shape[0]
         n = len(self._halves)
         x_in = self.model_sampling.calculate_input(sigma, x).to(self.dtype).repeat(n, 1, 1, 1)
@@ -101,23 +151,38 @@ class CFGDenoiser:
         added = self._added_cond_kwargs(x, batch)
         residuals = self._control_residuals(x_in, t, context, added, float(sigma[0]), batch)
 
+        self.check_interrupt()
         self.unet_calls += 1
-        out = self.unet(
-            x_in if self.concat is None else torch.cat([x_in, self.concat], dim=1),
-            t,
-            encoder_hidden_states=context,
-            added_cond_kwargs=added,
-            down_block_additional_residuals=residuals[0] if residuals else None,
-            mid_block_additional_residual=residuals[1] if residuals else None,
-            return_dict=False,
-        )[0].float()
-        if n == 2:
-            # x0 is affine in the model output at fixed x, so guiding the raw output (eps or v) equals guiding x0;
-            # it is also more accurate: x0 = x - sigma * eps subtracts large numbers at high sigma, and the cfg factor
-            # would amplify that rounding.
-            uncond, cond = out.chunk(2)
-            out = uncond + (cond - uncond) * self.cfg
-        return self.model_sampling.calculate_denoised(sigma, out, x)
+        with ExitStack() as hooks:  # patches that watch or change the UNet during its call (SelfAttentionGuidance)
+            for patch in self.patches:
+                if getattr(patch, "during_unet", None) is not None:
+                    hooks.enter_context(patch.during_unet(self))
+            out = self.unet(
+                x_in if self.concat is None else torch.cat([x_in, self.concat], dim=1),
+                t,
+                encoder_hidden_states=context,
+                added_cond_kwargs=added,
+                down_block_additional_residuals=residuals[0] if residuals else None,
+                mid_block_additional_residual=residuals[1] if residuals else None,
+                return_dict=False,
+            )[0].float()
+        self.check_interrupt()
+        return out
+
+    def _guide(self, x: torch.Tensor, sigma: torch.Tensor, predictions: list[torch.Tensor]) -> torch.Tensor:
+        """Combine the per-conditioning x0 predictions (in call order) into the guided x0, with the MODEL's CFG
+        patches. With one prediction (cfg 1, BasicGuider) that prediction is also the unconditional one."""
+        if len(predictions) == 1:
+            self.uncond_denoised = predictions[0]
+            return predictions[0]
+        uncond, cond = predictions
+        self.uncond_denoised = uncond
+        return apply_cfg(self.patches, x, sigma, cond, uncond, self.cfg, denoiser=self)
+
+    def check_interrupt(self) -> None:
+        """The one place the denoiser honours an interrupt: between model calls, never inside one."""
+        if self.interrupt is not None:
+            self.interrupt()
 
     def _added_cond_kwargs(self, x: torch.Tensor, batch: int) -> dict[str, torch.Tensor] | None:
         """SDXL's extra conditioning (pooled text embeds and size/crop time ids), or None for SD1/SD2 models."""
@@ -165,6 +230,7 @@ class CFGDenoiser:
             controls = [c for c in self._halves[indices[0]].conditioning.controls if self._is_active(c, sigma)]
             for control in controls:
                 group_added = None if added is None else {k: v[rows] for k, v in added.items()}
+                self.check_interrupt()
                 self.controlnet_calls += 1
                 d, m = control.controlnet(
                     x_in[rows],
@@ -198,6 +264,29 @@ class CFGDenoiser:
             repeats = -(-rows // hint.shape[0])  # one hint per sample, cycled over the batched halves
             self._hints[key] = hint.repeat(repeats, 1, 1, 1)[:rows].to(self.device, control.controlnet.dtype)
         return self._hints[key]
+
+
+def apply_cfg(
+    patches: Sequence[ModelPatch], x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+    cfg: float,
+    denoiser: Any = None,
+) -> torch.Tensor:
+    """Classifier-free guidance on x0, as ComfyUI's cfg_function: `pre_cfg` patches first map the (cond, uncond)
+    predictions, a patch's `cfg_function` (the last one set) replaces uncond + (cond - uncond) * cfg, then every
+    `post_cfg` patch maps the result in turn."""
+    for patch in patches:
+        if getattr(patch, "pre_cfg", None) is not None:
+            cond, uncond = patch.pre_cfg(x=x, sigma=sigma, cond=cond, uncond=uncond, cfg=cfg, denoiser=denoiser)
+    combine = [p for p in patches if getattr(p, "cfg_function", None) is not None]
+    if combine:
+        denoised = combine[-1].cfg_function(x=x, sigma=sigma, cond=cond, uncond=uncond, cfg=cfg, denoiser=denoiser)
+    else:
+        denoised = uncond + (cond - uncond) * cfg
+    for patch in patches:
+        if getattr(patch, "post_cfg", None) is not None:
+            denoised = patch.post_cfg(x=x, sigma=sigma, denoised=denoised, cond=cond, uncond=uncond, cfg=cfg,
+                                      denoiser=denoiser)
+    return denoised
 
 
 def _control_key(control: ControlSpec) -> tuple:

@@ -137,11 +137,6 @@ def bundled_config(folder: str, component: str) -> dict[str, Any]:
     return bundled_json(folder, *([component] if component else []), name)
 
 
-def bundled_folder(folder: str) -> str:
-    """Filesystem path of a bundled diffusers-format config folder (for diffusers' `config=` arguments)."""
-    return str(resources.files(__package__).joinpath("configs", folder))
-
-
 # --- the facts the signatures test ------------------------------------------------------------------------------
 # The first cross-attention of the first UNet block: its to_k input width is the text context dimension.
 _SD_ATTN2_K = UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"

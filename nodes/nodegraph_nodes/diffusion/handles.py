@@ -26,6 +26,8 @@ class ModelHandle:
     latent_rgb: Any = field(default=None, hash=False, compare=False)
     # LoRAs applied while the model is used (patching.LoraPatch), in the order they were loaded
     patches: tuple[Any, ...] = ()
+    # CFG patches applied by the sampler's denoiser, in the order they were added (see guidance.py: RescaleCFG...)
+    cfg_patches: tuple[Any, ...] = field(default=(), hash=False, compare=False)
     # DifferentialDiffusion's strength when that node patched this model (the noise mask becomes per-step), else None
     differential_diffusion: float | None = None
 

@@ -1,6 +1,6 @@
 """KSampler, KSamplerAdvanced and SamplerCustom semantics on top of the samplers and schedules.
 
-What the nodes promise (ComfyUI's behaviour, COMPAT.md section 5):
+What the nodes promise (ComfyUI's behaviour, docs/compat.md §5):
 
 * noise comes from `prepare_noise`: drawn on the CPU from a generator seeded like `torch.manual_seed(seed)`, so a
   seed gives the same image on any device; `batch_index` picks per-sample noise as if the whole batch were drawn;
@@ -19,7 +19,8 @@ scaling factor); the UNet runs on its own device and dtype.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -33,8 +34,8 @@ from .inpaint import (
 )
 from .model_sampling import DiscreteModelSampling
 from .names import DISCARD_PENULTIMATE_SIGMA_SAMPLERS
-from .regions import make_denoiser
-from .samplers import SAMPLER_NOISE, SAMPLERS
+from . import regions
+from .sampler_registry import NEEDS_UNCOND, SAMPLER_NOISE, sampler_function
 from .schedules import calculate_sigmas
 
 # callback(step, total, x, denoised): step in 0..total-1, called once per step after its first model evaluation;
@@ -105,6 +106,8 @@ def ksample(
     force_full_denoise: bool = True,
     batch_index: Sequence[int] | None = None,
     callback: ProgressCallback | None = None,
+    interrupt: Callable[[], None] | None = None,
+    patches: Sequence[Any] = (),
     noise_mask: torch.Tensor | None = None,
     differential_diffusion: float | None = None,
 ) -> torch.Tensor:
@@ -117,7 +120,8 @@ def ksample(
     return sample_with_sigmas(
         unet, model_sampling, positive, negative, latent, sliced,
         seed=seed, cfg=cfg, sampler_name=sampler_name, add_noise=add_noise, batch_index=batch_index,
-        callback=callback, noise_mask=noise_mask, differential_diffusion=differential_diffusion,
+        callback=callback, interrupt=interrupt, patches=patches, noise_mask=noise_mask,
+        differential_diffusion=differential_diffusion,
     )
 
 
@@ -135,25 +139,35 @@ def sample_with_sigmas(
     add_noise: bool = True,
     batch_index: Sequence[int] | None = None,
     callback: ProgressCallback | None = None,
+    interrupt: Callable[[], None] | None = None,
+    sampler_options: Mapping[str, Any] | None = None,
+    patches: Sequence[Any] = (),
+    make_denoiser: Callable[..., CFGDenoiser] | None = None,
     noise_mask: torch.Tensor | None = None,
     differential_diffusion: float | None = None,
 ) -> torch.Tensor:
-    """Sample along explicit sigmas (SamplerCustom). An empty or single-sigma schedule returns the latent.
-
-    `noise_mask`: the LATENT's mask (1 = resample); `differential_diffusion`: the strength of a model patched by
-    DifferentialDiffusion, or None."""
+    """Sample along explicit sigmas (SamplerCustom, SamplerCustomAdvanced). An empty or single-sigma schedule
+    returns the latent. `sampler_options` are the sampler's keyword options (a Sampler* node's eta, s_noise...);
+    `patches` the MODEL's CFG patches; `make_denoiser(keep_uncond=..., patches=...)` builds another guider's
+    denoiser (guidance.Guider) instead of the positive / negative CFG one. `interrupt()` raises to stop between
+    model calls (CFGDenoiser.check_interrupt). `noise_mask`: the LATENT's mask (1 = resample);
+    `differential_diffusion`: the strength of a model patched by DifferentialDiffusion, or None."""
     latent = latent.float().cpu()
     if len(sigmas) < 2:
         return latent.clone()
-    try:
-        sample = SAMPLERS[sampler_name]
-    except KeyError:
-        raise ValueError(f"unknown sampler {sampler_name!r}; known: {list(SAMPLERS)}") from None
+    sample = sampler_function(sampler_name)
 
     sigmas = sigmas.float().cpu()
     sigma0 = float(sigmas[0])
     noise = prepare_noise(latent, seed, batch_index) if add_noise else torch.zeros_like(latent)
-    denoiser = make_denoiser(unet, model_sampling, positive, negative, cfg)
+    keep_uncond = sampler_name in NEEDS_UNCOND
+    if make_denoiser is None:
+        denoiser = regions.make_denoiser(unet, model_sampling, positive, negative, cfg, keep_uncond=keep_uncond,
+                                         patches=patches)
+    else:
+        denoiser = make_denoiser(keep_uncond=keep_uncond, patches=patches)
+    if interrupt is not None and hasattr(denoiser, "check_interrupt"):
+        denoiser.interrupt = interrupt  # checked between model calls (CFGDenoiser.check_interrupt)
     x = model_sampling.noise_scaling(sigma0, noise, latent).to(denoiser.device)
     model = denoiser
     extra = unet.config.in_channels - latent.shape[1]
@@ -174,12 +188,13 @@ def sample_with_sigmas(
             latent_mask(noise_mask, latent.shape).to(denoiser.device), mask_function,
         )
 
-    kwargs = {}
+    kwargs: dict[str, Any] = dict(sampler_options or {})
     if sampler_name in SAMPLER_NOISE:
-        kwargs["noise_sampler"] = SAMPLER_NOISE[sampler_name](x, seed)
+        kwargs["noise_sampler"] = SAMPLER_NOISE[sampler_name](x, seed, sigmas)
     if callback is not None:
         total = len(sigmas) - 1
-        kwargs["callback"] = lambda i, x_i, denoised: callback(i, total, x_i, denoised)
+        # adaptive samplers may take more steps than the schedule has: progress stops at the last one
+        kwargs["callback"] = lambda i, x_i, denoised: callback(min(i, total - 1), total, x_i, denoised)
     with torch.inference_mode():
         out = sample(model, x, sigmas, **kwargs)
     return out.float().cpu()

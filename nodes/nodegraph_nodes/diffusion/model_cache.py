@@ -99,14 +99,27 @@ def _move(value: Any, device: torch.device, dtype: torch.dtype | None) -> None:
             return
         if dtype is None or not current.is_floating_point() or current.dtype == dtype:
             dtype = None  # only cast when needed: diffusers warns on every dtype cast of a loaded model
-        if current.device != device or dtype is not None:
-            value.to(device=device, dtype=dtype)
+        if dtype is not None:
+            _cast(value, device, dtype)
+        elif current.device != device:
+            value.to(device=device)
     elif isinstance(value, (list, tuple)):
         for v in value:
             _move(v, device, dtype)
     elif isinstance(value, dict):
         for v in value.values():
             _move(v, device, dtype)
+
+
+def _cast(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Move and cast a model. diffusers' ModelMixin.to() warns on every dtype cast that some modules "should be kept
+    in float32", listing them, and prints the warning with an empty list too (every UNet and VAE: nothing to keep).
+    With nothing to keep, cast with torch's own Module.to; a model that does keep modules in float32 goes through
+    diffusers' to() and its warning, which then says something."""
+    if getattr(module, "_keep_in_fp32_modules", None):
+        module.to(device=device, dtype=dtype)
+    else:
+        torch.nn.Module.to(module, device=device, dtype=dtype)
 
 
 def release_memory() -> None:

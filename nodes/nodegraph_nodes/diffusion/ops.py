@@ -115,10 +115,16 @@ def load_lora(
 
 
 def use_model(cache: ModelCache, model: ModelHandle) -> Any:
-    """The MODEL's UNet, pinned in the cache and with its LoRAs applied for the duration of the `with` block."""
+    """The MODEL's UNet, pinned in the cache and with its LoRAs applied for the duration of the `with` block.
+
+    A MODEL whose guidance patches change the UNet's attention during its calls (SelfAttentionGuidance,
+    PerturbedAttentionGuidance swap attention processors on the shared module) takes the UNet for itself: prompts
+    running side by side must not sample through another prompt's processors."""
     from .patching import patched
 
-    return patched(cache, model.ref, model.patches, lambda unet: {"unet": unet})
+    exclusive = any(getattr(p, "during_unet", None) is not None or getattr(p, "swaps_attention", False)
+                    for p in model.cfg_patches)
+    return patched(cache, model.ref, model.patches, lambda unet: {"unet": unet}, exclusive=exclusive)
 
 
 def use_clip(cache: ModelCache, clip: ClipHandle) -> Any:
@@ -267,6 +273,12 @@ def _progress_callback(context: Any, model: ModelHandle) -> Callable[..., None]:
     return callback
 
 
+def _interrupt_check(context: Any) -> Callable[[], None] | None:
+    """The running node's interrupt check (raises engine.Interrupted), for the denoiser to call between model
+    calls; None for callers without a node context."""
+    return getattr(context, "check_interrupted", None)
+
+
 def _guard_unet(stack: ExitStack, unet: torch.nn.Module, shape: tuple[int, ...], cfg: float, context: Any) -> None:
     """Refuse a latent too large for the device before sampling, and let an interrupt stop a UNet call half-way."""
     from .denoiser import interruptible
@@ -410,7 +422,8 @@ def ksample(
         samples = with_oom_retry(
             cache,
             lambda: run_ksample(
-                unet, sampling, pos, neg, scaled, callback=callback, **_latent_options(model, latent), **options
+                unet, sampling, pos, neg, scaled, callback=callback, interrupt=_interrupt_check(context),
+                patches=model.cfg_patches, **_latent_options(model, latent), **options
             ),
         )
     if torch.equal(samples, scaled):  # no step taken (denoise 0): give the input back bit for bit
@@ -421,12 +434,16 @@ def ksample(
 def sample_custom(
     model: ModelHandle,
     positive: Conditioning,
-    negative: Conditioning,
+    negative: Conditioning | None,
     latent: dict[str, Any],
     context: Any,
+    *,
+    guider: Any = None,
     **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SamplerCustom: returns (samples, the last denoised prediction)."""
+    """SamplerCustom / SamplerCustomAdvanced: returns (samples, the last denoised prediction). `guider` (a
+    guidance.Guider) brings extra conditionings and its own denoiser for the dual / Perp-Neg rules; CFGGuider and
+    BasicGuider take the same path as KSampler."""
     from .ksampler import sample_with_sigmas
     from .model_sampling import DiscreteModelSampling
 
@@ -440,15 +457,24 @@ def sample_custom(
         progress(step, total, x, denoised)
 
     positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
+    extra = guider.extra_conditionings() if guider is not None and guider.kind in ("dual", "perpneg") else {}
+    extra = {k: _prepare_conditionings(model, c, None, latent["samples"])[0] for k, c in extra.items()}
     with ExitStack() as stack:
         unet = stack.enter_context(use_model(cache, model))
         _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
+        extra = {k: _resolve_controls(stack, cache, c, unet, model.family) for k, c in extra.items()}
+        make_denoiser = None
+        if extra:
+            def make_denoiser(**kwargs: Any):
+                return guider.make_denoiser(unet, sampling, pos, neg, extra, **kwargs)
+
         samples = with_oom_retry(
             cache,
             lambda: sample_with_sigmas(
                 unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
+                interrupt=_interrupt_check(context), patches=model.cfg_patches, make_denoiser=make_denoiser,
                 **_latent_options(model, latent), **options,
             ),
         )

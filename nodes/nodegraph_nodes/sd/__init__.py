@@ -5,6 +5,7 @@ validating workflows and starting the server stay fast.
 """
 from .clip_vision import NODES as _CLIP_VISION_NODES
 from .controlnet import NODES as _CONTROLNET_NODES
+from .custom_sampling import NODES as _CUSTOM_SAMPLING_NODES
 from .images import NODES as _IMAGE_NODES
 from .inpaint import NODES as _INPAINT_NODES
 from .latent import NODES as _LATENT_NODES
@@ -14,5 +15,17 @@ from .sampling import NODES as _SAMPLING_NODES
 from .sdxl import NODES as _SDXL_NODES
 from .upscale import NODES as _UPSCALE_NODES
 
-NODES = [*_LOADING_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_SDXL_NODES, *_CONTROLNET_NODES, *_IMAGE_NODES,
-         *_INPAINT_NODES, *_MASK_NODES, *_UPSCALE_NODES, *_CLIP_VISION_NODES]
+# What the nodes import on first use (torch, diffusers, transformers behind them): `nodegraph serve` imports these
+# in the background as soon as it listens, `nodegraph run` before the first node (see nodegraph/warmup.py).
+WARM_IMPORTS = (
+    "nodegraph_nodes.diffusion.ops",
+    "nodegraph_nodes.diffusion.loader",
+    "nodegraph_nodes.diffusion.ksampler",
+    "nodegraph_nodes.diffusion.text_encoding",
+    "nodegraph_nodes.diffusion.preview",
+)
+
+NODES = [
+    *_LOADING_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_CUSTOM_SAMPLING_NODES, *_SDXL_NODES, *_CONTROLNET_NODES,
+    *_IMAGE_NODES, *_INPAINT_NODES, *_MASK_NODES, *_UPSCALE_NODES, *_CLIP_VISION_NODES,
+]

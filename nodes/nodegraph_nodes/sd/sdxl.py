@@ -5,7 +5,7 @@ the target size; the refiner the original size, the crop and an aesthetic score.
 CLIPTextEncodeSDXLRefiner (ComfyUI's names, inputs and ranges) put them on the conditioning; plain CLIPTextEncode
 leaves them out and the sampler fills in the family's defaults at the latent's size (ComfyUI does the same).
 
-SDXLRefiner is the second half of the base + refiner recipe (COMPAT.md section 5) in one node: it continues the base
+SDXLRefiner is the second half of the base + refiner recipe (docs/compat.md §5) in one node: it continues the base
 sampler's leftover noise with the refiner model on the SAME sigma schedule, exactly as a KSamplerAdvanced with
 add_noise disabled, start_at_step at the switch and return_with_leftover_noise disabled would.
 """
