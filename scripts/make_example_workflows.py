@@ -265,6 +265,8 @@ DESCRIPTIONS = {
     "controlnet_mixed": "two chained ControlNets: the outline throughout, the image itself for the first half",
     "area_composition": "four prompts in the four quadrants of a 128 px canvas (ConditioningSetArea)",
     "lora": "txt2img through the demo 'giant' LoRA: larger shapes than the model draws alone",
+    "inpaint": "repaint the example image's circle blue inside a mask (SetLatentNoiseMask), keeping the rest",
+    "upscale": "txt2img, then the demo 4x ESRGAN upscale model (UpscaleModelLoader): 256 px",
 }
 
 # Each example as rows of columns of node ids, read left to right, top to bottom.
