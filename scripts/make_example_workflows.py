@@ -23,6 +23,8 @@ SDXL_BASE = "nodegraph-demo-sdxl-base.safetensors"
 SDXL_REFINER = "nodegraph-demo-sdxl-refiner.safetensors"
 CANNY = "nodegraph-demo-canny.safetensors"
 GIANT_LORA = "nodegraph-demo-giant.safetensors"
+UPSCALER = "nodegraph-demo-esrgan-4x.safetensors"
+INPAINT_BOX = (8, 8, 56, 56)  # the example mask: latent cells 1..6 around the circle (left, top, right, bottom)
 
 
 def node(class_type: str, title: str, **inputs) -> dict:
@@ -179,6 +181,30 @@ def controlnet_mixed() -> dict:
     return prompt
 
 
+def inpaint() -> dict:
+    """Repaint the circle of the example image blue and keep the rest: the image's latent with a noise mask
+    (SetLatentNoiseMask), sampled from full noise inside the mask. The demo SD1 model is no inpainting model; the
+    mask makes any model inpaint. (With a 9-channel inpainting checkpoint use InpaintModelConditioning instead.)"""
+    prompt = img2img()
+    prompt["6"]["inputs"]["text"] = "a blue circle"
+    prompt["12"] = node("LoadImageMask", "Load Mask", image="example_mask.png", channel="red")
+    prompt["13"] = node("SetLatentNoiseMask", "Set Latent Noise Mask", samples=["11", 0], mask=["12", 0])
+    prompt["3"] = sampler(7, ["4", 0], ["6", 0], ["7", 0], ["13", 0], denoise=1.0)
+    prompt["9"]["inputs"]["filename_prefix"] = "inpaint"
+    return prompt
+
+
+def upscale() -> dict:
+    """txt2img, then the demo 4x ESRGAN upscale model: 64x64 -> 256x256."""
+    prompt = txt2img()
+    prompt["10"] = node("UpscaleModelLoader", "Load Upscale Model", model_name=UPSCALER)
+    prompt["11"] = node("ImageUpscaleWithModel", "Upscale Image (using Model)", upscale_model=["10", 0],
+                        image=["8", 0])
+    prompt["9"]["inputs"]["images"] = ["11", 0]
+    prompt["9"]["inputs"]["filename_prefix"] = "upscale"
+    return prompt
+
+
 AREA_PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow square"]
 
 
@@ -224,6 +250,8 @@ EXAMPLES = {
     "controlnet_mixed": controlnet_mixed,
     "area_composition": area_composition,
     "lora": lora,
+    "inpaint": inpaint,
+    "upscale": upscale,
 }
 
 # One line each, for `nodegraph examples` (written to workflows/examples.txt, in this order).
@@ -237,6 +265,8 @@ DESCRIPTIONS = {
     "controlnet_mixed": "two chained ControlNets: the outline throughout, the image itself for the first half",
     "area_composition": "four prompts in the four quadrants of a 128 px canvas (ConditioningSetArea)",
     "lora": "txt2img through the demo 'giant' LoRA: larger shapes than the model draws alone",
+    "inpaint": "repaint the example image's circle blue inside a mask (SetLatentNoiseMask), keeping the rest",
+    "upscale": "txt2img, then the demo 4x ESRGAN upscale model (UpscaleModelLoader): 256 px",
 }
 
 # Each example as rows of columns of node ids, read left to right, top to bottom.
@@ -251,6 +281,8 @@ LAYOUTS = {
     "area_composition": [[["4", "5", "7"], ["10", "11", "12", "13"], ["20", "21", "22", "23"], ["31", "32", "33"],
                           ["3", "8", "9"]], [["40", "41", "42", "43"], ["51", "52", "53"]]],
     "lora": [[["4", "5"], ["10"], ["6", "7"], ["3"], ["8", "9"]]],
+    "inpaint": [[["4", "10"], ["6", "7", "12"], ["11", "13"], ["3"], ["8", "9"]]],
+    "upscale": [[["4", "5"], ["6", "7"], ["3", "10"], ["8", "11"], ["9"]]],
 }
 GAP = 40.0
 TITLE = 30.0  # the title bar sits above a node's `pos`; `size` is its body
@@ -302,6 +334,14 @@ def example_image(path: Path) -> None:
     image.save(path)
 
 
+def example_mask(path: Path) -> None:
+    """White where the inpaint example repaints (a box around the example image's circle), black elsewhere."""
+    image = Image.new("RGB", (64, 64), (0, 0, 0))
+    ImageDraw.Draw(image).rectangle((INPAINT_BOX[0], INPAINT_BOX[1], INPAINT_BOX[2] - 1, INPAINT_BOX[3] - 1),
+                                    fill=(255, 255, 255))
+    image.save(path)
+
+
 def main() -> None:
     registry = default_registry()
     info = lambda name: registry.object_info(None, name).get(name)  # noqa: E731
@@ -312,6 +352,7 @@ def main() -> None:
         (ROOT / f"{name}.ui.json").write_text(json.dumps(ui, indent=2) + "\n")
     (ROOT / "examples.txt").write_text("".join(f"{name}\t{DESCRIPTIONS[name]}\n" for name in EXAMPLES))
     example_image(ROOT / "inputs" / "example.png")
+    example_mask(ROOT / "inputs" / "example_mask.png")
 
 
 if __name__ == "__main__":

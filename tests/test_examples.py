@@ -26,6 +26,7 @@ DEMO_MODELS = {
     },
     "control_net_name": {"nodegraph-demo-canny.safetensors": "tiny_controlnet_sd1.safetensors"},
     "lora_name": {"nodegraph-demo-giant.safetensors": "tiny_lora_sd1_kohya.safetensors"},
+    "model_name": {"nodegraph-demo-esrgan-4x.safetensors": "tiny_esrgan_x4.safetensors"},
 }
 TINY_SIZE = 64  # the SDXL examples ask for 1024 x 1024: far too slow for the tiny models on a CPU
 

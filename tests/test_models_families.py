@@ -64,10 +64,13 @@ def test_sd2_prediction_type_follows_the_v_prediction_probe(real_shapes):
     assert eps_model.config("unet")["cross_attention_dim"] == 1024
 
 
-def test_inpainting_and_unknown_layouts_are_not_guessed(real_shapes):
+def test_inpainting_is_recognised_and_unknown_layouts_are_not_guessed(real_shapes):
     inpainting = dict(real_shapes["sd1"])
     inpainting["model.diffusion_model.input_blocks.0.0.weight"] = (320, 9, 3, 3)
-    assert detect_family(inpainting) is None
+    assert detect_family(inpainting).name == "sd1"  # 9 input channels: the inpainting variant (test_inpaint.py)
+    other = dict(inpainting)
+    other["model.diffusion_model.input_blocks.0.0.weight"] = (320, 8, 3, 3)
+    assert detect_family(other) is None
     assert detect_family({"transformer.blocks.0.weight": (8, 8)}) is None
     unet_only = {k: s for k, s in real_shapes["sdxl"].items() if k.startswith("model.diffusion_model.")}
     assert detect_family(unet_only) is None

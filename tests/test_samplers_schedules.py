@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from nodegraph_nodes.diffusion import names, samplers, schedules
+from nodegraph_nodes.diffusion import names, sampler_registry, schedules
 from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, slice_sigmas
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from nodegraph_nodes.diffusion.preview import LATENT_RGB, latent_to_rgb
@@ -28,8 +28,29 @@ def _at(ms, timesteps):
 # Names
 
 
+# ComfyUI 0.3.75's KSampler.SAMPLERS (comfy/samplers.py: KSAMPLER_NAMES + ddim, uni_pc, uni_pc_bh2), in its order.
+COMFYUI_SAMPLERS = [
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
+    "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
+    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm",
+    "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
+    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2",
+]
+COMFYUI_SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+                      "linear_quadratic", "kl_optimal"]
+NOT_YET: set[str] = set()  # anything listed here must be in README's Differences from ComfyUI
+
+
+def test_published_names_are_comfyuis_in_its_order():
+    assert len(COMFYUI_SAMPLERS) == 42
+    assert names.SAMPLER_NAMES == [n for n in COMFYUI_SAMPLERS if n not in NOT_YET]
+    assert names.SCHEDULER_NAMES == COMFYUI_SCHEDULERS
+
+
 def test_published_names_are_exactly_the_implemented_ones():
-    assert set(names.SAMPLER_NAMES) == set(samplers.SAMPLERS)
+    assert names.SAMPLER_NAMES == list(sampler_registry.SAMPLERS)
     assert names.SCHEDULER_NAMES == list(schedules.SCHEDULERS)
     assert len(set(names.SAMPLER_NAMES)) == len(names.SAMPLER_NAMES)
     assert names.DISCARD_PENULTIMATE_SIGMA_SAMPLERS <= set(names.SAMPLER_NAMES)

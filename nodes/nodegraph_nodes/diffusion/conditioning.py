@@ -40,6 +40,8 @@ class Conditioning:
     time_ids: [1, 6] SDXL (original size, crop, target size) or [1, 5] refiner (..., aesthetic score), else None.
         None on an SDXL model means "derive defaults from the latent size" (what plain CLIPTextEncode gives).
     controls: ControlNets applied to this conditioning, in the order they were chained.
+    concat_latent / concat_mask: set by InpaintModelConditioning for inpainting UNets: the raw VAE latent of the
+        image with its masked area greyed out [B, 4, h, w], and the mask [B, 1, H, W] (see inpaint.concat_channels).
     """
 
     embeds: torch.Tensor
@@ -61,6 +63,8 @@ class Conditioning:
         """True when the prompt does not simply act everywhere and always."""
         return (self.area is not None or self.mask is not None or self.start_percent > 0.0
                 or self.end_percent < 1.0)
+    concat_latent: torch.Tensor | None = None
+    concat_mask: torch.Tensor | None = None
 
     def with_control(self, control: ControlSpec) -> "Conditioning":
         from dataclasses import replace
@@ -69,7 +73,7 @@ class Conditioning:
 
     def cache_nbytes(self) -> int:
         total = self.embeds.element_size() * self.embeds.nelement()
-        for t in (self.pooled, self.time_ids, self.mask):
+        for t in (self.pooled, self.time_ids, self.mask, self.concat_latent, self.concat_mask):
             if t is not None:
                 total += t.element_size() * t.nelement()
         return total

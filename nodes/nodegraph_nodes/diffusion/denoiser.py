@@ -10,6 +10,8 @@
   repeating each one whole, as ComfyUI does: attention over a repeated context equals attention over the original;
 * SDXL-family conditionings (`pooled` set) get `added_cond_kwargs` with `time_ids` defaulting to
   (H, W, 0, 0, H, W) at the latent's pixel size;
+* an inpainting UNet gets its extra input channels (`set_concat`, see inpaint.py) after the noisy latent; ControlNets
+  see the plain latent;
 * ControlNets attached to a conditioning (`ControlSpec`) run when the current sigma lies in their
   [start_percent, end_percent] range, and their residuals (summed over chained ControlNets) go into the UNet call.
 
@@ -23,8 +25,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,7 @@ from .conditioning import Conditioning, ControlSpec
 from .model_sampling import DiscreteModelSampling
 
 VAE_SCALE_FACTOR = 8  # pixels per latent cell for the SD-family VAEs
+ModelPatch = Any  # an object with `pre_cfg`, `cfg_function` and/or `post_cfg` (see guidance.py)
 
 
 @dataclass
@@ -62,6 +65,10 @@ class CFGDenoiser:
         positive: Conditioning,
         negative: Conditioning | None,
         cfg: float,
+        *,
+        keep_uncond: bool = False,
+        patches: Sequence[ModelPatch] = (),
+        conditionings: Sequence[Conditioning] | None = None,
         interrupt: Callable[[], None] | None = None,
     ) -> None:
         self.unet = unet
@@ -70,13 +77,24 @@ class CFGDenoiser:
         self.dtype = unet.dtype
         self.model_sampling = model_sampling.to(self.device)
         self.cfg = float(cfg)
-        use_uncond = not math.isclose(self.cfg, 1.0)
+        # keep_uncond: CFG++ samplers read `uncond_denoised` after each call, so the unconditional half runs even at
+        # cfg 1 (ComfyUI's post-CFG hook with its cfg-1 shortcut disabled). patches: the MODEL's CFG patches.
+        self.patches = tuple(patches)
+        self.keep_uncond = keep_uncond or any(getattr(p, "needs_uncond", False) for p in self.patches)
+        keep_uncond = self.keep_uncond
+        self.uncond_denoised: torch.Tensor | None = None
+        use_uncond = not math.isclose(self.cfg, 1.0) or (keep_uncond and negative is not None)
         if use_uncond and negative is None:
             raise ValueError("a negative conditioning is needed when cfg != 1")
-        conditionings = [negative, positive] if use_uncond else [positive]
+        if conditionings is None:  # guiders with other conditionings (guidance.py) pass theirs, in call order
+            conditionings = [negative, positive] if use_uncond else [positive]
         tokens = math.lcm(*(c.embeds.shape[1] for c in conditionings))
         self._halves = [self._prepare(c, tokens) for c in conditionings]
+        self._positive = next(h for h in self._halves if h.conditioning is positive)
+        # which rows of the batched call are the unconditional half (patches that read the UNet's internals use it)
+        self.uncond_index = next((i for i, h in enumerate(self._halves) if h.conditioning is negative), 0)
         self._hints: dict[tuple[int, int, int, int], torch.Tensor] = {}
+        self.concat: torch.Tensor | None = None  # extra UNet input channels, rows as in the batched call
         self.unet_calls = 0
         self.controlnet_calls = 0
 
@@ -90,8 +108,41 @@ class CFGDenoiser:
             time_ids=None if c.time_ids is None else c.time_ids.to(**to),
         )
 
+    def set_concat(self, build: Callable[[Conditioning], torch.Tensor]) -> None:
+        """Give an inpainting UNet its extra input channels: `build(conditioning)` -> [B, k, h, w] per half."""
+        self.concat = torch.cat([build(h.conditioning) for h in self._halves]).to(self.device, self.dtype)
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x0 for x at noise level sigma ([B]); x is [B, C, h, w]."""
+        out = self._model_outputs(x, sigma)
+        n = len(self._halves)
+        if n != 2 or self.keep_uncond or self.patches:
+            return self._guide(x, sigma, [self.model_sampling.calculate_denoised(sigma, o, x) for o in out.chunk(n)])
+        # x0 is affine in the model output at fixed x, so guiding the raw output (eps or v) equals guiding x0;
+        # it is also more accurate: x0 = x - sigma * eps subtracts large numbers at high sigma, and the cfg factor
+        # would amplify that rounding.
+        uncond, cond = out.chunk(2)
+        return self.model_sampling.calculate_denoised(sigma, uncond + (cond - uncond) * self.cfg, x)
+
+    def predict_positive(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The positive conditioning's x0 alone, in a UNet call of its own (for patches that re-run the model under
+        a modification, e.g. PerturbedAttentionGuidance)."""
+        return self._predict_alone(self._positive, x, sigma)
+
+    def predict_negative(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The negative conditioning's x0 alone (SelfAttentionGuidance's pass on the blurred prediction)."""
+        return self._predict_alone(self._halves[self.uncond_index], x, sigma)
+
+    def _predict_alone(self, half: _Half, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        halves, self._halves = self._halves, [half]
+        try:
+            out = self._model_outputs(x, sigma)
+        finally:
+            self._halves = halves
+        return self.model_sampling.calculate_denoised(sigma, out, x)
+
+    def _model_outputs(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The UNet's raw outputs for every prepared conditioning, in one batched call ([n * B, C, h, w])."""
         batch = x.shape[0]
         n = len(self._halves)
         x_in = self.model_sampling.calculate_input(sigma, x).to(self.dtype).repeat(n, 1, 1, 1)
@@ -102,23 +153,31 @@ class CFGDenoiser:
 
         self.check_interrupt()
         self.unet_calls += 1
-        out = self.unet(
-            x_in,
-            t,
-            encoder_hidden_states=context,
-            added_cond_kwargs=added,
-            down_block_additional_residuals=residuals[0] if residuals else None,
-            mid_block_additional_residual=residuals[1] if residuals else None,
-            return_dict=False,
-        )[0].float()
+        with ExitStack() as hooks:  # patches that watch or change the UNet during its call (SelfAttentionGuidance)
+            for patch in self.patches:
+                if getattr(patch, "during_unet", None) is not None:
+                    hooks.enter_context(patch.during_unet(self))
+            out = self.unet(
+                x_in if self.concat is None else torch.cat([x_in, self.concat], dim=1),
+                t,
+                encoder_hidden_states=context,
+                added_cond_kwargs=added,
+                down_block_additional_residuals=residuals[0] if residuals else None,
+                mid_block_additional_residual=residuals[1] if residuals else None,
+                return_dict=False,
+            )[0].float()
         self.check_interrupt()
-        if n == 2:
-            # x0 is affine in the model output at fixed x, so guiding the raw output (eps or v) equals guiding x0;
-            # it is also more accurate: x0 = x - sigma * eps subtracts large numbers at high sigma, and the cfg factor
-            # would amplify that rounding.
-            uncond, cond = out.chunk(2)
-            out = uncond + (cond - uncond) * self.cfg
-        return self.model_sampling.calculate_denoised(sigma, out, x)
+        return out
+
+    def _guide(self, x: torch.Tensor, sigma: torch.Tensor, predictions: list[torch.Tensor]) -> torch.Tensor:
+        """Combine the per-conditioning x0 predictions (in call order) into the guided x0, with the MODEL's CFG
+        patches. With one prediction (cfg 1, BasicGuider) that prediction is also the unconditional one."""
+        if len(predictions) == 1:
+            self.uncond_denoised = predictions[0]
+            return predictions[0]
+        uncond, cond = predictions
+        self.uncond_denoised = uncond
+        return apply_cfg(self.patches, x, sigma, cond, uncond, self.cfg, denoiser=self)
 
     def check_interrupt(self) -> None:
         """The one place the denoiser honours an interrupt: between model calls, never inside one."""
@@ -205,6 +264,29 @@ class CFGDenoiser:
             repeats = -(-rows // hint.shape[0])  # one hint per sample, cycled over the batched halves
             self._hints[key] = hint.repeat(repeats, 1, 1, 1)[:rows].to(self.device, control.controlnet.dtype)
         return self._hints[key]
+
+
+def apply_cfg(
+    patches: Sequence[ModelPatch], x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+    cfg: float,
+    denoiser: Any = None,
+) -> torch.Tensor:
+    """Classifier-free guidance on x0, as ComfyUI's cfg_function: `pre_cfg` patches first map the (cond, uncond)
+    predictions, a patch's `cfg_function` (the last one set) replaces uncond + (cond - uncond) * cfg, then every
+    `post_cfg` patch maps the result in turn."""
+    for patch in patches:
+        if getattr(patch, "pre_cfg", None) is not None:
+            cond, uncond = patch.pre_cfg(x=x, sigma=sigma, cond=cond, uncond=uncond, cfg=cfg, denoiser=denoiser)
+    combine = [p for p in patches if getattr(p, "cfg_function", None) is not None]
+    if combine:
+        denoised = combine[-1].cfg_function(x=x, sigma=sigma, cond=cond, uncond=uncond, cfg=cfg, denoiser=denoiser)
+    else:
+        denoised = uncond + (cond - uncond) * cfg
+    for patch in patches:
+        if getattr(patch, "post_cfg", None) is not None:
+            denoised = patch.post_cfg(x=x, sigma=sigma, denoised=denoised, cond=cond, uncond=uncond, cfg=cfg,
+                                      denoiser=denoiser)
+    return denoised
 
 
 def _control_key(control: ControlSpec) -> tuple:

@@ -33,14 +33,15 @@ class KeyRule:
 
     key: str
     dim: int | None = None
-    size: int | None = None
+    size: int | tuple[int, ...] | None = None  # a tuple: any of these sizes
     min_std: float | None = None
 
     def holds(self, shapes: Mapping[str, tuple[int, ...]], tensor: Callable[[str], torch.Tensor] | None) -> bool:
         shape = shapes.get(self.key)
         if shape is None:
             return False
-        if self.dim is not None and (len(shape) <= self.dim or shape[self.dim] != self.size):
+        sizes = self.size if isinstance(self.size, tuple) else (self.size,)
+        if self.dim is not None and (len(shape) <= self.dim or shape[self.dim] not in sizes):
             return False
         if self.min_std is not None:
             if tensor is None:
@@ -77,8 +78,8 @@ class Family:
     signatures: alternative sets of KeyRules; the family matches when every rule of one set holds.
     config_folder: the bundled diffusers-format folder (under configs/) with the real architecture.
     config_overrides: per-component config values that differ from the folder (component -> {key: value}).
-    folder_signature: how a diffusers folder of this family is recognised: "<component>.<config key>" -> value,
-        with "model_index" for model_index.json.
+    folder_signature: how a diffusers folder of this family is recognised: "<component>.<config key>" -> value
+        (a tuple: any of these values), with "model_index" for model_index.json.
     time_ids: 0 (none), 6 (SDXL: original size, crop, target size) or 5 (refiner: ..., aesthetic score).
     """
 
@@ -140,6 +141,10 @@ def bundled_config(folder: str, component: str) -> dict[str, Any]:
 # The first cross-attention of the first UNet block: its to_k input width is the text context dimension.
 _SD_ATTN2_K = UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
 _UNET_IN = UNET_PREFIX + "input_blocks.0.0.weight"  # in_channels on axis 1: 4 for text-to-image (9 for inpainting)
+UNET_IN_KEY = _UNET_IN
+# The UNet's input channels in SD1 / SDXL files: 4 (the latent) for text-to-image models, 9 for inpainting models
+# (latent + mask + the masked image's latent). The loader builds the UNet with the file's count.
+SD_UNET_IN_CHANNELS = (4, 9)
 # SDXL-style size conditioning: label_emb's input width = pooled dim + number of time ids * 256
 _LABEL_EMB = UNET_PREFIX + "label_emb.0.0.weight"
 # Keys cannot tell SD2's v-prediction (768) models from its epsilon (512 "base") ones. A heuristic, the one ComfyUI
@@ -178,13 +183,16 @@ FAMILIES: dict[str, Family] = {
             signatures=tuple(
                 (
                     KeyRule(_SD_ATTN2_K, dim=1, size=768),
-                    KeyRule(_UNET_IN, dim=1, size=4),
+                    KeyRule(_UNET_IN, dim=1, size=SD_UNET_IN_CHANNELS),
                     KeyRule(f"cond_stage_model.transformer.{inner}embeddings.token_embedding.weight"),
                 )
                 # older SD1 files store the CLIP text model without transformers' "text_model." level
                 for inner in ("text_model.", "")
             ),
-            folder_signature={"model_index._class_name": "StableDiffusionPipeline", "unet.cross_attention_dim": 768},
+            folder_signature={
+                "model_index._class_name": ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline"),
+                "unet.cross_attention_dim": 768,
+            },
         ),
         Family(
             name="sd2",
@@ -233,12 +241,14 @@ FAMILIES: dict[str, Family] = {
             signatures=(
                 (
                     KeyRule(_LABEL_EMB, dim=1, size=1280 + 6 * 256),
-                    KeyRule(_UNET_IN, dim=1, size=4),
+                    KeyRule(_UNET_IN, dim=1, size=SD_UNET_IN_CHANNELS),
                     KeyRule("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"),
                     KeyRule("conditioner.embedders.1.model.token_embedding.weight"),
                 ),
             ),
-            folder_signature={"model_index._class_name": "StableDiffusionXLPipeline"},
+            folder_signature={
+                "model_index._class_name": ("StableDiffusionXLPipeline", "StableDiffusionXLInpaintPipeline"),
+            },
         ),
         Family(
             name="sdxl_refiner",
@@ -325,10 +335,10 @@ def detect_folder_family(configs: Mapping[str, Mapping[str, Any]]) -> Family | N
         component, key = path.split(".", 1)
         return configs.get(component, {}).get(key)
 
-    return next(
-        (f for f in FAMILIES.values() if all(value(p) == v for p, v in f.folder_signature.items())),
-        None,
-    )
+    def fits(path: str, expected: Any) -> bool:
+        return value(path) in expected if isinstance(expected, tuple) else value(path) == expected
+
+    return next((f for f in FAMILIES.values() if all(fits(p, v) for p, v in f.folder_signature.items())), None)
 
 
 def describe_keys(shapes: Mapping[str, tuple[int, ...]]) -> str:

@@ -26,6 +26,10 @@ class ModelHandle:
     latent_rgb: Any = field(default=None, hash=False, compare=False)
     # LoRAs applied while the model is used (patching.LoraPatch), in the order they were loaded
     patches: tuple[Any, ...] = ()
+    # CFG patches applied by the sampler's denoiser, in the order they were added (see guidance.py: RescaleCFG...)
+    cfg_patches: tuple[Any, ...] = field(default=(), hash=False, compare=False)
+    # DifferentialDiffusion's strength when that node patched this model (the noise mask becomes per-step), else None
+    differential_diffusion: float | None = None
 
     def cache_nbytes(self) -> int:
         return 0
@@ -65,6 +69,29 @@ class ControlNetHandle:
 
     ref: ModelRef
     family: str
+
+    def cache_nbytes(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class UpscaleModelHandle:
+    """UPSCALE_MODEL: an image upscale model (a spandrel model descriptor in the cache), its architecture and
+    scale."""
+
+    ref: ModelRef
+    architecture: str
+    scale: int
+
+    def cache_nbytes(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class ClipVisionHandle:
+    """CLIP_VISION: a CLIP vision encoder (CLIPVisionModelWithProjection) in the model cache."""
+
+    ref: ModelRef
 
     def cache_nbytes(self) -> int:
         return 0

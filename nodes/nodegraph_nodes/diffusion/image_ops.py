@@ -156,3 +156,37 @@ def _bislerp_axis(x: torch.Tensor, size: int, axis: int) -> torch.Tensor:
 def bislerp(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Bilinear resampling that slerps latent feature vectors instead of averaging them (keeps their norm)."""
     return _bislerp_axis(_bislerp_axis(x.float(), width, 3), height, 2).to(x.dtype)
+
+
+def load_mask_channel(path: Path, channel: str) -> torch.Tensor:
+    """LoadImageMask: one channel ("alpha", "red", "green", "blue") of an image as a [1, H, W] mask; alpha is
+    inverted (transparent = 1). An image without that channel gives a 64x64 zero mask, as in ComfyUI."""
+    with Image.open(path) as source:
+        image = ImageOps.exif_transpose(source)
+        if image.getbands() != ("R", "G", "B", "A"):
+            if image.mode == "I":  # 16-bit greyscale PNGs
+                image = image.point(lambda v: v * (1 / 255))
+            image = image.convert("RGBA")
+        band = channel[0].upper()
+        if band not in image.getbands():
+            return torch.zeros(1, 64, 64)
+        mask = torch.from_numpy(np.asarray(image.getchannel(band), dtype=np.float32) / 255.0)
+    return (1.0 - mask if band == "A" else mask).unsqueeze(0)
+
+
+def grow_mask(mask: torch.Tensor, expand: int, tapered_corners: bool) -> torch.Tensor:
+    """Grey dilation (expand > 0) or erosion (< 0) of [B, H, W] masks, |expand| times, over a 3x3 neighbourhood
+    (a cross when `tapered_corners`). Edges are padded with their own values, so they neither grow nor shrink
+    the mask by themselves (what scipy.ndimage's reflecting border gives for a 3x3 footprint)."""
+    out = mask.float()
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if not (tapered_corners and dy and dx)]
+    reduce = torch.maximum if expand > 0 else torch.minimum
+    height, width = out.shape[-2:]
+    for _ in range(abs(expand)):
+        padded = F.pad(out.unsqueeze(1), (1, 1, 1, 1), mode="replicate").squeeze(1)
+        result = None
+        for dy, dx in offsets:
+            view = padded[:, 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+            result = view if result is None else reduce(result, view)
+        out = result
+    return out.clone()

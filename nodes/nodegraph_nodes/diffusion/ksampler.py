@@ -10,22 +10,32 @@ What the nodes promise (ComfyUI's behaviour, docs/compat.md §5):
 * KSamplerAdvanced: `last_step` cuts the schedule after that step (its final sigma set to 0 when
   `force_full_denoise`), `start_step` starts there (returning the latent unchanged when nothing is left);
   `add_noise=False` adds no noise, so a second stage continues a first stage's leftover noise;
-* the starting point is latent + noise * sigma0, or noise * sqrt(1 + sigma0^2) at the top of the schedule.
+* the starting point is latent + noise * sigma0, or noise * sqrt(1 + sigma0^2) at the top of the schedule;
+* a `noise_mask` (the LATENT's, any sampler) resamples only the masked area, and an inpainting UNet gets its mask and
+  masked-image channels (inpaint.py); `differential_diffusion` (a strength, from the MODEL) makes the mask per-step.
 
 Latents go in and out as float32 CPU tensors [B, 4, h, w] in the UNet's latent space (VAE latents times the VAE's
 scaling factor); the UNet runs on its own device and dtype.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from .conditioning import Conditioning
+from .inpaint import (
+    RANDOM_INPAINT_NOISE,
+    InpaintDenoiser,
+    concat_channels,
+    differential_mask_function,
+    latent_mask,
+)
 from .model_sampling import DiscreteModelSampling
 from .names import DISCARD_PENULTIMATE_SIGMA_SAMPLERS
-from .regions import make_denoiser
-from .samplers import SAMPLER_NOISE, SAMPLERS
+from . import regions
+from .sampler_registry import NEEDS_UNCOND, SAMPLER_NOISE, sampler_function
 from .schedules import calculate_sigmas
 
 # callback(step, total, x, denoised): step in 0..total-1, called once per step after its first model evaluation;
@@ -97,6 +107,9 @@ def ksample(
     batch_index: Sequence[int] | None = None,
     callback: ProgressCallback | None = None,
     interrupt: Callable[[], None] | None = None,
+    patches: Sequence[Any] = (),
+    noise_mask: torch.Tensor | None = None,
+    differential_diffusion: float | None = None,
 ) -> torch.Tensor:
     """Sample like ComfyUI's KSampler (defaults) / KSamplerAdvanced (start_step, last_step, add_noise,
     force_full_denoise = not return_with_leftover_noise). Returns the new latent (float32, CPU)."""
@@ -107,7 +120,8 @@ def ksample(
     return sample_with_sigmas(
         unet, model_sampling, positive, negative, latent, sliced,
         seed=seed, cfg=cfg, sampler_name=sampler_name, add_noise=add_noise, batch_index=batch_index,
-        callback=callback, interrupt=interrupt,
+        callback=callback, interrupt=interrupt, patches=patches, noise_mask=noise_mask,
+        differential_diffusion=differential_diffusion,
     )
 
 
@@ -126,31 +140,61 @@ def sample_with_sigmas(
     batch_index: Sequence[int] | None = None,
     callback: ProgressCallback | None = None,
     interrupt: Callable[[], None] | None = None,
+    sampler_options: Mapping[str, Any] | None = None,
+    patches: Sequence[Any] = (),
+    make_denoiser: Callable[..., CFGDenoiser] | None = None,
+    noise_mask: torch.Tensor | None = None,
+    differential_diffusion: float | None = None,
 ) -> torch.Tensor:
-    """Sample along explicit sigmas (SamplerCustom). An empty or single-sigma schedule returns the latent.
-    `interrupt()` raises to stop between model calls (CFGDenoiser)."""
+    """Sample along explicit sigmas (SamplerCustom, SamplerCustomAdvanced). An empty or single-sigma schedule
+    returns the latent. `sampler_options` are the sampler's keyword options (a Sampler* node's eta, s_noise...);
+    `patches` the MODEL's CFG patches; `make_denoiser(keep_uncond=..., patches=...)` builds another guider's
+    denoiser (guidance.Guider) instead of the positive / negative CFG one. `interrupt()` raises to stop between
+    model calls (CFGDenoiser.check_interrupt). `noise_mask`: the LATENT's mask (1 = resample);
+    `differential_diffusion`: the strength of a model patched by DifferentialDiffusion, or None."""
     latent = latent.float().cpu()
     if len(sigmas) < 2:
         return latent.clone()
-    try:
-        sample = SAMPLERS[sampler_name]
-    except KeyError:
-        raise ValueError(f"unknown sampler {sampler_name!r}; known: {list(SAMPLERS)}") from None
+    sample = sampler_function(sampler_name)
 
     sigmas = sigmas.float().cpu()
     sigma0 = float(sigmas[0])
     noise = prepare_noise(latent, seed, batch_index) if add_noise else torch.zeros_like(latent)
-    denoiser = make_denoiser(unet, model_sampling, positive, negative, cfg)
+    keep_uncond = sampler_name in NEEDS_UNCOND
+    if make_denoiser is None:
+        denoiser = regions.make_denoiser(unet, model_sampling, positive, negative, cfg, keep_uncond=keep_uncond,
+                                         patches=patches)
+    else:
+        denoiser = make_denoiser(keep_uncond=keep_uncond, patches=patches)
     if interrupt is not None and hasattr(denoiser, "check_interrupt"):
         denoiser.interrupt = interrupt  # checked between model calls (CFGDenoiser.check_interrupt)
     x = model_sampling.noise_scaling(sigma0, noise, latent).to(denoiser.device)
+    model = denoiser
+    extra = unet.config.in_channels - latent.shape[1]
+    if extra > 0:  # an inpainting UNet: mask + masked-image channels per conditioning
+        if not hasattr(denoiser, "set_concat"):
+            raise ValueError("inpainting (9-channel) models cannot be sampled with regional conditioning (several "
+                             "prompts, areas, masks or timestep ranges) yet; use one plain prompt per side")
+        denoiser.set_concat(lambda c: concat_channels(c, extra, latent, noise_mask))
+    if noise_mask is not None:
+        inpaint_noise = noise
+        if sampler_name in RANDOM_INPAINT_NOISE:  # ComfyUI's ddim: fresh noise (seed + 1) for the kept area
+            inpaint_noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed + 1))
+        mask_function = None
+        if differential_diffusion is not None:
+            mask_function = differential_mask_function(model_sampling, sigmas, differential_diffusion)
+        model = InpaintDenoiser(
+            denoiser, latent.to(denoiser.device), inpaint_noise.to(denoiser.device),
+            latent_mask(noise_mask, latent.shape).to(denoiser.device), mask_function,
+        )
 
-    kwargs = {}
+    kwargs: dict[str, Any] = dict(sampler_options or {})
     if sampler_name in SAMPLER_NOISE:
-        kwargs["noise_sampler"] = SAMPLER_NOISE[sampler_name](x, seed)
+        kwargs["noise_sampler"] = SAMPLER_NOISE[sampler_name](x, seed, sigmas)
     if callback is not None:
         total = len(sigmas) - 1
-        kwargs["callback"] = lambda i, x_i, denoised: callback(i, total, x_i, denoised)
+        # adaptive samplers may take more steps than the schedule has: progress stops at the last one
+        kwargs["callback"] = lambda i, x_i, denoised: callback(min(i, total - 1), total, x_i, denoised)
     with torch.inference_mode():
-        out = sample(denoiser, x, sigmas, **kwargs)
+        out = sample(model, x, sigmas, **kwargs)
     return out.float().cpu()

@@ -37,6 +37,7 @@ from .families import (
     CONTROLNET_FAMILIES,
     CONTROLNET_PREFIX,
     FAMILIES,
+    UNET_IN_KEY,
     Family,
     TextEncoderSpec,
     bundled_config,
@@ -54,6 +55,7 @@ from .tiny import (
     tiny_controlnet,
     tiny_refiner,
     tiny_sd1,
+    tiny_sd1_inpaint,
     tiny_sd2,
     tiny_sdxl,
 )
@@ -264,6 +266,8 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pi
             )
         family = found
         configs = {c: family.config(c) for c in ("unet", "vae", *(s.subfolder for s in family.text_encoders))}
+        if UNET_IN_KEY in file.shapes:  # inpainting UNets take 9 channels: the file says which kind it holds
+            configs["unet"] = {**configs["unet"], "in_channels": file.shapes[UNET_IN_KEY][1]}
         tokenizers = [clip_tokenizer(pad_token=spec.pad_token) for spec in family.text_encoders]
         scheduler = family.config("scheduler")
     components = _components_from_single_file(file, family, configs, tokenizers, scheduler, dtype)
@@ -415,8 +419,8 @@ def write_diffusers_folder(components: Components, folder: str | Path) -> Path:
 def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write tiny models into ComfyUI's folder layout under `models_root`; returns name -> path.
 
-    checkpoints/: tiny_sd1, tiny_sd2 (v-prediction), tiny_sdxl, tiny_sdxl_refiner as original-layout .safetensors
-    files and as diffusers folders of the same name;
+    checkpoints/: tiny_sd1, tiny_sd2 (v-prediction), tiny_sdxl, tiny_sdxl_refiner and tiny_sd1_inpaint (a 9-channel
+    inpainting UNet) as original-layout .safetensors files and as diffusers folders of the same name;
     controlnet/: tiny_controlnet_sd1 (original-layout file and diffusers folder, made from tiny_sd1's UNet),
     tiny_controlnet_sd1_diffusers_layout.safetensors (the same ControlNet as the lone weights file of a diffusers
     save_pretrained: diffusers keys, no config, as many ControlNets are published), tiny_controlnet_sdxl (an
@@ -428,6 +432,8 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     text_encoders/: tiny_sd1_clip_l (tiny_sd1's CLIP), tiny_sdxl_clip_l and tiny_sdxl_clip_g (tiny_sdxl's two).
     The split files hold the very weights of the checkpoints of the same name.
     loras/ and embeddings/: LoRAs and embeddings for tiny_sd1 / tiny_sdxl in the published layouts (tiny_lora.py).
+    upscale_models/: tiny_esrgan_x4 and tiny_esrgan_x2 (random ESRGAN generators) as .safetensors and as
+    Real-ESRGAN-style .pth pickles; clip_vision/: tiny_clip_vision.safetensors (a random CLIP vision tower).
     The same seed always writes the same bytes.
     """
     root = Path(models_root)
@@ -437,6 +443,13 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
         name = "tiny_" + components.family
         written[name] = write_single_file(components, root / "checkpoints" / f"{name}.safetensors")
         written[name + "_diffusers"] = write_diffusers_folder(components, root / "checkpoints" / name)
+    inpaint = tiny_sd1_inpaint(seed)
+    written["tiny_sd1_inpaint"] = write_single_file(inpaint, root / "checkpoints" / "tiny_sd1_inpaint.safetensors")
+    folder = write_diffusers_folder(inpaint, root / "checkpoints" / "tiny_sd1_inpaint")
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    index["_class_name"] = "StableDiffusionInpaintPipeline"  # what diffusers names an inpainting folder
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    written["tiny_sd1_inpaint_diffusers"] = folder
     controlnet = tiny_controlnet(sd1.unet, seed)
     written["tiny_controlnet_sd1"] = write_controlnet_file(
         controlnet, root / "controlnet" / "tiny_controlnet_sd1.safetensors"
@@ -457,6 +470,15 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
 
     written.update(write_tiny_loras(root, sd1, sdxl, seed))
     written.update(write_tiny_embeddings(root, sd1, sdxl, seed))
+    from .tiny_upscale import tiny_esrgan, write_esrgan_files
+
+    written.update(write_esrgan_files(tiny_esrgan(seed + 11), root / "upscale_models", "tiny_esrgan_x4"))
+    written.update(write_esrgan_files(tiny_esrgan(seed + 12, scale=2), root / "upscale_models", "tiny_esrgan_x2"))
+    from .clip_vision import tiny_clip_vision, write_clip_vision_file
+
+    written["tiny_clip_vision"] = write_clip_vision_file(
+        tiny_clip_vision(seed + 13), root / "clip_vision" / "tiny_clip_vision.safetensors"
+    )
     written.update(write_split_files(sd1, sdxl, root))
     return written
 

@@ -65,6 +65,25 @@ def read_lora(path: str) -> dict[str, Any]:
     return {"lora": lora, "info": {"family": "lora", "adapters": len(lora.adapters)}}
 
 
+def read_upscale_model(path: str) -> dict[str, Any]:
+    from .upscale import load_upscale_model
+
+    descriptor = load_upscale_model(path)
+    # the module is the cached component (moved between devices by the cache); the descriptor that runs it holds
+    # the same module
+    return {
+        "model": descriptor.model,
+        "info": {"descriptor": descriptor, "architecture": descriptor.architecture.name, "scale": descriptor.scale},
+    }
+
+
+def read_clip_vision(path: str) -> dict[str, Any]:
+    from .clip_vision import load_clip_vision
+
+    model = load_clip_vision(path)
+    return {"clip_vision": model, "info": {"image_size": model.config.image_size}}
+
+
 def register(cache: ModelCache) -> None:
     from . import derived
 
@@ -74,3 +93,5 @@ def register(cache: ModelCache) -> None:
     cache.register_loader("vae", read_vae)
     cache.register_loader("controlnet", read_controlnet)
     cache.register_loader("lora", read_lora)
+    cache.register_loader("upscale_model", read_upscale_model)
+    cache.register_loader("clip_vision", read_clip_vision)

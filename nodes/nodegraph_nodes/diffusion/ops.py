@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from .conditioning import Conditioning, entries, map_entries
-from .handles import ClipHandle, ControlNetHandle, ModelHandle, VaeHandle
+from .handles import ClipHandle, ClipVisionHandle, ControlNetHandle, ModelHandle, UpscaleModelHandle, VaeHandle
 from .model_cache import ModelCache, model_cache, release_memory
 from .text_encoding import TEXT_FAMILIES, ClipTextEncoder, refiner_time_ids
 
@@ -115,10 +115,16 @@ def load_lora(
 
 
 def use_model(cache: ModelCache, model: ModelHandle) -> Any:
-    """The MODEL's UNet, pinned in the cache and with its LoRAs applied for the duration of the `with` block."""
+    """The MODEL's UNet, pinned in the cache and with its LoRAs applied for the duration of the `with` block.
+
+    A MODEL whose guidance patches change the UNet's attention during its calls (SelfAttentionGuidance,
+    PerturbedAttentionGuidance swap attention processors on the shared module) takes the UNet for itself: prompts
+    running side by side must not sample through another prompt's processors."""
     from .patching import patched
 
-    return patched(cache, model.ref, model.patches, lambda unet: {"unet": unet})
+    exclusive = any(getattr(p, "during_unet", None) is not None or getattr(p, "swaps_attention", False)
+                    for p in model.cfg_patches)
+    return patched(cache, model.ref, model.patches, lambda unet: {"unet": unet}, exclusive=exclusive)
 
 
 def use_clip(cache: ModelCache, clip: ClipHandle) -> Any:
@@ -126,6 +132,39 @@ def use_clip(cache: ModelCache, clip: ClipHandle) -> Any:
     from .patching import patched
 
     return patched(cache, clip.ref, clip.patches, lambda parts: dict(parts["models"]))
+
+
+def load_upscale_model(path: Path, settings: dict[str, Any]) -> UpscaleModelHandle:
+    cache = model_cache(settings)
+    refs = cache.refs(path, "upscale_model", ("model", "info"))
+    with cache.use(refs["info"]) as info:
+        return UpscaleModelHandle(refs["model"], info["architecture"], info["scale"])
+
+
+def upscale_image(handle: UpscaleModelHandle, image: torch.Tensor, context: Any) -> torch.Tensor:
+    """ImageUpscaleWithModel: tiled, with progress per tile and halving the tile when the accelerator runs out of
+    memory (upscale.upscale_image)."""
+    from .upscale import upscale_image as run
+
+    cache = model_cache()
+    info_ref = replace(handle.ref, component="info")
+    with cache.use(info_ref) as info, cache.use(handle.ref):
+        return run(info["descriptor"], image, progress=lambda done, total: context.progress(done, total))
+
+
+def load_clip_vision(path: Path, settings: dict[str, Any]) -> ClipVisionHandle:
+    cache = model_cache(settings)
+    refs = cache.refs(path, "clip_vision", ("clip_vision", "info"))
+    cache.preload(refs["clip_vision"])  # read now, so that a bad file fails in the loader node
+    return ClipVisionHandle(refs["clip_vision"])
+
+
+def encode_clip_vision(handle: ClipVisionHandle, image: torch.Tensor, crop: bool) -> Any:
+    from .clip_vision import encode_image
+
+    cache = model_cache()
+    with cache.use(handle.ref) as model:
+        return with_oom_retry(cache, lambda: encode_image(model, image, crop))
 
 
 # --- text ------------------------------------------------------------------------------------------------------------
@@ -330,7 +369,13 @@ def _prepare_conditionings(
     ids the model's family takes."""
     from .denoiser import VAE_SCALE_FACTOR
 
+    from .inpaint import scale_concat
+
     negative = _share_controls_with_uncond(positive, negative)
+    # InpaintModelConditioning's latent is a raw VAE latent; the UNet works in its scaled space
+    positive = map_entries(positive, lambda c: scale_concat(c, model.latent_scale))
+    if negative is not None:
+        negative = map_entries(negative, lambda c: scale_concat(c, model.latent_scale))
     fit = TIME_IDS.get(model.family)
     if fit is None:
         return positive, negative
@@ -339,6 +384,16 @@ def _prepare_conditionings(
     if negative is not None:
         negative = map_entries(negative, lambda c: replace(c, time_ids=fit(c.time_ids, height, width, True)))
     return positive, negative
+
+
+def _latent_options(model: ModelHandle, latent: dict[str, Any]) -> dict[str, Any]:
+    """What every sampler node passes on from the LATENT and the MODEL besides the samples: the batch index, the
+    inpainting noise mask and DifferentialDiffusion's strength."""
+    return {
+        "batch_index": latent.get("batch_index"),
+        "noise_mask": latent.get("noise_mask"),
+        "differential_diffusion": model.differential_diffusion,
+    }
 
 
 def ksample(
@@ -367,8 +422,8 @@ def ksample(
         samples = with_oom_retry(
             cache,
             lambda: run_ksample(
-                unet, sampling, pos, neg, scaled, callback=callback, batch_index=latent.get("batch_index"),
-                interrupt=_interrupt_check(context), **options
+                unet, sampling, pos, neg, scaled, callback=callback, interrupt=_interrupt_check(context),
+                patches=model.cfg_patches, **_latent_options(model, latent), **options
             ),
         )
     if torch.equal(samples, scaled):  # no step taken (denoise 0): give the input back bit for bit
@@ -379,12 +434,16 @@ def ksample(
 def sample_custom(
     model: ModelHandle,
     positive: Conditioning,
-    negative: Conditioning,
+    negative: Conditioning | None,
     latent: dict[str, Any],
     context: Any,
+    *,
+    guider: Any = None,
     **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SamplerCustom: returns (samples, the last denoised prediction)."""
+    """SamplerCustom / SamplerCustomAdvanced: returns (samples, the last denoised prediction). `guider` (a
+    guidance.Guider) brings extra conditionings and its own denoiser for the dual / Perp-Neg rules; CFGGuider and
+    BasicGuider take the same path as KSampler."""
     from .ksampler import sample_with_sigmas
     from .model_sampling import DiscreteModelSampling
 
@@ -398,16 +457,25 @@ def sample_custom(
         progress(step, total, x, denoised)
 
     positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
+    extra = guider.extra_conditionings() if guider is not None and guider.kind in ("dual", "perpneg") else {}
+    extra = {k: _prepare_conditionings(model, c, None, latent["samples"])[0] for k, c in extra.items()}
     with ExitStack() as stack:
         unet = stack.enter_context(use_model(cache, model))
         _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
+        extra = {k: _resolve_controls(stack, cache, c, unet, model.family) for k, c in extra.items()}
+        make_denoiser = None
+        if extra:
+            def make_denoiser(**kwargs: Any):
+                return guider.make_denoiser(unet, sampling, pos, neg, extra, **kwargs)
+
         samples = with_oom_retry(
             cache,
             lambda: sample_with_sigmas(
                 unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
-                batch_index=latent.get("batch_index"), interrupt=_interrupt_check(context), **options,
+                interrupt=_interrupt_check(context), patches=model.cfg_patches, make_denoiser=make_denoiser,
+                **_latent_options(model, latent), **options,
             ),
         )
     denoised = last["denoised"].detach().float().cpu() if "denoised" in last else samples

@@ -92,11 +92,14 @@ def patched(
     ref: ModelRef,
     patches: tuple[LoraPatch, ...],
     models_of: Callable[[Any], dict[str, torch.nn.Module]],
+    exclusive: bool = False,
 ) -> Iterator[Any]:
     """Use the cached component `ref` with `patches` applied; `models_of(value)` names its patchable modules
-    ({"unet": unet} for a MODEL, {"l": ..., "g": ...} for a CLIP)."""
+    ({"unet": unet} for a MODEL, {"l": ..., "g": ...} for a CLIP). `exclusive`: share the model with nobody."""
     state = _shared(ref.key)
     signature = tuple((p.ref.key, p.strength) for p in patches)
+    if exclusive:
+        signature += (object(),)  # equal to no other user's
     with cache.use(ref) as value:
         models = models_of(value)
         with state.cond:

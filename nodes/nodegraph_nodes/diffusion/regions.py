@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .conditioning import Conditioning, Conditionings, entries
-from .denoiser import VAE_SCALE_FACTOR, CFGDenoiser
+from .denoiser import VAE_SCALE_FACTOR, CFGDenoiser, apply_cfg
 from .model_sampling import DiscreteModelSampling
 
 ZERO_COUNT = 1e-37  # what ComfyUI starts the per-pixel weight sums at: uncovered pixels come out as 0
@@ -37,25 +37,31 @@ def needs_regions(positive: Conditionings, negative: Conditionings | None) -> bo
 
 
 def make_denoiser(unet, model_sampling: DiscreteModelSampling, positive: Conditionings,
-                  negative: Conditionings | None, cfg: float):
+                  negative: Conditionings | None, cfg: float, *, keep_uncond: bool = False, patches=()):
     """The denoiser for a positive / negative pair: the batched CFGDenoiser for one plain prompt per side, else the
-    regional one."""
+    regional one. keep_uncond / patches: see CFGDenoiser (the regional one applies the CFG patches that need no
+    second UNet pass)."""
     if needs_regions(positive, negative):
-        return RegionalDenoiser(unet, model_sampling, positive, negative, cfg)
+        return RegionalDenoiser(unet, model_sampling, positive, negative, cfg, keep_uncond=keep_uncond,
+                                patches=patches)
     return CFGDenoiser(unet, model_sampling, entries(positive)[0],
-                       None if negative is None else entries(negative)[0], cfg)
+                       None if negative is None else entries(negative)[0], cfg, keep_uncond=keep_uncond,
+                       patches=patches)
 
 
 class RegionalDenoiser:
     """D(x, sigma) -> x0 for CONDITIONING values with several entries, areas, masks and timestep ranges."""
 
     def __init__(self, unet, model_sampling: DiscreteModelSampling, positive: Conditionings,
-                 negative: Conditionings | None, cfg: float) -> None:
+                 negative: Conditionings | None, cfg: float, *, keep_uncond: bool = False, patches=()) -> None:
         self.unet = unet
         self.device = unet.device
         self.model_sampling = model_sampling.to(self.device)
         self.cfg = float(cfg)
-        use_uncond = not math.isclose(self.cfg, 1.0)
+        self.patches = tuple(patches)
+        self.uncond_denoised: torch.Tensor | None = None  # for CFG++ samplers (see CFGDenoiser)
+        keep_uncond = keep_uncond or any(getattr(p, "needs_uncond", False) for p in self.patches)
+        use_uncond = not math.isclose(self.cfg, 1.0) or (keep_uncond and negative is not None)
         if use_uncond and negative is None:
             raise ValueError("a negative conditioning is needed when cfg != 1")
         self.sides = [entries(positive)] + ([entries(negative)] if use_uncond else [])
@@ -89,8 +95,12 @@ class RegionalDenoiser:
                 count[:, :, y:y + h, left:left + w] += weight
             predictions.append(total / count)
         if len(predictions) == 1:
+            self.uncond_denoised = predictions[0]
             return predictions[0]
         cond_pred, uncond_pred = predictions
+        self.uncond_denoised = uncond_pred
+        if self.patches:
+            return apply_cfg(self.patches, x, sigma, cond_pred, uncond_pred, self.cfg)
         return uncond_pred + (cond_pred - uncond_pred) * self.cfg
 
     def _active(self, cond: Conditioning, sigma: float) -> bool:

@@ -13,14 +13,15 @@ Step scalars are computed as Python floats from the (CPU) sigma list, so a GPU r
 The algorithms follow the papers named on each function; ComfyUI's names and defaults are kept so that a workflow
 means the same thing here.
 
-Noise: ancestral samplers draw independent Gaussians, SDE samplers increments of one Brownian motion (so noise over
-overlapping intervals is correlated, as the SDE solvers assume). Both come from a CPU generator seeded with the prompt
-seed, so a seed gives the same image on any device; they are not bit-equal to ComfyUI's Brownian-tree noise.
+Noise: ancestral samplers draw independent Gaussians from a CPU generator seeded with the prompt seed (ComfyUI's
+draw on a CPU run; a seed gives the same image on any device). SDE samplers draw increments of one Brownian motion
+from torchsde's BrownianTree seeded with the prompt seed, exactly as ComfyUI does, so noise over overlapping
+intervals is correlated as the SDE solvers assume and a seed gives ComfyUI's image.
 """
 from __future__ import annotations
 
-import bisect
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -48,44 +49,44 @@ class GaussianNoiseSampler:
         return noise.to(self._device, self._dtype)
 
 
-class BrownianNoiseSampler:
+class BrownianTreeNoiseSampler:
     """Normalised increments (W(sigma_next) - W(sigma)) / sqrt(|sigma_next - sigma|) of one Brownian motion W over
-    sigma, sampled lazily: a new time between known ones is drawn from the Brownian bridge, outside them as a free
-    increment. SDE solvers that query overlapping intervals (dpmpp_sde) thus get correctly correlated noise.
-    Times within a relative 1e-5 of a known one are treated as that time (sigmas recomputed through log/exp).
+    [sigma_min, sigma_max], from torchsde's BrownianTree seeded with the prompt seed: k-diffusion's
+    BrownianTreeNoiseSampler, which ComfyUI's SDE samplers use, so a seed gives ComfyUI's noise.
+
+    Increments over overlapping intervals are correlated as the SDE solvers assume (dpmpp_sde queries the midpoint).
+    `cpu=True` keeps the tree on the CPU (ComfyUI's dpmpp_*_sde); `cpu=False` builds it on x's device (their `_gpu`
+    names), where it draws from that device's generator. Query times are float32 tensors, as in ComfyUI, so a
+    sigma computed in float32 there is the same query here.
     """
 
-    def __init__(self, like: torch.Tensor, seed: int) -> None:
-        self._generator = torch.Generator().manual_seed(seed)
-        self._shape, self._device, self._dtype = like.shape, like.device, like.dtype
-        self._times: list[float] = []
-        self._values: list[torch.Tensor] = []
+    def __init__(self, like: torch.Tensor, seed: int, sigma_min: float, sigma_max: float, *, cpu: bool = True) -> None:
+        import torchsde  # a dependency; imported here so that importing the samplers stays light
+
+        # torchsde compares query times with its float32 interval ends in float64 and warns when a query equal to
+        # an end in float32 lands a rounding error outside; the value it returns is the end's. Not the user's concern.
+        warnings.filterwarnings("ignore", message=r"Should have (ta>=t0|tb<=t1)", category=UserWarning)
+
+        self._device, self._dtype, self._cpu = like.device, like.dtype, cpu
+        where = torch.device("cpu") if cpu else like.device
+        t0 = torch.as_tensor(float(min(sigma_min, sigma_max)), dtype=torch.float32, device=where)
+        t1 = torch.as_tensor(float(max(sigma_min, sigma_max)), dtype=torch.float32, device=where)
+        w0 = torch.zeros(like.shape, dtype=like.dtype, device=where)
+        self._where = where
+        self._tree = torchsde.BrownianTree(t0, w0, t1, entropy=seed)
+
+    @classmethod
+    def over(cls, like: torch.Tensor, sigmas: torch.Tensor, seed: int, *, cpu: bool = True) -> "BrownianTreeNoiseSampler":
+        """ComfyUI's interval: the smallest non-zero sigma to the largest."""
+        positive = sigmas[sigmas > 0]
+        return cls(like, seed, float(positive.min()), float(sigmas.max()), cpu=cpu)
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
-        sigma, sigma_next = float(sigma), float(sigma_next)
-        increment = self._w(sigma_next) - self._w(sigma)
-        return (increment / abs(sigma_next - sigma) ** 0.5).to(self._device, self._dtype)
-
-    def _w(self, t: float) -> torch.Tensor:
-        i = bisect.bisect_left(self._times, t)
-        for j in (i - 1, i):
-            if 0 <= j < len(self._times) and abs(self._times[j] - t) <= 1e-5 * max(abs(t), 1e-12):
-                return self._values[j]
-        z = torch.randn(self._shape, generator=self._generator, dtype=torch.float32)
-        if not self._times:
-            value = torch.zeros(self._shape)
-        elif i == 0:
-            value = self._values[0] + z * (self._times[0] - t) ** 0.5
-        elif i == len(self._times):
-            value = self._values[-1] + z * (t - self._times[-1]) ** 0.5
-        else:
-            t0, t1 = self._times[i - 1], self._times[i]
-            w0, w1 = self._values[i - 1], self._values[i]
-            mean = w0 + (w1 - w0) * ((t - t0) / (t1 - t0))
-            value = mean + z * ((t - t0) * (t1 - t) / (t1 - t0)) ** 0.5
-        self._times.insert(i, t)
-        self._values.insert(i, value)
-        return value
+        t0 = torch.as_tensor(sigma, dtype=torch.float32, device=self._where)
+        t1 = torch.as_tensor(sigma_next, dtype=torch.float32, device=self._where)
+        low, high, sign = (t0, t1, 1) if t0 < t1 else (t1, t0, -1)
+        w = self._tree(low, high) * sign
+        return (w / (t1 - t0).abs().sqrt()).to(self._device, self._dtype)
 
 
 def _global_noise(x: torch.Tensor) -> NoiseSampler:
@@ -103,6 +104,14 @@ def _floats(sigmas: torch.Tensor) -> list[float]:
 
 def _call(model: Denoiser, x: torch.Tensor, sigma: float, extra_args: dict[str, Any] | None) -> torch.Tensor:
     return model(x, x.new_full((x.shape[0],), sigma), **(extra_args or {}))
+
+
+def _lambda_point(sigma: float, sigma_next: float, r: float) -> float:
+    """The sigma a fraction r of the way from sigma to sigma_next in lambda = -log sigma, computed in float32 tensor
+    arithmetic as ComfyUI does: the Brownian tree is then queried at bit-identical times."""
+    lam = -torch.tensor(sigma, dtype=torch.float32).log()
+    lam_next = -torch.tensor(sigma_next, dtype=torch.float32).log()
+    return float((-(lam + r * (lam_next - lam))).exp())
 
 
 def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
@@ -356,7 +365,7 @@ def sample_dpmpp_sde(
             x = _euler_to(x, denoised, s[i], 0.0)
             continue
         sigma, sigma_next = s[i], s[i + 1]
-        sigma_mid = sigma * (sigma_next / sigma) ** r
+        sigma_mid = _lambda_point(sigma, sigma_next, r)
         # Step 1: to the intermediate point, with its share of fresh noise.
         down, up = ancestral_step(sigma, sigma_mid, eta)
         x_mid = x * (down / sigma) - denoised * math.expm1(math.log(down / sigma))
@@ -623,44 +632,3 @@ def _unipc_update(
 def sample_uni_pc_bh2(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> torch.Tensor:
     """UniPC with B(h) = e^h - 1 (the variant diffusers uses by default)."""
     return sample_uni_pc(model, x, sigmas, variant="bh2", **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Registry
-
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
-    "euler": sample_euler,
-    "euler_ancestral": sample_euler_ancestral,
-    "heun": sample_heun,
-    "dpm_2": sample_dpm_2,
-    "dpm_2_ancestral": sample_dpm_2_ancestral,
-    "lms": sample_lms,
-    "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,
-    "dpmpp_sde": sample_dpmpp_sde,
-    "dpmpp_sde_gpu": sample_dpmpp_sde,  # ComfyUI's _gpu variants only draw noise on the GPU; ours is always CPU-seeded
-    "dpmpp_2m": sample_dpmpp_2m,
-    "dpmpp_2m_sde": sample_dpmpp_2m_sde,
-    "dpmpp_2m_sde_gpu": sample_dpmpp_2m_sde,
-    "dpmpp_3m_sde": sample_dpmpp_3m_sde,
-    "dpmpp_3m_sde_gpu": sample_dpmpp_3m_sde,
-    "ddpm": sample_ddpm,
-    "lcm": sample_lcm,
-    "ddim": sample_euler,
-    "uni_pc": sample_uni_pc,
-    "uni_pc_bh2": sample_uni_pc_bh2,
-}
-
-# Which noise each stochastic sampler draws; samplers not listed are deterministic.
-SAMPLER_NOISE: dict[str, type] = {
-    "euler_ancestral": GaussianNoiseSampler,
-    "dpm_2_ancestral": GaussianNoiseSampler,
-    "dpmpp_2s_ancestral": GaussianNoiseSampler,
-    "ddpm": GaussianNoiseSampler,
-    "lcm": GaussianNoiseSampler,
-    "dpmpp_sde": BrownianNoiseSampler,
-    "dpmpp_sde_gpu": BrownianNoiseSampler,
-    "dpmpp_2m_sde": BrownianNoiseSampler,
-    "dpmpp_2m_sde_gpu": BrownianNoiseSampler,
-    "dpmpp_3m_sde": BrownianNoiseSampler,
-    "dpmpp_3m_sde_gpu": BrownianNoiseSampler,
-}

@@ -61,6 +61,52 @@ def kl_optimal_sigmas(steps: int, sigma_min: float, sigma_max: float) -> torch.T
     return _with_zero(torch.tan(w * math.atan(sigma_min) + (1 - w) * math.atan(sigma_max)))
 
 
+def polyexponential_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """log(sigma) a polynomial of degree rho in the ramp from 1 to 0 (rho = 1: the exponential spacing)."""
+    ramp = torch.linspace(1, 0, steps) ** rho
+    return _with_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
+def laplace_sigmas(steps: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5) -> torch.Tensor:
+    """log(sigma) at the quantiles of a Laplace(mu, beta) distribution (Tiankai et al. 2024), clamped to
+    [sigma_min, sigma_max]. No trailing 0 is appended, as in ComfyUI."""
+    x = torch.linspace(0, 1, steps)
+    lam = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + 1e-5)
+    return torch.clamp(torch.exp(lam), min=sigma_min, max=sigma_max)
+
+
+def vp_sigmas(steps: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
+    """The continuous variance-preserving SDE's sigmas (Song et al. 2021) at t evenly spaced from 1 to eps_s."""
+    t = torch.linspace(1, eps_s, steps)
+    return _with_zero(torch.sqrt(torch.special.expm1(beta_d * t**2 / 2 + beta_min * t)))
+
+
+# "Align Your Steps" (Sabour et al. 2024) optimised 10-step noise levels, per model kind, from the paper's release.
+AYS_NOISE_LEVELS: dict[str, list[float]] = {
+    "SD1": [14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092, 0.9642583904,
+            0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582],
+    "SDXL": [14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289,
+             0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582],
+    "SVD": [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002],
+}
+
+
+def align_your_steps_sigmas(model_type: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """AYS noise levels for `steps` steps (log-linearly interpolated from the 10-step table), the last
+    round(steps * denoise) steps kept, the final sigma set to 0."""
+    if denoise <= 0:
+        return torch.zeros(0)
+    total = steps if denoise >= 1.0 else round(steps * denoise)
+    levels = np.array(AYS_NOISE_LEVELS[model_type], dtype=np.float64)
+    if steps + 1 != len(levels):
+        xs = np.linspace(0, 1, len(levels))
+        ys = np.interp(np.linspace(0, 1, steps + 1), xs, np.log(levels[::-1]))
+        levels = np.exp(ys)[::-1].copy()
+    levels = levels[-(total + 1):]
+    levels[-1] = 0
+    return torch.tensor(levels, dtype=torch.float32)
+
+
 def normal_sigmas(model: SigmaTable, steps: int) -> torch.Tensor:
     """Timesteps evenly spaced from the one of sigma_max to the one of sigma_min (both included), as sigmas."""
     start, end = _timestep_range(model)

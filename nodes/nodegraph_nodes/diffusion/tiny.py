@@ -200,6 +200,14 @@ def tiny_sd1(seed: int = 0, vocab_size: int = TINY_VOCAB_SIZE) -> Components:
     )
 
 
+def tiny_sd1_inpaint(seed: int = 0, vocab_size: int = TINY_VOCAB_SIZE) -> Components:
+    """tiny_sd1 with an inpainting UNet: 9 input channels (latent, mask, masked image's latent), as SD1.5
+    inpainting checkpoints; the rest is tiny_sd1's."""
+    components = tiny_sd1(seed, vocab_size)
+    components.unet = build_unet({**TINY_SD1_UNET, "in_channels": 9}, seed + 5)
+    return components
+
+
 def tiny_sd2(seed: int = 0, vocab_size: int = TINY_VOCAB_SIZE) -> Components:
     """SD2.x-768-shaped: linear-projection UNet, OpenCLIP-H-like text encoder padding with "!", v-prediction."""
     tokenizer = clip_tokenizer(vocab_size, pad_token="!")

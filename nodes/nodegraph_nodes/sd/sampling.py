@@ -121,8 +121,10 @@ class KSamplerSelect(Node):
     sampler_name = Combo(SAMPLER_NAMES)
     outputs = (Output("SAMPLER"),)
 
-    def execute(self, sampler_name: str) -> tuple[str]:
-        return (sampler_name,)
+    def execute(self, sampler_name: str):
+        from ..diffusion.guidance import SamplerSpec
+
+        return (SamplerSpec(sampler_name),)
 
 
 class SamplerCustom(Node):
@@ -144,9 +146,13 @@ class SamplerCustom(Node):
     def execute(self, model, add_noise, noise_seed, cfg, positive, negative, sampler, sigmas, latent_image):
         from ..diffusion import ops
 
+        from ..diffusion.guidance import SamplerSpec
+
+        spec = sampler if isinstance(sampler, SamplerSpec) else SamplerSpec(str(sampler))
         samples, denoised = ops.sample_custom(
             model, positive, negative, latent_image, self.context,
-            seed=noise_seed, cfg=cfg, sampler_name=sampler, sigmas=sigmas, add_noise=add_noise,
+            seed=noise_seed, cfg=cfg, sampler_name=spec.name, sampler_options=spec.options, sigmas=sigmas,
+            add_noise=add_noise,
         )
         return ({**latent_image, "samples": samples}, {**latent_image, "samples": denoised})
 
