@@ -113,7 +113,7 @@ def test_out_of_memory_halves_the_tile(files):
 def test_upscale_nodes_in_a_workflow(tmp_path):
     from PIL import Image
 
-    from nodegraph_nodes.diffusion.loader import make_tiny_models
+    from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
     from sd_fixtures import Runner, make_folders
 
     root = tmp_path / "models"
