@@ -2,6 +2,7 @@
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,8 +17,19 @@ ROOT = Path(__file__).resolve().parents[1]
 def installed(tmp_path_factory) -> tuple[Path, Path]:
     """(the wheel, the folder it is installed into with pip --target): what `pip install nodegraph` gives."""
     tmp_path = tmp_path_factory.mktemp("wheel")
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources, and tests write only to
+    # temporary folders. The symlinks that put web/, workflows/ and demo_models/ inside the package are kept.
+    source = tmp_path / "source"
+    top_level_only = {".git", ".venv", "build", "dist", "output", "input", "temp", "data", "models"}
+    anywhere = shutil.ignore_patterns("*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skipped = set(anywhere(folder, names))
+        return skipped | (top_level_only & set(names)) if Path(folder) == ROOT else skipped
+
+    shutil.copytree(ROOT, source, symlinks=True, ignore=ignore)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w",
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w",
          str(tmp_path / "dist")],
         check=True, capture_output=True, cwd=tmp_path,
     )
@@ -92,5 +104,5 @@ def test_the_readme_first_run_works_from_an_empty_directory(installed, tmp_path)
             assert "matches its prompt" in out.stdout
     assert sorted(p.name for p in empty.iterdir()) == ["output"]
     written = sorted(p.name for p in (empty / "output").iterdir())
-    assert written == ["controlnet_canny_00001_.png", "sdxl_refiner_00001_.png", "txt2img_00001_.png",
-                       "txt2img_00002_.png", "txt2img_00003_.png"]
+    assert written == ["controlnet_canny_00001_.png", "inpaint_00001_.png", "sdxl_refiner_00001_.png",
+                       "txt2img_00001_.png", "txt2img_00002_.png", "txt2img_00003_.png", "upscale_00001_.png"]
