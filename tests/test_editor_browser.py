@@ -113,6 +113,9 @@ def test_queue_button_runs_the_workflow_with_progress_previews_and_images(editor
     editor.open()
     page = editor.page
     editor.js("(app) => app.openExample('pattern_api.json')")
+    # Count the live previews as they land on the running node (the editor clears them once the node is done).
+    editor.js("""(app) => { window.previewsShown = 0;
+        app.api.addEventListener("preview", ({ detail }) => { if (detail.nodeId === "1") window.previewsShown++; }); }""")
     with page.expect_request("**/api/prompt") as request_info:
         page.click("#queue-button")
     body = request_info.value.post_data_json
@@ -127,8 +130,9 @@ def test_queue_button_runs_the_workflow_with_progress_previews_and_images(editor
     page.wait_for_function("() => window.nodegraph.editor.nodeInfo(2).images.length > 0")
     saved = node(editor, 2)["images"][0]
     assert "filename=editor_" in saved and "type=output" in saved
-    # The live preview (binary type-4 frames) landed on the pattern node.
-    assert editor.js("(app) => app.editor.nodeInfo(1).preview") is True
+    # The live previews (binary type-4 frames) landed on the pattern node, and none is left once the run is done.
+    assert page.evaluate("() => window.previewsShown") > 0
+    page.wait_for_function("() => !window.nodegraph.editor.nodeInfo(1).preview")
     # The image is on the node, in the gallery, and downloadable from the server.
     status, png, _ = http("GET", saved)
     assert status == 200 and png.startswith(b"\x89PNG")

@@ -78,8 +78,8 @@ def test_first_open_shows_the_txt2img_example_fitted_with_readable_text(sd_page:
     page.page.wait_for_selector(".dropdown .menu-item")
     labels = page.page.locator(".dropdown .menu-item > span:first-child").all_inner_texts()
     hints = page.page.locator(".dropdown .menu-item .hint").all_inner_texts()
-    names = ["area_composition", "controlnet_canny", "controlnet_mixed", "hires_fix", "img2img", "lora", "sdxl_refiner",
-             "sdxl_refiner_advanced", "txt2img"]
+    names = sorted(path.name.removesuffix(".ui.json") for path in EXAMPLES.glob("*.ui.json"))
+    assert {"txt2img", "img2img", "controlnet_canny", "sdxl_refiner", "inpaint", "lora", "upscale"} <= set(names)
     assert labels == [name.replace("_", " ") for name in names]
     assert hints == [f"{name}.ui.json" for name in names]
     page.page.click(".dropdown .menu-item:has-text('hires fix')")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodegraph_nodes.diffusion import samplers, schedules
+from nodegraph_nodes.diffusion import schedules
+from nodegraph_nodes.diffusion.sampler_registry import SAMPLERS
 from nodegraph_nodes.diffusion.samplers import GaussianNoiseSampler
 from sampling_fixtures import gaussian_denoiser
 from test_samplers_reference import K, SIGMA_MAX, SIGMA_MIN
@@ -33,11 +34,11 @@ def _lcm_by_hand(model, x, sigmas, noise_sampler):
 
 def test_lcm_matches_comfyuis_step_written_out():
     sigmas, x, model = _setup()
-    ours = samplers.SAMPLERS["lcm"](model, x, sigmas, noise_sampler=GaussianNoiseSampler(x, seed=3))
+    ours = SAMPLERS["lcm"](model, x, sigmas, noise_sampler=GaussianNoiseSampler(x, seed=3))
     theirs = _lcm_by_hand(model, x, sigmas, GaussianNoiseSampler(x, seed=3))
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
     # the noise matters (a stochastic sampler), and the last step lands on the prediction
-    other = samplers.SAMPLERS["lcm"](model, x, sigmas, noise_sampler=GaussianNoiseSampler(x, seed=4))
+    other = SAMPLERS["lcm"](model, x, sigmas, noise_sampler=GaussianNoiseSampler(x, seed=4))
     assert (ours - other).abs().max() > 1e-3
 
 
@@ -45,6 +46,6 @@ def test_lcm_matches_comfyuis_step_written_out():
                     reason="the installed k-diffusion has no sample_lcm (0.1.1.post1 predates it)")
 def test_lcm_matches_k_diffusion_sample_lcm():
     sigmas, x, model = _setup()
-    ours = samplers.SAMPLERS["lcm"](model, x, sigmas, noise_sampler=GaussianNoiseSampler(x, seed=3))
+    ours = SAMPLERS["lcm"](model, x, sigmas, noise_sampler=GaussianNoiseSampler(x, seed=3))
     theirs = K.sample_lcm(model, x, sigmas, disable=True, noise_sampler=GaussianNoiseSampler(x, seed=3))
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)

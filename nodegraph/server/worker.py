@@ -18,7 +18,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from ..engine import Workflow, format_validation, validate_prompt
+from ..engine import RunResult, Workflow, format_validation, validate_prompt
 from ..engine.node import preview_method_of
 from .executors import Job
 from .previews import PNG_FORMAT, Preview, encode_png, encode_preview, preview_metadata
@@ -151,7 +151,12 @@ class PromptWorker:
             else:
                 handed_over = True
                 imports = await self._wait_for_imports()
-                result = await self.backend.run(Job(pid, workflow, extra_data), pipeline.on_event, slot)
+                if self._stopping:  # stopped while it waited for the imports: it never started
+                    self.backend.release(slot)
+                    result = RunResult(pid, "interrupted", error={"node_id": None, "node_type": None, "executed": []})
+                    pipeline.on_event("execution_interrupted", {"prompt_id": pid, **result.error})
+                else:
+                    result = await self.backend.run(Job(pid, workflow, extra_data), pipeline.on_event, slot)
                 result_status, outputs, timings, error = result.status, result.outputs, result.timings, result.error
                 if imports:
                     timings = {"imports": imports, **timings}
@@ -183,7 +188,8 @@ class PromptWorker:
         the wait is reported as `imports` rather than inside the first model node's time."""
         warmup = self.state.warmup
         started = time.perf_counter()
-        while warmup.state == "importing":  # polled: a thread blocked in wait() would hold the server's exit
+        # Polled: a thread blocked in wait() would hold the server's exit; a stop ends the wait.
+        while warmup.state == "importing" and not self._stopping:
             await asyncio.sleep(0.05)
         return time.perf_counter() - started if warmup.state == "done" and time.perf_counter() > started + 0.01 else 0.0
 

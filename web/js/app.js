@@ -412,8 +412,13 @@ class App {
       this.setStatus(`${this.#nodeTitle(detail.node)}: ${detail.value} / ${detail.max}`);
     });
     api.addEventListener("preview", ({ detail }) => {
-      const id = detail.nodeId ?? this.editor.running?.id;
-      if (id != null) this.editor.setPreview(id, URL.createObjectURL(detail.blob));
+      const running = this.editor.running?.id;
+      const id = detail.nodeId ?? running;
+      // A frame decoded after its node finished (binary frames are read asynchronously) would leave a stale
+      // preview behind: only the node that runs now shows one.
+      if (id != null && running != null && String(id) === String(running)) {
+        this.editor.setPreview(id, URL.createObjectURL(detail.blob));
+      }
     });
     api.addEventListener("executed", ({ detail }) => {
       const id = detail.display_node ?? detail.node;

@@ -711,6 +711,10 @@ export class Editor {
     if (!node) return;
     const img = new Image();
     img.onload = () => {
+      if (this.running !== node) {  // decoded after its node finished: a stale preview, not shown
+        URL.revokeObjectURL(url);
+        return;
+      }
       if (node.ngPreview?.src && node.ngPreview.src !== url) URL.revokeObjectURL(node.ngPreview.src);
       node.ngPreview = img;
       this.#makeRoomForImage(node);
