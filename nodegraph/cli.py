@@ -311,7 +311,7 @@ def _add_serve_parser(sub: Any) -> None:
 
 
 # `--concurrency auto`, per device kind: from bench/bench_concurrency.py (README "Serving many users at once").
-AUTO_CONCURRENCY = {"cpu": 4, "cuda": 8}
+AUTO_CONCURRENCY = {"cpu": 8, "cuda": 8}
 
 
 def _concurrency(text: str) -> int | str:
