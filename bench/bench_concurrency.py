@@ -3,13 +3,19 @@
 Each client holds its own websocket and sends txt2img prompts one after another (its next prompt when the last one
 finished), each with a seed of its own, through a real server on loopback. The same clients and seeds run twice in
 this process: against a server that runs prompts one at a time (ComfyUI's way, nodegraph's default) and against
-`--concurrency N --max-batch ROWS` (N = the number of clients, at most 16). Printed per client count: prompts per
-second of each, their ratio, latency p50 / p95 of each, and the largest pixel difference between the two runs' images
-of the same seed (a prompt gives the same image batched as alone).
+one with `--concurrency N --max-batch ROWS` (N: `--concurrency`, by default the largest client count, at most 16; the
+same server setting for every row, as a deployed server has, so the 1-client row shows what the batching machinery
+costs a lone prompt). Printed per client count: prompts per
+second of each, their ratio, latency p50 / p95 of each, the largest pixel difference between the two runs' images
+of the same seed (a prompt gives the same image batched as alone), and the mean rows per UNet forward of the
+concurrent run. With `--rounds R` the two modes alternate R times per client count (on a shared, noisy machine a
+burst of outside load then hits both modes alike); the figures are over all rounds, and the ratio's spread over the
+rounds is printed beside it.
 
     python bench/bench_concurrency.py                       # the shipped demo SD1 (64x64, 20 steps)
     python bench/bench_concurrency.py --model real-size     # SD1.5's architecture, random weights, 64x64
-    python bench/bench_concurrency.py --clients 1,2,4,8,16 --prompts 3 --steps 20
+    python bench/bench_concurrency.py --clients 1,2,4,8,16 --prompts 3 --steps 20 --rounds 3
+    python bench/bench_concurrency.py --model real-size --prompts 1 --steps 4   # ~5 min on a 2-core CPU
     python bench/bench_concurrency.py --model real-size --size 512 --device cuda --precision fp16        # a GPU
     python bench/bench_concurrency.py --model real-size-sdxl --size 1024 --device cuda --precision fp16
 
@@ -50,9 +56,9 @@ REAL_SIZE = {"real-size": ("sd1", "sd15", "random-sd15.safetensors"),
              "real-size-sdxl": ("sdxl", "sdxl_base", "random-sdxl.safetensors")}
 
 
-def write_real_size_checkpoint(models_root: Path, model: str) -> str:
+def write_real_size_checkpoint(models_root: Path, model: str, half: bool = False) -> str:
     """The architecture of SD1.5 or SDXL base from the bundled configs, random weights, as an original-layout single
-    file; returns its name."""
+    file (in fp16 with `half`: half the size and write time, for an fp16 run); returns its name."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -70,6 +76,9 @@ def write_real_size_checkpoint(models_root: Path, model: str) -> str:
             encoders.append(CLIPTextModelWithProjection(
                 CLIPTextConfig(**bundled_config(folder, "text_encoder_2"))).eval())
             tokenizers.append(clip_tokenizer(None, pad_token="!"))
+    if half:
+        for module in (unet, vae, *encoders):
+            module.half()
     components = Components(family, unet, vae, encoders, tokenizers, bundled_config(folder, "scheduler"))
     (models_root / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_single_file(components, models_root / "checkpoints" / name)
@@ -87,8 +96,9 @@ def workflow(checkpoint: str, text: str, seed: int, steps: int, prefix: str, siz
 
 
 async def run_clients(models_dirs: list[Path], out: Path, checkpoint: str, clients: int, prompts: int, steps: int,
-                      concurrency: int, max_batch: int) -> tuple[float, list[float], dict[int, np.ndarray]]:
-    """(seconds for all prompts, latencies, seed -> image) for `clients` clients against one fresh server."""
+                      concurrency: int, max_batch: int) -> tuple[float, list[float], dict[int, np.ndarray], float]:
+    """(seconds for all prompts, latencies, seed -> image, mean rows per UNet forward) for `clients` clients against
+    one fresh server."""
     settings = {"device": SETTINGS["device"], "precision": SETTINGS["precision"]}
     settings |= {"max_batch": max_batch} if concurrency > 1 else {}
     folders = Folders(models_dirs=models_dirs, input_dir=out / "input", output_dir=out / "output",
@@ -111,11 +121,22 @@ async def run_clients(models_dirs: list[Path], out: Path, checkpoint: str, clien
             seeds = [index * 1000 + i for i in range(prompts)]
             await one_client(session, base, checkpoint, f"c{index}", seeds, steps, latencies, images)
 
+        before = batching_counters()
         started = time.perf_counter()
         await asyncio.gather(*(client(i) for i in range(clients)))
         elapsed = time.perf_counter() - started
+        after = batching_counters()
     await runner.cleanup()
-    return elapsed, latencies, images
+    forwards = after["forwards"] - before["forwards"]
+    rows = (after["rows"] - before["rows"]) / forwards if forwards else 0.0  # 0: no batcher (one at a time)
+    return elapsed, latencies, images, rows
+
+
+def batching_counters() -> dict[str, int]:
+    """The model cache's totals of shared-forward batching (this process's cache: the server runs in it)."""
+    from nodegraph_nodes.diffusion.model_cache import model_cache
+
+    return dict(model_cache().stats()["batching"])
 
 
 async def one_client(session: ClientSession, base: str, checkpoint: str, name: str, seeds: list[int], steps: int,
@@ -150,43 +171,81 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("demo", *REAL_SIZE), default="demo")
-    parser.add_argument("--size", type=int, default=64, help="image width and height (default: 64)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     parser.add_argument("--precision", default="auto", help="auto (default), fp32, fp16, bf16")
     parser.add_argument("--clients", default="1,2,4,8,16", help="client counts, comma-separated")
     parser.add_argument("--prompts", type=int, default=2, help="prompts each client sends (default: 2)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--max-batch", type=int, default=32, help="rows per shared UNet forward (default: 32)")
-    args = parser.parse_args()
-    SETTINGS.update(device=args.device, precision=args.precision, size=args.size)
+    parser.add_argument("--rounds", type=int, default=1, help="alternate the two modes this many times (default: 1)")
+    parser.add_argument("--concurrency", type=int, default=0,
+                        help="the concurrent server's --concurrency (default: the largest client count, at most 16)")
 
+
+def run_table(model: str, size: int, args: argparse.Namespace, models_root: Path | None = None) -> list[dict]:
+    """Print (and return) the table for one model and image size. Real-size checkpoints are written under
+    `models_root` (kept for the next call) or a temporary folder."""
+    SETTINGS.update(device=args.device, precision=args.precision, size=size)
+    table = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        if args.model == "demo":
+        if model == "demo":
             models_dirs, checkpoint = default_models_dirs(), DEMO_CHECKPOINT
         else:
-            print(f"writing the {args.model} checkpoint (random weights) ...", flush=True)
-            checkpoint = write_real_size_checkpoint(out / "models", args.model)
-            models_dirs = [out / "models"]
-        print(f"model: {args.model} ({checkpoint}), {args.size}x{args.size} on {args.device}, {args.steps} steps, cfg 7, euler; "
-              f"{args.prompts} prompts per client; --max-batch {args.max_batch}; torch threads: "
-              f"{__import__('torch').get_num_threads()}")
+            root = models_root or out / "models"
+            checkpoint = REAL_SIZE[model][2]
+            if not (root / "checkpoints" / checkpoint).exists():
+                print(f"writing the {model} checkpoint (random weights) ...", flush=True)
+                write_real_size_checkpoint(root, model, half=args.precision == "fp16")
+            models_dirs = [root]
+        counts = [int(c) for c in args.clients.split(",")]
+        concurrency = args.concurrency or min(max(counts), 16)
+        print(f"model: {model} ({checkpoint}), {size}x{size} on {args.device}, {args.steps} steps, cfg 7, euler; "
+              f"{args.prompts} prompts per client; --concurrency {concurrency} --max-batch {args.max_batch}; "
+              f"torch threads: "
+              f"{__import__('torch').get_num_threads()}; load average {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} CPUs", flush=True)
         print("clients | one at a time: prompts/s  p50 s  p95 s | concurrency N: prompts/s  p50 s  p95 s | "
-              "ratio | max pixel diff")
-        for clients in [int(c) for c in args.clients.split(",")]:
+              "ratio (rounds) | max pixel diff | rows/forward", flush=True)
+        for clients in counts:
             total = clients * args.prompts
-            t1, lat1, img1 = asyncio.run(run_clients(models_dirs, out / f"one{clients}", checkpoint, clients,
-                                                     args.prompts, args.steps, 1, args.max_batch))
-            concurrency = min(clients, 16)
-            tn, latn, imgn = asyncio.run(run_clients(models_dirs, out / f"many{clients}", checkpoint, clients,
-                                                     args.prompts, args.steps, concurrency, args.max_batch))
-            diff = max(int(np.abs(img1[s] - imgn[s]).max()) for s in img1)
-            print(f"{clients:7d} | {total / t1:24.2f}  {percentile(lat1, 50):5.2f}  {percentile(lat1, 95):5.2f} | "
-                  f"{total / tn:24.2f}  {percentile(latn, 50):5.2f}  {percentile(latn, 95):5.2f} | "
-                  f"{t1 / tn:5.2f} | {diff}", flush=True)
+            t1 = tn = 0.0
+            lat1: list[float] = []
+            latn: list[float] = []
+            ratios: list[float] = []
+            diff, rows = 0, []
+            for r in range(args.rounds):
+                one = asyncio.run(run_clients(models_dirs, out / f"one{clients}-{r}", checkpoint, clients,
+                                              args.prompts, args.steps, 1, args.max_batch))
+                many = asyncio.run(run_clients(models_dirs, out / f"many{clients}-{r}", checkpoint, clients,
+                                               args.prompts, args.steps, concurrency, args.max_batch))
+                t1, tn = t1 + one[0], tn + many[0]
+                lat1 += one[1]
+                latn += many[1]
+                ratios.append(one[0] / many[0])
+                diff = max(diff, *(int(np.abs(one[2][seed] - many[2][seed]).max()) for seed in one[2]))
+                rows.append(many[3])
+            row = {"clients": clients, "one_per_s": total * args.rounds / t1, "many_per_s": total * args.rounds / tn,
+                   "ratio": t1 / tn, "ratio_min": min(ratios), "ratio_max": max(ratios),
+                   "one_p50": percentile(lat1, 50), "one_p95": percentile(lat1, 95),
+                   "many_p50": percentile(latn, 50), "many_p95": percentile(latn, 95),
+                   "max_pixel_diff": diff, "rows_per_forward": sum(rows) / len(rows)}
+            table.append(row)
+            spread = f"({row['ratio_min']:.2f}-{row['ratio_max']:.2f})" if len(ratios) > 1 else ""
+            print(f"{clients:7d} | {row['one_per_s']:24.2f}  {row['one_p50']:5.2f}  {row['one_p95']:5.2f} | "
+                  f"{row['many_per_s']:24.2f}  {row['many_p50']:5.2f}  {row['many_p95']:5.2f} | "
+                  f"{row['ratio']:5.2f} {spread:11s} | {diff:14d} | {row['rows_per_forward']:.1f}", flush=True)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("demo", *REAL_SIZE), default="demo")
+    parser.add_argument("--size", type=int, default=64, help="image width and height (default: 64)")
+    add_arguments(parser)
+    args = parser.parse_args()
+    run_table(args.model, args.size, args)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,14 @@ memory once per call; on a GPU the kernels are far from full), so prompts that r
 --concurrency N`) share their calls instead of taking turns.
 
 How it works. Each prompt that samples holds a *participant* view of the UNet (`UNetBatcher.participant()`, handed
-out by the model cache instead of the bare module). A participant's call is queued; it runs when every participant
-has a call queued (nobody else is about to call), when the queued rows reach `max_batch`, or when `window` seconds
-have passed since it was queued, whichever comes first. The thread that triggers the run executes the batch for
-everyone and hands each caller its rows back.
+out by the model cache instead of the bare module). A participant's call is queued. One forward runs at a time per
+UNet: the calls that arrive while it runs wait for the next one, so prompts that started apart fall into step (each
+waits for the others' calls instead of running a small forward of its own beside them, which would only split the
+device between two forwards and keep the groups apart). When no forward runs, the queued calls run when every
+participant has a call queued (nobody else is about to call), when they fill a forward (`max_batch` rows), or when
+`window` seconds have passed since they were queued and since the last forward ended (the callers of that forward
+need a moment to take their outputs, step their samplers and call again), whichever comes first. The thread that
+finds the group ready executes it for everyone and hands each caller its rows back.
 
 What can share a forward: calls on the same UNet with the same latent shape (C, h, w), dtype and extra conditioning
 keys. Everything per sample stays per sample: the timestep (diffusers takes one per row), the text context (contexts
@@ -28,13 +32,14 @@ import math
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 DEFAULT_WINDOW = 0.02  # seconds a call waits for the other participants' calls before running without them
+ROW_LIMIT_TTL = 0.5  # seconds a memory-based row limit is reused (reading free memory costs more than a wake-up)
 
 _local = threading.local()
 
@@ -59,30 +64,40 @@ class _Call:
     done: bool = False
     alone: bool = False  # the shared forward failed: the caller runs its own call again
     result: torch.Tensor | None = None
-    error: Exception | None = None
+    error: BaseException | None = None
+    wake: threading.Condition | None = None  # on the batcher's lock: wakes this caller alone
+    key: tuple = ()  # calls with equal keys can share a forward
+
+    def __post_init__(self) -> None:
+        added = None if self.added is None else tuple(sorted((k, tuple(v.shape[1:])) for k, v in self.added.items()))
+        self.key = (tuple(self.sample.shape[1:]), self.sample.dtype, self.sample.device, self.context.shape[-1],
+                    self.context.dtype, added)
 
     @property
     def rows(self) -> int:
         return self.sample.shape[0]
 
-    def key(self) -> tuple:
-        """Calls with equal keys can share a forward."""
-        added = None if self.added is None else tuple(sorted((k, tuple(v.shape[1:])) for k, v in self.added.items()))
-        return (tuple(self.sample.shape[1:]), self.sample.dtype, self.sample.device, self.context.shape[-1],
-                self.context.dtype, added)
-
 
 class UNetBatcher:
     """Gathers the calls of the participants that sample with one UNet (see the module's docstring)."""
 
-    def __init__(self, unet: torch.nn.Module, max_batch: int, window: float = DEFAULT_WINDOW):
+    def __init__(self, unet: torch.nn.Module, max_batch: int, window: float = DEFAULT_WINDOW,
+                 compute: Callable[[], AbstractContextManager[Any]] = nullcontext):
         self.unet = unet
         self.max_batch = max(1, int(max_batch))
         self.window = window
-        self._cond = threading.Condition()
+        self._compute = compute  # the device's turn for a forward (ModelCache.compute)
+        # One lock for the batcher's state; each waiting caller sleeps on a condition of its own over it, so that
+        # a forward's end wakes its callers and nobody else, and a queued call wakes nobody: the caller whose call
+        # completes a group finds it ready itself (waking every waiter at every call cost O(callers^2) thread
+        # switches per step, measured as most of the time between two shared forwards on a 2-core CPU).
+        self._lock = threading.Lock()
         self._participants = 0
         self._next_id = 0
         self._queue: list[_Call] = []
+        self._running = False  # a forward is in flight (one at a time, see the module's docstring)
+        self._last_end = 0.0  # time.monotonic() when the last forward ended
+        self._row_limits: dict[tuple, tuple[int, float]] = {}  # call key -> (rows, when measured)
         # What happened, for /system_stats, tests and benchmarks: the rows of the latest forwards (bounded), and
         # totals of forwards, of those shared by several prompts, and of rows.
         self.forwards: deque[int] = deque(maxlen=1000)
@@ -90,16 +105,16 @@ class UNetBatcher:
 
     @contextmanager
     def participant(self) -> Iterator[BatchedUNet]:
-        with self._cond:
+        with self._lock:
             self._participants += 1
             self._next_id += 1
             ident = self._next_id
         try:
             yield BatchedUNet(self, ident)
         finally:
-            with self._cond:
+            with self._lock:
                 self._participants -= 1
-                self._cond.notify_all()  # the others may now be all there is to wait for
+                self._wake_queued()  # the others may now be all there is to wait for
 
     # --- the call --------------------------------------------------------------------------------------------------
 
@@ -107,28 +122,23 @@ class UNetBatcher:
              added: dict[str, torch.Tensor] | None, down: Any, mid: torch.Tensor | None) -> torch.Tensor:
         timestep = _per_row(timestep, sample.shape[0], sample.device)
         call = _Call(participant, sample, timestep, context, added, down, mid)
+        call.wake = threading.Condition(self._lock)
         group: list[_Call] | None = None
-        with self._cond:
-            if self._participants <= 1 or call.rows >= self.max_batch:
-                solo = True
-            else:
-                solo = False
-                self._queue.append(call)
-                self._cond.notify_all()
-                while not call.done:
-                    if not call.taken:
-                        group = self._ready_group(call)
-                        if group is not None:
-                            for c in group:
-                                c.taken = True
-                                self._queue.remove(c)
-                            break
-                        remaining = self.window - (time.monotonic() - call.queued_at)
-                        self._cond.wait(timeout=max(remaining, 0.001))
-                    else:
-                        self._cond.wait()  # another caller runs the forward holding this call
-        if solo:
-            return self._forward([call])[0]
+        with self._lock:
+            self._queue.append(call)
+            while not call.done:
+                if not call.taken and not self._running:
+                    group = self._ready_group(call)
+                    if group is not None:
+                        for c in group:
+                            c.taken = True
+                            self._queue.remove(c)
+                        self._running = True
+                        break
+                    since = max(call.queued_at, self._last_end)
+                    call.wake.wait(timeout=max(self.window - (time.monotonic() - since), 0.001))
+                else:
+                    call.wake.wait()  # a forward is running (maybe holding this call): woken at its end
         if group is not None:
             self._run_group(group)
         if call.error is not None:
@@ -140,41 +150,49 @@ class UNetBatcher:
 
     def _ready_group(self, call: _Call) -> list[_Call] | None:
         """The calls to run now together with `call` (which is queued and not done), or None to keep waiting."""
-        key = call.key()
-        limit = self._row_limit(call.sample)
+        key = call.key
+        limit = self._row_limit(key, call.sample)
         # In queue order, as many compatible calls as fit under the row limit, `call` always among them.
         group, rows = [call], call.rows
         for other in self._queue:
-            if other is call or other.key() != key or rows + other.rows > limit:
+            if other is call or other.key != key or rows + other.rows > limit:
                 continue
             group.append(other)
             rows += other.rows
         everyone_waiting = len({c.participant for c in self._queue}) >= self._participants
-        full = rows >= limit or any(c not in group and c.key() == key for c in self._queue)
-        expired = time.monotonic() - min(c.queued_at for c in group) >= self.window
+        full = rows >= limit or any(c not in group and c.key == key for c in self._queue)
+        since = max(min(c.queued_at for c in group), self._last_end)
+        expired = time.monotonic() - since >= self.window
         if everyone_waiting or full or expired:
             return group
         return None
 
-    def _row_limit(self, sample: torch.Tensor) -> int:
+    def _row_limit(self, key: tuple, sample: torch.Tensor) -> int:
         """Rows one shared forward may hold: max_batch, and no more than the memory free for the work allows (the
         same per-row estimate that refuses a too-large latent before sampling, memory.py)."""
         from .memory import available_bytes, unet_call_bytes
 
-        try:
-            per_row = unet_call_bytes(self.unet, (1, *sample.shape[1:]), 1)
-            by_memory = available_bytes(sample.device) // max(per_row, 1)
-        except Exception:  # an estimate that cannot be made does not stop the batching
-            return self.max_batch
-        return max(1, min(self.max_batch, int(by_memory)))
+        cached = self._row_limits.get(key)
+        now = time.monotonic()
+        if cached is None or now - cached[1] > ROW_LIMIT_TTL:
+            try:
+                per_row = unet_call_bytes(self.unet, (1, *sample.shape[1:]), 1)
+                by_memory = int(available_bytes(sample.device) // max(per_row, 1))
+            except Exception:  # an estimate that cannot be made does not stop the batching
+                by_memory = self.max_batch
+            cached = self._row_limits[key] = (by_memory, now)
+        return max(1, min(self.max_batch, cached[0]))
 
     def _run_group(self, group: list[_Call]) -> None:
-        error: Exception | None = None
+        error: BaseException | None = None
+        outputs: list[torch.Tensor] | None = None
         try:
             outputs = self._forward(group)
-        except Exception as exc:
-            outputs, error = None, exc
-        with self._cond:
+        except BaseException as exc:  # whatever happens, the others must not wait forever for this forward
+            error = exc
+        with self._lock:
+            self._running = False
+            self._last_end = time.monotonic()
             for i, c in enumerate(group):
                 if outputs is not None:
                     c.result = outputs[i]
@@ -183,7 +201,15 @@ class UNetBatcher:
                 else:
                     c.alone = True  # which of them failed is not known: each runs its own call again, alone
                 c.done = True
-            self._cond.notify_all()
+                if c.wake is not None:
+                    c.wake.notify()
+            self._wake_queued()  # calls that came during the forward: one of them may run the next
+
+    def _wake_queued(self) -> None:
+        """Let every queued call that no forward holds look again whether it can run (the lock is held)."""
+        for c in self._queue:
+            if not c.taken and c.wake is not None:
+                c.wake.notify()
 
     def _forward(self, group: list[_Call]) -> list[torch.Tensor]:
         """Run the calls of `group` as one UNet forward and split the output back per call."""
@@ -200,14 +226,14 @@ class UNetBatcher:
         try:
             # Sampling runs in inference mode on each prompt's thread; the mode is per thread, and the thread that
             # runs a shared forward must not record autograd history for the others' tensors either.
-            with torch.inference_mode():
+            with torch.inference_mode(), self._compute():
                 out = self.unet(
                     sample, timestep, encoder_hidden_states=context, added_cond_kwargs=added,
                     down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False,
                 )[0]
         finally:
             _local.shared = False
-        with self._cond:
+        with self._lock:
             self.forwards.append(sum(rows))
             self.counters["forwards"] += 1
             self.counters["shared_forwards"] += len(group) > 1

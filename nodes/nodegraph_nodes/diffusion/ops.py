@@ -185,7 +185,8 @@ def encode_text(
             TEXT_FAMILIES[clip.family], parts["models"], parts["tokenizers"], stop_at_clip_layer=clip.stop_at_layer,
             embeddings=EmbeddingLibrary(clip.embedding_dirs),
         )
-        cond = with_oom_retry(cache, lambda: encoder.encode(text))
+        with cache.compute():  # one heavy computation at a time on a shared CPU (ModelCache.compute)
+            cond = with_oom_retry(cache, lambda: encoder.encode(text))
     return _to_cpu(replace(cond, time_ids=time_ids))
 
 
@@ -212,7 +213,7 @@ def vae_encode(vae: VaeHandle, pixels: torch.Tensor) -> torch.Tensor:
 
         def run() -> torch.Tensor:
             out = []
-            with torch.no_grad():
+            with torch.no_grad(), cache.compute():
                 for chunk in pixels.split(VAE_BATCH):
                     x = chunk.movedim(-1, 1).to(param.device, param.dtype) * 2.0 - 1.0
                     out.append(model.encode(x).latent_dist.mode().float().cpu())
@@ -232,7 +233,7 @@ def vae_decode(vae: VaeHandle, samples: torch.Tensor) -> torch.Tensor:
 
         def run() -> torch.Tensor:
             out = []
-            with torch.no_grad():
+            with torch.no_grad(), cache.compute():
                 for chunk in samples.split(VAE_BATCH):
                     z = chunk.to(param.device, param.dtype)
                     image = model.decode(z).sample.float()
