@@ -177,3 +177,89 @@ def test_a_forward_holds_no_more_rows_than_free_memory_allows(sd1, monkeypatch):
     results, errors = _run_together(batcher, calls)
     assert not errors
     assert sum(batcher.forwards) == 4 and max(batcher.forwards) <= 3
+
+
+@torch.inference_mode()
+def test_one_forward_at_a_time_and_calls_meet_across_steps(sd1):
+    # Four prompts sampling side by side, each making several calls in a row (its sampling steps): calls that come
+    # while a forward runs wait for the next one instead of starting a small forward beside it, so at most one
+    # forward runs at once, and the prompts keep meeting in shared forwards step after step.
+    inside, most_inside = 0, 0
+    lock = threading.Lock()
+
+    def count_forwards(module, args, kwargs):
+        nonlocal inside, most_inside
+        with lock:
+            inside += 1
+            most_inside = max(most_inside, inside)
+
+    def left(module, args, kwargs, output):
+        nonlocal inside
+        with lock:
+            inside -= 1
+
+    handles = [sd1.register_forward_pre_hook(count_forwards, with_kwargs=True),
+               sd1.register_forward_hook(left, with_kwargs=True)]
+    try:
+        batcher = UNetBatcher(sd1, max_batch=16, window=5.0)
+        steps, prompts = 3, 4
+        views = [batcher.participant() for _ in range(prompts)]
+        entered = [v.__enter__() for v in views]
+        results: dict[tuple[int, int], torch.Tensor] = {}
+
+        def sample(i: int) -> None:
+            try:
+                for step in range(steps):
+                    c = _call(100 + 10 * i + step, 2, 77)
+                    with torch.inference_mode():
+                        results[i, step] = entered[i](c["sample"], c["timestep"], encoder_hidden_states=c["context"],
+                                                      return_dict=False)[0]
+            finally:
+                views[i].__exit__(None, None, None)
+
+        threads = [threading.Thread(target=sample, args=(i,)) for i in range(prompts)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for h in handles:
+            h.remove()
+    assert most_inside == 1
+    # Every caller registered before the first call and nobody leaves early: each step is one forward of all four.
+    assert list(batcher.forwards) == [2 * prompts] * steps
+    for (i, step), got in results.items():
+        assert (got - _alone(sd1, _call(100 + 10 * i + step, 2, 77))).abs().max() < TOLERANCE
+
+
+def test_the_cpu_compute_turn_is_held_by_one_thread_at_a_time_under_concurrency():
+    from nodegraph_nodes.diffusion.model_cache import ModelCache
+
+    cache = ModelCache(device="cpu")
+    with cache.compute(), cache.compute():  # one prompt at a time: nothing to share the cores with, no turn taken
+        pass
+    cache.max_batch = 16  # prompts side by side (serve --concurrency)
+    holding, second_in = threading.Event(), threading.Event()
+    release = threading.Event()
+
+    def first() -> None:
+        with cache.compute():
+            holding.set()
+            release.wait()
+
+    def second() -> None:
+        holding.wait()
+        with cache.compute():
+            second_in.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    holding.wait()
+    assert not second_in.wait(0.2)  # the second computation waits for the first one's turn to end
+    release.set()
+    for t in threads:
+        t.join()
+    assert second_in.is_set()
+    with cache.compute(), cache.compute():  # re-entrant on one thread
+        pass
