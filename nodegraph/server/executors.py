@@ -95,7 +95,9 @@ class LocalBackend:
         return None
 
     def reserve(self, prompt: dict[str, Any]) -> Any | None:
-        return self._idle.pop(0) if self._idle else None
+        # The slot freed last: its node thread (and torch's threads under it) ran a moment ago, so a lone client's
+        # prompts keep to one warm thread instead of taking turns across all of them.
+        return self._idle.pop() if self._idle else None
 
     def release(self, slot: Any) -> None:
         if slot not in self._idle:

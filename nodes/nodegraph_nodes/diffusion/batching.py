@@ -151,16 +151,17 @@ class UNetBatcher:
     def _ready_group(self, call: _Call) -> list[_Call] | None:
         """The calls to run now together with `call` (which is queued and not done), or None to keep waiting."""
         key = call.key
-        limit = self._row_limit(key, call.sample)
+        others = [c for c in self._queue if c is not call and c.key == key]
+        # Only a call that could share a forward needs the row limit (reading free memory is not free).
+        limit = self._row_limit(key, call.sample) if others else self.max_batch
         # In queue order, as many compatible calls as fit under the row limit, `call` always among them.
         group, rows = [call], call.rows
-        for other in self._queue:
-            if other is call or other.key != key or rows + other.rows > limit:
-                continue
-            group.append(other)
-            rows += other.rows
+        for other in others:
+            if rows + other.rows <= limit:
+                group.append(other)
+                rows += other.rows
         everyone_waiting = len({c.participant for c in self._queue}) >= self._participants
-        full = rows >= limit or any(c not in group and c.key == key for c in self._queue)
+        full = rows >= limit or len(group) < len(others) + 1
         since = max(min(c.queued_at for c in group), self._last_end)
         expired = time.monotonic() - since >= self.window
         if everyone_waiting or full or expired:
