@@ -22,7 +22,9 @@ def read_checkpoint(path: str) -> dict[str, Any]:
             f"{path}: {components.family} checkpoints are recognised but not supported by the text encoder yet"
         )
     names = ENCODER_NAMES[components.family]
+    extra = {} if components.clip_vision is None else {"clip_vision": components.clip_vision}  # unCLIP checkpoints
     return {
+        **extra,
         "unet": components.unet,
         "vae": components.vae,
         "clip": {
@@ -34,6 +36,7 @@ def read_checkpoint(path: str) -> dict[str, Any]:
             "scheduler_config": dict(components.scheduler_config),
             "latent_scale": FAMILIES[components.family].latent_scale,
             "latent_rgb": components.latent_rgb,
+            "clip_vision": components.clip_vision is not None,
         },
     }
 

@@ -41,7 +41,9 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     The split files hold the very weights of the checkpoints of the same name.
     loras/ and embeddings/: LoRAs and embeddings for tiny_sd1 / tiny_sdxl in the published layouts (tiny_lora.py).
     upscale_models/: tiny_esrgan_x4 and tiny_esrgan_x2 (random ESRGAN generators) as .safetensors and as
-    Real-ESRGAN-style .pth pickles; clip_vision/: tiny_clip_vision.safetensors (a random CLIP vision tower).
+    Real-ESRGAN-style .pth pickles; clip_vision/: tiny_clip_vision.safetensors (a random CLIP vision tower);
+    checkpoints/tiny_sd21_unclip.safetensors: an SD 2.1 unCLIP single file (tiny_unclip.py) with its CLIP image
+    encoder under `embedder.model.visual.`.
     The same seed always writes the same bytes.
     """
     root = Path(models_root)
@@ -86,6 +88,11 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
 
     written["tiny_clip_vision"] = write_clip_vision_file(
         tiny_clip_vision(seed + 13), root / "clip_vision" / "tiny_clip_vision.safetensors"
+    )
+    from .tiny_unclip import tiny_sd21_unclip
+
+    written["tiny_sd21_unclip"] = write_single_file(
+        tiny_sd21_unclip(seed), root / "checkpoints" / "tiny_sd21_unclip.safetensors"
     )
     written.update(write_split_files(sd1, sdxl, root))
     return written
