@@ -98,3 +98,6 @@ def register(cache: ModelCache) -> None:
     cache.register_loader("lora", read_lora)
     cache.register_loader("upscale_model", read_upscale_model)
     cache.register_loader("clip_vision", read_clip_vision)
+    from .style_model import read_style_model
+
+    cache.register_loader("style_model", read_style_model)
