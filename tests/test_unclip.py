@@ -288,3 +288,30 @@ def test_declarations():
     assert required["strength"] == ["FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}]
     assert required["noise_augmentation"] == ["FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01}]
     assert cond["output"] == ["CONDITIONING"] and cond["category"] == "conditioning"
+
+
+def test_sdxl_revision_replaces_the_pooled_embedding():
+    """unCLIPConditioning on an SDXL model (ComfyUI's sdxl_pooled): the pooled text embedding becomes the noised
+    image embedding (the ADM vector's first half; several images merged at noise augmentation 0, not 0.05); the
+    cross-attention tokens stay; without unCLIP the pooled embedding is the text's."""
+    from nodegraph_nodes.diffusion.denoiser import CFGDenoiser
+    from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+    from nodegraph_nodes.diffusion.tiny import tiny_sdxl
+    from diffusers import DDPMScheduler
+
+    unet = tiny_sdxl(0).unet
+    ms = DiscreteModelSampling(DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
+                                             beta_end=0.012).alphas_cumprod, "epsilon")
+    g = torch.Generator().manual_seed(4)
+    text_pooled, image = torch.randn(1, 48, generator=g), torch.randn(2, 48, generator=g)
+    plain = Conditioning(torch.randn(1, 77, 80, generator=g), pooled=text_pooled)
+    with_image = Conditioning(plain.embeds, pooled=text_pooled, unclip=(unclip.UnclipSpec(image, 0.8, 0.3),))
+    with unclip.sampling_seed(SEED):
+        denoiser = CFGDenoiser(unet, ms, with_image, plain, 5.0)
+    negative_half, positive_half = denoiser._halves
+    assert torch.equal(negative_half.pooled, text_pooled)
+    summed = _comfy_augment(image[:1], round(999 * 0.3), SEED - 10) * 0.8 + \
+        _comfy_augment(image[1:], round(999 * 0.3), SEED - 10) * 0.8
+    expected = _comfy_augment(summed[:, :48], 0, SEED - 10)[:, :48]
+    torch.testing.assert_close(positive_half.pooled, expected, rtol=0, atol=2e-6)
+    assert positive_half.class_labels is None  # SDXL UNets have no class embedding

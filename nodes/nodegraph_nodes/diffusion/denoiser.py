@@ -106,7 +106,7 @@ class CFGDenoiser:
         return _Half(
             conditioning=c,
             embeds=embeds.to(**to),
-            pooled=None if c.pooled is None else c.pooled.to(**to),
+            pooled=None if (pooled := unclip.pooled_for(c, c.pooled)) is None else pooled.to(**to),
             time_ids=None if c.time_ids is None else c.time_ids.to(**to),
             class_labels=None if (labels := unclip.class_labels(c, self.unet)) is None else labels.to(**to),
         )

@@ -21,6 +21,9 @@ What a conditioning gives the UNet (ComfyUI's semantics; `adm`):
 
 diffusers' StableUnCLIPImg2ImgPipeline does the same for one image (`noise_image_embeddings`: its
 StableUnCLIPImageNormalizer and a DDPMScheduler with squaredcos_cap_v2) and feeds zeros to the unconditional half.
+
+SDXL models take unCLIPConditioning too (ComfyUI's "Revision"): there the noised image embedding replaces the pooled
+text embedding (`pooled_for`).
 """
 from __future__ import annotations
 
@@ -112,8 +115,10 @@ def augment(embed: torch.Tensor, level: int, generator: torch.Generator) -> torc
     return torch.cat([signal * embed + spread * noise, level_embedding(level, embed.shape[1])], dim=1)
 
 
-def adm(specs: tuple[UnclipSpec, ...], adm_channels: int, seed: int) -> torch.Tensor:
-    """The UNet's class-embedding input [1, adm_channels] for a conditioning's unCLIP entries (see the module doc)."""
+def adm(specs: tuple[UnclipSpec, ...], adm_channels: int, seed: int,
+        merge: float = MERGE_NOISE_AUGMENTATION) -> torch.Tensor:
+    """The UNet's class-embedding input [1, adm_channels] for a conditioning's unCLIP entries (see the module doc);
+    `merge`: the noise augmentation of the summed embedding when there are several images."""
     if not specs:
         return torch.zeros(1, adm_channels)
     vectors = []
@@ -132,7 +137,7 @@ def adm(specs: tuple[UnclipSpec, ...], adm_channels: int, seed: int) -> torch.Te
         return vectors[0]
     summed = torch.stack(vectors).sum(0)
     generator = torch.Generator().manual_seed(seed + SEED_OFFSET)
-    return augment(summed[:, : adm_channels // 2], noise_level(MERGE_NOISE_AUGMENTATION), generator)
+    return augment(summed[:, : adm_channels // 2], noise_level(merge), generator)
 
 
 def projection_channels(unet: Any) -> int | None:
@@ -150,6 +155,17 @@ def class_labels(conditioning: Any, unet: Any) -> torch.Tensor | None:
     if channels is None:
         return None
     return adm(tuple(getattr(conditioning, "unclip", ())), channels, _SEED.get())
+
+
+def pooled_for(conditioning: Any, pooled: torch.Tensor | None) -> torch.Tensor | None:
+    """SDXL with unCLIPConditioning ("Revision", ComfyUI's sdxl_pooled): the pooled text embedding is replaced by the
+    noise-augmented image embedding (the first half of the ADM vector, several images merged at noise 0), so the
+    CLIP vision model must be as wide as the pooled output (CLIP ViT-bigG, 1280). Without unCLIP entries: `pooled`."""
+    specs = tuple(getattr(conditioning, "unclip", ()))
+    if pooled is None or not specs:
+        return pooled
+    width = pooled.shape[-1]
+    return adm(specs, 2 * width, _SEED.get(), merge=0.0)[:, :width]
 
 
 # --- the checkpoint's layout -----------------------------------------------------------------------------------
