@@ -117,6 +117,7 @@ def test_single_file_round_trip(source, models_root):
     from safetensors import safe_open
 
     from nodegraph_nodes.diffusion.loader import load_checkpoint
+    from nodegraph_nodes.diffusion.loaders import read_checkpoint
     from models_fixtures import assert_same_weights
 
     path = models_root / "checkpoints" / NAME
@@ -128,7 +129,9 @@ def test_single_file_round_trip(source, models_root):
     loaded = load_checkpoint(path)
     assert loaded.family == "sd2" and loaded.unet.config.class_embed_type == "projection"
     assert_same_weights(loaded.unet, source.unet)
-    assert_same_weights(loaded.clip_vision, source.clip_vision)
+    parts = read_checkpoint(str(path))  # what the model cache holds: the image encoder beside MODEL, CLIP and VAE
+    assert parts["info"]["clip_vision"] and parts["info"]["family"] == "sd2"
+    assert_same_weights(parts["clip_vision"], source.clip_vision)
 
 
 def test_real_layout_is_recognised_from_shapes():

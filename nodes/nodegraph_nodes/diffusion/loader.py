@@ -262,9 +262,6 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pi
         tokenizers = [clip_tokenizer(pad_token=spec.pad_token) for spec in family.text_encoders]
         scheduler = family.config("scheduler")
     components = _components_from_single_file(file, family, configs, tokenizers, scheduler, dtype)
-    if unclip.has_clip_vision(file.shapes):  # an unCLIP checkpoint carries its CLIP image encoder
-        components.clip_vision = unclip.load_embedded_clip_vision(
-            file.tensors(), (header or {}).get("clip_vision"), file.path, dtype)
     if preview is not None:
         components.latent_rgb = (preview["factors"], preview["bias"])
     elif header is not None:  # written by nodegraph with a VAE of its own but no preview factors: fit them now

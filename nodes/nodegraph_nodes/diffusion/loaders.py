@@ -22,7 +22,10 @@ def read_checkpoint(path: str) -> dict[str, Any]:
             f"{path}: {components.family} checkpoints are recognised but not supported by the text encoder yet"
         )
     names = ENCODER_NAMES[components.family]
-    extra = {} if components.clip_vision is None else {"clip_vision": components.clip_vision}  # unCLIP checkpoints
+    from .unclip_files import read_embedded_clip_vision
+
+    clip_vision = read_embedded_clip_vision(path)  # unCLIP checkpoints carry a CLIP image encoder
+    extra = {} if clip_vision is None else {"clip_vision": clip_vision}
     return {
         **extra,
         "unet": components.unet,
@@ -36,7 +39,7 @@ def read_checkpoint(path: str) -> dict[str, Any]:
             "scheduler_config": dict(components.scheduler_config),
             "latent_scale": FAMILIES[components.family].latent_scale,
             "latent_rgb": components.latent_rgb,
-            "clip_vision": components.clip_vision is not None,
+            "clip_vision": clip_vision is not None,
         },
     }
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,37 +171,7 @@ def write_style_model_file(model: StyleAdapter, path: Path) -> Path:
     return path
 
 
-# --- through the model cache -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StyleModelHandle:
-    """STYLE_MODEL: a style model in the model cache."""
-
-    ref: Any
-
-    def cache_nbytes(self) -> int:
-        return 0
-
 
 def read_style_model(path: str) -> dict[str, Any]:
     """The model cache's reader for style model files."""
     return {"style_model": load_style_model(path)}
-
-
-def load(path: Path, settings: dict[str, Any]) -> StyleModelHandle:
-    from .model_cache import model_cache
-
-    cache = model_cache(settings)
-    ref = cache.refs(path, "style_model", ("style_model",))["style_model"]
-    cache.preload(ref)  # read now, so that a file that is not a style model fails in the loader node
-    return StyleModelHandle(ref)
-
-
-def apply_node(conditioning: Any, handle: StyleModelHandle, clip_vision_output: Any, strength: float,
-               strength_type: str) -> Any:
-    from .model_cache import model_cache
-
-    with model_cache().use(handle.ref) as model:
-        tokens = style_tokens(model, clip_vision_output.last_hidden_state)
-    return apply(conditioning, tokens, strength, strength_type)

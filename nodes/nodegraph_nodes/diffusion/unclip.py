@@ -255,22 +255,6 @@ def transformers_to_open_clip_visual(state: Mapping[str, torch.Tensor]) -> dict[
     return out
 
 
-def load_embedded_clip_vision(tensors: Mapping[str, torch.Tensor], config: Mapping[str, Any] | None,
-                              source: Any, dtype: torch.dtype | None = None) -> Any:
-    """The CLIPVisionModelWithProjection stored under `embedder.model.visual.` of an unCLIP checkpoint. `config`:
-    our header's (tiny test models), else read off the shapes as for CLIP vision files."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from .clip_vision import config_from_shapes
-    from .loader import _assemble, _empty
-
-    plain = {k[len(VISION_PREFIX):]: v for k, v in tensors.items() if k.startswith(VISION_PREFIX)}
-    state = open_clip_visual_to_transformers(plain)
-    settings = dict(config) if config else config_from_shapes(state)
-    model = _empty(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**settings)))
-    return _assemble("clip vision (embedder)", model, state, source, dtype)
-
-
 def noise_augmentor_buffers() -> dict[str, torch.Tensor]:
     """The `noise_augmentor.*` tables Stability's unCLIP checkpoints carry (float32), for test files of that layout."""
     abar = alphas_cumprod()
@@ -297,25 +281,3 @@ def unclip_file_extras(clip_vision: Any) -> tuple[dict[str, torch.Tensor], dict[
     state.update(noise_augmentor_buffers())
     return state, {k: getattr(clip_vision.config, k) for k in CLIP_VISION_CONFIG_KEYS}
 
-
-# --- loading through the model cache ----------------------------------------------------------------------------
-
-
-def load_checkpoint(path: Any, settings: dict[str, Any], node: str) -> tuple[Any, Any, Any, Any]:
-    """unCLIPCheckpointLoader: (MODEL, CLIP, VAE, CLIP_VISION) of a checkpoint that carries a CLIP image encoder.
-    The file is read once for LoadCheckpoint and this loader alike (the same model cache entries)."""
-    from . import ops
-    from .handles import ClipVisionHandle
-    from .model_cache import model_cache
-
-    model, clip, vae = ops.load_checkpoint(path, settings)
-    cache = model_cache(settings)
-    refs = cache.refs(path, "checkpoint", ("info", "clip_vision"))
-    with cache.use(refs["info"]) as info:
-        if not info.get("clip_vision"):
-            raise ValueError(
-                f"{node}: {getattr(path, 'name', path)} holds no CLIP vision model (no `{VISION_PREFIX}*` weights): "
-                "it is not an unCLIP checkpoint. Load it with Load Checkpoint, and a CLIP vision model with "
-                "CLIPVisionLoader."
-            )
-    return model, clip, vae, ClipVisionHandle(refs["clip_vision"])

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from dataclasses import dataclass
+
 from nodegraph.engine import Combo, Float, Input, Node, Output
 
 from .loading import _file_fingerprint, _models
+
+
+@dataclass(frozen=True)
+class StyleModelHandle:
+    """STYLE_MODEL: a style model in the model cache (its ModelRef)."""
+
+    ref: Any
+
+    def cache_nbytes(self) -> int:
+        return 0
 
 
 class StyleModelLoader(Node):
@@ -22,10 +34,14 @@ class StyleModelLoader(Node):
         return _file_fingerprint(env, "style_models", style_model_name)
 
     def execute(self, style_model_name: str) -> tuple[Any]:
-        from ..diffusion import style_model
+        from ..diffusion.model_cache import model_cache
 
         env = self.context.env
-        return (style_model.load(env.model_path("style_models", style_model_name), env.settings),)
+        cache = model_cache(env.settings)
+        path = env.model_path("style_models", style_model_name)
+        ref = cache.refs(path, "style_model", ("style_model",))["style_model"]
+        cache.preload(ref)  # read now, so that a file that is not a style model fails in this node
+        return (StyleModelHandle(ref),)
 
 
 class StyleModelApply(Node):
@@ -45,8 +61,11 @@ class StyleModelApply(Node):
     def execute(self, conditioning: Any, style_model: Any, clip_vision_output: Any, strength: float,
                 strength_type: str) -> tuple[Any]:
         from ..diffusion import style_model as library
+        from ..diffusion.model_cache import model_cache
 
-        return (library.apply_node(conditioning, style_model, clip_vision_output, strength, strength_type),)
+        with model_cache().use(style_model.ref) as model:
+            tokens = library.style_tokens(model, clip_vision_output.last_hidden_state)
+        return (library.apply(conditioning, tokens, strength, strength_type),)
 
 
 NODES = [StyleModelLoader, StyleModelApply]

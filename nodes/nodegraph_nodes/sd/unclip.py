@@ -10,11 +10,24 @@ from .loading import _file_fingerprint, _models, _with_embeddings
 
 
 def _load(env: Any, ckpt_name: str, node: str) -> tuple[Any, Any, Any, Any]:
-    from ..diffusion import unclip
+    """(MODEL, CLIP, VAE, CLIP_VISION) of a checkpoint that carries a CLIP image encoder. The file is read once for
+    Load Checkpoint and these loaders alike (the same model cache entries)."""
+    from ..diffusion import ops
+    from ..diffusion.handles import ClipVisionHandle
+    from ..diffusion.model_cache import model_cache
+    from ..diffusion.unclip import VISION_PREFIX
 
-    model, clip, vae, clip_vision = unclip.load_checkpoint(env.model_path("checkpoints", ckpt_name), env.settings,
-                                                           node)
-    return model, _with_embeddings(clip, env), vae, clip_vision
+    path = env.model_path("checkpoints", ckpt_name)
+    model, clip, vae = ops.load_checkpoint(path, env.settings)
+    cache = model_cache(env.settings)
+    refs = cache.refs(path, "checkpoint", ("info", "clip_vision"))
+    with cache.use(refs["info"]) as info:
+        if not info.get("clip_vision"):
+            raise ValueError(
+                f"{node}: {ckpt_name} holds no CLIP vision model (no `{VISION_PREFIX}*` weights): it is not an "
+                "unCLIP checkpoint. Load it with Load Checkpoint, and a CLIP vision model with CLIPVisionLoader."
+            )
+    return model, _with_embeddings(clip, env), vae, ClipVisionHandle(refs["clip_vision"])
 
 
 class unCLIPCheckpointLoader(Node):  # noqa: N801 (ComfyUI's class name)
