@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from timing import synced_time  # noqa: E402
-from nodegraph_nodes.diffusion.loader import load_checkpoint  # noqa: E402
+from nodegraph_nodes.diffusion.checkpoint_files import load_checkpoint  # noqa: E402
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
 from nodegraph_nodes.diffusion.lora import read_lora_file  # noqa: E402
 from nodegraph_nodes.diffusion.patching import apply, restore  # noqa: E402

@@ -22,11 +22,11 @@ from PIL import Image, ImageDraw
 
 from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.conditioning import ControlSpec
-from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
-from nodegraph_nodes.diffusion.loader import load_checkpoint
+from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
+from nodegraph_nodes.diffusion.checkpoint_files import load_checkpoint
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import model_cache
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.cache_readers import model_cache
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.sd.controlnet import canny_edges
 from sd_fixtures import Runner, diffusers_pipeline, make_folders
 

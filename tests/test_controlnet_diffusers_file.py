@@ -15,8 +15,8 @@ from nodegraph.engine import Folders
 from nodegraph.engine.node import NodeContext
 from nodegraph_nodes.diffusion.controlnet_shapes import ControlNetShapeError, controlnet_config_from_shapes
 from nodegraph_nodes.diffusion.families import bundled_config
-from nodegraph_nodes.diffusion.loader import CheckpointError, load_controlnet
-from nodegraph_nodes.diffusion.model_cache import model_cache
+from nodegraph_nodes.diffusion.checkpoint_files import CheckpointError, load_controlnet
+from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.sd.controlnet import ControlNetLoader
 
 # Two SD1-shaped ControlNets (SD1's conv projections, 8 heads) and two SDXL-shaped ones (linear projections, 64

@@ -17,7 +17,7 @@ from nodegraph_nodes.demo.checker import colour_name
 from nodegraph_nodes.demo.evaluate import WorkflowRunner, sd1_txt2img
 from nodegraph_nodes.diffusion import preview
 from nodegraph_nodes.diffusion.families import FAMILIES
-from nodegraph_nodes.diffusion.loader import SingleFile, load_checkpoint, load_controlnet
+from nodegraph_nodes.diffusion.checkpoint_files import SingleFile, load_checkpoint, load_controlnet
 from nodegraph_nodes.diffusion.tiny import build_vae
 
 MODELS = Path(__file__).resolve().parents[1] / "demo_models"

@@ -14,11 +14,11 @@ from nodegraph_nodes.diffusion.conditioning import Conditioning
 from nodegraph_nodes.diffusion.denoiser import CFGDenoiser
 from nodegraph_nodes.diffusion.families import FAMILIES, UNET_IN_KEY, detect_family, detect_folder_family
 from nodegraph_nodes.diffusion.inpaint import latent_mask
-from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise, sample_with_sigmas
-from nodegraph_nodes.diffusion.loader import load_checkpoint
+from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise, sample_with_sigmas
+from nodegraph_nodes.diffusion.checkpoint_files import load_checkpoint
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import model_cache
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.cache_readers import model_cache
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from sampling_fixtures import tiny_sd1_pipeline
 from sd_fixtures import Runner, make_folders
 

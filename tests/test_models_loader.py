@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models_fixtures import assert_same_weights, no_network, tiny_models_root  # noqa: F401
-from nodegraph_nodes.diffusion.loader import (
+from nodegraph_nodes.diffusion.checkpoint_files import (
     CheckpointError,
     load_checkpoint,
     load_controlnet,

@@ -17,10 +17,10 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, 
 
 from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.handles import ModelHandle
-from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
-from nodegraph_nodes.diffusion.loader import load_checkpoint
+from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
+from nodegraph_nodes.diffusion.checkpoint_files import load_checkpoint
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from sd_fixtures import Runner, diffusers_pipeline, make_folders
 
 SEED, STEPS, CFG, SWITCH = 42, 10, 5.0, 8

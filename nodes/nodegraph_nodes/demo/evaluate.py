@@ -190,7 +190,7 @@ def vae_round_trip(models: Path, images: list[np.ndarray]) -> list[np.ndarray]:
     """`images` encoded and decoded by the SD1 demo checkpoint's VAE: the ceiling any sample can reach."""
     import torch
 
-    from ..diffusion.loader import load_checkpoint
+    from ..diffusion.checkpoint_files import load_checkpoint
     from .train import CHECKPOINT_NAMES
 
     vae = load_checkpoint(models / CHECKPOINT_NAMES["sd1"], dtype=torch.float32).vae

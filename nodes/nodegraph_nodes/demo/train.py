@@ -34,7 +34,7 @@ from diffusers.training_utils import EMAModel, compute_snr
 
 from ..diffusion.families import FAMILIES, Family, bundled_config
 from ..diffusion.keymap import write_controlnet_file, write_single_file, write_vae_file
-from ..diffusion.loader import load_vae
+from ..diffusion.checkpoint_files import load_vae
 from ..diffusion.preview import LatentRgb, fit_latent_rgb
 from ..diffusion.tiny import Components, build_text_encoder, build_unet, build_vae, seeded
 from ..diffusion.tokenizer import clip_tokenizer

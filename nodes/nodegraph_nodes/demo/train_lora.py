@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from safetensors.torch import save_file
 
-from ..diffusion.loader import load_checkpoint
+from ..diffusion.checkpoint_files import load_checkpoint
 from . import lora_concept
 from .train import RunningMean, encode_images, warmup_cosine
 

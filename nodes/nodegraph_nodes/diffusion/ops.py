@@ -16,7 +16,8 @@ import torch
 
 from .conditioning import Conditioning, entries, map_entries
 from .handles import ClipHandle, ClipVisionHandle, ControlNetHandle, ModelHandle, UpscaleModelHandle, VaeHandle
-from .model_cache import ModelCache, model_cache, release_memory
+from .cache_readers import model_cache
+from .model_cache import ModelCache, release_memory
 from .text_encoding import TEXT_FAMILIES, ClipTextEncoder, refiner_time_ids
 
 T = TypeVar("T")
@@ -404,10 +405,10 @@ def ksample(
     context: Any,
     **options: Any,
 ) -> torch.Tensor:
-    """KSampler / KSamplerAdvanced: `options` are ksampler.ksample's keyword arguments. Latents arrive and
+    """KSampler / KSamplerAdvanced: `options` are sampling_run.ksample's keyword arguments. Latents arrive and
     leave as raw VAE latents; the sampler works in the model's scaled latent space."""
-    from .ksampler import ksample as run_ksample
-    from .model_sampling import DiscreteModelSampling
+    from .sampling_run import ksample as run_ksample
+    from .sigma_table import DiscreteModelSampling
 
     cache = model_cache()
     sampling = DiscreteModelSampling.from_config(model.scheduler_config)
@@ -444,8 +445,8 @@ def sample_custom(
     """SamplerCustom / SamplerCustomAdvanced: returns (samples, the last denoised prediction). `guider` (a
     guidance.Guider) brings extra conditionings and its own denoiser for the dual / Perp-Neg rules; CFGGuider and
     BasicGuider take the same path as KSampler."""
-    from .ksampler import sample_with_sigmas
-    from .model_sampling import DiscreteModelSampling
+    from .sampling_run import sample_with_sigmas
+    from .sigma_table import DiscreteModelSampling
 
     cache = model_cache()
     sampling = DiscreteModelSampling.from_config(model.scheduler_config)
@@ -484,8 +485,8 @@ def sample_custom(
 
 def noise_schedule(model: ModelHandle, scheduler: str, steps: int, denoise: float, beta_schedule: str) -> torch.Tensor:
     """NoiseSchedule: sigmas for `steps` steps (denoise < 1: the tail of a longer schedule), ending in 0."""
-    from .ksampler import ksampler_sigmas
-    from .model_sampling import DiscreteModelSampling
+    from .sampling_run import ksampler_sigmas
+    from .sigma_table import DiscreteModelSampling
 
     config = dict(model.scheduler_config)
     if beta_schedule != "model":
@@ -504,8 +505,8 @@ def switch_step(model: ModelHandle, sampler_name: str, scheduler: str, steps: in
     agree at the integer cutoff), with a 1e-5 relative tolerance so that a step landing exactly on the cutoff
     counts as first stage, as in diffusers, whatever the last bits of a spacing's arithmetic.
     """
-    from .ksampler import ksampler_sigmas
-    from .model_sampling import DiscreteModelSampling
+    from .sampling_run import ksampler_sigmas
+    from .sigma_table import DiscreteModelSampling
 
     if fraction <= 0:
         return 0

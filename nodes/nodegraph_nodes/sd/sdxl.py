@@ -15,7 +15,7 @@ from typing import Any
 
 from nodegraph.engine import MAX_RESOLUTION, MAX_SEED, Combo, Float, Input, Int, Node, Output, String
 
-from .sampling import cfg_input, sampler_input, scheduler_input, steps_input
+from .sampler_nodes import cfg_input, sampler_input, scheduler_input, steps_input
 
 SWITCH_UNITS = ["step", "fraction"]
 
