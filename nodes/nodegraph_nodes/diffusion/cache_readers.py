@@ -19,7 +19,7 @@ ENCODER_NAMES = {"sd1": ("l",), "sd2": ("l",), "sd2_base": ("l",), "sdxl": ("l",
 
 
 def read_checkpoint(path: str) -> dict[str, Any]:
-    components = checkpoint_files.load_checkpoint(path)
+    components = checkpoint_files.read_checkpoint_file(path)
     if components.family not in TEXT_FAMILIES:
         raise checkpoint_files.CheckpointError(
             f"{path}: {components.family} checkpoints are recognised but not supported by the text encoder yet"
@@ -42,12 +42,12 @@ def read_checkpoint(path: str) -> dict[str, Any]:
 
 
 def read_vae(path: str) -> dict[str, Any]:
-    vae = checkpoint_files.load_vae(path)
+    vae = checkpoint_files.read_vae_file(path)
     return {"vae": vae, "info": {"family": "vae"}}
 
 
 def read_controlnet(path: str) -> dict[str, Any]:
-    controlnet = checkpoint_files.load_controlnet(path)
+    controlnet = checkpoint_files.read_controlnet_file(path)
     family = "sdxl" if getattr(controlnet.config, "addition_embed_type", None) == "text_time" else "sd1"
     return {"controlnet": controlnet, "info": {"family": family}}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable, TypeVar
 
 import torch
@@ -397,17 +398,27 @@ def _latent_options(model: ModelHandle, latent: dict[str, Any]) -> dict[str, Any
     }
 
 
-def ksample(
+def run_ksampler(
     model: ModelHandle,
     positive: Conditioning,
     negative: Conditioning,
     latent: dict[str, Any],
     context: Any,
-    **options: Any,
+    *,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    denoise: float = 1.0,
+    add_noise: bool = True,
+    start_step: int | None = None,
+    last_step: int | None = None,
+    force_full_denoise: bool = True,
 ) -> torch.Tensor:
-    """KSampler / KSamplerAdvanced: `options` are sampling_run.ksample's keyword arguments. Latents arrive and
-    leave as raw VAE latents; the sampler works in the model's scaled latent space."""
-    from .sampling_run import ksample as run_ksample
+    """KSampler / KSamplerAdvanced on a MODEL handle: the sampling itself is sampling_run.ksample (whose arguments
+    these are). Latents arrive and leave as raw VAE latents; the sampler works in the model's scaled latent space."""
+    from .sampling_run import ksample
     from .sigma_table import DiscreteModelSampling
 
     cache = model_cache()
@@ -416,15 +427,17 @@ def ksample(
     positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
     with ExitStack() as stack:
         unet = stack.enter_context(use_model(cache, model))
-        _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
+        _guard_unet(stack, unet, latent["samples"].shape, cfg, context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
         scaled = latent["samples"] * model.latent_scale
         samples = with_oom_retry(
             cache,
-            lambda: run_ksample(
-                unet, sampling, pos, neg, scaled, callback=callback, interrupt=_interrupt_check(context),
-                patches=model.cfg_patches, **_latent_options(model, latent), **options
+            lambda: ksample(
+                unet, sampling, pos, neg, scaled, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
+                scheduler=scheduler, denoise=denoise, add_noise=add_noise, start_step=start_step,
+                last_step=last_step, force_full_denoise=force_full_denoise, callback=callback,
+                interrupt=_interrupt_check(context), patches=model.cfg_patches, **_latent_options(model, latent),
             ),
         )
     if torch.equal(samples, scaled):  # no step taken (denoise 0): give the input back bit for bit
@@ -439,8 +452,13 @@ def sample_custom(
     latent: dict[str, Any],
     context: Any,
     *,
+    seed: int,
+    cfg: float,
+    sampler_name: str,
+    sigmas: torch.Tensor,
+    sampler_options: Mapping[str, Any] | None = None,
+    add_noise: bool = True,
     guider: Any = None,
-    **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SamplerCustom / SamplerCustomAdvanced: returns (samples, the last denoised prediction). `guider` (a
     guidance.Guider) brings extra conditionings and its own denoiser for the dual / Perp-Neg rules; CFGGuider and
@@ -462,7 +480,7 @@ def sample_custom(
     extra = {k: _prepare_conditionings(model, c, None, latent["samples"])[0] for k, c in extra.items()}
     with ExitStack() as stack:
         unet = stack.enter_context(use_model(cache, model))
-        _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
+        _guard_unet(stack, unet, latent["samples"].shape, cfg, context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
         extra = {k: _resolve_controls(stack, cache, c, unet, model.family) for k, c in extra.items()}
@@ -474,9 +492,10 @@ def sample_custom(
         samples = with_oom_retry(
             cache,
             lambda: sample_with_sigmas(
-                unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
+                unet, sampling, pos, neg, latent["samples"] * model.latent_scale, sigmas, seed=seed, cfg=cfg,
+                sampler_name=sampler_name, add_noise=add_noise, sampler_options=sampler_options, callback=callback,
                 interrupt=_interrupt_check(context), patches=model.cfg_patches, make_denoiser=make_denoiser,
-                **_latent_options(model, latent), **options,
+                **_latent_options(model, latent),
             ),
         )
     denoised = last["denoised"].detach().float().cpu() if "denoised" in last else samples
