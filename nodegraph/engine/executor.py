@@ -23,10 +23,11 @@ from typing import Any, Callable
 
 import networkx as nx
 
-from . import resources
 from .cache import OutputCache, node_key
 from .limits import Limits, check_link_outputs, describe, ui_size
+from .folders import Folders
 from .node import ExecutionBlocked, Interrupted, NodeContext, normalize_result, preview_method_of
+from .runtime import Runtime
 from .spec import Combo, InputError, _check_range, _Number
 from .workflow import Workflow, node_sort_key
 
@@ -124,9 +125,10 @@ def _link_checks(spec: Any) -> list[tuple[str, Any]]:
 class Executor:
     """One per process (or per device): owns the output cache and the worker thread."""
 
-    def __init__(self, env: Any = None, cache: OutputCache | None = None, previews: bool = True,
-                 limits: Limits | None = None):
-        self.env = env
+    def __init__(self, runtime: Runtime | Folders | None = None, cache: OutputCache | None = None,
+                 previews: bool = True, limits: Limits | None = None):
+        # Executors given one Runtime share its resources (the model cache); given folders, this one has its own.
+        self.runtime = Runtime.of(runtime)
         self.previews = previews
         self.limits = limits if limits is not None else Limits()
         self.cache = cache if cache is not None else OutputCache()
@@ -138,6 +140,11 @@ class Executor:
         """Stop the running workflow at the next node boundary or progress report."""
         self._interrupt.set()
 
+    @property
+    def env(self) -> Folders | None:
+        """The runtime's folders (what node classes get as `env` for fingerprints and input checks)."""
+        return self.runtime.folders
+
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
@@ -146,7 +153,7 @@ class Executor:
         give memory back, in a thread since an owner may wait for a model in use by a running node."""
         if free_memory:
             self.cache.clear()
-        owners = resources.owners()
+        owners = self.runtime.owners()
         if owners:
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: [owner.free(unload_models=unload_models, free_memory=free_memory) for owner in owners]
@@ -262,7 +269,7 @@ class Executor:
                 node.context = NodeContext(
                     node_id=nid,
                     prompt_id=prompt_id,
-                    env=self.env,
+                    runtime=self.runtime,
                     prompt=workflow.prompt,
                     extra_data=extra_data,
                     report=emit_threadsafe if not spec.cls.is_async() else emit,
