@@ -379,7 +379,7 @@ class SaveLatent(Node):
         from safetensors.torch import save_file
 
         metadata = None
-        if not self.context.env.settings.get("disable_metadata"):
+        if not self.context.runtime.settings.get("disable_metadata"):
             metadata = {"prompt": json.dumps(self.context.prompt) if self.context.prompt else ""}
             for key, value in (self.context.extra_pnginfo or {}).items():
                 metadata[key] = json.dumps(value)

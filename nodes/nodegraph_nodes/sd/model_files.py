@@ -30,7 +30,7 @@ def _configs(env: Any) -> list[str]:
 
 def _metadata(context: Any, **extra: str) -> dict[str, str]:
     """ComfyUI's safetensors metadata for saved models: the prompt and each extra_pnginfo entry as JSON."""
-    if context.env.settings.get("disable_metadata"):
+    if context.runtime.settings.get("disable_metadata"):
         return {}
     out = dict(extra)
     out["prompt"] = json.dumps(context.prompt) if context.prompt else ""
