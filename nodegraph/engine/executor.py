@@ -358,7 +358,7 @@ class _Run:
             node_type=spec.class_type,
             executed=result.cached + result.executed,
             traceback=traceback_of(exc),
-            current_inputs={name: [_short_repr(value)] for name, value in kwargs.items()},
+            current_inputs={name: [describe(value, 200)] for name, value in kwargs.items()},
             current_outputs=result.values,
         )
         self.emit("execution_error", result.error)
@@ -394,6 +394,3 @@ class _Run:
             preview_method=self.preview_method,
         )
 
-
-def _short_repr(value: Any, limit: int = 200) -> str:
-    return describe(value, limit)

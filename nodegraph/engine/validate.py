@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-import networkx as nx
-
-from .errors import validation_error, validation_response
+from .errors import validation_error as _error
+from .errors import validation_response
 from .node import Node
 from .registry import NodeRegistry
 from .spec import Input, InputError
 from .workflow import Link, NodeSpec, Workflow, is_link, node_sort_key, run_order, unwrap_literal
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass
@@ -40,9 +42,6 @@ class ValidationResult:
 MAX_CYCLE_LISTED = 20  # nodes named in a cycle error; the error gives the cycle's full length
 MAX_DETAILS_LISTED = 20  # problems spelled out in the top-level error's details; every one is in node_errors
 MAX_ECHOED_CHOICES = 20  # as ComfyUI: longer combo lists are not echoed back in errors
-
-_error = validation_error
-
 
 def _title(node: Any, class_type: str | None, cls: type[Node] | None) -> str:
     meta = node.get("_meta") if isinstance(node, dict) else None
@@ -82,7 +81,7 @@ def validate_prompt(
     specs = check.check_nodes(graph)
     check.check_cycles(graph)
     good_outputs = check.surviving_outputs(graph, outputs)
-    return check.result(graph, specs, good_outputs)
+    return check.result(specs, good_outputs)
 
 
 class _Validation:
@@ -96,6 +95,7 @@ class _Validation:
         self.missing: list[dict[str, Any]] = []  # unknown node types: the first one is the top-level error
         self.classes: dict[str, type[Node]] = {}
         self.raw_nodes: dict[str, dict[str, Any]] = {}
+        self.needs: dict[str, set[str]] = {}  # output id -> the nodes it needs, itself included
 
     def add_errors(self, nid: str, class_type: str | None, errors: list[dict[str, Any]]) -> None:
         entry = self.node_errors.setdefault(nid, {"errors": [], "dependent_outputs": [], "class_type": class_type})
@@ -150,6 +150,8 @@ class _Validation:
     def needed_graph(self, outputs: list[str]) -> nx.DiGraph:
         """The nodes the outputs need, following links (also into unknown or invalid nodes, to attribute
         failures)."""
+        import networkx as nx  # here, not at the top: it is most of the engine's import time
+
         graph = nx.DiGraph()
         needed: set[str] = set()
         stack = list(outputs)
@@ -184,6 +186,8 @@ class _Validation:
         return specs
 
     def check_cycles(self, graph: nx.DiGraph) -> None:
+        import networkx as nx
+
         for component in nx.strongly_connected_components(graph):
             if len(component) == 1:
                 (only,) = component
@@ -208,9 +212,12 @@ class _Validation:
 
     def surviving_outputs(self, graph: nx.DiGraph, outputs: list[str]) -> list[str]:
         """The outputs none of whose needed nodes failed; each failing node lists the outputs it takes down."""
+        import networkx as nx
+
         good_outputs = []
         for out in outputs:
-            failing = [nid for nid in nx.ancestors(graph, out) | {out} if nid in self.node_errors]
+            self.needs[out] = nx.ancestors(graph, out) | {out}
+            failing = [nid for nid in self.needs[out] if nid in self.node_errors]
             if failing:
                 for nid in failing:
                     self.node_errors[nid]["dependent_outputs"].append(out)
@@ -220,12 +227,12 @@ class _Validation:
 
     # --- the answer ----------------------------------------------------------------------------------------------
 
-    def result(self, graph: nx.DiGraph, specs: dict[str, NodeSpec], good_outputs: list[str]) -> ValidationResult:
+    def result(self, specs: dict[str, NodeSpec], good_outputs: list[str]) -> ValidationResult:
         if self.missing:
             return ValidationResult(None, self.missing[0], self.node_errors)
         if not good_outputs:
             return ValidationResult(None, self._failed_outputs_error(), self.node_errors)
-        keep = set().union(*(nx.ancestors(graph, out) | {out} for out in good_outputs))
+        keep = set().union(*(self.needs[out] for out in good_outputs))
         nodes = {nid: specs[nid] for nid in keep}
         workflow = Workflow(nodes=nodes, outputs=good_outputs, prompt=self.prompt, order=run_order(nodes))
         return ValidationResult(workflow, None, self.node_errors)
