@@ -1,8 +1,12 @@
-"""Runs a validated workflow: cache lookup, topological order, node work off the event loop, events.
+"""Runs a validated workflow: cache lookup, node work off the event loop, events.
 
-Order guarantees: a node runs after every node it takes a link from, and only nodes that an output needs (and
-that are not cached) run. Among independent nodes the order is a deterministic topological order with node ids as
-the tie-break; nothing else is promised, so clients must not rely on one independent branch running first.
+Validation plans the run (`Workflow.order`, see `workflow.run_order`): a node runs after every node it takes a link
+from, and only nodes that an output needs (and that are not cached) run. Among independent nodes the order is a
+deterministic topological order with node ids as the tie-break; nothing else is promised, so clients must not rely
+on one independent branch running first.
+
+A run is three kinds of step: `Executor.run` (keys, cache, the loop over the plan), `Executor._run_node` (one node)
+and the reports of `_Run` (events and the `RunResult`).
 
 Events (ComfyUI's message names, docs/compat.md §2.3) go to the `on_event(event, data)` callback on the event loop's
 thread: execution_start, execution_cached, executing, progress, preview, executed, execution_success,
