@@ -16,12 +16,14 @@ from typing import Any
 
 NodeInfo = Callable[[str], dict | None]
 """Returns the ``object_info`` record of a node class, or None when that class is not installed."""
+
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
 # Old frontends added the control widget by input name, before object_info declared it.
 LEGACY_SEED_NAMES = frozenset({"seed", "noise_seed"})
 
-MISSING = object()
+MISSING = object()  # "no value": a widget without a default, or a value the file does not hold
+
 
 @dataclass(frozen=True)
 class WidgetSlot:
