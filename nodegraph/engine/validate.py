@@ -5,7 +5,8 @@ at an existing node and output of a compatible type, literals coerce to their ty
 node's own `check_inputs` passes, and no node depends on itself through a cycle. Each error names the node, its
 class, the input, what was expected and what was received; each failing node lists the outputs it takes down.
 Outputs whose dependencies are all valid are kept (`ValidationResult.workflow.outputs`); the result is an error
-only when no output survives, or when a node type is unknown.
+only when no output survives, or when a node type is unknown. A valid result is also the run's plan: the
+`Workflow` holds only the nodes the kept outputs need, and the order to run them in (`workflow.run_order`).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class ValidationResult:
 MAX_CYCLE_LISTED = 20  # nodes named in a cycle error; the error gives the cycle's full length
 MAX_DETAILS_LISTED = 20  # problems spelled out in the top-level error's details; every one is in node_errors
 MAX_ECHOED_CHOICES = 20  # as ComfyUI: longer combo lists are not echoed back in errors
+
 
 def _title(node: Any, class_type: str | None, cls: type[Node] | None) -> str:
     meta = node.get("_meta") if isinstance(node, dict) else None
