@@ -116,8 +116,8 @@ def test_single_file_round_trip(source, models_root):
     bit: a projection class embedding on the SD2 UNet and the embedded image encoder."""
     from safetensors import safe_open
 
-    from nodegraph_nodes.diffusion.loader import load_checkpoint
-    from nodegraph_nodes.diffusion.loaders import read_checkpoint
+    from nodegraph_nodes.diffusion.cache_readers import read_checkpoint
+    from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file as load_checkpoint
     from models_fixtures import assert_same_weights
 
     path = models_root / "checkpoints" / NAME
@@ -175,8 +175,8 @@ def test_parity_with_stable_unclip_img2img_pipeline(source):
 
     from nodegraph_nodes.diffusion.clip_vision import encode_image
     from nodegraph_nodes.diffusion.families import bundled_config
-    from nodegraph_nodes.diffusion.ksampler import ksample, ksampler_sigmas, prepare_noise
-    from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+    from nodegraph_nodes.diffusion.sampling_run import ksample, ksampler_sigmas, prepare_noise
+    from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 
     steps, cfg, aug = 8, 6.0, 0.1
     width = source.clip_vision.config.projection_dim
@@ -244,10 +244,8 @@ def test_nodes_end_to_end(models_root, tmp_path):
     """unCLIPCheckpointLoader -> CLIPVisionEncode -> unCLIPConditioning -> KSampler: the image conditioning changes
     the result; strength 0 returns the conditioning unchanged (as ComfyUI), so equals the plain prompt; the loader's
     CLIP_VISION is the checkpoint's encoder; ImageOnlyCheckpointLoader gives the same model, encoder and VAE."""
-    from nodegraph_nodes.diffusion.model_cache import model_cache
     from sd_fixtures import Runner, make_folders
 
-    model_cache({"device": "cpu"}).free(unload_models=True)
     runner = Runner(make_folders(tmp_path, models_root))
     on = runner.run(_workflow()).values
     off = runner.run(_workflow(strength=0.0)).values
@@ -298,7 +296,7 @@ def test_sdxl_revision_replaces_the_pooled_embedding():
     image embedding (the ADM vector's first half; several images merged at noise augmentation 0, not 0.05); the
     cross-attention tokens stay; without unCLIP the pooled embedding is the text's."""
     from nodegraph_nodes.diffusion.denoiser import CFGDenoiser
-    from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+    from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
     from nodegraph_nodes.diffusion.tiny import tiny_sdxl
     from diffusers import DDPMScheduler
 

@@ -99,7 +99,7 @@ def config_from_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
 def load_style_model(path: str | Path) -> StyleAdapter:
     """A style model from a .safetensors file or a pickle (.pth, read with torch's weights-only unpickler, as
     ComfyUI does: the published style model is a .pth)."""
-    from .loader import _assemble, _empty
+    from .checkpoint_files import _assemble, _empty
     from .weights_files import WeightsFileError, load_state_dict
 
     path = Path(path)

@@ -1,6 +1,6 @@
 """The CLIP image encoder inside an unCLIP checkpoint (see unclip.py), read for the model cache's checkpoint reader.
 
-Kept out of loader.py and unclip.py so that neither needs the other's imports: the cache's reader (loaders.py) asks
+Kept out of checkpoint_files.py and unclip.py so that neither needs the other's imports: the cache's reader (cache_readers.py) asks
 for it after reading the checkpoint's other parts.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ def read_embedded_clip_vision(path: str | Path, dtype: torch.dtype | None = None
 
     from .clip_vision import config_from_shapes
     from .keymap import METADATA_KEY
-    from .loader import SingleFile, _assemble, _empty
+    from .checkpoint_files import SingleFile, _assemble, _empty
 
     path = Path(path)
     if path.is_dir():

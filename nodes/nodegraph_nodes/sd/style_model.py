@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from nodegraph.engine import Combo, Float, Input, Node, Output
 
-from .loading import _file_fingerprint, _models
+from .loader_nodes import _file_fingerprint, _models
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,10 @@ class StyleModelLoader(Node):
         return _file_fingerprint(env, "style_models", style_model_name)
 
     def execute(self, style_model_name: str) -> tuple[Any]:
-        from ..diffusion.model_cache import model_cache
+        from ..diffusion.cache_readers import model_cache
 
         env = self.context.env
-        cache = model_cache(env.settings)
+        cache = model_cache(self.context.runtime)
         path = env.model_path("style_models", style_model_name)
         ref = cache.refs(path, "style_model", ("style_model",))["style_model"]
         cache.preload(ref)  # read now, so that a file that is not a style model fails in this node
@@ -61,9 +61,9 @@ class StyleModelApply(Node):
     def execute(self, conditioning: Any, style_model: Any, clip_vision_output: Any, strength: float,
                 strength_type: str) -> tuple[Any]:
         from ..diffusion import style_model as library
-        from ..diffusion.model_cache import model_cache
+        from ..diffusion.cache_readers import model_cache
 
-        with model_cache().use(style_model.ref) as model:
+        with model_cache(self.context.runtime).use(style_model.ref) as model:
             tokens = library.style_tokens(model, clip_vision_output.last_hidden_state)
         return (library.apply(conditioning, tokens, strength, strength_type),)
 

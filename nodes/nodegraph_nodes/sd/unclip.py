@@ -6,20 +6,20 @@ from typing import Any
 
 from nodegraph.engine import Combo, Float, Input, Node, Output
 
-from .loading import _file_fingerprint, _models, _with_embeddings
+from .loader_nodes import _file_fingerprint, _models, _with_embeddings
 
 
-def _load(env: Any, ckpt_name: str, node: str) -> tuple[Any, Any, Any, Any]:
+def _load(runtime: Any, env: Any, ckpt_name: str, node: str) -> tuple[Any, Any, Any, Any]:
     """(MODEL, CLIP, VAE, CLIP_VISION) of a checkpoint that carries a CLIP image encoder. The file is read once for
     Load Checkpoint and these loaders alike (the same model cache entries)."""
     from ..diffusion import ops
+    from ..diffusion.cache_readers import model_cache
     from ..diffusion.handles import ClipVisionHandle
-    from ..diffusion.model_cache import model_cache
     from ..diffusion.unclip import VISION_PREFIX
 
     path = env.model_path("checkpoints", ckpt_name)
-    model, clip, vae = ops.load_checkpoint(path, env.settings)
-    cache = model_cache(env.settings)
+    model, clip, vae = ops.load_checkpoint(runtime, path)
+    cache = model_cache(runtime)
     refs = cache.refs(path, "checkpoint", ("info", "clip_vision"))
     with cache.use(refs["info"]) as info:
         if not info.get("clip_vision"):
@@ -43,7 +43,7 @@ class unCLIPCheckpointLoader(Node):  # noqa: N801 (ComfyUI's class name)
         return _file_fingerprint(env, "checkpoints", ckpt_name)
 
     def execute(self, ckpt_name: str) -> tuple[Any, Any, Any, Any]:
-        return _load(self.context.env, ckpt_name, "unCLIPCheckpointLoader")
+        return _load(self.context.runtime, self.context.env, ckpt_name, "unCLIPCheckpointLoader")
 
 
 class ImageOnlyCheckpointLoader(Node):
@@ -60,7 +60,7 @@ class ImageOnlyCheckpointLoader(Node):
         return _file_fingerprint(env, "checkpoints", ckpt_name)
 
     def execute(self, ckpt_name: str) -> tuple[Any, Any, Any]:
-        model, _clip, vae, clip_vision = _load(self.context.env, ckpt_name, "ImageOnlyCheckpointLoader")
+        model, _clip, vae, clip_vision = _load(self.context.runtime, self.context.env, ckpt_name, "ImageOnlyCheckpointLoader")
         return model, clip_vision, vae
 
 
