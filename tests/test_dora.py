@@ -138,3 +138,19 @@ def test_peft_dora_parity_on_a_tiny_unet(tmp_path):
         original = base.get_submodule(name).weight.detach()
         torch.testing.assert_close(ours.get_submodule(name).weight.detach(), original + 0.5 * (weight - original),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_dora_scale_on_loha_and_lokr_layers():
+    """ComfyUI decomposes LoHa and LoKr layers with a dora_scale the same way (their change in place of up @ down)."""
+    g = torch.Generator().manual_seed(5)
+    weight = torch.randn(6, 4, generator=g)
+    scale = torch.rand(1, 4, generator=g) + 0.5
+    w1a, w1b, w2a, w2b = (torch.randn(s, generator=g) for s in ((6, 2), (2, 4), (6, 2), (2, 4)))
+    loha = Adapter("h", {"hada_w1_a": w1a, "hada_w1_b": w1b, "hada_w2_a": w2a, "hada_w2_b": w2b,
+                         "alpha": torch.tensor(1.0), "dora_scale": scale})
+    torch.testing.assert_close(weight + loha.change(weight, 0.6), _comfy_weight_decompose(
+        scale, weight, (w1a @ w1b) * (w2a @ w2b), 1.0 / 2, 0.6), rtol=1e-6, atol=1e-6)
+    k1, k2 = torch.randn(2, 2, generator=g), torch.randn(3, 2, generator=g)
+    lokr = Adapter("k", {"lokr_w1": k1, "lokr_w2": k2, "dora_scale": torch.rand(6, 1, generator=g) + 0.5})
+    torch.testing.assert_close(weight + lokr.change(weight, 1.0), _comfy_weight_decompose(
+        lokr.tensors["dora_scale"], weight, torch.kron(k1, k2), 1.0, 1.0), rtol=1e-6, atol=1e-6)
