@@ -68,10 +68,6 @@ class Job:
         return self.item.prompt_id
 
     @property
-    def prompt(self) -> dict[str, Any]:
-        return self.item.prompt
-
-    @property
     def client(self) -> str | None:
         """The websocket client its messages go to (None: broadcast to every client)."""
         return self.item.extra_data.get("client_id") or None
@@ -128,10 +124,6 @@ class JobQueue:
 
     def next_number(self, front: bool) -> int:
         return self.store.next_number(front)
-
-    def contains(self, prompt_id: str) -> bool:
-        """Whether the id is queued, being queued, or running (the history is checked by `enqueue`)."""
-        return self.store.contains(prompt_id)
 
     def remaining(self) -> int:
         return self.store.queue_remaining()

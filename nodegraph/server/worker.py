@@ -1,5 +1,5 @@
-"""The prompt worker: takes queued prompts in order, runs them on the executor backend and turns engine events into
-websocket messages.
+"""The prompt worker: takes jobs from the queue (nodegraph/jobs.py) in order, runs them on the executor backend and
+turns engine events into websocket messages.
 
 The backend decides how many prompts run at once (`executors.py`): the local executor runs one at a time in this
 process (node work on its own thread, so the server keeps answering); the Ray pool runs one per worker actor. Engine
