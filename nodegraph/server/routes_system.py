@@ -129,7 +129,7 @@ def _system_stats(state: Any) -> dict[str, Any]:
             "output_cache": state.executor.cache.stats() if state.executor is not None else None,
             "executor": state.backend.stats(),
             "resources": {owner.name: owner.stats() for owner in resources.owners()},
-            "queue_remaining": state.store.queue_remaining(),
+            "queue_remaining": state.queue.remaining(),
             "max_history": state.config.max_history,
         },
     }
