@@ -15,7 +15,7 @@ from .status import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, fail
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..engine import Executor, default_registry, format_validation, validate_prompt
+    from ..engine import Executor, Runtime, default_registry, format_validation, validate_prompt
     from ..warmup import import_modules
 
     env = make_folders(args)
@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = _Progress(result.workflow, enabled=not args.quiet and not args.json)
     # torch & co. first, timed on their own (not inside the first model node's time); Ctrl+C here quits at once
     imports = import_modules(registry.warm_imports(spec.class_type for spec in result.workflow.nodes.values()))
-    executor = Executor(env, previews=False)
+    executor = Executor(Runtime(env), previews=False)
     run = asyncio.run(_run_interruptible(executor, result.workflow, extra_data, progress.on_event))
     progress.close()
     if not args.quiet and not args.json and run.timings:

@@ -89,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return fail(f"--frontend {args.frontend}: {exc}", EXIT_INVALID)
     folders = make_folders(args)
     if concurrency > 1:
-        folders.settings["max_batch"] = args.max_batch  # read by the model cache (diffusion/model_cache.py)
+        folders.settings["max_batch"] = args.max_batch  # read by the model cache (Runtime.max_batch)
     config = ServerConfig(
         folders=folders,
         data_dir=args.data_dir,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from ..engine.executor import now_ms
+from ..engine.errors import execution_error, now_ms
 from ..jobs import DuplicatePrompt, QueueItem
 
 T = TypeVar("T")
@@ -168,18 +168,8 @@ class Store:
     def _record_server_stopped(self, prompt_id: str, start_time: int | None, node_id: str | None = None,
                                node_type: str | None = None) -> None:
         stamp = now_ms()
-        error = {
-            "prompt_id": prompt_id,
-            "node_id": node_id,
-            "node_type": node_type,
-            "executed": [],
-            "exception_message": SERVER_STOPPED,
-            "exception_type": "ServerStopped",
-            "traceback": [],
-            "current_inputs": {},
-            "current_outputs": [],
-            "timestamp": stamp,
-        }
+        error = execution_error(SERVER_STOPPED, "ServerStopped", node_id=node_id, node_type=node_type,
+                                prompt_id=prompt_id, timestamp=stamp)
         messages = []
         if start_time is not None:
             messages.append(["execution_start", {"prompt_id": prompt_id, "timestamp": start_time}])
