@@ -24,7 +24,7 @@ from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.conditioning import ControlSpec
 from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.loader import load_checkpoint
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from nodegraph_nodes.sd.controlnet import canny_edges

@@ -10,7 +10,7 @@ import torch
 from nodegraph.engine import default_registry
 from nodegraph_nodes.diffusion import guidance, schedules
 from nodegraph_nodes.diffusion.denoiser import apply_cfg
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from nodegraph_nodes.sd import custom_sampling as cs

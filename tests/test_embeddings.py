@@ -8,7 +8,7 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
 from nodegraph_nodes.diffusion.embeddings import EmbeddingLibrary, split_embeddings
 from nodegraph_nodes.diffusion.loader import load_checkpoint
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.text_encoding import SD1, SDXL, ClipTextEncoder
 from sd_fixtures import Runner, make_folders, txt2img

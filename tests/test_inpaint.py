@@ -16,7 +16,7 @@ from nodegraph_nodes.diffusion.families import FAMILIES, UNET_IN_KEY, detect_fam
 from nodegraph_nodes.diffusion.inpaint import latent_mask
 from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise, sample_with_sigmas
 from nodegraph_nodes.diffusion.loader import load_checkpoint
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from sampling_fixtures import tiny_sd1_pipeline

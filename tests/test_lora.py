@@ -13,7 +13,7 @@ from nodegraph.engine import default_registry
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.loader import load_checkpoint
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.lora import Adapter, LoraError, match, parse_lora, read_lora_file
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
@@ -293,7 +293,7 @@ def test_loha_and_lokr_files_patch_the_layers_they_name(models_root):
 def test_comfyui_layout_with_original_unet_paths(models_root):
     """ComfyUI's own LoRA files name UNet layers by their original path under `diffusion_model.`."""
     from nodegraph_nodes.diffusion.keymap import unet_to_original
-    from nodegraph_nodes.diffusion.tiny_lora import lora_layers
+    from nodegraph_testmodels.lora import lora_layers
 
     components = load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors")
     config = dict(components.unet.config)

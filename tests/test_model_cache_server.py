@@ -7,7 +7,7 @@ import torch
 from aiohttp.test_utils import TestClient, TestServer
 
 from nodegraph.server import create_app
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import ModelCache, model_cache
 from nodegraph_nodes.diffusion.ops import OutOfMemory, with_oom_retry
 from sd_fixtures import txt2img

@@ -19,7 +19,7 @@ from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.handles import ModelHandle
 from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.loader import load_checkpoint
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from sd_fixtures import Runner, diffusers_pipeline, make_folders
 
