@@ -205,7 +205,7 @@ def example_edges(images: list[np.ndarray]) -> list[np.ndarray]:
     """What the ControlNet example's Canny node makes of `images` (for the grid)."""
     import torch
 
-    from nodegraph_nodes.sd.controlnet import canny_edges
+    from nodegraph_nodes.diffusion.image_ops import canny_edges
 
     canny = next(n for n in example("controlnet_canny").values() if n["class_type"] == "Canny")["inputs"]
     pixels = torch.from_numpy(np.stack(images).astype(np.float32) / 255.0)

@@ -38,7 +38,7 @@ from nodegraph_nodes.diffusion.loader import load_vae
 from nodegraph_nodes.diffusion.preview import LatentRgb, fit_latent_rgb
 from nodegraph_nodes.diffusion.tiny import Components, build_text_encoder, build_unet, build_vae, seeded
 from nodegraph_nodes.diffusion.tokenizer import clip_tokenizer
-from nodegraph_nodes.sd.controlnet import canny_edges
+from nodegraph_nodes.diffusion.image_ops import canny_edges
 from . import dataset
 
 VOCAB_SIZE = 4096  # the first 3582 CLIP merges: every caption word is tokenised exactly as full CLIP does

@@ -1,4 +1,4 @@
-"""Image and latent tensor helpers: loading, PIL conversion, resizing (ComfyUI's methods), center crops.
+"""Image and latent tensor helpers: loading, PIL conversion, resizing (ComfyUI's methods), center crops, masks, edges.
 
 IMAGE tensors are float32 [B, H, W, 3] in 0..1; MASK tensors [B, H, W]; latents [B, C, h, w].
 """
@@ -190,3 +190,26 @@ def grow_mask(mask: torch.Tensor, expand: int, tapered_corners: bool) -> torch.T
             result = view if result is None else reduce(result, view)
         out = result
     return out.clone()
+
+
+def canny_edges(image: torch.Tensor, low_threshold: float, high_threshold: float) -> torch.Tensor:
+    """Canny edges of IMAGE [B, H, W, 3] in 0..1 as an IMAGE of 0/1 with the edges in all three channels.
+
+    The thresholds are ComfyUI's (0..1, on the gradient magnitude of the 0..1 grayscale image with unnormalised
+    3x3 Sobel filters after a 5x5 Gaussian blur of sigma 1, L2 norm), computed with OpenCV: the blurred image's
+    gradients are taken at the 0..255 scale, where those thresholds are 255 times larger, and handed to cv2.Canny,
+    which does the non-maximum suppression and the hysteresis.
+    """
+    import cv2  # here, not at the top: of the image ops only this one needs OpenCV
+
+    out = []
+    for frame in image.detach().float().cpu().numpy():
+        gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) * 255.0
+        blurred = cv2.GaussianBlur(gray, (5, 5), 1.0, borderType=cv2.BORDER_REFLECT)
+        dx, dy = (
+            np.rint(cv2.Sobel(blurred, cv2.CV_32F, ox, oy, ksize=3, borderType=cv2.BORDER_REPLICATE)).astype(np.int16)
+            for ox, oy in ((1, 0), (0, 1))
+        )
+        edges = cv2.Canny(dx, dy, low_threshold * 255.0, high_threshold * 255.0, L2gradient=True)
+        out.append(torch.from_numpy(edges > 0).float())
+    return torch.stack(out)[..., None].repeat(1, 1, 1, 3)
