@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from nodegraph.engine import Executor, NullCache, default_registry, validate_prompt  # noqa: E402
 from nodegraph_testmodels.files import make_tiny_models  # noqa: E402
-from nodegraph_nodes.diffusion.model_cache import model_cache  # noqa: E402
+from nodegraph_nodes.diffusion.cache_readers import model_cache  # noqa: E402
 from sd_fixtures import make_folders, txt2img  # noqa: E402
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from nodegraph_testmodels.upscale import TinyRRDBNet
+
 from .dataset import images_and_captions
 
 FILE = "upscale_models/nodegraph-demo-esrgan-2x.safetensors"

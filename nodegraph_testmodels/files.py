@@ -2,15 +2,16 @@
 
 Random weights from the configs in nodegraph_nodes/diffusion/tiny.py, written through the same writers (keymap,
 split_layout, clip_vision, and this package's lora and upscale) that describe the layouts people publish, so every
-loading path runs on them. Kept out of the node packs, whose loaders only read files: the readers need none of this.
+loading path runs on them. Kept out of the node packs, whose loaders (checkpoint_files.py, ...) only read files:
+the readers need none of this.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from nodegraph_nodes.diffusion.checkpoint_files import write_diffusers_folder
 from nodegraph_nodes.diffusion.keymap import write_controlnet_file, write_single_file, write_vae_file
-from nodegraph_nodes.diffusion.loader import write_diffusers_folder
 from nodegraph_nodes.diffusion.tiny import (
     TINY_VAE,
     Components,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from nodegraph.server import create_app
 from nodegraph_testmodels.files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import model_cache
+from nodegraph_nodes.diffusion.cache_readers import model_cache
 from sd_fixtures import txt2img
 from server_fixtures import finished, make_config, messages_until, open_ws
 

@@ -15,8 +15,8 @@ from nodegraph.engine import Folders
 from nodegraph.engine.node import NodeContext
 from nodegraph_nodes.diffusion.controlnet_shapes import ControlNetShapeError, controlnet_config_from_shapes
 from nodegraph_nodes.diffusion.families import bundled_config
-from nodegraph_nodes.diffusion.loader import CheckpointError, load_controlnet
-from nodegraph_nodes.diffusion.model_cache import model_cache
+from nodegraph_nodes.diffusion.checkpoint_files import CheckpointError, read_controlnet_file
+from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.sd.controlnet import ControlNetLoader
 
 # Two SD1-shaped ControlNets (SD1's conv projections, 8 heads) and two SDXL-shaped ones (linear projections, 64
@@ -145,4 +145,4 @@ def test_heads_that_the_convention_cannot_give_are_refused_clearly(tmp_path):
         controlnet_config_from_shapes(shapes)
     model.save_pretrained(tmp_path / "odd")
     with pytest.raises(CheckpointError, match="a ControlNet with diffusers keys, but the number of attention heads"):
-        load_controlnet(tmp_path / "odd" / "diffusion_pytorch_model.safetensors")
+        read_controlnet_file(tmp_path / "odd" / "diffusion_pytorch_model.safetensors")

@@ -10,7 +10,7 @@ from nodegraph.engine import Interrupted
 from nodegraph_nodes.diffusion.denoiser import interruptible
 from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.memory import WorkTooLarge, check_unet_fits, unet_call_bytes
-from nodegraph_nodes.diffusion.model_cache import model_cache
+from nodegraph_nodes.diffusion.cache_readers import model_cache
 from sd_fixtures import Runner, make_folders, txt2img
 
 

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nodegraph.engine.resources import owners
-from nodegraph_nodes.diffusion.model_cache import FileIdentity, ModelCache, model_cache, module_nbytes
+from nodegraph_nodes.diffusion.cache_readers import model_cache
+from nodegraph_nodes.diffusion.model_cache import FileIdentity, ModelCache, module_nbytes
 
 MB = 1 << 20
 

@@ -15,9 +15,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from nodegraph_nodes.diffusion.keymap import write_single_file
-from nodegraph_nodes.diffusion.loader import load_checkpoint
+from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
 from nodegraph_testmodels.files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import model_cache
+from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.split_files import (
     detect_unet_family,
     read_text_encoder_file,
@@ -344,7 +344,7 @@ def test_checkpoint_save_round_trips_through_load_checkpoint(runner, tmp_path):
     run = runner.run(prompt, extra_data={"extra_pnginfo": {"workflow": {"nodes": []}}})
     assert run.status == "success", run.error
     path = tmp_path / "output" / "checkpoints" / "saved_00001_.safetensors"
-    loaded, built = load_checkpoint(path), tiny_sd1(0)
+    loaded, built = read_checkpoint_file(path), tiny_sd1(0)
     for a, b in zip(loaded.models(), built.models(), strict=True):
         assert_same_weights(a, b)
     with safe_open(str(path), "pt") as f:
@@ -361,7 +361,7 @@ def test_saved_merge_reloads_as_the_merge(runner, tmp_path):
     prompt["4"] = {"class_type": "CheckpointSave", "inputs": {
         "model": ["3", 0], "clip": ["1", 1], "vae": ["1", 2], "filename_prefix": "checkpoints/merged"}}
     assert runner.run(prompt).status == "success"
-    loaded = load_checkpoint(tmp_path / "output" / "checkpoints" / "merged_00001_.safetensors")
+    loaded = read_checkpoint_file(tmp_path / "output" / "checkpoints" / "merged_00001_.safetensors")
     reference = expected(0.4, 0.6, tiny_sd1(0).unet, tiny_sd1(1).unet)
     assert_weights(loaded.unet.state_dict(), reference)
 
@@ -476,7 +476,7 @@ def test_v_prediction_checkpoint_save_is_marked_and_reloads(runner, tmp_path):
     path = tmp_path / "output" / "checkpoints" / "v_00001_.safetensors"
     with safe_open(str(path), "pt") as f:
         assert "v_pred" in f.keys() and f.metadata()["modelspec.predict_key"] == "v"
-    loaded, built = load_checkpoint(path), tiny_sd2(0)
+    loaded, built = read_checkpoint_file(path), tiny_sd2(0)
     assert loaded.family == "sd2" and loaded.scheduler_config["prediction_type"] == "v_prediction"
     for a, b in zip(loaded.models(), built.models(), strict=True):
         assert_same_weights(a, b)

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from nodegraph_testmodels.files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import model_cache
+from nodegraph_nodes.diffusion.cache_readers import model_cache
 from sd_fixtures import Runner, make_folders, txt2img
 
 

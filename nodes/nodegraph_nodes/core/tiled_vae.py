@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from ..diffusion.model_cache import model_cache
+from ..diffusion.cache_readers import model_cache
 from ..diffusion.ops import with_oom_retry
 
 

@@ -12,7 +12,8 @@ from typing import Any, Mapping
 
 from . import derived
 from .handles import ClipHandle, ModelHandle, VaeHandle
-from .model_cache import FileIdentity, model_cache
+from .cache_readers import model_cache
+from .model_cache import FileIdentity
 
 # The CLIP a set of text encoders makes, by loader type and the encoders' kinds (sorted): the family whose text
 # conditioning it gives. ComfyUI's stable_diffusion type picks by the file: CLIP-L -> SD1, OpenCLIP-H -> SD2,
@@ -56,7 +57,7 @@ def load_clip(paths: list[Path], clip_type: str, settings: dict[str, Any]) -> Cl
         )
     family, order = CLIP_RECIPES[key]
     by_kind = dict(zip(kinds, paths))
-    from .loaders import ENCODER_NAMES
+    from .cache_readers import ENCODER_NAMES
 
     names = ENCODER_NAMES[family]  # the names the text encoder code uses for this family's encoders
     inputs = tuple(FileIdentity.of(by_kind[k]) for k in order)
@@ -124,7 +125,7 @@ def save_checkpoint(model: ModelHandle, clip: ClipHandle, vae: VaeHandle, path: 
 
     from .families import FAMILIES
     from .keymap import _config_dict, checkpoint_state_dict
-    from .loaders import ENCODER_NAMES
+    from .cache_readers import ENCODER_NAMES
     from .split_layout import save
     from .tiny import Components
     from .tokenizer import tokenizer_spec
@@ -171,7 +172,7 @@ def save_unet(model: ModelHandle, path: Path, metadata: Mapping[str, str]) -> Pa
 def save_clip(clip: ClipHandle, next_path: Any, filename_prefix: str, metadata: Mapping[str, str]) -> list[Path]:
     """One file per text encoder, `<prefix>_clip_l`, `_clip_h`, `_clip_g` as ComfyUI's CLIPSave names them.
     `next_path(prefix)` gives the file for a prefix (the output folder's counter)."""
-    from .loaders import ENCODER_NAMES
+    from .cache_readers import ENCODER_NAMES
     from .split_layout import FAMILY_ENCODER_KINDS, write_text_encoder_file
 
     _no_patches("CLIPSave", clip=clip)

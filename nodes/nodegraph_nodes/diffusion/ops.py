@@ -10,13 +10,15 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable, TypeVar
 
 import torch
 
 from .conditioning import Conditioning, entries, map_entries
 from .handles import ClipHandle, ClipVisionHandle, ControlNetHandle, ModelHandle, UpscaleModelHandle, VaeHandle
-from .model_cache import ModelCache, model_cache, release_memory
+from .cache_readers import model_cache
+from .model_cache import ModelCache, release_memory
 from .text_encoding import TEXT_FAMILIES, ClipTextEncoder, refiner_time_ids
 
 T = TypeVar("T")
@@ -396,18 +398,28 @@ def _latent_options(model: ModelHandle, latent: dict[str, Any]) -> dict[str, Any
     }
 
 
-def ksample(
+def run_ksampler(
     model: ModelHandle,
     positive: Conditioning,
     negative: Conditioning,
     latent: dict[str, Any],
     context: Any,
-    **options: Any,
+    *,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    denoise: float = 1.0,
+    add_noise: bool = True,
+    start_step: int | None = None,
+    last_step: int | None = None,
+    force_full_denoise: bool = True,
 ) -> torch.Tensor:
-    """KSampler / KSamplerAdvanced: `options` are ksampler.ksample's keyword arguments. Latents arrive and
-    leave as raw VAE latents; the sampler works in the model's scaled latent space."""
-    from .ksampler import ksample as run_ksample
-    from .model_sampling import DiscreteModelSampling
+    """KSampler / KSamplerAdvanced on a MODEL handle: the sampling itself is sampling_run.ksample (whose arguments
+    these are). Latents arrive and leave as raw VAE latents; the sampler works in the model's scaled latent space."""
+    from .sampling_run import ksample
+    from .sigma_table import DiscreteModelSampling
 
     cache = model_cache()
     sampling = DiscreteModelSampling.from_config(model.scheduler_config)
@@ -415,15 +427,17 @@ def ksample(
     positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
     with ExitStack() as stack:
         unet = stack.enter_context(use_model(cache, model))
-        _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
+        _guard_unet(stack, unet, latent["samples"].shape, cfg, context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
         scaled = latent["samples"] * model.latent_scale
         samples = with_oom_retry(
             cache,
-            lambda: run_ksample(
-                unet, sampling, pos, neg, scaled, callback=callback, interrupt=_interrupt_check(context),
-                patches=model.cfg_patches, **_latent_options(model, latent), **options
+            lambda: ksample(
+                unet, sampling, pos, neg, scaled, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
+                scheduler=scheduler, denoise=denoise, add_noise=add_noise, start_step=start_step,
+                last_step=last_step, force_full_denoise=force_full_denoise, callback=callback,
+                interrupt=_interrupt_check(context), patches=model.cfg_patches, **_latent_options(model, latent),
             ),
         )
     if torch.equal(samples, scaled):  # no step taken (denoise 0): give the input back bit for bit
@@ -438,14 +452,19 @@ def sample_custom(
     latent: dict[str, Any],
     context: Any,
     *,
+    seed: int,
+    cfg: float,
+    sampler_name: str,
+    sigmas: torch.Tensor,
+    sampler_options: Mapping[str, Any] | None = None,
+    add_noise: bool = True,
     guider: Any = None,
-    **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SamplerCustom / SamplerCustomAdvanced: returns (samples, the last denoised prediction). `guider` (a
     guidance.Guider) brings extra conditionings and its own denoiser for the dual / Perp-Neg rules; CFGGuider and
     BasicGuider take the same path as KSampler."""
-    from .ksampler import sample_with_sigmas
-    from .model_sampling import DiscreteModelSampling
+    from .sampling_run import sample_with_sigmas
+    from .sigma_table import DiscreteModelSampling
 
     cache = model_cache()
     sampling = DiscreteModelSampling.from_config(model.scheduler_config)
@@ -461,7 +480,7 @@ def sample_custom(
     extra = {k: _prepare_conditionings(model, c, None, latent["samples"])[0] for k, c in extra.items()}
     with ExitStack() as stack:
         unet = stack.enter_context(use_model(cache, model))
-        _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
+        _guard_unet(stack, unet, latent["samples"].shape, cfg, context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
         extra = {k: _resolve_controls(stack, cache, c, unet, model.family) for k, c in extra.items()}
@@ -473,9 +492,10 @@ def sample_custom(
         samples = with_oom_retry(
             cache,
             lambda: sample_with_sigmas(
-                unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
+                unet, sampling, pos, neg, latent["samples"] * model.latent_scale, sigmas, seed=seed, cfg=cfg,
+                sampler_name=sampler_name, add_noise=add_noise, sampler_options=sampler_options, callback=callback,
                 interrupt=_interrupt_check(context), patches=model.cfg_patches, make_denoiser=make_denoiser,
-                **_latent_options(model, latent), **options,
+                **_latent_options(model, latent),
             ),
         )
     denoised = last["denoised"].detach().float().cpu() if "denoised" in last else samples
@@ -484,8 +504,8 @@ def sample_custom(
 
 def noise_schedule(model: ModelHandle, scheduler: str, steps: int, denoise: float, beta_schedule: str) -> torch.Tensor:
     """NoiseSchedule: sigmas for `steps` steps (denoise < 1: the tail of a longer schedule), ending in 0."""
-    from .ksampler import ksampler_sigmas
-    from .model_sampling import DiscreteModelSampling
+    from .sampling_run import ksampler_sigmas
+    from .sigma_table import DiscreteModelSampling
 
     config = dict(model.scheduler_config)
     if beta_schedule != "model":
@@ -504,8 +524,8 @@ def switch_step(model: ModelHandle, sampler_name: str, scheduler: str, steps: in
     agree at the integer cutoff), with a 1e-5 relative tolerance so that a step landing exactly on the cutoff
     counts as first stage, as in diffusers, whatever the last bits of a spacing's arithmetic.
     """
-    from .ksampler import ksampler_sigmas
-    from .model_sampling import DiscreteModelSampling
+    from .sampling_run import ksampler_sigmas
+    from .sigma_table import DiscreteModelSampling
 
     if fraction <= 0:
         return 0

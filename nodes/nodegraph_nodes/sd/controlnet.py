@@ -13,7 +13,7 @@ from typing import Any
 
 from nodegraph.engine import Combo, Float, Input, Node, Output
 
-from .loading import _file_fingerprint, _models
+from .loader_nodes import _file_fingerprint, _models
 
 
 class ControlNetLoader(Node):

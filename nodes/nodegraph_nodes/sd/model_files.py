@@ -12,7 +12,7 @@ from typing import Any
 
 from nodegraph.engine import Combo, Float, Input, Node, NodeResult, Output, String
 
-from .loading import _file_fingerprint, _models, _with_embeddings
+from .loader_nodes import _file_fingerprint, _models, _with_embeddings
 
 # ComfyUI v0.3.75's choices (nodes.py), in its order.
 CLIP_TYPES = [

@@ -15,7 +15,7 @@ from typing import Any
 
 from nodegraph.engine import MAX_RESOLUTION, MAX_SEED, Combo, Float, Input, Int, Node, Output, String
 
-from .sampling import cfg_input, sampler_input, scheduler_input, steps_input
+from .sampler_nodes import cfg_input, sampler_input, scheduler_input, steps_input
 
 SWITCH_UNITS = ["step", "fraction"]
 
@@ -120,7 +120,7 @@ class SDXLRefiner(Node):
         start = int(switch_at) if switch_unit == "step" else ops.switch_step(
             model, sampler_name, scheduler, steps, switch_at
         )
-        samples = ops.ksample(
+        samples = ops.run_ksampler(
             model, positive, negative, latent_image, self.context,
             seed=noise_seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, denoise=1.0,
             add_noise=False, start_step=start, last_step=10000, force_full_denoise=True,

@@ -5,20 +5,23 @@ latent scaling factor).
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from . import loader
+from nodegraph.engine.resources import register_owner
+
+from . import checkpoint_files
 from .families import FAMILIES
-from .model_cache import ModelCache
+from .model_cache import ModelCache, default_device
 from .text_encoding import TEXT_FAMILIES
 
 ENCODER_NAMES = {"sd1": ("l",), "sd2": ("l",), "sd2_base": ("l",), "sdxl": ("l", "g"), "sdxl_refiner": ("g",)}
 
 
 def read_checkpoint(path: str) -> dict[str, Any]:
-    components = loader.load_checkpoint(path)
+    components = checkpoint_files.read_checkpoint_file(path)
     if components.family not in TEXT_FAMILIES:
-        raise loader.CheckpointError(
+        raise checkpoint_files.CheckpointError(
             f"{path}: {components.family} checkpoints are recognised but not supported by the text encoder yet"
         )
     names = ENCODER_NAMES[components.family]
@@ -39,12 +42,12 @@ def read_checkpoint(path: str) -> dict[str, Any]:
 
 
 def read_vae(path: str) -> dict[str, Any]:
-    vae = loader.load_vae(path)
+    vae = checkpoint_files.read_vae_file(path)
     return {"vae": vae, "info": {"family": "vae"}}
 
 
 def read_controlnet(path: str) -> dict[str, Any]:
-    controlnet = loader.load_controlnet(path)
+    controlnet = checkpoint_files.read_controlnet_file(path)
     family = "sdxl" if getattr(controlnet.config, "addition_embed_type", None) == "text_time" else "sd1"
     return {"controlnet": controlnet, "info": {"family": family}}
 
@@ -95,3 +98,37 @@ def register(cache: ModelCache) -> None:
     cache.register_loader("lora", read_lora)
     cache.register_loader("upscale_model", read_upscale_model)
     cache.register_loader("clip_vision", read_clip_vision)
+
+
+_cache: ModelCache | None = None
+_cache_settings: dict[str, Any] = {}
+# Prompts running side by side (--concurrency) may ask for the cache at the same moment, the first time included:
+# without the lock one could get a cache whose file loaders are not registered yet, or two caches could be made.
+_cache_lock = threading.Lock()
+
+
+def model_cache(settings: dict[str, Any] | None = None) -> ModelCache:
+    """The process-wide cache, created on first use from `settings` (device, precision, vram_budget, ram_budget:
+    the `--device` / `--precision` / budget options of the CLI and the server, passed in `Folders.settings`).
+    Asking with different settings replaces the cache (the old models are dropped)."""
+    global _cache, _cache_settings
+    given = settings or {}
+    # Compare effective settings, so that "auto" and the device it picks (or an absent budget) count as the same.
+    wanted = {
+        "device": default_device(str(given.get("device") or "auto")),
+        "precision": given.get("precision") or "auto",
+        "vram_budget": given.get("vram_budget"),
+        "ram_budget": given.get("ram_budget"),
+    }
+    with _cache_lock:
+        if _cache is None or (settings is not None and wanted != _cache_settings):
+            if _cache is not None:
+                _cache.free(unload_models=True)
+            cache = ModelCache(**wanted)
+            register(cache)
+            register_owner(cache)
+            _cache, _cache_settings = cache, wanted  # published only once it can load files
+        if settings is not None:
+            # Not part of the cache's identity: changing it keeps the loaded models.
+            _cache.max_batch = max(1, int(given.get("max_batch") or 1))
+        return _cache
