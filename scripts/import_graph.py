@@ -6,8 +6,7 @@
 Every `import` counts: at the top of a module, inside a function (a lazy import still ties two modules together)
 and under `if TYPE_CHECKING:` (an annotation is a dependency too). Packages are the folders one level below
 `nodegraph` and `nodegraph_nodes` (`nodegraph.server`, `nodegraph_nodes.diffusion`, ...), and `nodegraph_demo` and
-`nodegraph_testmodels` whole; a circle between two
-packages is reported even when no two modules form one.
+`nodegraph_testmodels` whole; a circle between two packages is reported even when no two modules form one.
 """
 
 from __future__ import annotations
