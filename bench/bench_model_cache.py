@@ -35,7 +35,7 @@ def main() -> None:
         registry = default_registry()
         executor = Executor(folders, cache=NullCache(), previews=False)
         workflow = validate_prompt(txt2img(), registry, folders).workflow
-        cache = model_cache(folders.settings)
+        cache = model_cache(executor.runtime)
         print(f"{'run':>3}  {'LoadCheckpoint':>14}  {'whole run':>9}  {'file reads':>10}")
         for run in range(1, args.runs + 1):
             started = time.perf_counter()

@@ -50,7 +50,7 @@ def main() -> int:
         folders.settings = {"device": args.device, "precision": args.precision}
         registry = default_registry()
         executor = Executor(folders, cache=NullCache(), previews=False)
-        cache = model_cache(folders.settings)
+        cache = model_cache(executor.runtime)
         print(f"device {cache.device}, dtype {cache.dtype}, vram budget {cache.vram_budget >> 20} MiB")
 
         sdxl = txt2img(**{"4.ckpt_name": "tiny_sdxl.safetensors"})

@@ -162,7 +162,8 @@ def test_strength_zero_inside_the_sampler_equals_plain_exactly(runner, plain):
     spec = ControlSpec(run.values["20"][0], run.values["40"][0], strength=0.0)
     positive, negative = run.values["6"][0].with_control(spec), run.values["7"][0].with_control(spec)
     ours = ops.run_ksampler(
-        run.values["4"][0], positive, negative, {"samples": torch.zeros(1, 4, 8, 8)}, QuietContext(),
+        run.values["4"][0], positive, negative, {"samples": torch.zeros(1, 4, 8, 8)},
+        QuietContext(runner.executor.runtime),
         seed=SEED, steps=STEPS, cfg=CFG, sampler_name="dpmpp_2m", scheduler="simple",
     )
     assert torch.equal(ours, plain)
@@ -172,6 +173,9 @@ class QuietContext:
     """What ops.run_ksampler needs of a node context, without previews."""
 
     previews = False
+
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
 
     def progress(self, value: int, total: int, preview=None) -> None:
         pass
@@ -183,7 +187,7 @@ def _controlnet_timesteps(runner, prompt, loaders=("20",)) -> list[float]:
     calls: list[float] = []
     hooks = []
     for handle in handles:
-        with model_cache().use(handle.ref) as net:
+        with model_cache(runner.executor.runtime).use(handle.ref) as net:
             hooks.append(net.register_forward_pre_hook(lambda module, args: calls.append(float(args[1][0]))))
     try:
         runner.executor.cache.clear()

@@ -11,7 +11,6 @@ from nodegraph.engine import default_registry
 from nodegraph_nodes.diffusion import guidance, schedules
 from nodegraph_nodes.diffusion.denoiser import apply_cfg
 from nodegraph_testmodels.files import make_tiny_models
-from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.sd import custom_sampling as cs
 from sampling_fixtures import SD1_SCHEDULER_CONFIG
@@ -28,7 +27,6 @@ def models_root(tmp_path_factory):
 
 @pytest.fixture
 def runner(tmp_path, models_root):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     return Runner(make_folders(tmp_path, models_root))
 
 

@@ -9,7 +9,6 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 from nodegraph_nodes.diffusion.embeddings import EmbeddingLibrary, split_embeddings
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
 from nodegraph_testmodels.files import make_tiny_models
-from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.text_encoding import SD1, SDXL, ClipTextEncoder
 from sd_fixtures import Runner, make_folders, txt2img
 
@@ -112,7 +111,6 @@ def test_names_cannot_leave_the_embeddings_folder(models_root, caplog):
 
 
 def test_clip_text_encode_node_uses_the_models_embeddings_folder(models_root, tmp_path):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     runner = Runner(make_folders(tmp_path, models_root))
     with_embedding = runner.run(txt2img(**{"6.text": "a embedding:tiny_embedding_a1111 red circle"}))
     plain = runner.run(txt2img())

@@ -17,7 +17,6 @@ from nodegraph_nodes.diffusion.inpaint import latent_mask
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise, sample_with_sigmas
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
 from nodegraph_testmodels.files import make_tiny_models
-from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from sampling_fixtures import tiny_sd1_pipeline
 from sd_fixtures import Runner, make_folders
@@ -163,7 +162,6 @@ SAMPLER_NODES = {
 
 @pytest.mark.parametrize("node", list(SAMPLER_NODES))
 def test_every_sampler_node_keeps_the_unmasked_latent(models_root, tmp_path, node):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     prompt = _masked_workflow(copy.deepcopy(SAMPLER_NODES[node]))
     if node == "SamplerCustom":
         prompt["30"] = {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "simple",
@@ -218,7 +216,6 @@ def test_inpaint_model_conditioning_node(models_root, tmp_path):
     mean, as ComfyUI), the mask on both conditionings and, with noise_mask, on the latent."""
     from PIL import Image
 
-    model_cache({"device": "cpu"}).free(unload_models=True)
     folders = make_folders(tmp_path, models_root)
     folders.input_dir.mkdir(parents=True)
     pixels = (torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)

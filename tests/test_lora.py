@@ -9,7 +9,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 from safetensors.torch import save_file
 
-from nodegraph.engine import default_registry
+from nodegraph.engine import Folders, Runtime, default_registry
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
@@ -33,7 +33,6 @@ def models_root(tmp_path_factory):
 
 @pytest.fixture
 def runner(models_root, tmp_path):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     return Runner(make_folders(tmp_path, models_root))
 
 
@@ -164,7 +163,7 @@ def test_lora_changes_the_image_and_strength_zero_is_the_base_exactly(runner):
 
 
 def test_the_cached_base_is_untouched_and_held_once(runner, models_root):
-    cache = model_cache({"device": "cpu"})
+    cache = model_cache(runner.executor.runtime)
     latent(runner, txt2img())
     unet_ref = next(e for e in cache._entries.values() if e.ref.component == "unet")
     before = {k: v.clone() for k, v in unet_ref.value.state_dict().items()}
@@ -315,13 +314,14 @@ def test_side_by_side_prompts_share_a_patch_set_and_wait_for_another(models_root
     waits until the model is free of them, so nobody samples with another prompt's patches."""
     import threading
 
-    from nodegraph_nodes.diffusion.ops import read_checkpoint_file as load_handles, load_lora, use_model
+    from nodegraph_nodes.diffusion.ops import load_checkpoint as load_handles, load_lora, use_model
 
-    cache = model_cache({"device": "cpu"})
+    runtime = Runtime(Folders(settings={"device": "cpu"}))
+    cache = model_cache(runtime)
     cache.free(unload_models=True)
-    base, _, _ = load_handles(models_root / "checkpoints" / "tiny_sd1.safetensors", {"device": "cpu"})
-    lora_a, _ = load_lora(base, None, models_root / "loras" / KOHYA, 1.0, 0.0, {"device": "cpu"})
-    lora_b, _ = load_lora(base, None, models_root / "loras" / KOHYA, -0.5, 0.0, {"device": "cpu"})
+    base, _, _ = load_handles(runtime, models_root / "checkpoints" / "tiny_sd1.safetensors")
+    lora_a, _ = load_lora(runtime, base, None, models_root / "loras" / KOHYA, 1.0, 0.0)
+    lora_b, _ = load_lora(runtime, base, None, models_root / "loras" / KOHYA, -0.5, 0.0)
 
     def checksum(unet) -> float:
         return float(sum(p.double().sum() for p in unet.parameters()))

@@ -54,7 +54,6 @@ def models_root(tmp_path_factory):
 
 @pytest.fixture
 def runner(tmp_path, models_root):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     folders = make_folders(tmp_path, models_root)
     # what the savers write under output/ is a models root too, so the loaders can read it back
     folders.models_dirs.append(tmp_path / "output")
@@ -265,7 +264,7 @@ def merged_weights(runner, prompt: dict, nid: str = "3") -> dict:
     run = runner.run(prompt)
     assert run.status == "success", run.error
     handle = run.values[nid][0]
-    with model_cache().use(handle.ref) as value:
+    with model_cache(runner.executor.runtime).use(handle.ref) as value:
         if isinstance(value, dict):
             return {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in value["models"].items()}
         return {k: v.clone() for k, v in value.state_dict().items()}

@@ -103,7 +103,8 @@ def test_clip_text_encode_sdxl_sets_size_conditioning_and_a_prompt_per_encoder(r
     run = run_ok(runner, prompt)
     clip = run.values["1"][1]
     mixed = conditioning(run, "3")
-    red, blue = ops.encode_text(clip, "a red square"), ops.encode_text(clip, "a blue circle")
+    runtime = runner.executor.runtime
+    red, blue = ops.encode_text(runtime, clip, "a red square"), ops.encode_text(runtime, clip, "a blue circle")
     # (original size, crop top-left, target size), each as (height, width): the widgets list width first
     assert mixed.time_ids.tolist() == [[768.0, 1024.0, 32.0, 16.0, 640.0, 896.0]]
     width_l = 32  # the tiny CLIP-L's hidden size; the bigG features follow

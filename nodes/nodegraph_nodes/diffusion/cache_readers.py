@@ -1,19 +1,20 @@
-"""The file readers the model cache calls: one read of a file yields all of its components.
+"""The file readers the model cache calls (one read of a file yields all of its components), and the model cache of
+a runtime, made with them.
 
 Each returns {component: value}; "info" carries what handles need without the weights (family, scheduler config,
 latent scaling factor).
 """
 from __future__ import annotations
 
-import threading
-from typing import Any
-
-from nodegraph.engine.resources import register_owner
+from typing import TYPE_CHECKING, Any
 
 from . import checkpoint_files
 from .families import FAMILIES
-from .model_cache import ModelCache, default_device
+from .model_cache import ModelCache
 from .text_encoding import TEXT_FAMILIES
+
+if TYPE_CHECKING:
+    from nodegraph.engine import Runtime
 
 ENCODER_NAMES = {"sd1": ("l",), "sd2": ("l",), "sd2_base": ("l",), "sdxl": ("l", "g"), "sdxl_refiner": ("g",)}
 
@@ -100,35 +101,17 @@ def register(cache: ModelCache) -> None:
     cache.register_loader("clip_vision", read_clip_vision)
 
 
-_cache: ModelCache | None = None
-_cache_settings: dict[str, Any] = {}
-# Prompts running side by side (--concurrency) may ask for the cache at the same moment, the first time included:
-# without the lock one could get a cache whose file loaders are not registered yet, or two caches could be made.
-_cache_lock = threading.Lock()
+def _make_model_cache(runtime: Runtime) -> ModelCache:
+    cache = ModelCache(device=runtime.device, precision=runtime.precision, vram_budget=runtime.vram_budget,
+                       ram_budget=runtime.ram_budget)
+    register(cache)
+    return cache
 
 
-def model_cache(settings: dict[str, Any] | None = None) -> ModelCache:
-    """The process-wide cache, created on first use from `settings` (device, precision, vram_budget, ram_budget:
-    the `--device` / `--precision` / budget options of the CLI and the server, passed in `Folders.settings`).
-    Asking with different settings replaces the cache (the old models are dropped)."""
-    global _cache, _cache_settings
-    given = settings or {}
-    # Compare effective settings, so that "auto" and the device it picks (or an absent budget) count as the same.
-    wanted = {
-        "device": default_device(str(given.get("device") or "auto")),
-        "precision": given.get("precision") or "auto",
-        "vram_budget": given.get("vram_budget"),
-        "ram_budget": given.get("ram_budget"),
-    }
-    with _cache_lock:
-        if _cache is None or (settings is not None and wanted != _cache_settings):
-            if _cache is not None:
-                _cache.free(unload_models=True)
-            cache = ModelCache(**wanted)
-            register(cache)
-            register_owner(cache)
-            _cache, _cache_settings = cache, wanted  # published only once it can load files
-        if settings is not None:
-            # Not part of the cache's identity: changing it keeps the loaded models.
-            _cache.max_batch = max(1, int(given.get("max_batch") or 1))
-        return _cache
+def model_cache(runtime: Runtime) -> ModelCache:
+    """The runtime's model cache, made on first use from its settings (device, precision, vram_budget,
+    ram_budget: the `--device` / `--precision` / budget options of the CLI and the server, in `Folders.settings`),
+    with the file readers above registered. Executors sharing a runtime share it; each runtime has its own."""
+    cache = runtime.resource("models", _make_model_cache)
+    cache.max_batch = runtime.max_batch  # not part of the cache's identity: the loaded models stay
+    return cache

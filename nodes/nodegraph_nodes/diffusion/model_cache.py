@@ -163,7 +163,7 @@ def _available_bytes(device: torch.device) -> int:
 
 
 class ModelCache:
-    """Process-wide owner of loaded model components (registered as the `models` memory owner)."""
+    """Owner of one runtime's loaded model components (its `models` memory owner: cache_readers.model_cache)."""
 
     name = "models"
 

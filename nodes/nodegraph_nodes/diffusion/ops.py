@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from collections.abc import Mapping
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import torch
 
@@ -20,6 +20,9 @@ from .handles import ClipHandle, ClipVisionHandle, ControlNetHandle, ModelHandle
 from .cache_readers import model_cache
 from .model_cache import ModelCache, release_memory
 from .text_encoding import TEXT_FAMILIES, ClipTextEncoder, refiner_time_ids
+
+if TYPE_CHECKING:
+    from nodegraph.engine import Runtime
 
 T = TypeVar("T")
 
@@ -57,8 +60,8 @@ def with_oom_retry(cache: ModelCache, fn: Callable[[], T]) -> T:
 # --- loading ---------------------------------------------------------------------------------------------------------
 
 
-def load_checkpoint(path: Path, settings: dict[str, Any]) -> tuple[ModelHandle, ClipHandle, VaeHandle]:
-    cache = model_cache(settings)
+def load_checkpoint(runtime: Runtime, path: Path) -> tuple[ModelHandle, ClipHandle, VaeHandle]:
+    cache = model_cache(runtime)
     refs = cache.refs(path, "checkpoint", ("unet", "clip", "vae", "info"))
     with cache.use(refs["info"]) as info:  # reads the file unless it is already loaded
         family, scheduler_config, scale = info["family"], info["scheduler_config"], info["latent_scale"]
@@ -70,23 +73,23 @@ def load_checkpoint(path: Path, settings: dict[str, Any]) -> tuple[ModelHandle, 
     )
 
 
-def load_vae(path: Path, settings: dict[str, Any]) -> VaeHandle:
-    cache = model_cache(settings)
+def load_vae(runtime: Runtime, path: Path) -> VaeHandle:
+    cache = model_cache(runtime)
     refs = cache.refs(path, "vae", ("vae", "info"))
     with cache.use(refs["info"]) as info:
         return VaeHandle(refs["vae"], info["family"])
 
 
-def load_controlnet(path: Path, settings: dict[str, Any]) -> ControlNetHandle:
-    cache = model_cache(settings)
+def load_controlnet(runtime: Runtime, path: Path) -> ControlNetHandle:
+    cache = model_cache(runtime)
     refs = cache.refs(path, "controlnet", ("controlnet", "info"))
     with cache.use(refs["info"]) as info:
         return ControlNetHandle(refs["controlnet"], info["family"])
 
 
 def load_lora(
-    model: ModelHandle | None, clip: ClipHandle | None, path: Path, strength_model: float, strength_clip: float,
-    settings: dict[str, Any],
+    runtime: Runtime, model: ModelHandle | None, clip: ClipHandle | None, path: Path, strength_model: float,
+    strength_clip: float,
 ) -> tuple[ModelHandle | None, ClipHandle | None]:
     """LoraLoader: the handles with the LoRA added to their patches (nothing is changed until they are used).
 
@@ -96,7 +99,7 @@ def load_lora(
     from .lora import LoraError, describe_match
     from .patching import LoraPatch
 
-    cache = model_cache(settings)
+    cache = model_cache(runtime)
     ref = cache.refs(path, "lora", ("lora",))["lora"]
     with ExitStack() as stack:
         lora = stack.enter_context(cache.use(ref))
@@ -136,8 +139,8 @@ def use_clip(cache: ModelCache, clip: ClipHandle) -> Any:
     return patched(cache, clip.ref, clip.patches, lambda parts: dict(parts["models"]))
 
 
-def load_upscale_model(path: Path, settings: dict[str, Any]) -> UpscaleModelHandle:
-    cache = model_cache(settings)
+def load_upscale_model(runtime: Runtime, path: Path) -> UpscaleModelHandle:
+    cache = model_cache(runtime)
     refs = cache.refs(path, "upscale_model", ("model", "info"))
     with cache.use(refs["info"]) as info:
         return UpscaleModelHandle(refs["model"], info["architecture"], info["scale"])
@@ -148,23 +151,23 @@ def upscale_image(handle: UpscaleModelHandle, image: torch.Tensor, context: Any)
     memory (upscale.upscale_image)."""
     from .upscale import upscale_image as run
 
-    cache = model_cache()
+    cache = model_cache(context.runtime)
     info_ref = replace(handle.ref, component="info")
     with cache.use(info_ref) as info, cache.use(handle.ref):
         return run(info["descriptor"], image, progress=lambda done, total: context.progress(done, total))
 
 
-def load_clip_vision(path: Path, settings: dict[str, Any]) -> ClipVisionHandle:
-    cache = model_cache(settings)
+def load_clip_vision(runtime: Runtime, path: Path) -> ClipVisionHandle:
+    cache = model_cache(runtime)
     refs = cache.refs(path, "clip_vision", ("clip_vision", "info"))
     cache.preload(refs["clip_vision"])  # read now, so that a bad file fails in the loader node
     return ClipVisionHandle(refs["clip_vision"])
 
 
-def encode_clip_vision(handle: ClipVisionHandle, image: torch.Tensor, crop: bool) -> Any:
+def encode_clip_vision(runtime: Runtime, handle: ClipVisionHandle, image: torch.Tensor, crop: bool) -> Any:
     from .clip_vision import encode_image
 
-    cache = model_cache()
+    cache = model_cache(runtime)
     with cache.use(handle.ref) as model:
         return with_oom_retry(cache, lambda: encode_image(model, image, crop))
 
@@ -173,7 +176,7 @@ def encode_clip_vision(handle: ClipVisionHandle, image: torch.Tensor, crop: bool
 
 
 def encode_text(
-    clip: ClipHandle, text: str | dict[str, str], time_ids: torch.Tensor | None = None
+    runtime: Runtime, clip: ClipHandle, text: str | dict[str, str], time_ids: torch.Tensor | None = None
 ) -> Conditioning:
     """CLIPTextEncode: one prompt for every encoder, or a prompt per encoder name ({"l": ..., "g": ...}).
 
@@ -181,7 +184,7 @@ def encode_text(
     refiner_time_ids); without it the sampler derives the family's defaults from the latent size."""
     from .embeddings import EmbeddingLibrary
 
-    cache = model_cache()
+    cache = model_cache(runtime)
     with use_clip(cache, clip) as parts:
         encoder = ClipTextEncoder(
             TEXT_FAMILIES[clip.family], parts["models"], parts["tokenizers"], stop_at_clip_layer=clip.stop_at_layer,
@@ -201,14 +204,14 @@ def _to_cpu(cond: Conditioning) -> Conditioning:
 VAE_BATCH = 4  # images per VAE call: bounds the activation memory of large batches
 
 
-def vae_encode(vae: VaeHandle, pixels: torch.Tensor) -> torch.Tensor:
+def vae_encode(runtime: Runtime, vae: VaeHandle, pixels: torch.Tensor) -> torch.Tensor:
     """IMAGE [B, H, W, 3] in 0..1 -> raw VAE latents [B, 4, H/8, W/8] (the distribution's mean, so the same image
     always gives the same latent). The image is cropped to a multiple of 8 pixels."""
     h, w = (pixels.shape[1] // 8) * 8, (pixels.shape[2] // 8) * 8
     if h == 0 or w == 0:
         raise ValueError(f"image of {pixels.shape[2]}x{pixels.shape[1]} is smaller than 8x8 pixels")
     pixels = pixels[:, :h, :w, :]
-    cache = model_cache()
+    cache = model_cache(runtime)
     with cache.use(vae.ref) as model:
         param = next(model.parameters())
 
@@ -223,9 +226,9 @@ def vae_encode(vae: VaeHandle, pixels: torch.Tensor) -> torch.Tensor:
         return with_oom_retry(cache, run)
 
 
-def vae_decode(vae: VaeHandle, samples: torch.Tensor) -> torch.Tensor:
+def vae_decode(runtime: Runtime, vae: VaeHandle, samples: torch.Tensor) -> torch.Tensor:
     """Raw VAE latents -> IMAGE [B, H, W, 3] float32 in 0..1 on the CPU."""
-    cache = model_cache()
+    cache = model_cache(runtime)
     from .memory import check_vae_decode_fits
 
     with cache.use(vae.ref) as model:
@@ -286,8 +289,7 @@ def _guard_unet(stack: ExitStack, unet: torch.nn.Module, shape: tuple[int, ...],
     from .denoiser import interruptible
     from .memory import check_unet_fits
 
-    settings = getattr(getattr(context, "env", None), "settings", None)
-    check_unet_fits(unet, tuple(shape), cfg, settings)
+    check_unet_fits(unet, tuple(shape), cfg, context.runtime.settings)
     check = getattr(context, "check_interrupted", None)
     if check is not None:
         stack.enter_context(interruptible(unet, check))
@@ -421,7 +423,7 @@ def run_ksampler(
     from .sampling_run import ksample
     from .sigma_table import DiscreteModelSampling
 
-    cache = model_cache()
+    cache = model_cache(context.runtime)
     sampling = DiscreteModelSampling.from_config(model.scheduler_config)
     callback = _progress_callback(context, model)
     positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
@@ -466,7 +468,7 @@ def sample_custom(
     from .sampling_run import sample_with_sigmas
     from .sigma_table import DiscreteModelSampling
 
-    cache = model_cache()
+    cache = model_cache(context.runtime)
     sampling = DiscreteModelSampling.from_config(model.scheduler_config)
     progress = _progress_callback(context, model)
     last: dict[str, torch.Tensor] = {}

@@ -32,7 +32,7 @@ class ControlNetLoader(Node):
         from ..diffusion import ops
 
         env = self.context.env
-        return (ops.load_controlnet(env.model_path("controlnet", control_net_name), env.settings),)
+        return (ops.load_controlnet(self.context.runtime, env.model_path("controlnet", control_net_name)),)
 
 
 def _strength() -> Float:

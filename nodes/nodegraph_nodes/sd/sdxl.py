@@ -47,7 +47,7 @@ class CLIPTextEncodeSDXL(Node):
             height=height, width=width, crop_h=crop_h, crop_w=crop_w,
             target_height=target_height, target_width=target_width,
         )
-        return (ops.encode_text(clip, {"g": text_g, "l": text_l}, time_ids=time_ids),)
+        return (ops.encode_text(self.context.runtime, clip, {"g": text_g, "l": text_l}, time_ids=time_ids),)
 
 
 class CLIPTextEncodeSDXLRefiner(Node):
@@ -68,7 +68,7 @@ class CLIPTextEncodeSDXLRefiner(Node):
         from ..diffusion.text_encoding import refiner_time_ids
 
         time_ids = refiner_time_ids(height=height, width=width, aesthetic_score=ascore)
-        return (ops.encode_text(clip, text, time_ids=time_ids),)
+        return (ops.encode_text(self.context.runtime, clip, text, time_ids=time_ids),)
 
 
 def _switch_problem(switch_at: float, switch_unit: str) -> str | None:

@@ -28,7 +28,7 @@ class UpscaleModelLoader(Node):
         from ..diffusion import ops
 
         env = self.context.env
-        return (ops.load_upscale_model(env.model_path("upscale_models", model_name), env.settings),)
+        return (ops.load_upscale_model(self.context.runtime, env.model_path("upscale_models", model_name)),)
 
 
 class ImageUpscaleWithModel(Node):
