@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "nodes"), str(ROOT / "tests")]
 
 from nodegraph.engine import Executor, NullCache, default_registry, validate_prompt  # noqa: E402
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
+from nodegraph_testmodels.files import make_tiny_models  # noqa: E402
 from nodegraph_nodes.diffusion.cache_readers import model_cache  # noqa: E402
 from sd_fixtures import make_folders, txt2img  # noqa: E402
 

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from nodegraph_nodes.diffusion import keymap  # noqa: E402
 from nodegraph_nodes.diffusion.families import FAMILIES, bundled_config  # noqa: E402
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
+from nodegraph_testmodels.files import make_tiny_models  # noqa: E402
 from nodegraph_nodes.diffusion.tiny import Components  # noqa: E402
 
 

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from nodegraph.server import create_app
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from sd_fixtures import txt2img
 from server_fixtures import finished, make_config, messages_until, open_ws
 

@@ -24,10 +24,10 @@ from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.conditioning import ControlSpec
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
-from nodegraph_nodes.sd.controlnet import canny_edges
+from nodegraph_nodes.diffusion.image_ops import canny_edges
 from sd_fixtures import Runner, diffusers_pipeline, make_folders
 
 SEED, STEPS, CFG = 42, 10, 7.5

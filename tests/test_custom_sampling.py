@@ -10,7 +10,7 @@ import torch
 from nodegraph.engine import default_registry
 from nodegraph_nodes.diffusion import guidance, schedules
 from nodegraph_nodes.diffusion.denoiser import apply_cfg
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.sd import custom_sampling as cs
 from sampling_fixtures import SD1_SCHEDULER_CONFIG

@@ -12,9 +12,9 @@ from PIL import Image
 
 from nodegraph.engine import validate_prompt
 
-from nodegraph_nodes.demo import checker, dataset, evaluate, train
-from nodegraph_nodes.demo.checker import colour_name
-from nodegraph_nodes.demo.evaluate import WorkflowRunner, sd1_txt2img
+from nodegraph_demo import checker, dataset, evaluate, train
+from nodegraph_demo.checker import colour_name
+from nodegraph_demo.evaluate import WorkflowRunner, sd1_txt2img
 from nodegraph_nodes.diffusion import preview
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.checkpoint_files import SingleFile, read_checkpoint_file, read_controlnet_file

@@ -8,7 +8,7 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
 from nodegraph_nodes.diffusion.embeddings import EmbeddingLibrary, split_embeddings
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.text_encoding import SD1, SDXL, ClipTextEncoder
 from sd_fixtures import Runner, make_folders, txt2img
 

@@ -32,7 +32,7 @@ def _limit_memory() -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+    from nodegraph_testmodels.files import make_tiny_models
 
     base = tmp_path_factory.mktemp("bounded")
     make_tiny_models(base / "models")

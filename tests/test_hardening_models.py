@@ -8,7 +8,7 @@ from diffusers import UNet2DConditionModel
 
 from nodegraph.engine import Interrupted
 from nodegraph_nodes.diffusion.denoiser import interruptible
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.memory import WorkTooLarge, check_unet_fits, unet_call_bytes
 from sd_fixtures import Runner, make_folders, txt2img
 

@@ -44,3 +44,12 @@ def test_a_circle_is_found(tmp_path):
 
     graph = nx.DiGraph([("a.x", "a.y"), ("a.y", "a.z"), ("a.z", "a.x"), ("a.z", "b.w")])
     assert import_graph.circles(graph) == [["a.x", "a.y", "a.z"]]
+
+
+def test_only_the_cli_imports_the_demo_and_test_model_packages():
+    """Training, evaluation and the test-model writers sit above the node packs: they import the packs, and
+    nothing below them imports them (the CLI's make-tiny-models is the one caller in nodegraph)."""
+    graph = import_graph.package_graph(import_graph.build(import_graph.discover()))
+    for package in ("nodegraph_demo", "nodegraph_testmodels"):
+        assert set(graph.predecessors(package)) <= {"nodegraph.cli", "nodegraph_demo"}, package
+    assert "nodegraph_nodes.diffusion" in set(graph.successors("nodegraph_testmodels"))

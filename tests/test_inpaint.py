@@ -16,7 +16,7 @@ from nodegraph_nodes.diffusion.families import FAMILIES, UNET_IN_KEY, detect_fam
 from nodegraph_nodes.diffusion.inpaint import latent_mask
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise, sample_with_sigmas
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from sampling_fixtures import tiny_sd1_pipeline
 from sd_fixtures import Runner, make_folders

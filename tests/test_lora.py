@@ -13,7 +13,7 @@ from nodegraph.engine import Folders, Runtime, default_registry
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.lora import Adapter, LoraError, match, parse_lora, read_lora_file
 from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
@@ -292,7 +292,7 @@ def test_loha_and_lokr_files_patch_the_layers_they_name(models_root):
 def test_comfyui_layout_with_original_unet_paths(models_root):
     """ComfyUI's own LoRA files name UNet layers by their original path under `diffusion_model.`."""
     from nodegraph_nodes.diffusion.keymap import unet_to_original
-    from nodegraph_nodes.diffusion.tiny_lora import lora_layers
+    from nodegraph_testmodels.lora import lora_layers
 
     components = read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1.safetensors")
     config = dict(components.unet.config)

@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from nodegraph.server import create_app
 from nodegraph.server.state import STATE
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.model_cache import ModelCache
 from nodegraph_nodes.diffusion.ops import OutOfMemory, with_oom_retry

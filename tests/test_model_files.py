@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from nodegraph_nodes.diffusion.keymap import write_single_file
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.split_files import (
     detect_unet_family,

@@ -15,7 +15,7 @@ from nodegraph_nodes.diffusion.checkpoint_files import (
     read_controlnet_file,
     read_vae_file,
 )
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.tiny import TINY_VAE, build_vae, tiny_controlnet, tiny_sd1, tiny_sdxl
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.cache_readers import model_cache
 from sd_fixtures import Runner, make_folders, txt2img
 

@@ -10,7 +10,7 @@ from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from sd_fixtures import Runner, diffusers_pipeline, make_folders, txt2img
 

@@ -19,7 +19,7 @@ from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.handles import ModelHandle
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from sd_fixtures import Runner, diffusers_pipeline, make_folders
 

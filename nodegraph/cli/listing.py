@@ -79,7 +79,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny_models(args: argparse.Namespace) -> int:
-    from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+    from nodegraph_testmodels.files import make_tiny_models
 
     written = make_tiny_models(args.directory, seed=args.seed)
     for name, path in written.items():

@@ -1,8 +1,8 @@
 """Measure how well the demo models follow their prompts, by running the example workflows, and score single images.
 
-    python -m nodegraph_nodes.demo.evaluate --models demo_models --samples 96 --table demo_models/eval.md \
+    python -m nodegraph_demo.evaluate --models demo_models --samples 96 --table demo_models/eval.md \
         --grid docs/demo_grid.png
-    python -m nodegraph_nodes.demo.evaluate --image output/txt2img_00001_.png   # prompt read from the PNG
+    python -m nodegraph_demo.evaluate --image output/txt2img_00001_.png   # prompt read from the PNG
 
 Every generated sample comes from one of the shipped example workflows (`workflows/*.json`) run by the engine, as
 `nodegraph run` would run it, with only its prompt, seed (and, for ControlNet, its input image) replaced: the
@@ -190,7 +190,7 @@ def vae_round_trip(models: Path, images: list[np.ndarray]) -> list[np.ndarray]:
     """`images` encoded and decoded by the SD1 demo checkpoint's VAE: the ceiling any sample can reach."""
     import torch
 
-    from ..diffusion.checkpoint_files import read_checkpoint_file
+    from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
     from .train import CHECKPOINT_NAMES
 
     vae = read_checkpoint_file(models / CHECKPOINT_NAMES["sd1"], dtype=torch.float32).vae
@@ -205,7 +205,7 @@ def example_edges(images: list[np.ndarray]) -> list[np.ndarray]:
     """What the ControlNet example's Canny node makes of `images` (for the grid)."""
     import torch
 
-    from ..sd.controlnet import canny_edges
+    from nodegraph_nodes.diffusion.image_ops import canny_edges
 
     canny = next(n for n in example("controlnet_canny").values() if n["class_type"] == "Canny")["inputs"]
     pixels = torch.from_numpy(np.stack(images).astype(np.float32) / 255.0)
