@@ -35,7 +35,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT), str(ROOT / "nodes")]
 
-from sd_fixtures import TXT2IMG  # noqa: E402
+from support.workflows import TXT2IMG  # noqa: E402
 
 
 def sleep_prompt(index: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from editor_fixtures import CHROMIUM_ARGS, VIEWPORT, free_port, playwright_browser  # noqa: F401  (fixture)
+from support.editor import VIEWPORT, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,7 @@ def example_titles() -> list[str]:
 
 
 def test_first_visit_has_no_console_errors_lists_the_examples_and_runs_one(
-    playwright_browser, comfyui_server  # noqa: F811
+    playwright_browser, comfyui_server
 ):
     context = playwright_browser.new_context(viewport=VIEWPORT)
     page = context.new_page()

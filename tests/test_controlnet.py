@@ -28,7 +28,7 @@ from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from nodegraph_nodes.sd.controlnet import canny_edges
-from sd_fixtures import Runner, diffusers_pipeline, make_folders
+from support.sd import Runner, diffusers_pipeline, make_folders
 
 SEED, STEPS, CFG = 42, 10, 7.5
 ATOL = 1e-4

@@ -10,7 +10,7 @@ import pytest
 import torch
 from diffusers import ControlNetModel
 
-from models_fixtures import real_controlnet_shapes
+from support.models import real_controlnet_shapes
 from nodegraph.engine import Folders
 from nodegraph.engine.node import NodeContext
 from nodegraph_nodes.diffusion.controlnet_shapes import ControlNetShapeError, controlnet_config_from_shapes

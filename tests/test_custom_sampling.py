@@ -14,8 +14,9 @@ from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from nodegraph_nodes.sd import custom_sampling as cs
-from sampling_fixtures import SD1_SCHEDULER_CONFIG
-from sd_fixtures import Runner, make_folders, txt2img
+from support.tiny import SD1_SCHEDULER_CONFIG
+from support.sd import Runner, make_folders
+from support.workflows import txt2img
 from test_samplers_reference import K, needs_k
 
 

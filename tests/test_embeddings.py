@@ -11,7 +11,8 @@ from nodegraph_nodes.diffusion.loader import load_checkpoint
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.text_encoding import SD1, SDXL, ClipTextEncoder
-from sd_fixtures import Runner, make_folders, txt2img
+from support.sd import Runner, make_folders
+from support.workflows import txt2img
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import asyncio
 
 import pytest
 
-import engine_fixtures as fx
+import support.engine_nodes as fx
 from nodegraph.engine import Executor, NullCache, OutputCache, validate_prompt
 
 

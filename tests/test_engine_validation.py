@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from engine_fixtures import make_registry
+from support.engine_nodes import make_registry
 from nodegraph.engine import validate_prompt
 from nodegraph.engine.validate import format_validation
 

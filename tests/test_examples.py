@@ -12,7 +12,7 @@ from nodegraph.engine import default_registry
 from nodegraph.formats import load_workflow
 from nodegraph.paths import example_input_dirs, project_dir
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from sd_fixtures import Runner, make_folders
+from support.sd import Runner, make_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = project_dir("workflows")

@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
-from hardening_fixtures import cycle, gif_frames, png_bomb, power_tower, string_doubling
-from server_fixtures import ROOT, http
+from support.workflows import cycle, power_tower, string_doubling
+from support.hostile import gif_frames, png_bomb
+from support import ROOT
+from support.server import http
 
 pytestmark = pytest.mark.bounded
 

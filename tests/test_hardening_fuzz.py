@@ -26,9 +26,10 @@ from typing import Any
 
 import pytest
 
-from hardening_fixtures import chain, cycle, gif_frames, png_bomb, power_tower, string_doubling
+from support.workflows import chain, cycle, power_tower, string_doubling
+from support.hostile import gif_frames, png_bomb
 from nodegraph.server.app import ROUTES
-from server_fixtures import ROOT
+from support import ROOT
 
 FAST_CASES = 400
 FULL_CASES = int(os.environ.get("NODEGRAPH_FUZZ_CASES", "10000"))

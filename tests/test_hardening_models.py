@@ -11,7 +11,8 @@ from nodegraph_nodes.diffusion.denoiser import interruptible
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.memory import WorkTooLarge, check_unet_fits, unet_call_bytes
 from nodegraph_nodes.diffusion.model_cache import model_cache
-from sd_fixtures import Runner, make_folders, txt2img
+from support.sd import Runner, make_folders
+from support.workflows import txt2img
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from nodegraph_nodes.diffusion.conditioning import Conditioning, ControlSpec
 from nodegraph_nodes.diffusion.denoiser import CFGDenoiser
 from nodegraph_nodes.diffusion.ksampler import ksample, ksampler_sigmas, prepare_noise, sample_with_sigmas
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
-from sampling_fixtures import SD1_SCHEDULER_CONFIG, tiny_sd1_pipeline, tiny_unet
+from support.tiny import SD1_SCHEDULER_CONFIG, tiny_sd1_pipeline, tiny_unet
 
 SEED, STEPS, CFG = 42, 10, 7.5
 LATENT = torch.zeros(1, 4, 8, 8)  # 64 x 64 pixels

@@ -18,7 +18,8 @@ from nodegraph_nodes.diffusion.lora import Adapter, LoraError, match, parse_lora
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from nodegraph_nodes.diffusion.patching import apply, restore
-from sd_fixtures import Runner, make_folders, txt2img
+from support.sd import Runner, make_folders
+from support.workflows import txt2img
 
 KOHYA = "tiny_lora_sd1_kohya.safetensors"
 DIFFUSERS = "tiny_lora_sd1_diffusers.safetensors"

@@ -10,8 +10,8 @@ from nodegraph.server import create_app
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import ModelCache, model_cache
 from nodegraph_nodes.diffusion.ops import OutOfMemory, with_oom_retry
-from sd_fixtures import txt2img
-from server_fixtures import finished, make_config, messages_until, open_ws
+from support.workflows import txt2img
+from support.server import finished, make_config, messages_until, open_ws
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from diffusers import (
 )
 from safetensors import safe_open
 
-from models_fixtures import assert_same_weights
+from support.models import assert_same_weights
 from nodegraph_nodes.diffusion import keymap
 from nodegraph_nodes.diffusion.loader import load_checkpoint, load_controlnet, load_vae, write_diffusers_folder
 from nodegraph_nodes.diffusion.tiny import tiny_controlnet, tiny_refiner, tiny_sd1, tiny_sd2, tiny_sdxl

@@ -8,7 +8,8 @@ from PIL import Image
 
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
-from sd_fixtures import Runner, make_folders, txt2img
+from support.sd import Runner, make_folders
+from support.workflows import txt2img
 
 
 @pytest.fixture(scope="module")

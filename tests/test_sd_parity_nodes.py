@@ -13,7 +13,8 @@ from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
-from sd_fixtures import Runner, diffusers_pipeline, make_folders, txt2img
+from support.sd import Runner, diffusers_pipeline, make_folders
+from support.workflows import txt2img
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.loader import load_checkpoint
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
-from sd_fixtures import Runner, diffusers_pipeline, make_folders
+from support.sd import Runner, diffusers_pipeline, make_folders
 
 SEED, STEPS, CFG, SWITCH = 42, 10, 5.0, 8
 SIZE = 64

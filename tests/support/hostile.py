@@ -1,11 +1,10 @@
 """Hostile inputs for the hardening tests, made small on disk: image bombs (a real PNG whose pixels take 144 MB
-decoded, a PNG header claiming 30000x30000, an animated GIF of many frames) and long graphs."""
+decoded, a PNG header claiming 30000x30000, an animated GIF of many frames). Hostile graphs are in `workflows`."""
 from __future__ import annotations
 
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -42,38 +41,3 @@ def gif_frames(path: Path, size: int, frames: int) -> Path:
     a.save(path, save_all=True, append_images=[b if i % 2 == 0 else a for i in range(frames - 1)], duration=10,
            loop=0, optimize=False, disposal=1)
     return path
-
-
-def power_tower(stages: int) -> dict[str, Any]:
-    """The 405-byte freeze: Int Math power on 2**63-1, chained."""
-    prompt: dict[str, Any] = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 2**63 - 1}}}
-    for i in range(stages):
-        prompt[str(i + 2)] = {"class_type": "IntMath", "inputs": {"a": [str(i + 1), 0], "op": "power", "b": 1024}}
-    prompt["99"] = {"class_type": "ShowText", "inputs": {"value": [str(stages + 1), 0]}}
-    return prompt
-
-
-def chain(n: int) -> dict[str, Any]:
-    """An n-node utility chain: Int -> Int Math add ... -> Show Text."""
-    prompt: dict[str, Any] = {"0": {"class_type": "PrimitiveInt", "inputs": {"value": 1}}}
-    for i in range(1, n - 1):
-        prompt[str(i)] = {"class_type": "IntMath", "inputs": {"a": [str(i - 1), 0], "op": "add", "b": 1}}
-    prompt[str(n - 1)] = {"class_type": "ShowText", "inputs": {"value": [str(n - 2), 0]}}
-    return prompt
-
-
-def cycle(n: int) -> dict[str, Any]:
-    prompt: dict[str, Any] = {str(i): {"class_type": "ToString", "inputs": {"value": [str((i - 1) % n), 0]}}
-                              for i in range(n)}
-    prompt["out"] = {"class_type": "ShowText", "inputs": {"value": ["0", 0]}}
-    return prompt
-
-
-def string_doubling(steps: int) -> dict[str, Any]:
-    """Each Concatenate joins the previous string with itself: 2**steps times the first one."""
-    prompt: dict[str, Any] = {"0": {"class_type": "PrimitiveString", "inputs": {"value": "x" * 64}}}
-    for i in range(1, steps + 1):
-        prompt[str(i)] = {"class_type": "StringConcat",
-                          "inputs": {"first": [str(i - 1), 0], "second": [str(i - 1), 0], "separator": ""}}
-    prompt["out"] = {"class_type": "ShowText", "inputs": {"value": [str(steps), 0]}}
-    return prompt

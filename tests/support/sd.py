@@ -1,38 +1,16 @@
-"""Shared set-up for SD node tests: tiny models on disk, a registry with the SD pack, a runner."""
+"""Shared set-up for SD node tests: tiny models on disk (the `models_root` fixture), folders, a runner (`runner`).
+
+A plugin: torch and the model code are imported inside the fixtures, so loading it costs nothing.
+"""
 from __future__ import annotations
 
-import asyncio
-import copy
 from pathlib import Path
 from typing import Any
 
-from nodegraph.engine import Executor, Folders, default_registry, validate_prompt
+import pytest
 
-TXT2IMG = {
-    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd1.safetensors"}},
-    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red circle", "clip": ["4", 1]}},
-    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
-    "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-    "3": {
-        "class_type": "KSampler",
-        "inputs": {
-            "seed": 42, "steps": 4, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
-            "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0],
-        },
-    },
-    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-    "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "test", "images": ["8", 0]}},
-}
-
-
-def txt2img(**changes: Any) -> dict[str, Any]:
-    """The txt2img workflow with `node_input=value` changes, e.g. txt2img(**{"3.seed": 1})."""
-    prompt = copy.deepcopy(TXT2IMG)
-    for key, value in changes.items():
-        nid, name = key.split(".")
-        prompt[nid]["inputs"][name] = value
-    return prompt
-
+from nodegraph.engine import Folders
+from nodegraph.run_once import PromptRunner
 
 def make_folders(root: Path, models_root: Path) -> Folders:
     return Folders(
@@ -44,22 +22,19 @@ def make_folders(root: Path, models_root: Path) -> Folders:
     )
 
 
-class Runner:
-    """Validate and run workflows on one executor (so the output cache persists between runs)."""
+class Runner(PromptRunner):
+    """Validate and run workflows on one executor (so the output cache persists between runs), with the default
+    registry; a prompt that does not validate fails the test with its errors."""
 
     def __init__(self, folders: Folders):
-        self.folders = folders
-        self.registry = default_registry()
-        self.executor = Executor(folders)
+        super().__init__(folders)
 
-    def validate(self, prompt: dict[str, Any]):
-        return validate_prompt(prompt, self.registry, self.folders)
-
-    def run(self, prompt: dict[str, Any], events: list | None = None, extra_data: dict | None = None):
+    def run(self, prompt: dict[str, Any], events: list | None = None,  # type: ignore[override]
+            extra_data: dict | None = None):
         result = self.validate(prompt)
         assert result.ok, result.node_errors or result.error
         on_event = (lambda e, d: events.append((e, d))) if events is not None else None
-        return asyncio.run(self.executor.run(result.workflow, "test", extra_data=extra_data, on_event=on_event))
+        return super().run(result, "test", extra_data=extra_data, on_event=on_event)
 
 
 def diffusers_pipeline(cls, models_root: Path, checkpoint: str, **kwargs: Any):
@@ -72,3 +47,22 @@ def diffusers_pipeline(cls, models_root: Path, checkpoint: str, **kwargs: Any):
                                 local_files_only=True, **kwargs)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="module")
+def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """make_tiny_models written once per test module."""
+    from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+
+    root = tmp_path_factory.mktemp("models")
+    make_tiny_models(root)
+    return root
+
+
+@pytest.fixture
+def runner(tmp_path: Path, models_root: Path) -> Runner:
+    """A Runner on fresh folders and the tiny models, after emptying the model cache (each test loads its own)."""
+    from nodegraph_nodes.diffusion.model_cache import model_cache
+
+    model_cache({"device": "cpu"}).free(unload_models=True)
+    return Runner(make_folders(tmp_path, models_root))
