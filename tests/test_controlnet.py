@@ -24,7 +24,6 @@ from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.conditioning import ControlSpec
 from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.loader import load_checkpoint
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from nodegraph_nodes.sd.controlnet import canny_edges
@@ -33,13 +32,6 @@ from support.sd import Runner, diffusers_pipeline, make_folders
 SEED, STEPS, CFG = 42, 10, 7.5
 ATOL = 1e-4
 CONTROLNET = "tiny_controlnet_sd1.safetensors"
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
 
 
 def _hint_images(folder) -> None:

@@ -8,18 +8,10 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
 from nodegraph_nodes.diffusion.embeddings import EmbeddingLibrary, split_embeddings
 from nodegraph_nodes.diffusion.loader import load_checkpoint
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.text_encoding import SD1, SDXL, ClipTextEncoder
 from support.sd import Runner, make_folders
 from support.workflows import txt2img
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
 
 
 def sd1_encoder(models_root, components=None):

@@ -16,7 +16,6 @@ from nodegraph_nodes.diffusion.families import FAMILIES, UNET_IN_KEY, detect_fam
 from nodegraph_nodes.diffusion.inpaint import latent_mask
 from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise, sample_with_sigmas
 from nodegraph_nodes.diffusion.loader import load_checkpoint
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from support.tiny import tiny_sd1_pipeline
@@ -113,13 +112,6 @@ def test_differential_diffusion_mask_is_binary_per_step(sd1):
 
 
 # --- through the nodes: every sampler node keeps the unmasked area ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
 
 
 def _masked_workflow(sampler_node: dict) -> dict:

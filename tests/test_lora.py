@@ -13,29 +13,14 @@ from nodegraph.engine import default_registry
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.loader import load_checkpoint
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.lora import Adapter, LoraError, match, parse_lora, read_lora_file
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from nodegraph_nodes.diffusion.patching import apply, restore
-from support.sd import Runner, make_folders
 from support.workflows import txt2img
 
 KOHYA = "tiny_lora_sd1_kohya.safetensors"
 DIFFUSERS = "tiny_lora_sd1_diffusers.safetensors"
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
-
-
-@pytest.fixture
-def runner(models_root, tmp_path):
-    model_cache({"device": "cpu"}).free(unload_models=True)
-    return Runner(make_folders(tmp_path, models_root))
 
 
 def with_lora(prompt, name=KOHYA, strength_model=1.0, strength_clip=1.0, node="10", model=("4", 0), clip=("4", 1)):

@@ -7,18 +7,10 @@ import torch
 from aiohttp.test_utils import TestClient, TestServer
 
 from nodegraph.server import create_app
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import ModelCache, model_cache
 from nodegraph_nodes.diffusion.ops import OutOfMemory, with_oom_retry
 from support.workflows import txt2img
 from support.server import finished, make_config, messages_until, open_ws
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
 
 
 async def run_prompt(client, ws, prompt):

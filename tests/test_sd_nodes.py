@@ -2,27 +2,11 @@
 import json
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_cache import model_cache
-from support.sd import Runner, make_folders
 from support.workflows import txt2img
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
-
-
-@pytest.fixture
-def runner(tmp_path, models_root):
-    model_cache({"device": "cpu"}).free(unload_models=True)
-    return Runner(make_folders(tmp_path, models_root))
 
 
 def latent_of(run, nid="3"):

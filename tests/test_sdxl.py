@@ -19,7 +19,6 @@ from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.handles import ModelHandle
 from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.loader import load_checkpoint
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from support.sd import Runner, diffusers_pipeline, make_folders
 
@@ -27,13 +26,6 @@ SEED, STEPS, CFG, SWITCH = 42, 10, 5.0, 8
 SIZE = 64
 ATOL = 1e-4
 BASE, REFINER = "tiny_sdxl.safetensors", "tiny_sdxl_refiner.safetensors"
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
 
 
 @pytest.fixture(scope="module")
