@@ -127,7 +127,7 @@ def test_lora_for_another_family_is_a_clear_node_error(runner, models_root):
     result = runner.validate(prompt)
     assert result.ok
     import asyncio
-    out = asyncio.run(runner.executor.run(result.workflow, "t"))
+    out = asyncio.run(runner.run_async(result, "t"))
     path.unlink()
     assert out.error is not None and out.error["node_id"] == "10"
     assert "none of its 1 layers fit this sd1 model" in str(out.error["exception_message"])

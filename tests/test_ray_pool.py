@@ -107,15 +107,14 @@ def test_affinity_keeps_each_checkpoint_on_the_worker_that_read_it(server: Serve
 def test_results_equal_the_local_executor(server: ServerThread, base: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from nodegraph.engine import Executor, validate_prompt
+    from nodegraph.run_once import PromptRunner
     from support.registry import make_registry
 
     prompt = sd_prompt("tiny_a.safetensors", seed=1234)
     [remote] = image_files(server, history_entry(server, submit(server, prompt)))
     folders = server.config.folders
     local_folders = type(folders)(models_dirs=folders.models_dirs, output_dir=tmp_path, settings={"device": "cpu"})
-    checked = validate_prompt(prompt, make_registry(), local_folders)
-    result = asyncio.run(Executor(local_folders).run(checked.workflow, "local"))
+    result = PromptRunner(local_folders, make_registry()).run(prompt, "local")
     assert result.ok, result.error
     [local] = [tmp_path / image["filename"] for image in result.outputs["9"]["images"]]
     assert Image.open(remote).tobytes() == Image.open(local).tobytes()

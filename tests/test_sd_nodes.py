@@ -171,7 +171,7 @@ def test_interrupt_inside_the_sampler(runner):
     import asyncio
 
     result = runner.validate(txt2img(**{"3.steps": 50}))
-    run = asyncio.run(runner.executor.run(result.workflow, "p", on_event=on_event))
+    run = asyncio.run(runner.run_async(result, "p", on_event=on_event))
     assert run.status == "interrupted" and run.error["node_id"] == "3"
     assert events.count("progress") < 50
 

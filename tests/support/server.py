@@ -146,11 +146,13 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
 
 class ServeProcess:
     """`python -m nodegraph serve` on `port` (0: any free one) with `base`'s data, input and output folders and
-    `extra` arguments; `url` is the address it announced. `preexec_fn` runs in the child (resource limits)."""
+    `extra` arguments; `url` is the address it announced. `env` adds environment variables; `preexec_fn` runs in
+    the child (resource limits). Its output is kept in `lines`, read on by a thread so the child never blocks."""
 
-    def __init__(self, base: Path, *extra: str, port: int = 0, preexec_fn: Callable[[], None] | None = None):
+    def __init__(self, base: Path, *extra: str, port: int = 0, env: dict[str, str] | None = None,
+                 preexec_fn: Callable[[], None] | None = None):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "nodes")]),
-               "HF_HUB_OFFLINE": "1"}
+               "HF_HUB_OFFLINE": "1", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nodegraph", "serve", "--port", str(port), "--data-dir", str(base / "data"),
              "--input-dir", str(base / "input"), "--output-dir", str(base / "output"), *extra],
