@@ -25,6 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "nodes"), str(ROOT / "tests")]
 
 from nodegraph.engine import Executor, NodeRegistry  # noqa: E402
 from nodegraph.run_once import PromptRunner  # noqa: E402
+from support.registry import make_registry  # noqa: E402
 from support.workflows import chain  # noqa: E402
 
 
@@ -45,8 +46,7 @@ def main() -> None:
     parser.add_argument("--scaling", default="1000,10000", help="chain sizes for the scaling case (first = base)")
     args = parser.parse_args()
 
-    registry = NodeRegistry()
-    registry.register_pack("nodegraph_nodes.utility")
+    registry = make_registry(builtin=False, packs={"nodegraph_nodes.utility": None})
     prompt = make_workflow(args.nodes)
 
     validate_t, cold_t, warm_t = [], [], []
@@ -120,8 +120,7 @@ def server_chain(n: int) -> tuple[float, int]:
 
 
 def scaling(sizes: list[int]) -> None:
-    registry = NodeRegistry()
-    registry.register_pack("nodegraph_nodes.utility")
+    registry = make_registry(builtin=False, packs={"nodegraph_nodes.utility": None})
     print(f"\nscaling: a chain of Int Math nodes, {' and '.join(f'{n:,}' for n in sizes)} nodes")
     engine = {n: engine_chain(registry, n) for n in sizes}
     server = {n: server_chain(n) for n in sizes}

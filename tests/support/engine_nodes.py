@@ -116,4 +116,4 @@ TEST_NODES = [Const, Add, Collect, Fail, Slow, AsyncDouble, Text, Stamp]
 
 def make_registry() -> NodeRegistry:
     """These test nodes alone (no built-in packs), as the pack "engine_fixtures"."""
-    return _make_registry("engine_fixtures", TEST_NODES, builtin=False)
+    return _make_registry(builtin=False, packs={"engine_fixtures": TEST_NODES})
