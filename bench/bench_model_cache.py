@@ -19,8 +19,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "nodes"), str(ROOT / "tests")]
 
 from nodegraph.engine import Executor, NullCache  # noqa: E402
 from nodegraph.run_once import PromptRunner  # noqa: E402
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
 from nodegraph_nodes.diffusion.model_cache import model_cache  # noqa: E402
+from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
 from support.sd import make_folders  # noqa: E402
 from support.workflows import txt2img  # noqa: E402
 

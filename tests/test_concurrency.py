@@ -12,8 +12,8 @@ from PIL import Image
 
 from nodegraph.server import create_app
 from nodegraph_nodes.diffusion.model_cache import model_cache
-from support.workflows import txt2img
 from support.server import finished, make_config, messages_until, open_ws
+from support.workflows import txt2img
 
 PROMPTS = [("a red circle", 1), ("a blue square", 2), ("a green triangle and a long prompt " * 6, 3)]
 

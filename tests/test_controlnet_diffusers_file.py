@@ -10,7 +10,6 @@ import pytest
 import torch
 from diffusers import ControlNetModel
 
-from support.models import real_controlnet_shapes
 from nodegraph.engine import Folders
 from nodegraph.engine.node import NodeContext
 from nodegraph_nodes.diffusion.controlnet_shapes import ControlNetShapeError, controlnet_config_from_shapes
@@ -18,6 +17,7 @@ from nodegraph_nodes.diffusion.families import bundled_config
 from nodegraph_nodes.diffusion.loader import CheckpointError, load_controlnet
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.sd.controlnet import ControlNetLoader
+from support.models import real_controlnet_shapes
 
 # Two SD1-shaped ControlNets (SD1's conv projections, 8 heads) and two SDXL-shaped ones (linear projections, 64
 # channels per head, text_time conditioning with several transformer layers per block), none of a published size.

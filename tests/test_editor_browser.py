@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from support.editor import VIEWPORT, EditorPage, free_port, start_serve
-from support.workflows import math_ui_workflow, pattern_api_prompt
 from nodegraph.engine.uiformat import ui_to_api
+from support.editor import VIEWPORT, EditorPage, free_port, start_serve
 from support.server import http
+from support.workflows import math_ui_workflow, pattern_api_prompt
 
 
 def node(page: EditorPage, node_id: int) -> dict[str, Any]:

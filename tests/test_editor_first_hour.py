@@ -9,11 +9,11 @@ from typing import Any, Iterator
 
 import pytest
 
+from nodegraph.engine import Folders
 from support import ROOT
 from support.editor import VIEWPORT, EditorPage
-from support.workflows import pattern_api_prompt
-from nodegraph.engine import Folders
 from support.server import ServerThread, make_config
+from support.workflows import pattern_api_prompt
 
 
 def node(page: EditorPage, node_id: int) -> dict[str, Any]:

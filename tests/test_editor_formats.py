@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from support.editor import EditorPage
 from nodegraph.engine.uiformat import ui_to_api
+from support.editor import EditorPage
 from support.object_info import NODE_INFO, load_ui, node_info
 from support.workflows import FRONTEND_TXT2IMG as TXT2IMG
 

@@ -9,9 +9,9 @@ from typing import Any, Iterator
 import pytest
 from PIL import Image
 
+from nodegraph.engine import Folders
 from support import ROOT
 from support.editor import VIEWPORT, EditorPage, text_pixels
-from nodegraph.engine import Folders
 from support.server import ServerThread, http, make_config
 
 EXAMPLES = ROOT / "workflows"

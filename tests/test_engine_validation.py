@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from support.engine_nodes import make_registry
 from nodegraph.engine import validate_prompt
 from nodegraph.engine.validate import format_validation
+from support.engine_nodes import make_registry
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from support.workflows import cycle, power_tower, string_doubling
 from support.hostile import gif_frames, png_bomb
 from support.server import ServeProcess, http
+from support.workflows import cycle, power_tower, string_doubling
 
 pytestmark = pytest.mark.bounded
 

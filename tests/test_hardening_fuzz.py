@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from support.workflows import chain, cycle, power_tower, string_doubling
-from support.hostile import gif_frames, png_bomb
 from nodegraph.server.app import ROUTES
+from support.hostile import gif_frames, png_bomb
 from support.server import ServeProcess
+from support.workflows import chain, cycle, power_tower, string_doubling
 
 FAST_CASES = 400
 FULL_CASES = int(os.environ.get("NODEGRAPH_FUZZ_CASES", "10000"))

@@ -18,8 +18,8 @@ from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise, s
 from nodegraph_nodes.diffusion.loader import load_checkpoint
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
-from support.tiny import tiny_sd1_pipeline
 from support.sd import Runner, make_folders
+from support.tiny import tiny_sd1_pipeline
 
 from test_samplers_reference import K_MISSING
 from test_samplers_reference import K as k_sampling

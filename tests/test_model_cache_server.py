@@ -9,8 +9,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from nodegraph.server import create_app
 from nodegraph_nodes.diffusion.model_cache import ModelCache, model_cache
 from nodegraph_nodes.diffusion.ops import OutOfMemory, with_oom_retry
-from support.workflows import txt2img
 from support.server import finished, make_config, messages_until, open_ws
+from support.workflows import txt2img
 
 
 async def run_prompt(client, ws, prompt):

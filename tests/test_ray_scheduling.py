@@ -9,8 +9,8 @@ from pathlib import Path
 from nodegraph.distributed.outputs import collect_files, rename_entries, store_files
 from nodegraph.distributed.scheduling import WorkerLoad, choose_worker, prompt_models
 from nodegraph.engine import Folders
-from support.workflows import txt2img
 from support import ROOT
+from support.workflows import txt2img
 
 
 def test_prompt_models_reads_loader_constants_by_file_name() -> None:

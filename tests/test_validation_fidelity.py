@@ -8,8 +8,8 @@ from pathlib import Path
 
 from nodegraph.engine import Folders, default_registry, validate_prompt
 from nodegraph.engine.validate import unknown_input_message, unknown_inputs
-from support.server import open_ws
 from nodegraph.paths import default_models_dirs
+from support.server import open_ws
 from test_cli import ARITH, nodegraph
 
 ROOT = Path(__file__).resolve().parents[1]
