@@ -19,7 +19,7 @@ from nodegraph_nodes.diffusion.loader import load_checkpoint
 from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
 from support.sd import Runner, make_folders
-from support.tiny import tiny_sd1_pipeline
+from support.tiny import encoded_sd1
 
 from test_samplers_reference import K_MISSING
 from test_samplers_reference import K as k_sampling
@@ -31,10 +31,7 @@ SEED, STEPS, CFG = 7, 6, 6.0
 
 @pytest.fixture(scope="module")
 def sd1():
-    pipe = tiny_sd1_pipeline()
-    positive, negative = pipe.encode_prompt("a photo of a cat", "cpu", 1, True, "blurry")
-    ms = DiscreteModelSampling(pipe.scheduler.alphas_cumprod, "epsilon")
-    return pipe, Conditioning(positive), Conditioning(negative), ms
+    return encoded_sd1()
 
 
 def _mask() -> torch.Tensor:

@@ -74,6 +74,18 @@ def tiny_sd1_pipeline(scheduler=None, seed: int = 0) -> StableDiffusionPipeline:
     return pipe
 
 
+def encoded_sd1(prompt: str = "a photo of a cat", negative: str = "blurry", seed: int = 0):
+    """tiny_sd1_pipeline(seed=seed) with `prompt` and `negative` encoded by diffusers' own encode_prompt, as our
+    Conditioning, and the epsilon model sampling of the pipeline's schedule: (pipe, positive, negative, sampling)."""
+    from nodegraph_nodes.diffusion.conditioning import Conditioning
+    from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+
+    pipe = tiny_sd1_pipeline(seed=seed)
+    positive, negative_embeds = pipe.encode_prompt(prompt, "cpu", 1, True, negative)
+    sampling = DiscreteModelSampling(pipe.scheduler.alphas_cumprod, "epsilon")
+    return pipe, Conditioning(positive), Conditioning(negative_embeds), sampling
+
+
 # --- 3-layer text encoders and the pipelines around them, for the text-encoding tests ---------------------------
 
 LAYERS = 3
