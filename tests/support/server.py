@@ -1,5 +1,9 @@
 """The real server for tests: in-process (the `client` fixture), in a thread (`ServerThread`) or as `nodegraph serve`
-in a subprocess (`ServeProcess`, the `serve_process` fixture); HTTP and websocket helpers."""
+in a subprocess (`ServeProcess`, the `serve_process` fixture); HTTP and websocket helpers.
+
+A plugin: aiohttp and the server package are imported inside the functions, so a test file that starts no server
+does not pay for them.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -12,20 +16,26 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from nodegraph.engine import Folders
-from nodegraph.server import ServerConfig, create_app
 
 from . import ROOT
 from .registry import make_registry
 
+if TYPE_CHECKING:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient
+
+    from nodegraph.server import ServerConfig
+
 
 def make_config(base: Path, **overrides: Any) -> ServerConfig:
+    """The server's config on folders under `base`, with make_registry()'s nodes; `overrides` replace fields."""
+    from nodegraph.server import ServerConfig
+
     folders = Folders(models_dirs=[base / "models"], input_dir=base / "input", output_dir=base / "output",
                       temp_dir=base / "temp")
     settings: dict[str, Any] = dict(folders=folders, data_dir=base / "data", registry=make_registry())
@@ -36,6 +46,10 @@ def make_config(base: Path, **overrides: Any) -> ServerConfig:
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[TestClient]:
     """An aiohttp test client talking to a real server app on a free loopback port."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from nodegraph.server import create_app
+
     async with TestClient(TestServer(create_app(make_config(tmp_path)))) as test_client:
         yield test_client
 
@@ -60,6 +74,8 @@ async def open_ws(client: TestClient, client_id: str | None = None, metadata_pre
 
 async def messages_until(ws: Any, done: Callable[[dict[str, Any]], bool]) -> list[Any]:
     """Messages (dicts; binary frames as bytes) up to and including the first JSON one `done` accepts."""
+    from aiohttp import web
+
     seen: list[Any] = []
     while True:
         msg = await ws.receive()
@@ -112,6 +128,10 @@ class ServerThread:
         self._loop.close()
 
     async def _start(self) -> None:
+        from aiohttp import web
+
+        from nodegraph.server import create_app
+
         self._runner = web.AppRunner(create_app(self.config), handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
