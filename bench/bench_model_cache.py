@@ -19,8 +19,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "nodes"), str(ROOT / "tests")]
 
 from nodegraph.engine import Executor, NullCache  # noqa: E402
 from nodegraph.run_once import PromptRunner  # noqa: E402
-from nodegraph_nodes.diffusion.model_cache import model_cache  # noqa: E402
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
+from nodegraph_nodes.diffusion.cache_readers import model_cache  # noqa: E402
 from support.sd import make_folders  # noqa: E402
 from support.workflows import txt2img  # noqa: E402
 
@@ -35,7 +35,7 @@ def main() -> None:
         folders = make_folders(root, root / "models")
         runner = PromptRunner(folders, executor=Executor(folders, cache=NullCache(), previews=False))
         workflow = runner.validate(txt2img())
-        cache = model_cache(folders.settings)
+        cache = model_cache(runner.executor.runtime)
         print(f"{'run':>3}  {'LoadCheckpoint':>14}  {'whole run':>9}  {'file reads':>10}")
         for run in range(1, args.runs + 1):
             started = time.perf_counter()

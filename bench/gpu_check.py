@@ -20,8 +20,8 @@ import torch  # noqa: E402
 
 from nodegraph.engine import Executor, NullCache  # noqa: E402
 from nodegraph.run_once import PromptRunner  # noqa: E402
-from nodegraph_nodes.diffusion.model_cache import model_cache  # noqa: E402
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
+from nodegraph_nodes.diffusion.cache_readers import model_cache  # noqa: E402
 from support.sd import make_folders  # noqa: E402
 from support.workflows import txt2img  # noqa: E402
 
@@ -50,7 +50,7 @@ def main() -> int:
         folders = make_folders(root, root / "models")
         folders.settings = {"device": args.device, "precision": args.precision}
         runner = PromptRunner(folders, executor=Executor(folders, cache=NullCache(), previews=False))
-        cache = model_cache(folders.settings)
+        cache = model_cache(runner.executor.runtime)
         print(f"device {cache.device}, dtype {cache.dtype}, vram budget {cache.vram_budget >> 20} MiB")
 
         sdxl = txt2img(**{"4.ckpt_name": "tiny_sdxl.safetensors"})

@@ -10,7 +10,7 @@ import torch
 from nodegraph.engine import default_registry
 from nodegraph_nodes.diffusion import guidance, schedules
 from nodegraph_nodes.diffusion.denoiser import apply_cfg
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.sd import custom_sampling as cs
 from support.tiny import SD1_SCHEDULER_CONFIG
 from support.workflows import txt2img
@@ -284,7 +284,7 @@ def test_node_declarations_are_comfyuis():
 
 def test_add_noise_by_hand():
     from nodegraph_nodes.diffusion.guidance import NoiseSpec
-    from nodegraph_nodes.diffusion.ksampler import prepare_noise
+    from nodegraph_nodes.diffusion.sampling_run import prepare_noise
 
     class Model:
         latent_scale = 0.18215

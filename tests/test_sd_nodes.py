@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nodegraph_nodes.diffusion.model_cache import model_cache
+from nodegraph_nodes.diffusion.cache_readers import model_cache
 from support.workflows import txt2img
 
 
@@ -54,7 +54,7 @@ def test_same_seed_same_latent_and_different_seed_differs(runner):
 
 
 def test_checkpoint_read_once_across_prompts_and_loader_nodes(runner):
-    cache = model_cache({"device": "cpu"})
+    cache = model_cache(runner.executor.runtime)
     before = cache.stats()["file_reads"]
     prompt = txt2img()
     # a second loader node for the same file in the same prompt

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nodegraph.engine import Folders
+from nodegraph.engine import Executor, Folders, Runtime
 from nodegraph.run_once import PromptRunner
 
 def make_folders(root: Path, models_root: Path) -> Folders:
@@ -27,7 +27,7 @@ class Runner(PromptRunner):
     registry; a prompt that does not validate fails the test with its errors."""
 
     def __init__(self, folders: Folders):
-        super().__init__(folders)
+        super().__init__(folders, executor=Executor(Runtime(folders)))  # its own runtime: a model cache of its own
 
     def run(self, prompt: dict[str, Any], events: list | None = None,  # type: ignore[override]
             extra_data: dict | None = None):
@@ -61,8 +61,5 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def runner(tmp_path: Path, models_root: Path) -> Runner:
-    """A Runner on fresh folders and the tiny models, after emptying the model cache (each test loads its own)."""
-    from nodegraph_nodes.diffusion.model_cache import model_cache
-
-    model_cache({"device": "cpu"}).free(unload_models=True)
+    """A Runner on fresh folders and the tiny models (its executor has a runtime, so a model cache, of its own)."""
     return Runner(make_folders(tmp_path, models_root))

@@ -78,7 +78,7 @@ def encoded_sd1(prompt: str = "a photo of a cat", negative: str = "blurry", seed
     """tiny_sd1_pipeline(seed=seed) with `prompt` and `negative` encoded by diffusers' own encode_prompt, as our
     Conditioning, and the epsilon model sampling of the pipeline's schedule: (pipe, positive, negative, sampling)."""
     from nodegraph_nodes.diffusion.conditioning import Conditioning
-    from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+    from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 
     pipe = tiny_sd1_pipeline(seed=seed)
     positive, negative_embeds = pipe.encode_prompt(prompt, "cpu", 1, True, negative)
