@@ -179,7 +179,7 @@ async def test_stop_records_a_stuck_prompt_and_leaves_no_thread_holding_the_proc
     assert status == 200
     from nodegraph.server.state import STATE
 
-    while app[STATE].worker.current_nodes.get(body["prompt_id"]) != "1":  # Spin has started
+    while app[STATE].queue.node_of(body["prompt_id"]) != "1":  # Spin has started
         await asyncio.sleep(0.01)
     started = time.monotonic()
     await c.close()  # the app's shutdown: what SIGTERM triggers in `nodegraph serve`
