@@ -12,7 +12,9 @@ import pytest
 from nodegraph.engine import Executor, Folders, Runtime
 from nodegraph.run_once import PromptRunner
 
+
 def make_folders(root: Path, models_root: Path) -> Folders:
+    """input/output/temp under `root`, models from `models_root`, on the CPU."""
     return Folders(
         models_dirs=[models_root],
         input_dir=root / "input",
