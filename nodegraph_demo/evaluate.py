@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nodegraph.engine import Executor, Folders, default_registry, validate_prompt
+from nodegraph.engine import Folders
 from nodegraph.paths import default_models_dirs, project_dir
+from nodegraph.run_once import PromptRunner
 
 from . import checker, dataset
 
@@ -126,16 +127,14 @@ def example_cfg(name: str) -> float:
 # --- running workflows --------------------------------------------------------------------------------------------
 
 
-class WorkflowRunner:
+class WorkflowRunner(PromptRunner):
     """Validates and runs workflows on one engine executor (loaded models stay cached between runs)."""
 
     def __init__(self, models: Path, work_dir: Path, settings: dict[str, Any] | None = None):
-        self.folders = Folders(models_dirs=[models, *default_models_dirs()], input_dir=work_dir / "input",
-                               output_dir=work_dir / "output", temp_dir=work_dir / "temp",
-                               settings=settings or {})
+        super().__init__(Folders(models_dirs=[models, *default_models_dirs()], input_dir=work_dir / "input",
+                                 output_dir=work_dir / "output", temp_dir=work_dir / "temp",
+                                 settings=settings or {}))
         self.folders.input_dir.mkdir(parents=True, exist_ok=True)
-        self.registry = default_registry()
-        self.executor = Executor(self.folders)
 
     def save_input(self, name: str, image: np.ndarray) -> str:
         Image.fromarray(image).save(self.folders.input_dir / name)
@@ -143,10 +142,10 @@ class WorkflowRunner:
 
     async def images(self, workflow: Workflow) -> list[np.ndarray]:
         """Run `workflow`; the images its SaveImage nodes wrote, as uint8 RGB arrays."""
-        checked = validate_prompt(workflow, self.registry, self.folders)
+        checked = self.validate(workflow)
         if not checked.ok:
             raise RuntimeError(f"workflow invalid: {checked.error} {checked.node_errors}")
-        result = await self.executor.run(checked.workflow, "evaluate")
+        result = await self.run_async(checked, "evaluate")
         if not result.ok:
             raise RuntimeError(f"workflow {result.status}: {result.error}")
         images = []

@@ -12,7 +12,7 @@ import torch
 from nodegraph.engine import Folders
 from nodegraph.paths import default_models_dirs, example_input_dirs, project_dir
 from nodegraph_demo.checker import score
-from sd_fixtures import Runner
+from support.sd import Runner
 
 WORKFLOWS = project_dir("workflows")
 

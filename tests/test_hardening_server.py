@@ -20,10 +20,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hardening_fixtures import chain, cycle, gif_frames, png_bomb, power_tower, string_doubling
 from nodegraph.server import create_app
 from nodegraph.server.routes_system import devices
-from server_fixtures import client, http, make_config, serve_process  # noqa: F401
+from support.hostile import gif_frames, png_bomb
+from support.server import http, make_config
+from support.workflows import chain, cycle, power_tower, string_doubling
 
 
 async def post(c: TestClient, prompt: Any, **body: Any) -> tuple[int, Any]:
@@ -115,8 +116,8 @@ SERVE_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
 sys.path[:0] = [{tests!r}]
-from server_fixtures import make_config
 from nodegraph.server import serve
+from support.server import make_config
 asyncio.run(serve(make_config(Path({base!r}), port=0)))
 """
 

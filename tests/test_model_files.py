@@ -25,8 +25,8 @@ from nodegraph_nodes.diffusion.split_files import (
     text_encoder_kind,
 )
 from nodegraph_nodes.diffusion.tiny import tiny_sd1, tiny_sdxl
-from models_fixtures import assert_same_weights, real_layout_shapes
-from sd_fixtures import Runner, make_folders
+from support.models import assert_same_weights, real_layout_shapes
+from support.sd import Runner, make_folders
 
 SIZE = 64
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from models_fixtures import assert_same_weights, no_network, tiny_models_root  # noqa: F401
+from support.models import assert_same_weights
 from nodegraph_nodes.diffusion.checkpoint_files import (
     CheckpointError,
     read_checkpoint_file,

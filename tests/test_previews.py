@@ -17,7 +17,8 @@ import torch
 import websocket
 from PIL import Image
 
-from server_fixtures import ServerThread, http, image_workflow, make_config
+from support.server import ServerThread, http, make_config
+from support.workflows import image_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,7 +161,7 @@ def test_taesd_previewer_decodes_like_diffusers(tmp_path, layout):
 
 def test_taesd_previews_from_a_sampler_on_the_server(tmp_path_factory):
     from nodegraph_testmodels.files import make_tiny_models
-    from sd_fixtures import txt2img
+    from support.workflows import txt2img
 
     models = tmp_path_factory.mktemp("taesd_models")
     make_tiny_models(models)

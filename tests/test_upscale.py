@@ -114,7 +114,7 @@ def test_upscale_nodes_in_a_workflow(tmp_path):
     from PIL import Image
 
     from nodegraph_testmodels.files import make_tiny_models
-    from sd_fixtures import Runner, make_folders
+    from support.sd import Runner, make_folders
 
     root = tmp_path / "models"
     make_tiny_models(root)

@@ -15,7 +15,8 @@ from .status import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, fail
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..engine import Executor, Runtime, default_registry, format_validation, validate_prompt
+    from ..engine import Executor, Runtime, default_registry, format_validation
+    from ..run_once import PromptRunner
     from ..warmup import import_modules
 
     env = make_folders(args)
@@ -30,7 +31,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return fail(str(exc), EXIT_INVALID)
     warn_unknown_inputs(loaded.prompt, registry)
-    result = validate_prompt(loaded.prompt, registry, env)
+    runner = PromptRunner(env, registry, Executor(Runtime(env), previews=False))
+    result = runner.validate(loaded.prompt)
     if not result.ok or result.node_errors:
         print(format_validation(result, loaded.prompt), file=sys.stderr)
         if not result.ok:
@@ -40,8 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = _Progress(result.workflow, enabled=not args.quiet and not args.json)
     # torch & co. first, timed on their own (not inside the first model node's time); Ctrl+C here quits at once
     imports = import_modules(registry.warm_imports(spec.class_type for spec in result.workflow.nodes.values()))
-    executor = Executor(Runtime(env), previews=False)
-    run = asyncio.run(_run_interruptible(executor, result.workflow, extra_data, progress.on_event))
+    run = asyncio.run(_run_interruptible(runner, result, extra_data, progress.on_event))
     progress.close()
     if not args.quiet and not args.json and run.timings:
         spent = f"imports {imports:.2f}s, " if imports >= 0.01 else ""
@@ -85,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _run_interruptible(executor: Any, workflow: Any, extra_data: dict[str, Any], on_event: Any) -> Any:
+async def _run_interruptible(runner: Any, checked: Any, extra_data: dict[str, Any], on_event: Any) -> Any:
     """Run with Ctrl+C mapped to the executor's interrupt: the sampler stops cleanly within one model call. A node
     that cannot stop midway (a model still loading) is waited for; a second Ctrl+C ends the process at once."""
     import os
@@ -98,7 +99,7 @@ async def _run_interruptible(executor: Any, workflow: Any, extra_data: dict[str,
         presses.append(1)
         if len(presses) == 1:
             print("\ninterrupting (Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
-            executor.interrupt()
+            runner.executor.interrupt()
         else:
             print("quit", file=sys.stderr, flush=True)
             os._exit(EXIT_INTERRUPTED)
@@ -108,13 +109,13 @@ async def _run_interruptible(executor: Any, workflow: Any, extra_data: dict[str,
     except (NotImplementedError, RuntimeError):
         pass  # not on the main thread (tests) or no signal support
     try:
-        return await executor.run(workflow, str(uuid.uuid4()), extra_data=extra_data, on_event=on_event)
+        return await runner.run_async(checked, str(uuid.uuid4()), extra_data=extra_data, on_event=on_event)
     finally:
         try:
             loop.remove_signal_handler(signal.SIGINT)
         except (NotImplementedError, RuntimeError):
             pass
-        executor.close()
+        runner.executor.close()
 
 
 def _output_files(outputs: dict[str, dict[str, Any]], env: Any) -> list[Path]:
