@@ -96,7 +96,7 @@ def test_nodes_end_to_end(tmp_path):
     from nodegraph_nodes.diffusion.clip_vision import tiny_clip_vision, write_clip_vision_file
     from nodegraph_nodes.diffusion.keymap import write_single_file
     from nodegraph_nodes.diffusion.tiny import tiny_sd1
-    from sd_fixtures import Runner, make_folders
+    from support.sd import Runner, make_folders
 
     root = tmp_path / "models"
     write_single_file(tiny_sd1(0), root / "checkpoints" / "tiny_sd1.safetensors")

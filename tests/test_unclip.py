@@ -118,7 +118,7 @@ def test_single_file_round_trip(source, models_root):
 
     from nodegraph_nodes.diffusion.cache_readers import read_checkpoint
     from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file as load_checkpoint
-    from models_fixtures import assert_same_weights
+    from support.models import assert_same_weights
 
     path = models_root / "checkpoints" / NAME
     with safe_open(str(path), framework="pt") as f:
@@ -139,7 +139,7 @@ def test_real_layout_is_recognised_from_shapes():
     class embedding, and the OpenCLIP ViT-H/14 tower converts to transformers' names with its config read off."""
     from nodegraph_nodes.diffusion.clip_vision import config_from_shapes
     from nodegraph_nodes.diffusion.families import FAMILIES, detect_family
-    from models_fixtures import real_layout_shapes
+    from support.models import real_layout_shapes
 
     shapes = real_layout_shapes("sd2_base")
     shapes[unclip.LABEL_EMB_KEY] = (1280, 2048)
@@ -244,7 +244,7 @@ def test_nodes_end_to_end(models_root, tmp_path):
     """unCLIPCheckpointLoader -> CLIPVisionEncode -> unCLIPConditioning -> KSampler: the image conditioning changes
     the result; strength 0 returns the conditioning unchanged (as ComfyUI), so equals the plain prompt; the loader's
     CLIP_VISION is the checkpoint's encoder; ImageOnlyCheckpointLoader gives the same model, encoder and VAE."""
-    from sd_fixtures import Runner, make_folders
+    from support.sd import Runner, make_folders
 
     runner = Runner(make_folders(tmp_path, models_root))
     on = runner.run(_workflow()).values
@@ -263,7 +263,7 @@ def test_nodes_end_to_end(models_root, tmp_path):
 
 
 def test_unclip_loader_refuses_a_checkpoint_without_clip_vision(models_root, tmp_path):
-    from sd_fixtures import Runner, make_folders
+    from support.sd import Runner, make_folders
 
     runner = Runner(make_folders(tmp_path, models_root))
     events: list = []
