@@ -8,17 +8,9 @@ from diffusers import UNet2DConditionModel
 
 from nodegraph.engine import Interrupted
 from nodegraph_nodes.diffusion.denoiser import interruptible
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.memory import WorkTooLarge, check_unet_fits, unet_call_bytes
-from nodegraph_nodes.diffusion.model_cache import model_cache
-from sd_fixtures import Runner, make_folders, txt2img
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
+from support.sd import Runner, make_folders
+from support.workflows import txt2img
 
 
 def tiny_unet() -> UNet2DConditionModel:
@@ -30,7 +22,6 @@ def tiny_unet() -> UNet2DConditionModel:
 
 
 def test_an_oversized_txt2img_is_refused_before_sampling(tmp_path, models_root):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     folders = make_folders(tmp_path, models_root)
     folders.settings["work_memory_budget"] = 64 << 20  # a small device, so the test needs no big machine
     runner = Runner(folders)

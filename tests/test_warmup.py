@@ -11,13 +11,13 @@ from pathlib import Path
 from nodegraph.engine import default_registry
 from nodegraph.paths import project_dir
 from nodegraph.warmup import Warmup
-from server_fixtures import http, serve_process  # noqa: F401
+from support.server import http
 
 
 def test_packs_name_their_heavy_imports():
     registry = default_registry()
     sd = registry.warm_imports(["KSampler"])
-    assert "nodegraph_nodes.diffusion.ops" in sd and "nodegraph_nodes.diffusion.loader" in sd
+    assert "nodegraph_nodes.diffusion.ops" in sd and "nodegraph_nodes.diffusion.checkpoint_files" in sd
     assert registry.warm_imports(["IntMath", "ShowText"]) == []  # utility nodes need no torch
     assert set(sd) <= set(registry.warm_imports())
 
@@ -35,7 +35,7 @@ def test_warmup_imports_on_a_thread_and_reports_its_time(tmp_path, monkeypatch):
     assert Warmup([]).status()["state"] == "idle"
 
 
-def test_serve_imports_in_the_background_and_reports_the_wait(serve_process):  # noqa: F811
+def test_serve_imports_in_the_background_and_reports_the_wait(serve_process):
     server = serve_process()
     prompt = json.loads((project_dir("workflows") / "txt2img.json").read_text())
     status, body, _ = http("POST", server.url + "/prompt", {"prompt": prompt})

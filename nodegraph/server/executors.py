@@ -11,26 +11,17 @@ unless the configuration asks for it (`make_backend`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ..engine import Executor, NullCache, OutputCache, RunResult, Workflow
+from ..engine import Executor, NullCache, OutputCache, RunResult, Runtime
 from ..engine.executor import EventCallback
 from ..engine.limits import Limits
+from ..jobs import Job
 
 if TYPE_CHECKING:
     from .config import ServerConfig
 
 EXECUTORS = ("local", "ray")
-
-
-@dataclass
-class Job:
-    """One validated prompt handed to a backend."""
-
-    prompt_id: str
-    workflow: Workflow
-    extra_data: dict[str, Any] = field(default_factory=dict)
 
 
 class PromptBackend(Protocol):
@@ -51,7 +42,8 @@ class PromptBackend(Protocol):
         """Give back a reserved slot that will not run (its prompt failed validation)."""
 
     async def run(self, job: Job, on_event: EventCallback, slot: Any) -> RunResult:
-        """Run the job on its reserved slot (released when this returns); events in the engine's names."""
+        """Run the job (its validated `workflow`, its run's `extra_data`) on its reserved slot (released when this
+        returns); events in the engine's names."""
 
     def interrupt(self, prompt_id: str | None) -> bool:
         """Interrupt a running prompt (None: every running prompt); False if it is not running here."""
@@ -78,9 +70,9 @@ class LocalBackend:
     free_while_running = False  # the models in use belong to the running prompt: free after it, as ComfyUI does
 
     def __init__(self, executor: Executor, concurrency: int = 1):
-        # Extra slots share the first executor's output cache, folders and limits.
+        # Extra slots share the first executor's output cache, runtime (folders, the model cache) and limits.
         self.executors = [executor] + [
-            Executor(executor.env, cache=executor.cache, previews=executor.previews, limits=executor.limits)
+            Executor(executor.runtime, cache=executor.cache, previews=executor.previews, limits=executor.limits)
             for _ in range(max(1, concurrency) - 1)
         ]
         self._idle = list(self.executors)
@@ -146,7 +138,7 @@ def make_backend(config: ServerConfig) -> PromptBackend:
     """The backend the configuration names; the Ray one is imported only here, only when asked for."""
     if config.executor == "local":
         limits = Limits(max_ui_bytes=int(config.max_output_size_mb * 1024 * 1024))
-        executor = Executor(config.folders, cache=make_output_cache(config), limits=limits)
+        executor = Executor(Runtime(config.folders), cache=make_output_cache(config), limits=limits)
         return LocalBackend(executor, concurrency=config.concurrency)
     if config.executor == "ray":
         from ..distributed.pool import RayPool

@@ -5,6 +5,7 @@ import logging
 
 from aiohttp import web
 
+from ..engine.errors import request_error
 from .bodies import BadRequest, json_object, query_int, read_json, string_list
 from .prompts import submit
 from .state import STATE
@@ -19,17 +20,11 @@ async def post_prompt(request: web.Request) -> web.Response:
     size = len(await request.read())
     if size > 2 * limit + 65536:  # far over the stored-size limit: refused before parsing (parsing blocks the loop)
         details = f"the request body is {size:,} bytes; the workflow limit is {limit:,} (--max-prompt-size)"
-        raise BadRequest(details, status=413, body={
-            "error": {"type": "invalid_prompt", "message": "Prompt too large", "details": details, "extra_info": {}},
-            "node_errors": {},
-        })
+        raise BadRequest(details, status=413, body=request_error("invalid_prompt", "Prompt too large", details))
     try:
         body = await read_json(request)
     except BadRequest as exc:
-        raise BadRequest(str(exc), body={
-            "error": {"type": "invalid_prompt", "message": "Invalid request", "details": str(exc), "extra_info": {}},
-            "node_errors": {},
-        }) from None
+        raise BadRequest(str(exc), body=request_error("invalid_prompt", "Invalid request", str(exc))) from None
     return web.json_response(await submit(state, body))
 
 
@@ -38,9 +33,9 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 
 async def get_queue(request: web.Request) -> web.Response:
-    store = request.app[STATE].store
-    running = [item.wire() for item in store.running_items.values()]
-    return web.json_response({"queue_running": running, "queue_pending": [i.wire() for i in store.pending_sorted()]})
+    queue = request.app[STATE].queue
+    running = [job.item.wire() for job in queue.running()]
+    return web.json_response({"queue_running": running, "queue_pending": [i.wire() for i in queue.pending()]})
 
 
 async def post_queue(request: web.Request) -> web.Response:
@@ -49,11 +44,10 @@ async def post_queue(request: web.Request) -> web.Response:
     body = json_object(await read_json(request, {}))
     removed: list[str] = []
     if body.get("clear"):
-        removed += await state.store.clear_pending()
+        removed += await state.queue.clear()
     if "delete" in body:
-        removed += await state.store.delete_pending(string_list(body["delete"], "delete"))
+        removed += await state.queue.remove(string_list(body["delete"], "delete"))
     if removed:
-        state.worker.forget(removed)
         state.broadcast_status()
     return web.Response(status=200)
 
@@ -165,8 +159,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def _cancel(request: web.Request, job_id: str) -> str:
     """'cancelled' (was pending), 'interrupted' (was running), 'finished' or 'not_found'."""
     state = request.app[STATE]
-    if await state.store.delete_pending([job_id]):
-        state.worker.forget([job_id])
+    if await state.queue.remove([job_id]):
         state.broadcast_status()
         return "cancelled"
     if state.worker.interrupt(job_id):

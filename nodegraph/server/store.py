@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
+
+from ..engine.errors import execution_error, now_ms
+from ..jobs import DuplicatePrompt, QueueItem
 
 T = TypeVar("T")
 
@@ -55,40 +57,6 @@ CREATE INDEX IF NOT EXISTS prompts_state ON prompts(state, done_seq);
 """
 
 
-class DuplicatePrompt(Exception):
-    """A client-chosen prompt_id that is already queued or in the history."""
-
-
-@dataclass
-class QueueItem:
-    """A queued prompt as ComfyUI's queue tuple holds it (without the sensitive slot, which is never stored)."""
-
-    number: int | float
-    prompt_id: str
-    prompt: dict[str, Any]
-    extra_data: dict[str, Any]
-    outputs_to_execute: list[str]
-    seq: int = 0
-    start_time: int | None = None
-
-    @property
-    def create_time(self) -> int:
-        return int(self.extra_data.get("create_time") or 0)
-
-    @property
-    def workflow_id(self) -> str | None:
-        workflow = (self.extra_data.get("extra_pnginfo") or {}).get("workflow")
-        wid = workflow.get("id") if isinstance(workflow, dict) else None
-        return str(wid) if wid is not None else None
-
-    def wire(self) -> list[Any]:
-        """`[number, prompt_id, prompt, extra_data, outputs_to_execute]`, as GET /queue and history show it."""
-        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs_to_execute]
-
-    def sort_key(self) -> tuple[float, int]:
-        return (float(self.number), self.seq)
-
-
 @dataclass
 class Finished:
     """What the worker records when a prompt ends."""
@@ -106,10 +74,6 @@ def to_json(value: Any) -> str:
     """JSON for the database; a value a node left in its UI output that JSON cannot hold becomes its text, so a
     prompt's record is never lost to one odd value."""
     return json.dumps(value, default=str)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def history_meta(outputs: dict[str, Any]) -> dict[str, Any]:
@@ -204,18 +168,8 @@ class Store:
     def _record_server_stopped(self, prompt_id: str, start_time: int | None, node_id: str | None = None,
                                node_type: str | None = None) -> None:
         stamp = now_ms()
-        error = {
-            "prompt_id": prompt_id,
-            "node_id": node_id,
-            "node_type": node_type,
-            "executed": [],
-            "exception_message": SERVER_STOPPED,
-            "exception_type": "ServerStopped",
-            "traceback": [],
-            "current_inputs": {},
-            "current_outputs": [],
-            "timestamp": stamp,
-        }
+        error = execution_error(SERVER_STOPPED, "ServerStopped", node_id=node_id, node_type=node_type,
+                                prompt_id=prompt_id, timestamp=stamp)
         messages = []
         if start_time is not None:
             messages.append(["execution_start", {"prompt_id": prompt_id, "timestamp": start_time}])

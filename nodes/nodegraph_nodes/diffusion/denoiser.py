@@ -2,7 +2,7 @@
 
 `CFGDenoiser` does what ComfyUI's CFGGuider + sampling_function do for one positive and one negative conditioning:
 
-* scales the input to the UNet's DDPM scale and picks the timestep (model_sampling.DiscreteModelSampling);
+* scales the input to the UNet's DDPM scale and picks the timestep (sigma_table.DiscreteModelSampling);
 * runs uncond and cond IN ONE BATCHED UNet CALL ([uncond, cond] along the batch) and combines
   uncond + (cond - uncond) * cfg (on the model output, which equals doing it on x0 as ComfyUI does); at cfg == 1
   the uncond half is skipped entirely;
@@ -33,9 +33,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import unclip
 from .batching import in_shared_call
 from .conditioning import Conditioning, ControlSpec
-from .model_sampling import DiscreteModelSampling
+from .sigma_table import DiscreteModelSampling
 
 VAE_SCALE_FACTOR = 8  # pixels per latent cell for the SD-family VAEs
 ModelPatch = Any  # an object with `pre_cfg`, `cfg_function` and/or `post_cfg` (see guidance.py)
@@ -49,6 +50,7 @@ class _Half:
     embeds: torch.Tensor  # [1, tokens, dim], padded to the common token count
     pooled: torch.Tensor | None
     time_ids: torch.Tensor | None
+    class_labels: torch.Tensor | None = None  # unCLIP UNets' image-embedding input (unclip.class_labels)
 
 
 class CFGDenoiser:
@@ -104,8 +106,9 @@ class CFGDenoiser:
         return _Half(
             conditioning=c,
             embeds=embeds.to(**to),
-            pooled=None if c.pooled is None else c.pooled.to(**to),
+            pooled=None if (pooled := unclip.pooled_for(c, c.pooled)) is None else pooled.to(**to),
             time_ids=None if c.time_ids is None else c.time_ids.to(**to),
+            class_labels=None if (labels := unclip.class_labels(c, self.unet)) is None else labels.to(**to),
         )
 
     def set_concat(self, build: Callable[[Conditioning], torch.Tensor]) -> None:
@@ -150,6 +153,9 @@ class CFGDenoiser:
         context = torch.cat([_rows(h.embeds, batch) for h in self._halves])
         added = self._added_cond_kwargs(x, batch)
         residuals = self._control_residuals(x_in, t, context, added, float(sigma[0]), batch)
+        # only unCLIP UNets take class labels; other calls keep the plain signature (batching.py stacks those)
+        labels = {} if self._halves[0].class_labels is None else {
+            "class_labels": torch.cat([_rows(h.class_labels, batch) for h in self._halves])}
 
         self.check_interrupt()
         self.unet_calls += 1
@@ -165,6 +171,7 @@ class CFGDenoiser:
                 down_block_additional_residuals=residuals[0] if residuals else None,
                 mid_block_additional_residual=residuals[1] if residuals else None,
                 return_dict=False,
+                **labels,
             )[0].float()
         self.check_interrupt()
         return out
