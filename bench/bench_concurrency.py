@@ -121,22 +121,23 @@ async def run_clients(models_dirs: list[Path], out: Path, checkpoint: str, clien
             seeds = [index * 1000 + i for i in range(prompts)]
             await one_client(session, base, checkpoint, f"c{index}", seeds, steps, latencies, images)
 
-        before = batching_counters()
+        before = await batching_counters(session, base)
         started = time.perf_counter()
         await asyncio.gather(*(client(i) for i in range(clients)))
         elapsed = time.perf_counter() - started
-        after = batching_counters()
+        after = await batching_counters(session, base)
     await runner.cleanup()
     forwards = after["forwards"] - before["forwards"]
     rows = (after["rows"] - before["rows"]) / forwards if forwards else 0.0  # 0: no batcher (one at a time)
     return elapsed, latencies, images, rows
 
 
-def batching_counters() -> dict[str, int]:
-    """The model cache's totals of shared-forward batching (this process's cache: the server runs in it)."""
-    from nodegraph_nodes.diffusion.model_cache import model_cache
-
-    return dict(model_cache().stats()["batching"])
+async def batching_counters(session: ClientSession, base: str) -> dict[str, int]:
+    """The server's totals of shared-forward batching, as /system_stats publishes them."""
+    async with session.get(f"{base}/system_stats") as response:
+        stats = await response.json()
+    models = stats["nodegraph"]["resources"].get("models", {})
+    return models.get("batching", {"forwards": 0, "rows": 0})
 
 
 async def one_client(session: ClientSession, base: str, checkpoint: str, name: str, seeds: list[int], steps: int,
