@@ -14,6 +14,7 @@ from .masks import NODES as _MASK_NODES
 from .model_files import NODES as _MODEL_FILE_NODES
 from .sampling import NODES as _SAMPLING_NODES
 from .sdxl import NODES as _SDXL_NODES
+from .table_schedulers import NODES as _TABLE_SCHEDULER_NODES
 from .upscale import NODES as _UPSCALE_NODES
 
 # What the nodes import on first use (torch, diffusers, transformers behind them): `nodegraph serve` imports these
@@ -27,6 +28,7 @@ WARM_IMPORTS = (
 )
 
 NODES = [
-    *_LOADING_NODES, *_MODEL_FILE_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_CUSTOM_SAMPLING_NODES, *_SDXL_NODES,
-    *_CONTROLNET_NODES, *_IMAGE_NODES, *_INPAINT_NODES, *_MASK_NODES, *_UPSCALE_NODES, *_CLIP_VISION_NODES,
+    *_LOADING_NODES, *_MODEL_FILE_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_CUSTOM_SAMPLING_NODES,
+    *_TABLE_SCHEDULER_NODES, *_SDXL_NODES, *_CONTROLNET_NODES, *_IMAGE_NODES, *_INPAINT_NODES, *_MASK_NODES,
+    *_UPSCALE_NODES, *_CLIP_VISION_NODES,
 ]
