@@ -74,8 +74,6 @@ REASON_BY_NAME = {
     "StyleModelApply": "style models (CLIP vision) not run",
     "unCLIPCheckpointLoader": "unCLIP models not run",
     "unCLIPConditioning": "unCLIP models not run",
-    "GLIGENLoader": "GLIGEN not run",
-    "GLIGENTextBoxApply": "GLIGEN not run",
     "DiffusersLoader": "not implemented yet (Load Checkpoint reads diffusers folders)",
     "T5TokenizerOptions": "model family not run (T5 text encoders)",
     "ModelSamplingAuraFlow": "model family not run (AuraFlow)",

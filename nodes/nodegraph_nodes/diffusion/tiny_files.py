@@ -41,7 +41,8 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     The split files hold the very weights of the checkpoints of the same name.
     loras/ and embeddings/: LoRAs and embeddings for tiny_sd1 / tiny_sdxl in the published layouts (tiny_lora.py).
     upscale_models/: tiny_esrgan_x4 and tiny_esrgan_x2 (random ESRGAN generators) as .safetensors and as
-    Real-ESRGAN-style .pth pickles; clip_vision/: tiny_clip_vision.safetensors (a random CLIP vision tower).
+    Real-ESRGAN-style .pth pickles; clip_vision/: tiny_clip_vision.safetensors (a random CLIP vision tower);
+    gligen/: tiny_gligen_sd1.safetensors (GLIGEN layers for tiny_sd1's UNet, ComfyUI's layout).
     The same seed always writes the same bytes.
     """
     root = Path(models_root)
@@ -88,6 +89,9 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
         tiny_clip_vision(seed + 13), root / "clip_vision" / "tiny_clip_vision.safetensors"
     )
     written.update(write_split_files(sd1, sdxl, root))
+    from .tiny_gligen import write_tiny_gligen  # gligen/: a GLIGEN model for tiny_sd1's UNet
+
+    written["tiny_gligen_sd1"] = write_tiny_gligen(sd1.unet, root / "gligen" / "tiny_gligen_sd1.safetensors", seed + 14)
     return written
 
 

@@ -6,6 +6,7 @@ validating workflows and starting the server stay fast.
 from .clip_vision import NODES as _CLIP_VISION_NODES
 from .controlnet import NODES as _CONTROLNET_NODES
 from .custom_sampling import NODES as _CUSTOM_SAMPLING_NODES
+from .gligen import NODES as _GLIGEN_NODES
 from .images import NODES as _IMAGE_NODES
 from .inpaint import NODES as _INPAINT_NODES
 from .latent import NODES as _LATENT_NODES
@@ -30,5 +31,5 @@ WARM_IMPORTS = (
 NODES = [
     *_LOADING_NODES, *_MODEL_FILE_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_CUSTOM_SAMPLING_NODES,
     *_TABLE_SCHEDULER_NODES, *_SDXL_NODES, *_CONTROLNET_NODES, *_IMAGE_NODES, *_INPAINT_NODES, *_MASK_NODES,
-    *_UPSCALE_NODES, *_CLIP_VISION_NODES,
+    *_UPSCALE_NODES, *_CLIP_VISION_NODES, *_GLIGEN_NODES,
 ]
