@@ -238,4 +238,4 @@ def test_merge_and_save_beside_a_lora_prompt_read_the_base_weights(tmp_path, mod
     saved = load_checkpoint(tmp_path / "output" / "checkpoints" / "side_00001_.safetensors")
     assert_weights(state(saved.unet), ua, atol=0)
     assert_weights(state(saved.text_encoders[0]), ca, atol=0)
-    assert seen["patched"] != float(sum(p.double().sum() for p in a.unet.parameters()))  # the LoRA was on
+    assert seen["patched"] != float(sum(p.detach().double().sum() for p in a.unet.parameters()))  # the LoRA was on
