@@ -150,6 +150,8 @@ def unet_kwargs(unet: Any, gligen_model: GligenModel, boxes: tuple, shape: torch
     `gligen_model` to a call on latents of `shape` [B, C, h, w]."""
     from .base_weights import plain_module
 
+    if not isinstance(gligen_model, GligenModel):
+        raise GligenError("a GLIGEN model reached the UNet call unresolved (sampling path without gligen.resolve)")
     blocks = _install(plain_module(unet))
     if len(blocks) != len(gligen_model.fusers):
         raise GligenError(f"the GLIGEN model has {len(gligen_model.fusers)} gated layers, the UNet "
@@ -166,6 +168,9 @@ def unet_kwargs(unet: Any, gligen_model: GligenModel, boxes: tuple, shape: torch
     masks = torch.zeros(MAX_OBJECTS)
     embeds = torch.zeros(MAX_OBJECTS, gligen_model.key_dim)
     for i, (pooled, h, w, y, x) in enumerate(boxes):
+        if pooled.numel() != gligen_model.key_dim:
+            raise GligenError(f"a box's text embedding is {pooled.numel()} wide where the GLIGEN model takes "
+                              f"{gligen_model.key_dim}: the CLIP and the GLIGEN model are for different models")
         xyxy[i] = torch.tensor([x / width, y / height, (x + w) / width, (y + h) / height])
         masks[i] = 1.0
         embeds[i] = pooled.reshape(-1).float()
@@ -197,24 +202,30 @@ def _read(path: str) -> dict[str, Any]:
     return {"gligen": model, "info": {"layers": len(model.fusers)}}
 
 
+def _with_reader(cache: Any) -> Any:
+    """The model cache, able to read GLIGEN files (registered on first use; no edit to the shared readers)."""
+    if "gligen" not in cache.loaders:
+        cache.register_loader("gligen", _read)
+    return cache
+
+
 def load_gligen(path: Path, settings: dict[str, Any]) -> GligenHandle:
     """GLIGENLoader: the file is read now, so a wrong file fails in the loader node."""
     from .model_cache import model_cache
 
-    cache = model_cache(settings)
-    if "gligen" not in cache.loaders:
-        cache.register_loader("gligen", _read)
+    cache = _with_reader(model_cache(settings))
     refs = cache.refs(path, "gligen", ("gligen", "info"))
     with cache.use(refs["info"]) as info:
         return GligenHandle(refs["gligen"], info["layers"])
 
 
-def use_gligen(hooks: Any, unet: Any, handle: GligenHandle, boxes: tuple, shape: torch.Size) -> dict[str, Any]:
-    """The UNet-call arguments for `boxes`, with the GLIGEN model pinned on the device until `hooks` closes."""
-    from .model_cache import model_cache
+def resolve(stack: Any, cache: Any, cond: Any) -> Any:
+    """`cond` with its GLIGEN handle swapped for the model, pinned in the cache until `stack` closes (the sampler
+    does this before sampling, as for ControlNets)."""
+    from dataclasses import replace
 
-    cache = model_cache()
-    if "gligen" not in cache.loaders:  # a cache made after the loader node ran (tests, /free with a new cache)
-        cache.register_loader("gligen", _read)
-    model = hooks.enter_context(cache.use(handle.ref))
-    return unet_kwargs(unet, model, boxes, shape)
+    handle, boxes = cond.gligen
+    if not isinstance(handle, GligenHandle):
+        return cond
+    model = stack.enter_context(_with_reader(cache).use(handle.ref))
+    return replace(cond, gligen=(model, boxes))
