@@ -6,7 +6,7 @@ LoRAs are applied while a node uses the model and undone afterwards (patching.py
 run with a LoRA pays one patch + unpatch; a design that instead reloaded or copied the base per LoRA would pay a
 checkpoint load. For each model (the tiny SD1 and the shipped demo SD1), with a LoRA on every attention, feed-forward,
 resnet-conv and text-encoder projection layer the tiny-LoRA writer covers, this prints the median time of
-`load_checkpoint` (the whole file: UNet, VAE, text encoder), of patch + unpatch (UNet and text encoder), and their
+`read_checkpoint_file` (the whole file: UNet, VAE, text encoder), of patch + unpatch (UNet and text encoder), and their
 ratio, all in this process.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from timing import synced_time  # noqa: E402
-from nodegraph_nodes.diffusion.loader import load_checkpoint  # noqa: E402
+from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file  # noqa: E402
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
 from nodegraph_nodes.diffusion.lora import read_lora_file  # noqa: E402
 from nodegraph_nodes.diffusion.patching import apply, restore  # noqa: E402
@@ -36,7 +36,7 @@ def median(fn, repeats: int) -> float:
 
 
 def bench(name: str, checkpoint: Path, tmp: Path, repeats: int) -> None:
-    components = load_checkpoint(checkpoint, dtype=torch.float32)
+    components = read_checkpoint_file(checkpoint, dtype=torch.float32)
     lora_path = tmp / f"{name}_lora.safetensors"
     save_file(kohya_state_dict(components, seed=1), str(lora_path))
     lora = read_lora_file(lora_path)
@@ -45,7 +45,7 @@ def bench(name: str, checkpoint: Path, tmp: Path, repeats: int) -> None:
     def patch_unpatch() -> None:
         restore(models, apply(models, [(lora, 1.0)]))
 
-    load = median(lambda: load_checkpoint(checkpoint, dtype=torch.float32), repeats)
+    load = median(lambda: read_checkpoint_file(checkpoint, dtype=torch.float32), repeats)
     patch = median(patch_unpatch, repeats)
     params = sum(p.numel() for m in components.models() for p in m.parameters())
     print(f"{name:>10}  {params / 1e6:6.2f} M  {len(lora.adapters):>6}  {load * 1e3:9.1f} ms  {patch * 1e3:9.1f} ms"

@@ -20,7 +20,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "nodes"), str(ROOT / "tests")]
 
 from nodegraph.engine import Executor, NullCache, default_registry, validate_prompt  # noqa: E402
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
-from nodegraph_nodes.diffusion.model_cache import model_cache  # noqa: E402
+from nodegraph_nodes.diffusion.cache_readers import model_cache  # noqa: E402
 from sd_fixtures import make_folders, txt2img  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def main() -> None:
         registry = default_registry()
         executor = Executor(folders, cache=NullCache(), previews=False)
         workflow = validate_prompt(txt2img(), registry, folders).workflow
-        cache = model_cache(folders.settings)
+        cache = model_cache(executor.runtime)
         print(f"{'run':>3}  {'LoadCheckpoint':>14}  {'whole run':>9}  {'file reads':>10}")
         for run in range(1, args.runs + 1):
             started = time.perf_counter()

@@ -39,8 +39,8 @@ from diffusers import (  # noqa: E402
 
 from nodegraph_nodes.diffusion.conditioning import Conditioning, ControlSpec  # noqa: E402
 from nodegraph_nodes.diffusion.handles import ModelHandle  # noqa: E402
-from nodegraph_nodes.diffusion.ksampler import ksample, ksampler_sigmas, prepare_noise  # noqa: E402
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling  # noqa: E402
+from nodegraph_nodes.diffusion.sampling_run import ksample, ksampler_sigmas, prepare_noise  # noqa: E402
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling  # noqa: E402
 from nodegraph_nodes.diffusion.ops import switch_step  # noqa: E402
 from nodegraph_nodes.diffusion.text_encoding import TEXT_FAMILIES, ClipTextEncoder, refiner_time_ids  # noqa: E402
 from nodegraph_nodes.diffusion.tiny import tiny_controlnet, tiny_refiner, tiny_sd1, tiny_sdxl  # noqa: E402

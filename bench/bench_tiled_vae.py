@@ -21,25 +21,31 @@ import json, resource, sys, time
 import torch
 sys.path[:0] = [{root!r}, {root!r} + "/nodes"]
 from pathlib import Path
+from nodegraph.engine import Folders, NodeContext, Runtime
 from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.core import latents as lt
 torch.set_num_threads(1)
-vae = ops.load_vae(Path({root!r}) / "demo_models/vae/nodegraph-demo-vae.safetensors", {{"device": "cpu"}})
+runtime = Runtime(Folders(settings={{"device": "cpu"}}))
+vae = ops.load_vae(runtime, Path({root!r}) / "demo_models/vae/nodegraph-demo-vae.safetensors")
 size, tile, mode = {size}, {tile}, {mode!r}
 torch.manual_seed(0)
 latent = torch.randn(1, 4, size // 8, size // 8)
 pixels = torch.rand(1, size, size, 3)
-ops.vae_decode(vae, latent[:, :, :8, :8])  # warm up: weights loaded, allocator primed
+ops.vae_decode(runtime, vae, latent[:, :, :8, :8])  # warm up: weights loaded, allocator primed
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 if mode == "decode":
-    ops.vae_decode(vae, latent)
+    ops.vae_decode(runtime, vae, latent)
 elif mode == "decode_tiled":
-    lt.VAEDecodeTiled().execute({{"samples": latent}}, vae, tile, tile // 4)
+    node = lt.VAEDecodeTiled()
+    node.context = NodeContext(node_id="1", prompt_id="bench", runtime=runtime)
+    node.execute({{"samples": latent}}, vae, tile, tile // 4)
 elif mode == "encode":
-    ops.vae_encode(vae, pixels)
+    ops.vae_encode(runtime, vae, pixels)
 else:
-    lt.VAEEncodeTiled().execute(pixels, vae, tile, tile // 4)
+    node = lt.VAEEncodeTiled()
+    node.context = NodeContext(node_id="1", prompt_id="bench", runtime=runtime)
+    node.execute(pixels, vae, tile, tile // 4)
 seconds = time.perf_counter() - start
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({{"peak_growth_mb": (after - before) / 1024, "seconds": seconds}}))

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from nodegraph.engine import Executor, NullCache, default_registry, validate_prompt  # noqa: E402
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
-from nodegraph_nodes.diffusion.model_cache import model_cache  # noqa: E402
+from nodegraph_nodes.diffusion.cache_readers import model_cache  # noqa: E402
 from sd_fixtures import make_folders, txt2img  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main() -> int:
         folders.settings = {"device": args.device, "precision": args.precision}
         registry = default_registry()
         executor = Executor(folders, cache=NullCache(), previews=False)
-        cache = model_cache(folders.settings)
+        cache = model_cache(executor.runtime)
         print(f"device {cache.device}, dtype {cache.dtype}, vram budget {cache.vram_budget >> 20} MiB")
 
         sdxl = txt2img(**{"4.ckpt_name": "tiny_sdxl.safetensors"})

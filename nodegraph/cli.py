@@ -614,7 +614,7 @@ def _models_of_server(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .engine import Executor, default_registry, format_validation, validate_prompt
+    from .engine import Executor, Runtime, default_registry, format_validation, validate_prompt
     from .warmup import import_modules
 
     env = make_folders(args)
@@ -639,7 +639,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = _Progress(result.workflow, enabled=not args.quiet and not args.json)
     # torch & co. first, timed on their own (not inside the first model node's time); Ctrl+C here quits at once
     imports = import_modules(registry.warm_imports(spec.class_type for spec in result.workflow.nodes.values()))
-    executor = Executor(env, previews=False)
+    executor = Executor(Runtime(env), previews=False)
     run = asyncio.run(_run_interruptible(executor, result.workflow, extra_data, progress.on_event))
     progress.close()
     if not args.quiet and not args.json and run.timings:
@@ -831,7 +831,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return _fail(f"--frontend {args.frontend}: {exc}", EXIT_INVALID)
     folders = make_folders(args)
     if concurrency > 1:
-        folders.settings["max_batch"] = args.max_batch  # read by the model cache (diffusion/model_cache.py)
+        folders.settings["max_batch"] = args.max_batch  # read by the model cache (Runtime.max_batch)
     config = ServerConfig(
         folders=folders,
         data_dir=args.data_dir,

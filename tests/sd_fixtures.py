@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from nodegraph.engine import Executor, Folders, default_registry, validate_prompt
+from nodegraph.engine import Executor, Folders, Runtime, default_registry, validate_prompt
 
 TXT2IMG = {
     "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd1.safetensors"}},
@@ -50,7 +50,7 @@ class Runner:
     def __init__(self, folders: Folders):
         self.folders = folders
         self.registry = default_registry()
-        self.executor = Executor(folders)
+        self.executor = Executor(Runtime(folders))  # its own runtime: a model cache of its own
 
     def validate(self, prompt: dict[str, Any]):
         return validate_prompt(prompt, self.registry, self.folders)

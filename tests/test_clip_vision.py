@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nodegraph.engine import Folders, Runtime
 from nodegraph_nodes.diffusion.clip_vision import (
     CLIP_MEAN,
     CLIP_STD,
@@ -43,12 +44,13 @@ def test_clip_vision_file_and_encode(tmp_path):
         assert torch.equal(a, b), name
 
     image = torch.rand(2, 40, 56, 3, generator=torch.Generator().manual_seed(0))
-    handle = ops.load_clip_vision(path, {"device": "cpu"})
+    runtime = Runtime(Folders(settings={"device": "cpu"}))
+    handle = ops.load_clip_vision(runtime, path)
     outputs = {}
     for crop in (True, False):
         with torch.no_grad():
             reference = source(pixel_values=_comfy_preprocess(image, 32, crop), output_hidden_states=True)
-        out = outputs[crop] = ops.encode_clip_vision(handle, image, crop)
+        out = outputs[crop] = ops.encode_clip_vision(runtime, handle, image, crop)
         assert torch.allclose(out.image_embeds, reference.image_embeds, atol=1e-5)
         assert torch.allclose(out.last_hidden_state, reference.last_hidden_state, atol=1e-5)
         assert torch.allclose(out["penultimate_hidden_states"], reference.hidden_states[-2], atol=1e-5)

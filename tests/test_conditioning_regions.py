@@ -7,7 +7,7 @@ import torch
 from nodegraph_nodes.core import conditioning as cn
 from nodegraph_nodes.diffusion.conditioning import Conditioning, entries
 from nodegraph_nodes.diffusion.denoiser import CFGDenoiser
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.diffusion.regions import RegionalDenoiser, area_and_weight, make_denoiser
 from sampling_fixtures import SD1_SCHEDULER_CONFIG, tiny_unet
 

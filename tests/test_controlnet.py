@@ -22,11 +22,11 @@ from PIL import Image, ImageDraw
 
 from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.conditioning import ControlSpec
-from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
-from nodegraph_nodes.diffusion.loader import load_checkpoint
+from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
+from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import model_cache
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.cache_readers import model_cache
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.sd.controlnet import canny_edges
 from sd_fixtures import Runner, diffusers_pipeline, make_folders
 
@@ -161,17 +161,21 @@ def test_strength_zero_inside_the_sampler_equals_plain_exactly(runner, plain):
     run = run_ok(runner, txt2img({"strength": 1.0}))
     spec = ControlSpec(run.values["20"][0], run.values["40"][0], strength=0.0)
     positive, negative = run.values["6"][0].with_control(spec), run.values["7"][0].with_control(spec)
-    ours = ops.ksample(
-        run.values["4"][0], positive, negative, {"samples": torch.zeros(1, 4, 8, 8)}, QuietContext(),
+    ours = ops.run_ksampler(
+        run.values["4"][0], positive, negative, {"samples": torch.zeros(1, 4, 8, 8)},
+        QuietContext(runner.executor.runtime),
         seed=SEED, steps=STEPS, cfg=CFG, sampler_name="dpmpp_2m", scheduler="simple",
     )
     assert torch.equal(ours, plain)
 
 
 class QuietContext:
-    """What ops.ksample needs of a node context, without previews."""
+    """What ops.run_ksampler needs of a node context, without previews."""
 
     previews = False
+
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
 
     def progress(self, value: int, total: int, preview=None) -> None:
         pass
@@ -183,7 +187,7 @@ def _controlnet_timesteps(runner, prompt, loaders=("20",)) -> list[float]:
     calls: list[float] = []
     hooks = []
     for handle in handles:
-        with model_cache().use(handle.ref) as net:
+        with model_cache(runner.executor.runtime).use(handle.ref) as net:
             hooks.append(net.register_forward_pre_hook(lambda module, args: calls.append(float(args[1][0]))))
     try:
         runner.executor.cache.clear()
@@ -202,7 +206,7 @@ def test_window_runs_the_controlnet_only_inside_it(runner, models_root):
     """start 0.3, end 0.7: the ControlNet runs exactly on the steps whose sigma lies between the sigmas at 30% and
     70% of the schedule (ComfyUI's percent_to_sigma), and the steps before the window equal a plain run."""
     window = {"start_percent": 0.3, "end_percent": 0.7}
-    config = load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors").scheduler_config
+    config = read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1.safetensors").scheduler_config
     sampling = DiscreteModelSampling.from_config(config)
     sigmas = ksampler_sigmas(sampling, "simple", "dpmpp_2m", STEPS)[:-1]
     high, low = sampling.percent_to_sigma(0.3), sampling.percent_to_sigma(0.7)

@@ -11,12 +11,12 @@ import torch
 from diffusers import ControlNetModel
 
 from models_fixtures import real_controlnet_shapes
-from nodegraph.engine import Folders
+from nodegraph.engine import Folders, Runtime
 from nodegraph.engine.node import NodeContext
 from nodegraph_nodes.diffusion.controlnet_shapes import ControlNetShapeError, controlnet_config_from_shapes
 from nodegraph_nodes.diffusion.families import bundled_config
-from nodegraph_nodes.diffusion.loader import CheckpointError, load_controlnet
-from nodegraph_nodes.diffusion.model_cache import model_cache
+from nodegraph_nodes.diffusion.checkpoint_files import CheckpointError, read_controlnet_file
+from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.sd.controlnet import ControlNetLoader
 
 # Two SD1-shaped ControlNets (SD1's conv projections, 8 heads) and two SDXL-shaped ones (linear projections, 64
@@ -96,11 +96,11 @@ def _inputs(config: dict, seed: int) -> dict:
 def test_loader_node_loads_a_diffusers_weights_file_and_matches_the_original(published, name):
     folders, originals = published
     node = ControlNetLoader()
-    node.context = NodeContext(node_id="1", prompt_id="test", env=folders)
+    node.context = NodeContext(node_id="1", prompt_id="test", runtime=Runtime(folders))
     (handle,) = node.execute(control_net_name=f"{name}.safetensors")
     assert handle.family == ("sdxl" if "sdxl" in name else "sd1")
     original = originals[name]
-    with model_cache().use(handle.ref) as loaded, torch.no_grad():
+    with model_cache(node.context.runtime).use(handle.ref) as loaded, torch.no_grad():
         for key in ("block_out_channels", "layers_per_block", "cross_attention_dim", "use_linear_projection",
                     "transformer_layers_per_block", "addition_time_embed_dim", "conditioning_channels",
                     "conditioning_embedding_out_channels", "down_block_types"):
@@ -145,4 +145,4 @@ def test_heads_that_the_convention_cannot_give_are_refused_clearly(tmp_path):
         controlnet_config_from_shapes(shapes)
     model.save_pretrained(tmp_path / "odd")
     with pytest.raises(CheckpointError, match="a ControlNet with diffusers keys, but the number of attention heads"):
-        load_controlnet(tmp_path / "odd" / "diffusion_pytorch_model.safetensors")
+        read_controlnet_file(tmp_path / "odd" / "diffusion_pytorch_model.safetensors")

@@ -12,8 +12,8 @@ import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
 
 from nodegraph_nodes.diffusion.conditioning import Conditioning, ControlSpec
-from nodegraph_nodes.diffusion.ksampler import ksample, ksampler_sigmas, prepare_noise
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.sampling_run import ksample, ksampler_sigmas, prepare_noise
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.diffusion.text_encoding import TEXT_FAMILIES, ClipTextEncoder
 from nodegraph_nodes.diffusion.tiny import tiny_controlnet, tiny_sdxl
 

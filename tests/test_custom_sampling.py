@@ -11,8 +11,7 @@ from nodegraph.engine import default_registry
 from nodegraph_nodes.diffusion import guidance, schedules
 from nodegraph_nodes.diffusion.denoiser import apply_cfg
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import model_cache
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.sd import custom_sampling as cs
 from sampling_fixtures import SD1_SCHEDULER_CONFIG
 from sd_fixtures import Runner, make_folders, txt2img
@@ -28,7 +27,6 @@ def models_root(tmp_path_factory):
 
 @pytest.fixture
 def runner(tmp_path, models_root):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     return Runner(make_folders(tmp_path, models_root))
 
 
@@ -299,7 +297,7 @@ def test_node_declarations_are_comfyuis():
 
 def test_add_noise_by_hand():
     from nodegraph_nodes.diffusion.guidance import NoiseSpec
-    from nodegraph_nodes.diffusion.ksampler import prepare_noise
+    from nodegraph_nodes.diffusion.sampling_run import prepare_noise
 
     class Model:
         latent_scale = 0.18215

@@ -17,7 +17,7 @@ from nodegraph_nodes.demo.checker import colour_name
 from nodegraph_nodes.demo.evaluate import WorkflowRunner, sd1_txt2img
 from nodegraph_nodes.diffusion import preview
 from nodegraph_nodes.diffusion.families import FAMILIES
-from nodegraph_nodes.diffusion.loader import SingleFile, load_checkpoint, load_controlnet
+from nodegraph_nodes.diffusion.checkpoint_files import SingleFile, read_checkpoint_file, read_controlnet_file
 from nodegraph_nodes.diffusion.tiny import build_vae
 
 MODELS = Path(__file__).resolve().parents[1] / "demo_models"
@@ -27,7 +27,7 @@ CHECKPOINTS = {"sd1": "sd1", "sdxl": "sdxl", "sdxl_refiner": "sdxl_refiner"}
 @pytest.mark.parametrize("family", ["sd1", "sdxl", "sdxl_refiner"])
 def test_shipped_checkpoint_loads_with_its_family(family: str) -> None:
     path = MODELS / train.CHECKPOINT_NAMES[family]
-    components = load_checkpoint(path, dtype=torch.float32)
+    components = read_checkpoint_file(path, dtype=torch.float32)
     assert components.family == family
     assert isinstance(components.unet, UNet2DConditionModel) and isinstance(components.vae, AutoencoderKL)
     assert len(components.text_encoders) == len(FAMILIES[family].text_encoders)
@@ -42,9 +42,9 @@ def test_shipped_checkpoint_loads_with_its_family(family: str) -> None:
 
 
 def test_shipped_controlnet_loads_and_fits_the_sd1_unet() -> None:
-    controlnet = load_controlnet(MODELS / train.CHECKPOINT_NAMES["controlnet"], dtype=torch.float32)
+    controlnet = read_controlnet_file(MODELS / train.CHECKPOINT_NAMES["controlnet"], dtype=torch.float32)
     assert isinstance(controlnet, ControlNetModel)
-    sd1 = load_checkpoint(MODELS / train.CHECKPOINT_NAMES["sd1"], dtype=torch.float32)
+    sd1 = read_checkpoint_file(MODELS / train.CHECKPOINT_NAMES["sd1"], dtype=torch.float32)
     assert controlnet.config.cross_attention_dim == sd1.unet.config.cross_attention_dim
     # trained: the zero-initialised output convs are no longer zero, so the hint changes the result
     assert float(controlnet.controlnet_mid_block.weight.detach().abs().max()) > 0
@@ -107,7 +107,7 @@ def test_fit_latent_rgb_recovers_a_linear_map() -> None:
 
 @pytest.mark.parametrize("family", ["sd1", "sdxl", "sdxl_refiner"])
 def test_demo_checkpoint_previews_show_the_decoded_colours(family: str) -> None:
-    components = load_checkpoint(MODELS / train.CHECKPOINT_NAMES[family], dtype=torch.float32)
+    components = read_checkpoint_file(MODELS / train.CHECKPOINT_NAMES[family], dtype=torch.float32)
     assert components.latent_rgb is not None  # fitted to its own VAE, stored in the header
     samples = list(dataset.samples(90_000, 16))
     pixels = torch.from_numpy(np.stack([s.image for s in samples]).astype(np.float32).transpose(0, 3, 1, 2))

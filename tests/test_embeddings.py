@@ -7,9 +7,8 @@ import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
 from nodegraph_nodes.diffusion.embeddings import EmbeddingLibrary, split_embeddings
-from nodegraph_nodes.diffusion.loader import load_checkpoint
+from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.text_encoding import SD1, SDXL, ClipTextEncoder
 from sd_fixtures import Runner, make_folders, txt2img
 
@@ -22,7 +21,7 @@ def models_root(tmp_path_factory):
 
 
 def sd1_encoder(models_root, components=None):
-    c = components or load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors")
+    c = components or read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1.safetensors")
     library = EmbeddingLibrary((str(models_root / "embeddings"),))
     return ClipTextEncoder(SD1, {"l": c.text_encoders[0]}, {"l": c.tokenizers[0]}, embeddings=library), c
 
@@ -65,7 +64,7 @@ def test_sd1_parity_with_diffusers_load_textual_inversion(models_root, name):
 
 
 def test_sdxl_file_gives_each_encoder_its_own_vectors(models_root):
-    c = load_checkpoint(models_root / "checkpoints" / "tiny_sdxl.safetensors")
+    c = read_checkpoint_file(models_root / "checkpoints" / "tiny_sdxl.safetensors")
     library = EmbeddingLibrary((str(models_root / "embeddings"),))
     encoder = ClipTextEncoder(SDXL, dict(zip("lg", c.text_encoders)), dict(zip("lg", c.tokenizers)), embeddings=library)
     ours = encoder.encode("a embedding:tiny_embedding_sdxl square").embeds
@@ -112,7 +111,6 @@ def test_names_cannot_leave_the_embeddings_folder(models_root, caplog):
 
 
 def test_clip_text_encode_node_uses_the_models_embeddings_folder(models_root, tmp_path):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     runner = Runner(make_folders(tmp_path, models_root))
     with_embedding = runner.run(txt2img(**{"6.text": "a embedding:tiny_embedding_a1111 red circle"}))
     plain = runner.run(txt2img())

@@ -84,3 +84,23 @@ def test_random_dags_run_each_needed_node_once_after_its_inputs(case):
     for nid in needed:
         if nid.startswith("out"):
             assert run.outputs[nid]["value"] == [expected_value(prompt, prompt[nid]["inputs"]["value"][0], memo)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(dags())
+def test_validation_plans_the_needed_nodes_in_networkx_lexicographic_topological_order(case):
+    """The reference is networkx's own lexicographical topological sort over the test's edges, with the engine's
+    tie-break key (numeric ids in numeric order), which is the order the executor used before validation planned it."""
+    import networkx as nx
+
+    from nodegraph.engine.workflow import node_sort_key
+
+    prompt, edges = case
+    result = validate_prompt(prompt, REGISTRY)
+    assert result.ok, result.node_errors
+    needed = needed_nodes(edges)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(needed)
+    graph.add_edges_from((src, nid) for nid in needed for src in edges[nid])
+    assert set(result.workflow.nodes) == needed
+    assert result.workflow.order == list(nx.lexicographical_topological_sort(graph, key=node_sort_key))

@@ -17,7 +17,6 @@ from safetensors.torch import load_file, save_file
 
 from nodegraph.engine import default_registry
 from nodegraph_nodes.diffusion.gligen import GligenError, read_gligen_file, unet_kwargs
-from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.tiny import tiny_sd1
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from sd_fixtures import Runner, make_folders, txt2img
@@ -47,8 +46,7 @@ def models_root(tmp_path_factory):
 
 @pytest.fixture
 def runner(tmp_path, models_root):
-    model_cache({"device": "cpu"}).free(unload_models=True)
-    return Runner(make_folders(tmp_path, models_root))
+    return Runner(make_folders(tmp_path, models_root))  # a runtime (and model cache) of its own
 
 
 def reference_unet(models_root):

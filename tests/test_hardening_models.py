@@ -10,7 +10,6 @@ from nodegraph.engine import Interrupted
 from nodegraph_nodes.diffusion.denoiser import interruptible
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.memory import WorkTooLarge, check_unet_fits, unet_call_bytes
-from nodegraph_nodes.diffusion.model_cache import model_cache
 from sd_fixtures import Runner, make_folders, txt2img
 
 
@@ -30,7 +29,6 @@ def tiny_unet() -> UNet2DConditionModel:
 
 
 def test_an_oversized_txt2img_is_refused_before_sampling(tmp_path, models_root):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     folders = make_folders(tmp_path, models_root)
     folders.settings["work_memory_budget"] = 64 << 20  # a small device, so the test needs no big machine
     runner = Runner(folders)

@@ -1,7 +1,7 @@
 """The import graph of nodegraph's packages and modules (scripts/import_graph.py): no new import circles.
 
-Three circles predate the script and are being taken apart (the server <-> distributed packages through `Job` and
-`ServerConfig`, the server's state <-> worker, and the model cache <-> its loaders); they are listed here so that
+Two circles predate the script and are being taken apart (the server <-> distributed packages through `Job` and
+`ServerConfig`, and the server's state <-> worker); they are listed here so that
 this test fails on any other circle, and also when one of them is gone (then delete it from the list).
 """
 import subprocess
@@ -17,9 +17,6 @@ KNOWN = {
     ("package", ("nodegraph.distributed", "nodegraph.server")),
     ("module", ("nodegraph.distributed.pool", "nodegraph.server.executors")),
     ("module", ("nodegraph.server.state", "nodegraph.server.worker")),
-    # derived.py is one of the model cache's readers (components made from others), so it sits in this circle
-    ("module", ("nodegraph_nodes.diffusion.derived", "nodegraph_nodes.diffusion.loaders",
-                "nodegraph_nodes.diffusion.model_cache")),
 }
 
 

@@ -14,11 +14,10 @@ from nodegraph_nodes.diffusion.conditioning import Conditioning
 from nodegraph_nodes.diffusion.denoiser import CFGDenoiser
 from nodegraph_nodes.diffusion.families import FAMILIES, UNET_IN_KEY, detect_family, detect_folder_family
 from nodegraph_nodes.diffusion.inpaint import latent_mask
-from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise, sample_with_sigmas
-from nodegraph_nodes.diffusion.loader import load_checkpoint
+from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise, sample_with_sigmas
+from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import model_cache
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from sampling_fixtures import tiny_sd1_pipeline
 from sd_fixtures import Runner, make_folders
 
@@ -163,7 +162,6 @@ SAMPLER_NODES = {
 
 @pytest.mark.parametrize("node", list(SAMPLER_NODES))
 def test_every_sampler_node_keeps_the_unmasked_latent(models_root, tmp_path, node):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     prompt = _masked_workflow(copy.deepcopy(SAMPLER_NODES[node]))
     if node == "SamplerCustom":
         prompt["30"] = {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "simple",
@@ -205,8 +203,8 @@ def test_inpainting_checkpoints_are_recognised_by_their_input_channels():
 
 
 def test_tiny_inpainting_checkpoint_loads_from_file_and_folder_alike(models_root):
-    single = load_checkpoint(models_root / "checkpoints" / "tiny_sd1_inpaint.safetensors")
-    folder = load_checkpoint(models_root / "checkpoints" / "tiny_sd1_inpaint")
+    single = read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1_inpaint.safetensors")
+    folder = read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1_inpaint")
     assert single.family == folder.family == "sd1"
     assert single.unet.config.in_channels == folder.unet.config.in_channels == 9
     for (name, a), b in zip(single.unet.state_dict().items(), folder.unet.state_dict().values()):
@@ -218,7 +216,6 @@ def test_inpaint_model_conditioning_node(models_root, tmp_path):
     mean, as ComfyUI), the mask on both conditionings and, with noise_mask, on the latent."""
     from PIL import Image
 
-    model_cache({"device": "cpu"}).free(unload_models=True)
     folders = make_folders(tmp_path, models_root)
     folders.input_dir.mkdir(parents=True)
     pixels = (torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)
@@ -241,7 +238,7 @@ def test_inpaint_model_conditioning_node(models_root, tmp_path):
     }
     values = Runner(folders).run(prompt).values
     positive, negative, latent = values["12"]
-    vae = load_checkpoint(models_root / "checkpoints" / "tiny_sd1_inpaint.safetensors").vae
+    vae = read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1_inpaint.safetensors").vae
     image = pixels.float()[None].movedim(-1, 1) / 255.0 * 2 - 1
     with torch.no_grad():
         assert torch.allclose(latent["samples"], vae.encode(image).latent_dist.mean, atol=1e-5)
@@ -265,7 +262,7 @@ def test_inpainting_unet_equals_stable_diffusion_inpaint_pipeline(models_root):
       the untrained UNet amplifies a 1-ulp difference in the start (see test_ksampler_parity)."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionInpaintPipeline
 
-    c = load_checkpoint(models_root / "checkpoints" / "tiny_sd1_inpaint")
+    c = read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1_inpaint")
     scale = FAMILIES["sd1"].latent_scale
     steps, seed, cfg = 5, 11, 5.0
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))

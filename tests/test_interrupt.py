@@ -7,8 +7,8 @@ import torch
 
 from nodegraph.engine.node import Interrupted
 from nodegraph_nodes.diffusion.conditioning import Conditioning
-from nodegraph_nodes.diffusion.ksampler import ksample
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.sampling_run import ksample
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from sampling_fixtures import SD1_SCHEDULER_CONFIG, tiny_unet
 
 

@@ -31,8 +31,8 @@ from diffusers import (
 
 from nodegraph_nodes.diffusion.conditioning import Conditioning, ControlSpec
 from nodegraph_nodes.diffusion.denoiser import CFGDenoiser
-from nodegraph_nodes.diffusion.ksampler import ksample, ksampler_sigmas, prepare_noise, sample_with_sigmas
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.sampling_run import ksample, ksampler_sigmas, prepare_noise, sample_with_sigmas
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from sampling_fixtures import SD1_SCHEDULER_CONFIG, tiny_sd1_pipeline, tiny_unet
 
 SEED, STEPS, CFG = 42, 10, 7.5

@@ -9,14 +9,14 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 from safetensors.torch import save_file
 
-from nodegraph.engine import default_registry
+from nodegraph.engine import Folders, Runtime, default_registry
 from nodegraph_nodes.diffusion.families import FAMILIES
-from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
-from nodegraph_nodes.diffusion.loader import load_checkpoint
+from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
+from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.lora import Adapter, LoraError, match, parse_lora, read_lora_file
-from nodegraph_nodes.diffusion.model_cache import model_cache
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.cache_readers import model_cache
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.diffusion.patching import apply, restore
 from sd_fixtures import Runner, make_folders, txt2img
 
@@ -33,7 +33,6 @@ def models_root(tmp_path_factory):
 
 @pytest.fixture
 def runner(models_root, tmp_path):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     return Runner(make_folders(tmp_path, models_root))
 
 
@@ -73,7 +72,7 @@ def test_nodes_are_declared_as_in_comfyui():
 
 
 def test_every_layout_finds_the_same_layers(models_root):
-    components = load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors")
+    components = read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1.safetensors")
     models = {"unet": components.unet, "l": components.text_encoders[0]}
     found = {}
     for name in (KOHYA, DIFFUSERS, "tiny_lora_sd1_kohya.pt"):
@@ -91,7 +90,7 @@ def test_every_layout_finds_the_same_layers(models_root):
 
 
 def test_sdxl_kohya_layout_with_original_unet_names(models_root):
-    components = load_checkpoint(models_root / "checkpoints" / "tiny_sdxl.safetensors")
+    components = read_checkpoint_file(models_root / "checkpoints" / "tiny_sdxl.safetensors")
     lora = read_lora_file(models_root / "loras" / "tiny_lora_sdxl_kohya.safetensors")
     assert any(name.startswith("lora_unet_input_blocks_") for name in lora.adapters)
     models = {"unet": components.unet, "l": components.text_encoders[0], "g": components.text_encoders[1]}
@@ -164,7 +163,7 @@ def test_lora_changes_the_image_and_strength_zero_is_the_base_exactly(runner):
 
 
 def test_the_cached_base_is_untouched_and_held_once(runner, models_root):
-    cache = model_cache({"device": "cpu"})
+    cache = model_cache(runner.executor.runtime)
     latent(runner, txt2img())
     unet_ref = next(e for e in cache._entries.values() if e.ref.component == "unet")
     before = {k: v.clone() for k, v in unet_ref.value.state_dict().items()}
@@ -217,7 +216,7 @@ def parse_state(path):
 
 
 def test_patching_restores_bit_for_bit(models_root):
-    components = load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors", dtype=torch.float16)
+    components = read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1.safetensors", dtype=torch.float16)
     models = {"unet": components.unet, "l": components.text_encoders[0]}
     before = {k: v.clone() for k, v in components.unet.state_dict().items()}
     lora = read_lora_file(models_root / "loras" / KOHYA)
@@ -236,7 +235,7 @@ def test_parity_with_diffusers_load_lora_weights_and_fuse(runner, models_root, n
                         "3.scheduler": "simple", "6.text": "a red square", "7.text": "blurry"})
     ours = latent(runner, with_lora(prompt, name=name))
 
-    components = load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors")
+    components = read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1.safetensors")
     scheduler = DPMSolverMultistepScheduler.from_config(components.scheduler_config, timestep_spacing="trailing")
     pipe = StableDiffusionPipeline(
         vae=components.vae, text_encoder=components.text_encoders[0], tokenizer=components.tokenizers[0],
@@ -263,7 +262,7 @@ def test_parity_with_diffusers_load_lora_weights_and_fuse(runner, models_root, n
 
 def test_loha_and_lokr_files_patch_the_layers_they_name(models_root):
     """LyCORIS files in kohya naming: the named layer changes by exactly the adapter's delta, nothing else."""
-    components = load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors")
+    components = read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1.safetensors")
     unet = components.unet
     path = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"
     weight = unet.get_submodule(path).weight
@@ -295,7 +294,7 @@ def test_comfyui_layout_with_original_unet_paths(models_root):
     from nodegraph_nodes.diffusion.keymap import unet_to_original
     from nodegraph_nodes.diffusion.tiny_lora import lora_layers
 
-    components = load_checkpoint(models_root / "checkpoints" / "tiny_sd1.safetensors")
+    components = read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1.safetensors")
     config = dict(components.unet.config)
     state = {}
     for model, path, down, up in lora_layers(components, seed=3):
@@ -317,11 +316,12 @@ def test_side_by_side_prompts_share_a_patch_set_and_wait_for_another(models_root
 
     from nodegraph_nodes.diffusion.ops import load_checkpoint as load_handles, load_lora, use_model
 
-    cache = model_cache({"device": "cpu"})
+    runtime = Runtime(Folders(settings={"device": "cpu"}))
+    cache = model_cache(runtime)
     cache.free(unload_models=True)
-    base, _, _ = load_handles(models_root / "checkpoints" / "tiny_sd1.safetensors", {"device": "cpu"})
-    lora_a, _ = load_lora(base, None, models_root / "loras" / KOHYA, 1.0, 0.0, {"device": "cpu"})
-    lora_b, _ = load_lora(base, None, models_root / "loras" / KOHYA, -0.5, 0.0, {"device": "cpu"})
+    base, _, _ = load_handles(runtime, models_root / "checkpoints" / "tiny_sd1.safetensors")
+    lora_a, _ = load_lora(runtime, base, None, models_root / "loras" / KOHYA, 1.0, 0.0)
+    lora_b, _ = load_lora(runtime, base, None, models_root / "loras" / KOHYA, -0.5, 0.0)
 
     def checksum(unet) -> float:
         return float(sum(p.double().sum() for p in unet.parameters()))

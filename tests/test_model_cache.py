@@ -7,8 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nodegraph.engine.resources import owners
-from nodegraph_nodes.diffusion.model_cache import FileIdentity, ModelCache, model_cache, module_nbytes
+from nodegraph.engine import Executor, Folders, Runtime
+from nodegraph_nodes.diffusion.cache_readers import model_cache
+from nodegraph_nodes.diffusion.model_cache import FileIdentity, ModelCache, module_nbytes
 
 MB = 1 << 20
 
@@ -158,13 +159,18 @@ def test_identity_of_a_folder(tmp_path):
     assert ident.size == 12 and ident.path == str(tmp_path.resolve())
 
 
-def test_process_cache_registers_as_memory_owner():
-    cache = model_cache({"device": "cpu"})
-    assert cache in owners() and cache.name == "models"
-    assert model_cache() is cache
-    assert model_cache({}) is cache and model_cache({"device": "auto", "precision": "auto"}) is cache
-    assert model_cache({"device": "cpu", "precision": "bf16"}) is not cache  # other settings: a new cache
-    model_cache({"device": "cpu"})
+def test_the_runtime_cache_is_its_memory_owner():
+    runtime = Runtime(Folders(settings={"device": "cpu"}))
+    cache = model_cache(runtime)
+    assert cache in runtime.owners() and cache.name == "models"
+    assert model_cache(runtime) is cache
+    sharing = Executor(runtime), Executor(runtime)  # e.g. the slots of serve --concurrency
+    assert model_cache(sharing[0].runtime) is cache and model_cache(sharing[1].runtime) is cache
+    other = Runtime(Folders(settings={"device": "cpu", "precision": "bf16"}))
+    assert model_cache(other) is not cache  # another runtime (here: other settings): its own cache
+    assert str(model_cache(other).dtype) == "torch.bfloat16" and cache.dtype == torch.float32
+    for executor in sharing:
+        executor.close()
     assert module_nbytes(torch.nn.Linear(4, 4)) == (16 + 4) * 4
 
 

@@ -7,8 +7,10 @@ import torch
 from aiohttp.test_utils import TestClient, TestServer
 
 from nodegraph.server import create_app
+from nodegraph.server.state import STATE
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import ModelCache, model_cache
+from nodegraph_nodes.diffusion.cache_readers import model_cache
+from nodegraph_nodes.diffusion.model_cache import ModelCache
 from nodegraph_nodes.diffusion.ops import OutOfMemory, with_oom_retry
 from sd_fixtures import txt2img
 from server_fixtures import finished, make_config, messages_until, open_ws
@@ -35,12 +37,12 @@ async def models_stats(client):
 
 
 async def test_second_prompt_hits_and_free_unloads(tmp_path, models_root):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     config = make_config(tmp_path)
     config.folders.models_dirs = [models_root]
-    async with TestClient(TestServer(create_app(config))) as client:
+    app = create_app(config)
+    async with TestClient(TestServer(app)) as client:
         ws, _ = await open_ws(client, "cache-test")
-        reads = model_cache().stats()["file_reads"]
+        reads = model_cache(app[STATE].executor.runtime).stats()["file_reads"]
         await run_prompt(client, ws, txt2img())
         await run_prompt(client, ws, txt2img(**{"3.seed": 9, "6.text": "another prompt"}))
         stats = await models_stats(client)

@@ -15,9 +15,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from nodegraph_nodes.diffusion.keymap import write_single_file
-from nodegraph_nodes.diffusion.loader import load_checkpoint
+from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import model_cache
+from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.split_files import (
     detect_unet_family,
     read_text_encoder_file,
@@ -54,7 +54,6 @@ def models_root(tmp_path_factory):
 
 @pytest.fixture
 def runner(tmp_path, models_root):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     folders = make_folders(tmp_path, models_root)
     # what the savers write under output/ is a models root too, so the loaders can read it back
     folders.models_dirs.append(tmp_path / "output")
@@ -265,7 +264,7 @@ def merged_weights(runner, prompt: dict, nid: str = "3") -> dict:
     run = runner.run(prompt)
     assert run.status == "success", run.error
     handle = run.values[nid][0]
-    with model_cache().use(handle.ref) as value:
+    with model_cache(runner.executor.runtime).use(handle.ref) as value:
         if isinstance(value, dict):
             return {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in value["models"].items()}
         return {k: v.clone() for k, v in value.state_dict().items()}
@@ -344,7 +343,7 @@ def test_checkpoint_save_round_trips_through_load_checkpoint(runner, tmp_path):
     run = runner.run(prompt, extra_data={"extra_pnginfo": {"workflow": {"nodes": []}}})
     assert run.status == "success", run.error
     path = tmp_path / "output" / "checkpoints" / "saved_00001_.safetensors"
-    loaded, built = load_checkpoint(path), tiny_sd1(0)
+    loaded, built = read_checkpoint_file(path), tiny_sd1(0)
     for a, b in zip(loaded.models(), built.models(), strict=True):
         assert_same_weights(a, b)
     with safe_open(str(path), "pt") as f:
@@ -361,7 +360,7 @@ def test_saved_merge_reloads_as_the_merge(runner, tmp_path):
     prompt["4"] = {"class_type": "CheckpointSave", "inputs": {
         "model": ["3", 0], "clip": ["1", 1], "vae": ["1", 2], "filename_prefix": "checkpoints/merged"}}
     assert runner.run(prompt).status == "success"
-    loaded = load_checkpoint(tmp_path / "output" / "checkpoints" / "merged_00001_.safetensors")
+    loaded = read_checkpoint_file(tmp_path / "output" / "checkpoints" / "merged_00001_.safetensors")
     reference = expected(0.4, 0.6, tiny_sd1(0).unet, tiny_sd1(1).unet)
     assert_weights(loaded.unet.state_dict(), reference)
 
@@ -476,7 +475,7 @@ def test_v_prediction_checkpoint_save_is_marked_and_reloads(runner, tmp_path):
     path = tmp_path / "output" / "checkpoints" / "v_00001_.safetensors"
     with safe_open(str(path), "pt") as f:
         assert "v_pred" in f.keys() and f.metadata()["modelspec.predict_key"] == "v"
-    loaded, built = load_checkpoint(path), tiny_sd2(0)
+    loaded, built = read_checkpoint_file(path), tiny_sd2(0)
     assert loaded.family == "sd2" and loaded.scheduler_config["prediction_type"] == "v_prediction"
     for a, b in zip(loaded.models(), built.models(), strict=True):
         assert_same_weights(a, b)

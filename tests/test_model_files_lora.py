@@ -12,9 +12,9 @@ import threading
 import pytest
 import torch
 
+from nodegraph_nodes.diffusion.cache_readers import model_cache
+from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file as load_checkpoint
 from nodegraph_nodes.diffusion.keymap import write_single_file
-from nodegraph_nodes.diffusion.loader import load_checkpoint
-from nodegraph_nodes.diffusion.model_cache import model_cache
 from nodegraph_nodes.diffusion.ops import load_checkpoint as load_handles
 from nodegraph_nodes.diffusion.ops import load_lora, use_clip, use_model
 from nodegraph_nodes.diffusion.tiny import tiny_sd1
@@ -34,7 +34,7 @@ def models_root(tmp_path_factory):
 
 
 def _runner(tmp_path, models_root, max_batch: int = 1) -> Runner:
-    model_cache({"device": "cpu"}).free(unload_models=True)
+    """A runner with a runtime (and model cache) of its own."""
     folders = make_folders(tmp_path, models_root)
     folders.models_dirs.append(tmp_path / "output")  # what the savers write is read back from there
     if max_batch > 1:
@@ -89,18 +89,18 @@ def assert_weights(actual: dict, reference: dict, atol: float = 1e-6) -> None:
         torch.testing.assert_close(actual[key], reference[key], rtol=0, atol=atol, msg=key)
 
 
-def handles(models_root, strength: float = 1.0):
-    """(base MODEL, base CLIP, LoRA MODEL, LoRA CLIP) handles of tiny_sd1, as the loader nodes make them."""
-    settings = {"device": "cpu"}
-    base, clip, _ = load_handles(models_root / "checkpoints" / "tiny_sd1.safetensors", settings)
-    lora_model, lora_clip = load_lora(base, clip, models_root / "loras" / KOHYA, strength, strength, settings)
+def handles(runtime, models_root, strength: float = 1.0):
+    """(base MODEL, base CLIP, LoRA MODEL, LoRA CLIP) handles of tiny_sd1 in `runtime`'s model cache, as the
+    loader nodes make them."""
+    base, clip, _ = load_handles(runtime, models_root / "checkpoints" / "tiny_sd1.safetensors")
+    lora_model, lora_clip = load_lora(runtime, base, clip, models_root / "loras" / KOHYA, strength, strength)
     return base, clip, lora_model, lora_clip
 
 
-def patched_weights(models_root) -> tuple[dict, dict]:
+def patched_weights(runtime, models_root) -> tuple[dict, dict]:
     """The LoRA model's UNet and CLIP-L weights exactly as the sampler and the text encoder use them."""
-    cache = model_cache({"device": "cpu"})
-    _, _, lora_model, lora_clip = handles(models_root)
+    cache = model_cache(runtime)
+    _, _, lora_model, lora_clip = handles(runtime, models_root)
     with use_model(cache, lora_model) as unet:
         unet_weights = state(unet)
     with use_clip(cache, lora_clip) as parts:
@@ -121,12 +121,13 @@ def test_checkpoint_save_bakes_the_lora_and_the_plain_reload_gives_the_lora_imag
     reloaded = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "baked_00001_.safetensors"}}}
     assert torch.equal(image_of(runner.run(sample(["1", 0], ["1", 1], ["1", 2], reloaded))), with_lora)
     # the file holds the patched weights, and the cached base was left as it was
-    unet_weights, clip_weights = patched_weights(models_root)
+    runtime = runner.executor.runtime
+    unet_weights, clip_weights = patched_weights(runtime, models_root)
     saved = load_checkpoint(tmp_path / "output" / "checkpoints" / "baked_00001_.safetensors")
     assert_weights(state(saved.unet), unet_weights, atol=0)
     assert_weights(state(saved.text_encoders[0]), clip_weights, atol=0)
-    cache = model_cache()
-    base, _, _, _ = handles(models_root)
+    cache = model_cache(runtime)
+    base, _, _, _ = handles(runtime, models_root)
     with cache.use(base.ref) as unet:
         assert_weights(state(unet), state(tiny_sd1(0).unet), atol=0)
 
@@ -152,7 +153,7 @@ def merged(runner, graph: dict, nid: str) -> dict:
     assert run.status == "success", run.error
     handle = run.values[nid][0]
     assert handle.patches == ()  # the LoRAs are in the merged weights now
-    with model_cache().use(handle.ref) as value:
+    with model_cache(runner.executor.runtime).use(handle.ref) as value:
         if isinstance(value, dict):
             return state(value["models"]["l"])
         return state(value)
@@ -160,7 +161,7 @@ def merged(runner, graph: dict, nid: str) -> dict:
 
 def test_merges_of_lora_models_merge_the_patched_weights(runner, models_root):
     """ComfyUI: ratio * (W1 + dW1) + (1 - ratio) * W2 for a LoRA-loaded model1; the same for CLIP merges."""
-    unet_patched, clip_patched = patched_weights(models_root)
+    unet_patched, clip_patched = patched_weights(runner.executor.runtime, models_root)
     b = tiny_sd1(1)
     unet_b, clip_b = state(b.unet), state(b.text_encoders[0])
     graph = {**loaders(True), "3": {"class_type": "ModelMergeSimple", "inputs": {
@@ -195,8 +196,10 @@ def test_merge_and_save_beside_a_lora_prompt_read_the_base_weights(tmp_path, mod
     `serve --concurrency`); meanwhile merges and saves of the plain checkpoint run. They must read the base
     weights, not the LoRA's. max_batch 4 lends the UNet through the side-by-side batcher, as `--concurrency` does."""
     runner = _runner(tmp_path, models_root, max_batch)
-    cache = model_cache()
-    _, _, lora_model, lora_clip = handles(models_root)
+    runtime = runner.executor.runtime  # the prompts below and the LoRA user share its model cache
+    cache = model_cache(runtime)
+    assert cache.max_batch == max_batch
+    _, _, lora_model, lora_clip = handles(runtime, models_root)
     applied, done = threading.Event(), threading.Event()
     seen: dict[str, float] = {}
 

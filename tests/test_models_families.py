@@ -13,7 +13,7 @@ from nodegraph_nodes.diffusion.families import (
     detect_family,
     detect_folder_family,
 )
-from nodegraph_nodes.diffusion.loader import SingleFile
+from nodegraph_nodes.diffusion.checkpoint_files import SingleFile
 
 SD2_PROBE = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
 

@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from models_fixtures import assert_same_weights
 from nodegraph_nodes.diffusion import keymap
-from nodegraph_nodes.diffusion.loader import load_checkpoint, load_controlnet, load_vae, write_diffusers_folder
+from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file, read_controlnet_file, read_vae_file, write_diffusers_folder
 from nodegraph_nodes.diffusion.tiny import tiny_controlnet, tiny_refiner, tiny_sd1, tiny_sd2, tiny_sdxl
 
 BUILDERS = {"sd1": tiny_sd1, "sd2": tiny_sd2, "sdxl": tiny_sdxl, "sdxl_refiner": tiny_refiner}
@@ -49,7 +49,7 @@ def file_keys(path):
 @pytest.mark.parametrize("family", list(BUILDERS))
 def test_round_trip_is_bit_exact(built, family):
     components, path, _ = built[family]
-    loaded = load_checkpoint(path)
+    loaded = read_checkpoint_file(path)
     assert loaded.family == family
     assert_same_weights(loaded.unet, components.unet)
     assert_same_weights(loaded.vae, components.vae)
@@ -66,7 +66,7 @@ def test_round_trip_is_bit_exact(built, family):
 def test_single_file_load_equals_diffusers_from_single_file(built, family):
     """diffusers reads our file with the tiny configs and gets exactly what our loader gets."""
     _, path, folder = built[family]
-    ours = load_checkpoint(path)
+    ours = read_checkpoint_file(path)
     pipe = PIPELINES[family].from_single_file(str(path), config=str(folder), local_files_only=True)
     assert_same_weights(ours.unet, pipe.unet)
     assert_same_weights(ours.vae, pipe.vae)
@@ -121,7 +121,7 @@ def test_controlnet_round_trip_and_diffusers_agreement(built, tmp_path, base):
     keys = file_keys(path)
     assert {"control_model.input_hint_block.14.weight", "control_model.zero_convs.0.0.weight",
             "control_model.middle_block_out.0.weight"} <= keys
-    loaded = load_controlnet(path)
+    loaded = read_controlnet_file(path)
     assert_same_weights(loaded, controlnet)
     if base == "sd1":  # diffusers' converter leaves SDXL's label_emb out of original-layout ControlNets
         controlnet.save_pretrained(tmp_path / "config")
@@ -133,7 +133,7 @@ def test_standalone_vae_round_trip_and_diffusers_agreement(built, tmp_path):
     vae = tiny_sd1(seed=9).vae
     path = keymap.write_vae_file(vae, tmp_path / "vae.safetensors")
     assert "encoder.down.0.block.0.conv1.weight" in file_keys(path)
-    loaded = load_vae(path)
+    loaded = read_vae_file(path)
     assert_same_weights(loaded, vae)
     theirs = AutoencoderKL.from_single_file(
         str(path), config=str(built["sd1"][2]), subfolder="vae", local_files_only=True

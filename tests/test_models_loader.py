@@ -1,4 +1,4 @@
-"""load_checkpoint / load_vae / load_controlnet on every format, their refusals, and make_tiny_models."""
+"""read_checkpoint_file / read_vae_file / read_controlnet_file on every format, their refusals, and make_tiny_models."""
 from __future__ import annotations
 
 import hashlib
@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models_fixtures import assert_same_weights, no_network, tiny_models_root  # noqa: F401
-from nodegraph_nodes.diffusion.loader import (
+from nodegraph_nodes.diffusion.checkpoint_files import (
     CheckpointError,
-    load_checkpoint,
-    load_controlnet,
-    load_vae,
+    read_checkpoint_file,
+    read_controlnet_file,
+    read_vae_file,
 )
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.tiny import TINY_VAE, build_vae, tiny_controlnet, tiny_sd1, tiny_sdxl
@@ -46,8 +46,8 @@ def test_make_tiny_models_is_deterministic(tmp_path, tiny_models_root):
 
 def test_single_file_and_folder_load_the_same_models(tiny_models_root, no_network):
     for name in ("tiny_sd1", "tiny_sdxl", "tiny_sdxl_refiner"):
-        single = load_checkpoint(tiny_models_root[name])
-        folder = load_checkpoint(tiny_models_root[name + "_diffusers"])
+        single = read_checkpoint_file(tiny_models_root[name])
+        folder = read_checkpoint_file(tiny_models_root[name + "_diffusers"])
         assert single.family == folder.family
         for a, b in zip(single.models(), folder.models(), strict=True):
             assert_same_weights(a, b)
@@ -58,7 +58,7 @@ def test_single_file_and_folder_load_the_same_models(tiny_models_root, no_networ
 
 
 def test_loaded_sd1_equals_the_builder_and_runs(tiny_models_root):
-    loaded, built = load_checkpoint(tiny_models_root["tiny_sd1"]), tiny_sd1(0)
+    loaded, built = read_checkpoint_file(tiny_models_root["tiny_sd1"]), tiny_sd1(0)
     for a, b in zip(loaded.models(), built.models(), strict=True):
         assert_same_weights(a, b)
     ids = loaded.tokenizers[0]("a cat", padding="max_length", max_length=77, return_tensors="pt").input_ids
@@ -70,10 +70,10 @@ def test_loaded_sd1_equals_the_builder_and_runs(tiny_models_root):
 
 def test_controlnet_and_vae_files_and_folders(tiny_models_root, no_network):
     expected = tiny_controlnet(tiny_sd1(0).unet, 0)
-    assert_same_weights(load_controlnet(tiny_models_root["tiny_controlnet_sd1"]), expected)
-    assert_same_weights(load_controlnet(tiny_models_root["tiny_controlnet_sd1_diffusers"]), expected)
-    assert_same_weights(load_vae(tiny_models_root["tiny_vae"]), build_vae(TINY_VAE, 7))
-    assert_same_weights(load_vae(tiny_models_root["tiny_sd1_diffusers"]), tiny_sd1(0).vae)
+    assert_same_weights(read_controlnet_file(tiny_models_root["tiny_controlnet_sd1"]), expected)
+    assert_same_weights(read_controlnet_file(tiny_models_root["tiny_controlnet_sd1_diffusers"]), expected)
+    assert_same_weights(read_vae_file(tiny_models_root["tiny_vae"]), build_vae(TINY_VAE, 7))
+    assert_same_weights(read_vae_file(tiny_models_root["tiny_sd1_diffusers"]), tiny_sd1(0).vae)
     assert no_network == []
 
 
@@ -82,15 +82,15 @@ def test_controlnet_with_diffusers_keys_in_one_file(tmp_path):
     header = {"nodegraph.config": '{"kind": "controlnet", "controlnet": ' + controlnet.to_json_string() + "}"}
     path = tmp_path / "cn.safetensors"
     save_file({k: v.contiguous() for k, v in controlnet.state_dict().items()}, str(path), metadata=header)
-    assert_same_weights(load_controlnet(path), controlnet)
+    assert_same_weights(read_controlnet_file(path), controlnet)
 
 
 def test_vae_from_a_full_checkpoint_file(tiny_models_root):
-    assert_same_weights(load_vae(tiny_models_root["tiny_sdxl"]), tiny_sdxl(0).vae)
+    assert_same_weights(read_vae_file(tiny_models_root["tiny_sdxl"]), tiny_sdxl(0).vae)
 
 
 def test_dtype_cast(tiny_models_root):
-    loaded = load_checkpoint(tiny_models_root["tiny_sd1"], dtype=torch.float16)
+    loaded = read_checkpoint_file(tiny_models_root["tiny_sd1"], dtype=torch.float16)
     assert {p.dtype for m in loaded.models() for p in m.parameters()} == {torch.float16}
 
 
@@ -99,17 +99,17 @@ def test_pickled_checkpoints_are_refused_unless_allowed(tmp_path, tiny_models_ro
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": state}, path)
     with pytest.raises(CheckpointError, match=r"is a pickle.*Convert it to \.safetensors"):
-        load_checkpoint(path)
+        read_checkpoint_file(path)
     with pytest.raises(CheckpointError, match="is a pickle"):
-        load_vae(path)
+        read_vae_file(path)
     # no header in a pickle: the tiny shapes fit no real family, and the error says what was found
     with pytest.raises(CheckpointError, match=r"not a checkpoint of a supported family.*model\.diffusion_model"):
-        load_checkpoint(path, allow_pickle=True)
+        read_checkpoint_file(path, allow_pickle=True)
 
 
 @pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".bin", ".sft"])
 def test_safetensors_content_loads_under_any_extension(tmp_path, tiny_models_root, suffix):
-    for name, load in (("tiny_sd1", load_checkpoint), ("tiny_controlnet_sd1", load_controlnet), ("tiny_vae", load_vae)):
+    for name, load in (("tiny_sd1", read_checkpoint_file), ("tiny_controlnet_sd1", read_controlnet_file), ("tiny_vae", read_vae_file)):
         renamed = tmp_path / (name + suffix)
         renamed.write_bytes(Path(tiny_models_root[name]).read_bytes())
         loaded, original = load(renamed), load(tiny_models_root[name])
@@ -122,7 +122,7 @@ def test_safetensors_content_loads_under_any_extension(tmp_path, tiny_models_roo
 def test_pickle_content_named_safetensors_is_refused_by_content(tmp_path, tiny_models_root, zipped):
     path = tmp_path / "disguised.safetensors"
     torch.save(load_file(tiny_models_root["tiny_sd1"]), path, _use_new_zipfile_serialization=zipped)
-    for load in (load_checkpoint, load_vae, load_controlnet):
+    for load in (read_checkpoint_file, read_vae_file, read_controlnet_file):
         with pytest.raises(CheckpointError, match=r"disguised\.safetensors: this file is a pickle"):
             load(path)
 
@@ -131,7 +131,7 @@ def test_truncated_safetensors_is_explained(tmp_path, tiny_models_root):
     path = tmp_path / "cut.safetensors"
     path.write_bytes(Path(tiny_models_root["tiny_sd1"]).read_bytes()[:-1000])
     with pytest.raises(CheckpointError, match="truncated safetensors file"):
-        load_checkpoint(path)
+        read_checkpoint_file(path)
 
 
 class NotATensor:
@@ -142,22 +142,22 @@ def test_pickles_with_objects_are_refused_even_when_allowed(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": NotATensor()}, path)
     with pytest.raises(CheckpointError, match="weights_only"):
-        load_checkpoint(path, allow_pickle=True)
+        read_checkpoint_file(path, allow_pickle=True)
 
 
 def test_wrong_kinds_and_formats_are_explained(tmp_path, tiny_models_root):
     with pytest.raises(CheckpointError, match="controlnet file, not a checkpoint"):
-        load_checkpoint(tiny_models_root["tiny_controlnet_sd1"])
+        read_checkpoint_file(tiny_models_root["tiny_controlnet_sd1"])
     with pytest.raises(CheckpointError, match="checkpoint file, not a ControlNet"):
-        load_controlnet(tiny_models_root["tiny_sd1"])
+        read_controlnet_file(tiny_models_root["tiny_sd1"])
     other = tmp_path / "model.onnx"
     other.write_bytes(b"x")
     with pytest.raises(CheckpointError, match="neither safetensors nor a torch pickle"):
-        load_checkpoint(other)
+        read_checkpoint_file(other)
     with pytest.raises(CheckpointError, match="no such file"):
-        load_checkpoint(tmp_path / "missing.safetensors")
+        read_checkpoint_file(tmp_path / "missing.safetensors")
     with pytest.raises(CheckpointError, match="model_index.json"):
-        load_checkpoint(tmp_path)
+        read_checkpoint_file(tmp_path)
 
 
 def test_truncated_checkpoint_names_the_missing_tensors(tmp_path, tiny_models_root):
@@ -170,4 +170,4 @@ def test_truncated_checkpoint_names_the_missing_tensors(tmp_path, tiny_models_ro
     path = tmp_path / "truncated.safetensors"
     save_file(state, str(path), metadata=metadata)
     with pytest.raises(CheckpointError, match=r"unet weights do not fit its config: 1 missing.*conv_out\.weight"):
-        load_checkpoint(path)
+        read_checkpoint_file(path)

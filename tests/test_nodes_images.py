@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from nodegraph.engine import Folders, NodeContext
+from nodegraph.engine import Folders, NodeContext, Runtime
 from nodegraph_nodes.core import images as im
 from nodegraph_nodes.core import outputs as out
 
@@ -144,7 +144,7 @@ def context(tmp_path):
     env = Folders(models_dirs=[tmp_path], input_dir=tmp_path / "in", output_dir=tmp_path / "out",
                   temp_dir=tmp_path / "tmp")
     events = []
-    ctx = NodeContext(node_id="9", prompt_id="p", env=env, prompt={"9": {"class_type": "X"}},
+    ctx = NodeContext(node_id="9", prompt_id="p", runtime=Runtime(env), prompt={"9": {"class_type": "X"}},
                       extra_data={"extra_pnginfo": {"workflow": {"nodes": []}}},
                       report=lambda e, d: events.append((e, d)))
     ctx.events = events

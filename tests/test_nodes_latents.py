@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nodegraph.engine import Folders, NodeContext
+from nodegraph.engine import Folders, NodeContext, Runtime
 from nodegraph_nodes.core import latents as lt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +98,7 @@ def test_arithmetic_and_interpolate():
 def context(tmp_path):
     env = Folders(models_dirs=[tmp_path], input_dir=tmp_path / "in", output_dir=tmp_path / "out",
                   temp_dir=tmp_path / "tmp")
-    return NodeContext(node_id="5", prompt_id="p", env=env, prompt={"5": {"class_type": "SaveLatent"}})
+    return NodeContext(node_id="5", prompt_id="p", runtime=Runtime(env), prompt={"5": {"class_type": "SaveLatent"}})
 
 
 def test_save_and_load_latent_files(context, tmp_path):
@@ -125,10 +125,21 @@ def test_save_and_load_latent_files(context, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def demo_vae():
+def demo_runtime():
+    return Runtime(Folders(settings={"device": "cpu"}))
+
+
+@pytest.fixture(scope="module")
+def demo_vae(demo_runtime):
     from nodegraph_nodes.diffusion import ops
 
-    return ops.load_vae(ROOT / "demo_models/vae/nodegraph-demo-vae.safetensors", {"device": "cpu"})
+    return ops.load_vae(demo_runtime, ROOT / "demo_models/vae/nodegraph-demo-vae.safetensors")
+
+
+def _in(runtime, node):
+    """The node with a context on `runtime` (the model cache holding the demo VAE)."""
+    node.context = NodeContext(node_id="1", prompt_id="p", runtime=runtime)
+    return node
 
 
 def test_tiled_scale_blends_tiles_exactly_for_a_local_function():
@@ -152,7 +163,7 @@ def test_tiled_scale_blends_tiles_exactly_for_a_local_function():
     assert torch.allclose(_three_tilings(pixels, down, 64, 64, 16, 1 / 8, 3), down(pixels), atol=1e-6)
 
 
-def test_tiled_vae_close_to_untiled_on_the_demo_vae(demo_vae):
+def test_tiled_vae_close_to_untiled_on_the_demo_vae(demo_runtime, demo_vae):
     """Tiling changes what each VAE output pixel sees (the VAE's mid-block attention is global), so tiled output
     is not equal to untiled. Measured on the demo VAE, a 256x256 grid of 16 data-set pictures, tile 128 px with
     32 px overlap: decode mean |diff| 0.021 (of the 0..1 range), encode mean |diff| 12% of the mean |latent|. The
@@ -162,14 +173,14 @@ def test_tiled_vae_close_to_untiled_on_the_demo_vae(demo_vae):
 
     pictures = [torch.from_numpy(sample(i).image).float()[None] / 255 for i in range(16)]
     grid = torch.cat([torch.cat(pictures[4 * r:4 * r + 4], dim=2) for r in range(4)], dim=1)  # 256 x 256
-    latent = ops.vae_encode(demo_vae, grid)
-    tiled_latent = lt.VAEEncodeTiled().execute(grid, demo_vae, 128, 32)[0]["samples"]
+    latent = ops.vae_encode(demo_runtime, demo_vae, grid)
+    tiled_latent = _in(demo_runtime, lt.VAEEncodeTiled()).execute(grid, demo_vae, 128, 32)[0]["samples"]
     assert tiled_latent.shape == latent.shape
     latent_err = (tiled_latent - latent).abs().mean() / latent.abs().mean()
     assert latent_err < 0.15, float(latent_err)
-    image = ops.vae_decode(demo_vae, latent)
-    tiled = lt.VAEDecodeTiled().execute({"samples": latent}, demo_vae, 128, 32)[0]
+    image = ops.vae_decode(demo_runtime, demo_vae, latent)
+    tiled = _in(demo_runtime, lt.VAEDecodeTiled()).execute({"samples": latent}, demo_vae, 128, 32)[0]
     assert tiled.shape == image.shape == (1, 256, 256, 3)
     assert float((tiled - image).abs().mean()) < 0.03
-    whole = lt.VAEDecodeTiled().execute({"samples": latent[:, :, :8, :8]}, demo_vae, 512, 64)[0]
-    assert torch.allclose(whole, ops.vae_decode(demo_vae, latent[:, :, :8, :8]), atol=1e-5)
+    whole = _in(demo_runtime, lt.VAEDecodeTiled()).execute({"samples": latent[:, :, :8, :8]}, demo_vae, 512, 64)[0]
+    assert torch.allclose(whole, ops.vae_decode(demo_runtime, demo_vae, latent[:, :, :8, :8]), atol=1e-5)

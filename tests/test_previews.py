@@ -184,12 +184,12 @@ def test_taesd_previews_from_a_sampler_on_the_server(tmp_path_factory):
 def test_checkpoint_without_preview_factors_gets_them_fitted_to_its_vae(tmp_path):
     """Real checkpoints use ComfyUI's published factors; a nodegraph-written one with its own VAE and no factors in
     its header (make-tiny-models) gets factors fitted to that VAE, which predict its decode better."""
-    from nodegraph_nodes.diffusion.loader import load_checkpoint
+    from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
     from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
     from nodegraph_nodes.diffusion.preview import LATENT_RGB
 
     make_tiny_models(tmp_path)
-    components = load_checkpoint(tmp_path / "checkpoints" / "tiny_sd1.safetensors")
+    components = read_checkpoint_file(tmp_path / "checkpoints" / "tiny_sd1.safetensors")
     assert components.latent_rgb is not None
     vae = components.vae.float()
     latents = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(5))  # held out from the fit

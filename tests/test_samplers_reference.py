@@ -272,7 +272,7 @@ def test_sde_samplers_draw_k_diffusions_brownian_tree_seed_for_seed(name, refere
     if spacing == "karras":
         sigmas = schedules.karras_sigmas(10, SIGMA_MIN, SIGMA_MAX)
     else:
-        from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+        from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
         from sampling_fixtures import SD1_SCHEDULER_CONFIG
 
         sigmas = schedules.normal_sigmas(DiscreteModelSampling.from_config(SD1_SCHEDULER_CONFIG), 10)

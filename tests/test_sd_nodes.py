@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import model_cache
+from nodegraph_nodes.diffusion.cache_readers import model_cache
 from sd_fixtures import Runner, make_folders, txt2img
 
 
@@ -20,7 +20,6 @@ def models_root(tmp_path_factory):
 
 @pytest.fixture
 def runner(tmp_path, models_root):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     return Runner(make_folders(tmp_path, models_root))
 
 
@@ -69,7 +68,7 @@ def test_same_seed_same_latent_and_different_seed_differs(runner):
 
 
 def test_checkpoint_read_once_across_prompts_and_loader_nodes(runner):
-    cache = model_cache({"device": "cpu"})
+    cache = model_cache(runner.executor.runtime)
     before = cache.stats()["file_reads"]
     prompt = txt2img()
     # a second loader node for the same file in the same prompt

@@ -9,10 +9,9 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
 from nodegraph_nodes.diffusion.families import FAMILIES
-from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
+from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_cache import model_cache
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from sd_fixtures import Runner, diffusers_pipeline, make_folders, txt2img
 
 
@@ -24,7 +23,6 @@ def models_root(tmp_path_factory):
 
 
 def test_txt2img_workflow_equals_stable_diffusion_pipeline(models_root, tmp_path):
-    model_cache({"device": "cpu"}).free(unload_models=True)
     runner = Runner(make_folders(tmp_path, models_root))
     # 5 steps: ComfyUI's "simple" spacing takes every (1000 / steps)-th sigma, which is diffusers' "trailing"
     # spacing exactly when steps divides 1000 (for 6 steps they round timestep 833 vs 832).

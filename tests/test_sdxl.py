@@ -17,10 +17,10 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, 
 
 from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.handles import ModelHandle
-from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
-from nodegraph_nodes.diffusion.loader import load_checkpoint
+from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
+from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from sd_fixtures import Runner, diffusers_pipeline, make_folders
 
 SEED, STEPS, CFG, SWITCH = 42, 10, 5.0, 8
@@ -103,7 +103,8 @@ def test_clip_text_encode_sdxl_sets_size_conditioning_and_a_prompt_per_encoder(r
     run = run_ok(runner, prompt)
     clip = run.values["1"][1]
     mixed = conditioning(run, "3")
-    red, blue = ops.encode_text(clip, "a red square"), ops.encode_text(clip, "a blue circle")
+    runtime = runner.executor.runtime
+    red, blue = ops.encode_text(runtime, clip, "a red square"), ops.encode_text(runtime, clip, "a blue circle")
     # (original size, crop top-left, target size), each as (height, width): the widgets list width first
     assert mixed.time_ids.tolist() == [[768.0, 1024.0, 32.0, 16.0, 640.0, 896.0]]
     width_l = 32  # the tiny CLIP-L's hidden size; the bigG features follow
@@ -202,7 +203,7 @@ def _diffusers_split(scheduler_config: dict, steps: int, fraction: float) -> int
 @pytest.mark.parametrize("steps,fraction", [(10, 0.8), (10, 0.75), (25, 0.8), (25, 0.7), (30, 0.85), (7, 0.5)])
 def test_switch_fraction_counts_steps_like_diffusers(models_root, steps, fraction):
     """A fraction of the schedule is counted on timesteps, not steps: 10 steps at 0.75 give 7, not round(7.5)."""
-    config = load_checkpoint(models_root / "checkpoints" / REFINER).scheduler_config
+    config = read_checkpoint_file(models_root / "checkpoints" / REFINER).scheduler_config
     model = ModelHandle(None, "sdxl_refiner", config)
     ours = ops.switch_step(model, "euler", "normal", steps, fraction)
     assert ours == _diffusers_split(config, steps, fraction)

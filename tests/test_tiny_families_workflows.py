@@ -24,9 +24,9 @@ from diffusers import (
 )
 
 from nodegraph_nodes.diffusion.families import FAMILIES
-from nodegraph_nodes.diffusion.ksampler import ksampler_sigmas, prepare_noise
+from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from nodegraph_nodes.diffusion.model_sampling import DiscreteModelSampling
+from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.diffusion.tiny import tiny_controlnet, tiny_sdxl
 from sd_fixtures import Runner, diffusers_pipeline, make_folders
 

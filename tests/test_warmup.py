@@ -17,7 +17,7 @@ from server_fixtures import http, serve_process  # noqa: F401
 def test_packs_name_their_heavy_imports():
     registry = default_registry()
     sd = registry.warm_imports(["KSampler"])
-    assert "nodegraph_nodes.diffusion.ops" in sd and "nodegraph_nodes.diffusion.loader" in sd
+    assert "nodegraph_nodes.diffusion.ops" in sd and "nodegraph_nodes.diffusion.checkpoint_files" in sd
     assert registry.warm_imports(["IntMath", "ShowText"]) == []  # utility nodes need no torch
     assert set(sd) <= set(registry.warm_imports())
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import ray
 
-from ..engine import Executor, Folders, NullCache, OutputCache, Workflow, resources
+from ..engine import Executor, Folders, NullCache, OutputCache, Runtime, Workflow
 from ..engine.limits import Limits
 from ..server.previews import encode_png, encode_preview
 from .outputs import collect_files
@@ -58,14 +58,15 @@ class PromptActor:
         # Ray makes the assigned GPU the only visible one; without one, the model cache must not reach for CUDA.
         settings = {**folders.settings, "device": "cuda" if self.gpu_ids else "cpu"}
         self.concurrency = max(1, int(options.get("concurrency") or 1))
-        if self.concurrency > 1:  # read by the model cache (diffusion/model_cache.py)
+        if self.concurrency > 1:  # read by the model cache (Runtime.max_batch)
             settings["max_batch"] = int(options.get("max_batch") or settings.get("max_batch") or 16)
         self.folders = dataclasses.replace(folders, settings=settings)
         cache = NullCache() if options.get("cache") == "none" else OutputCache(
             max_entries=int(options.get("cache_entries", 512)))
         limits = Limits(max_ui_bytes=int(options["max_ui_bytes"])) if options.get("max_ui_bytes") else None
-        # One executor per slot, all on the one output cache; the model cache is the process's (shared by all).
-        self.executors = [Executor(self.folders, cache=cache, limits=limits) for _ in range(self.concurrency)]
+        # One executor per slot, all on the one output cache and the one runtime (so one model cache).
+        self.runtime = Runtime(self.folders)
+        self.executors = [Executor(self.runtime, cache=cache, limits=limits) for _ in range(self.concurrency)]
         self._idle = list(self.executors)
         self._running: dict[str, Executor] = {}  # prompt id -> the executor running it
         self.preview_size = int(options.get("preview_size", 512))
@@ -80,7 +81,7 @@ class PromptActor:
         models: set[str] = set()
         loaded_bytes = file_reads = 0
         batching = {"forwards": 0, "shared_forwards": 0, "rows": 0}
-        for owner in resources.owners():
+        for owner in self.runtime.owners():
             stats = owner.stats()
             models.update(entry["file"] for entry in stats.get("loaded", []) if "file" in entry)
             loaded_bytes += int(stats.get("bytes_total", 0))

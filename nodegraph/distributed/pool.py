@@ -28,7 +28,8 @@ import ray
 from ray.exceptions import RayActorError
 
 from ..engine import Folders, RunResult
-from ..engine.executor import EventCallback, now_ms
+from ..engine.errors import execution_error, now_ms
+from ..engine.executor import EventCallback
 from ..server.config import ServerConfig
 from ..server.executors import Job
 from .actor import LOAD_KEYS, PromptActor
@@ -377,18 +378,10 @@ class RayPool:
 
     @staticmethod
     def _died(job: Job, attempts: list[str], reason: str, on_event: EventCallback) -> RunResult:
-        error = {
-            "node_id": None,
-            "node_type": None,
-            "executed": [],
-            "exception_message": f"the workers running this prompt died ({', '.join(attempts)}; tried "
-                                 f"{len(attempts)} times): {reason}",
-            "exception_type": "WorkerDied",
-            "traceback": [],
-            "current_inputs": {},
-            "current_outputs": [],
-            "timestamp": now_ms(),
-        }
+        error = execution_error(
+            f"the workers running this prompt died ({', '.join(attempts)}; tried {len(attempts)} times): {reason}",
+            "WorkerDied", timestamp=now_ms(),
+        )
         on_event("execution_error", error)
         return RunResult(job.prompt_id, "error", error=error)
 

@@ -7,6 +7,7 @@ from .executor import Executor, RunResult
 from .folders import Folders, UnsafePath, resolve_inside
 from .node import ExecutionBlocked, Interrupted, Node, NodeContext, NodeResult
 from .registry import NodeRegistry, default_registry
+from .runtime import Runtime
 from .spec import MAX_RESOLUTION, MAX_SEED, Boolean, Combo, Float, Input, Int, Output, String
 from .validate import ValidationResult, format_validation, validate_prompt
 from .workflow import Link, Workflow
@@ -14,6 +15,6 @@ from .workflow import Link, Workflow
 __all__ = [
     "Boolean", "Combo", "ExecutionBlocked", "Executor", "Float", "Folders", "Input", "Int", "Interrupted", "Link",
     "MAX_RESOLUTION", "MAX_SEED", "Node", "NodeContext", "NodeRegistry", "NodeResult", "NullCache", "Output",
-    "OutputCache", "RunResult", "String", "UnsafePath", "ValidationResult", "Workflow", "default_registry",
+    "OutputCache", "RunResult", "Runtime", "String", "UnsafePath", "ValidationResult", "Workflow", "default_registry",
     "format_validation", "resolve_inside", "validate_prompt",
 ]

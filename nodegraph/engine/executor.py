@@ -1,8 +1,12 @@
-"""Runs a validated workflow: cache lookup, topological order, node work off the event loop, events.
+"""Runs a validated workflow: cache lookup, node work off the event loop, events.
 
-Order guarantees: a node runs after every node it takes a link from, and only nodes that an output needs (and
-that are not cached) run. Among independent nodes the order is a deterministic topological order with node ids as
-the tie-break; nothing else is promised, so clients must not rely on one independent branch running first.
+Validation plans the run (`Workflow.order`, see `workflow.run_order`): a node runs after every node it takes a link
+from, and only nodes that an output needs (and that are not cached) run. Among independent nodes the order is a
+deterministic topological order with node ids as the tie-break; nothing else is promised, so clients must not rely
+on one independent branch running first.
+
+A run is three kinds of step: `Executor.run` (keys, cache, the loop over the plan), `Executor._run_node` (one node)
+and the reports of `_Run` (events and the `RunResult`).
 
 Events (ComfyUI's message names, docs/compat.md §2.3) go to the `on_event(event, data)` callback on the event loop's
 thread: execution_start, execution_cached, executing, progress, preview, executed, execution_success,
@@ -15,26 +19,21 @@ import asyncio
 import queue
 import threading
 import time
-import traceback
 from concurrent.futures import Executor as _FuturesExecutor
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import networkx as nx
-
-from . import resources
 from .cache import OutputCache, node_key
+from .errors import exception_type_name, execution_error, now_ms, traceback_of
 from .limits import Limits, check_link_outputs, describe, ui_size
-from .node import ExecutionBlocked, Interrupted, NodeContext, normalize_result, preview_method_of
+from .folders import Folders
+from .node import Interrupted, NodeContext, NodeResult, normalize_result, preview_method_of
+from .runtime import Runtime
 from .spec import Combo, InputError, _check_range, _Number
-from .workflow import Workflow, node_sort_key
+from .workflow import NodeSpec, Workflow
 
 EventCallback = Callable[[str, dict[str, Any]], None]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -124,9 +123,10 @@ def _link_checks(spec: Any) -> list[tuple[str, Any]]:
 class Executor:
     """One per process (or per device): owns the output cache and the worker thread."""
 
-    def __init__(self, env: Any = None, cache: OutputCache | None = None, previews: bool = True,
-                 limits: Limits | None = None):
-        self.env = env
+    def __init__(self, runtime: Runtime | Folders | None = None, cache: OutputCache | None = None,
+                 previews: bool = True, limits: Limits | None = None):
+        # Executors given one Runtime share its resources (the model cache); given folders, this one has its own.
+        self.runtime = Runtime.of(runtime)
         self.previews = previews
         self.limits = limits if limits is not None else Limits()
         self.cache = cache if cache is not None else OutputCache()
@@ -138,6 +138,11 @@ class Executor:
         """Stop the running workflow at the next node boundary or progress report."""
         self._interrupt.set()
 
+    @property
+    def env(self) -> Folders | None:
+        """The runtime's folders (what node classes get as `env` for fingerprints and input checks)."""
+        return self.runtime.folders
+
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
@@ -146,7 +151,7 @@ class Executor:
         give memory back, in a thread since an owner may wait for a model in use by a running node."""
         if free_memory:
             self.cache.clear()
-        owners = resources.owners()
+        owners = self.runtime.owners()
         if owners:
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: [owner.free(unload_models=unload_models, free_memory=free_memory) for owner in owners]
@@ -181,136 +186,92 @@ class Executor:
         extra_data: dict[str, Any] | None = None,
         on_event: EventCallback | None = None,
     ) -> RunResult:
-        loop = asyncio.get_running_loop()
-        result = RunResult(prompt_id, "success")
-        extra_data = extra_data or {}
-        # The prompt's extra_data.preview_method (the server puts its default there); without previews: none.
-        preview_method = preview_method_of(extra_data, "auto") if self.previews else "none"
+        """Run the nodes the outputs need, in `workflow.order`, reusing cached outputs; report every step."""
+        run = _Run(workflow, prompt_id, extra_data or {}, on_event, self.previews)
         self._interrupt.clear()
         self.running_prompt = prompt_id
-
-        def emit(event: str, data: dict[str, Any]) -> None:
-            data = {**data, "prompt_id": prompt_id}
-            if event.startswith("execution_"):
-                data["timestamp"] = now_ms()
-            if event not in ("progress", "preview"):
-                result.messages.append((event, data))
-            if on_event is not None:
-                on_event(event, data)
-
-        def emit_threadsafe(event: str, data: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(emit, event, data)
-
-        current: str | None = None  # the node running now, for error and interrupt reports
         try:
-            graph = nx.DiGraph()
-            for nid, spec in workflow.nodes.items():
-                graph.add_node(nid)
-                for src in spec.sources():
-                    graph.add_edge(src, nid)
-            order = list(nx.lexicographical_topological_sort(graph, key=node_sort_key))
             # Off the loop: fingerprints read files (LoadImage hashes its image), and big graphs have many keys.
-            keys = await loop.run_in_executor(None, self.compute_keys, workflow, order)
-
-            emit("execution_start", {})
-
-            # Walk back from the outputs; a cached node's inputs are not needed at all.
-            values: dict[str, tuple[Any, ...]] = result.values
-            cached_ui: dict[str, dict[str, Any] | None] = {}
-            to_run: set[str] = set()
-            stack = list(workflow.outputs)
-            while stack:
-                nid = stack.pop()
-                if nid in values or nid in to_run:
-                    continue
-                entry = self.cache.get(keys[nid])
-                if entry is not None:
-                    values[nid] = entry.outputs  # pinned for this run even if the cache evicts it meanwhile
-                    cached_ui[nid] = entry.ui
-                    continue
-                to_run.add(nid)
-                stack.extend(workflow.nodes[nid].sources())
-            # ComfyUI lists every node of the workflow whose result is cached, not only the ones it stopped at.
-            for nid in order:
-                if nid not in values and nid not in to_run and keys[nid] in self.cache:
-                    values[nid] = self.cache.get(keys[nid]).outputs  # type: ignore[union-attr]
-            result.cached = [nid for nid in order if nid in values]
-            emit("execution_cached", {"nodes": list(result.cached)})
-            for nid in result.cached:
-                if cached_ui.get(nid):
-                    result.outputs[nid] = cached_ui[nid]  # type: ignore[assignment]
-                    emit("executed", {"node": nid, "display_node": nid, "output": cached_ui[nid]})
-
-            for nid in order:
-                if nid not in to_run:
-                    continue
-                if self._interrupt.is_set():
-                    raise Interrupted("interrupted")
-                spec = workflow.nodes[nid]
-                current = nid
-                emit("executing", {"node": nid, "display_node": nid})
-                kwargs = dict(spec.constants)
-                for name, link in spec.links.items():
-                    kwargs[name] = values[link.node][link.slot]
-                problem = self._check_linked(spec, kwargs)
-                if problem is not None:
-                    result.status = "error"
-                    result.error = self._error_data(nid, spec, kwargs, problem, result)
-                    emit("execution_error", result.error)
-                    return result
-                node = spec.cls()
-                node.context = NodeContext(
-                    node_id=nid,
-                    prompt_id=prompt_id,
-                    env=self.env,
-                    prompt=workflow.prompt,
-                    extra_data=extra_data,
-                    report=emit_threadsafe if not spec.cls.is_async() else emit,
-                    interrupted=self._interrupt.is_set,
-                    previews=preview_method != "none",
-                    preview_method=preview_method,
-                )
-                started = time.perf_counter()
-                try:
-                    if spec.cls.is_async():
-                        raw = await node.execute(**kwargs)
-                    else:
-                        raw = await loop.run_in_executor(self._worker, lambda: node.execute(**kwargs))
-                    out = normalize_result(spec.cls, raw)
-                    self._check_outputs(out)
-                except Interrupted:
-                    raise
-                except Exception as exc:
-                    result.timings[nid] = time.perf_counter() - started
-                    await asyncio.sleep(0)  # deliver progress events queued by the worker before the error
-                    result.status = "error"
-                    result.error = self._error_data(nid, spec, kwargs, exc, result)
-                    emit("execution_error", result.error)
-                    return result
-                result.timings[nid] = time.perf_counter() - started
-                values[nid] = out.outputs
-                result.executed.append(nid)
-                self.cache.put(keys[nid], out.outputs, out.ui)
-                await asyncio.sleep(0)  # flush progress events from the worker thread in order
-                if out.ui:
-                    result.outputs[nid] = out.ui
-                    emit("executed", {"node": nid, "display_node": nid, "output": out.ui})
-
-            emit("execution_success", {})
-            return result
+            keys = await run.loop.run_in_executor(None, self.compute_keys, workflow, workflow.order)
+            run.emit("execution_start", {})
+            to_run = self._use_cache(run, keys)
+            for nid in workflow.order:
+                if nid in to_run and not await self._run_node(run, nid, keys[nid]):
+                    return run.result
+            run.emit("execution_success", {})
+            return run.result
         except Interrupted:
             await asyncio.sleep(0)
-            result.status = "interrupted"
-            data = {
-                "node_id": current,
-                "node_type": workflow.nodes[current].class_type if current is not None else None,
-                "executed": list(result.cached + result.executed),
-            }
-            result.error = data
-            emit("execution_interrupted", data)
-            return result
+            run.interrupted()
+            return run.result
         finally:
             self.running_prompt = None
+
+    def _use_cache(self, run: _Run, keys: dict[str, str]) -> set[str]:
+        """Take what the cache holds, report it, and return the nodes that must run."""
+        workflow, values = run.workflow, run.result.values
+        cached_ui: dict[str, dict[str, Any] | None] = {}
+        to_run: set[str] = set()
+        # Walk back from the outputs; a cached node's inputs are not needed at all.
+        stack = list(workflow.outputs)
+        while stack:
+            nid = stack.pop()
+            if nid in values or nid in to_run:
+                continue
+            entry = self.cache.get(keys[nid])
+            if entry is not None:
+                values[nid] = entry.outputs  # pinned for this run even if the cache evicts it meanwhile
+                cached_ui[nid] = entry.ui
+                continue
+            to_run.add(nid)
+            stack.extend(workflow.nodes[nid].sources())
+        # ComfyUI lists every node of the workflow whose result is cached, not only the ones it stopped at.
+        for nid in workflow.order:
+            if nid not in values and nid not in to_run and keys[nid] in self.cache:
+                values[nid] = self.cache.get(keys[nid]).outputs  # type: ignore[union-attr]
+        run.cached([nid for nid in workflow.order if nid in values], cached_ui)
+        return to_run
+
+    async def _run_node(self, run: _Run, nid: str, key: str) -> bool:
+        """Run one node and keep its outputs; False when it failed (the error is reported)."""
+        if self._interrupt.is_set():
+            raise Interrupted("interrupted")
+        spec = run.workflow.nodes[nid]
+        run.current = nid
+        run.emit("executing", {"node": nid, "display_node": nid})
+        kwargs = run.inputs_of(spec)
+        problem = self._check_linked(spec, kwargs)
+        if problem is not None:
+            run.failed(nid, spec, kwargs, problem)
+            return False
+        node = spec.cls()
+        node.context = run.context(nid, spec, self.runtime, self._interrupt.is_set)
+        started = time.perf_counter()
+        try:
+            out = await self._execute(run, spec, node, kwargs)
+        except Interrupted:
+            raise
+        except Exception as exc:
+            run.result.timings[nid] = time.perf_counter() - started
+            await asyncio.sleep(0)  # deliver progress events queued by the worker before the error
+            run.failed(nid, spec, kwargs, exc)
+            return False
+        run.result.timings[nid] = time.perf_counter() - started
+        run.executed(nid, out.outputs)
+        self.cache.put(key, out.outputs, out.ui)
+        await asyncio.sleep(0)  # flush progress events from the worker thread in order
+        run.show(nid, out.ui)
+        return True
+
+    async def _execute(self, run: _Run, spec: NodeSpec, node: Any, kwargs: dict[str, Any]) -> NodeResult:
+        """The node's own work: async nodes on the loop, the others on the node thread; outputs checked."""
+        if spec.cls.is_async():
+            raw = await node.execute(**kwargs)
+        else:
+            raw = await run.loop.run_in_executor(self._worker, lambda: node.execute(**kwargs))
+        out = normalize_result(spec.cls, raw)
+        self._check_outputs(out)
+        return out
 
     @staticmethod
     def _check_linked(spec: Any, kwargs: dict[str, Any]) -> Exception | None:
@@ -350,25 +311,97 @@ class Executor:
                                  "JSON, the limit for what goes to the history and the websocket "
                                  "(--max-output-size)")
 
-    @staticmethod
-    def _error_data(nid: str, spec: Any, kwargs: dict[str, Any], exc: Exception, result: RunResult) -> dict[str, Any]:
-        exc_type = type(exc)
-        qualified = exc_type.__qualname__
-        if exc_type.__module__ not in ("builtins", "__main__"):
-            qualified = f"{exc_type.__module__}.{qualified}"
-        if isinstance(exc, ExecutionBlocked):
-            qualified = "ExecutionBlocked"
-        return {
-            "node_id": nid,
-            "node_type": spec.class_type,
+
+
+class _Run:
+    """One run of a workflow: its result, the values passed along links, and the events it reports."""
+
+    def __init__(self, workflow: Workflow, prompt_id: str, extra_data: dict[str, Any],
+                 on_event: EventCallback | None, previews: bool):
+        self.loop = asyncio.get_running_loop()
+        self.workflow = workflow
+        self.prompt_id = prompt_id
+        self.extra_data = extra_data
+        self.on_event = on_event
+        # The prompt's extra_data.preview_method (the server puts its default there); without previews: none.
+        self.preview_method = preview_method_of(extra_data, "auto") if previews else "none"
+        self.result = RunResult(prompt_id, "success")
+        self.current: str | None = None  # the node running now, for error and interrupt reports
+
+    # --- events --------------------------------------------------------------------------------------------------
+
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        data = {**data, "prompt_id": self.prompt_id}
+        if event.startswith("execution_"):
+            data["timestamp"] = now_ms()
+        if event not in ("progress", "preview"):
+            self.result.messages.append((event, data))
+        if self.on_event is not None:
+            self.on_event(event, data)
+
+    def emit_threadsafe(self, event: str, data: dict[str, Any]) -> None:
+        self.loop.call_soon_threadsafe(self.emit, event, data)
+
+    def cached(self, nodes: list[str], cached_ui: dict[str, dict[str, Any] | None]) -> None:
+        self.result.cached = nodes
+        self.emit("execution_cached", {"nodes": list(nodes)})
+        for nid in nodes:
+            if cached_ui.get(nid):
+                self.show(nid, cached_ui[nid])
+
+    def executed(self, nid: str, outputs: tuple[Any, ...]) -> None:
+        self.result.values[nid] = outputs
+        self.result.executed.append(nid)
+
+    def show(self, nid: str, ui: dict[str, Any] | None) -> None:
+        """A node's display output (images, text) for the history and the client."""
+        if ui:
+            self.result.outputs[nid] = ui
+            self.emit("executed", {"node": nid, "display_node": nid, "output": ui})
+
+    def failed(self, nid: str, spec: NodeSpec, kwargs: dict[str, Any], exc: Exception) -> None:
+        result = self.result
+        result.status = "error"
+        result.error = execution_error(
+            str(exc) or type(exc).__name__,
+            exception_type_name(exc),
+            node_id=nid,
+            node_type=spec.class_type,
+            executed=result.cached + result.executed,
+            traceback=traceback_of(exc),
+            current_inputs={name: [describe(value, 200)] for name, value in kwargs.items()},
+            current_outputs=result.values,
+        )
+        self.emit("execution_error", result.error)
+
+    def interrupted(self) -> None:
+        result = self.result
+        result.status = "interrupted"
+        result.error = {
+            "node_id": self.current,
+            "node_type": self.workflow.nodes[self.current].class_type if self.current is not None else None,
             "executed": list(result.cached + result.executed),
-            "exception_message": str(exc) or exc_type.__name__,
-            "exception_type": qualified,
-            "traceback": traceback.format_tb(exc.__traceback__),
-            "current_inputs": {name: [_short_repr(value)] for name, value in kwargs.items()},
-            "current_outputs": list(result.values),
         }
+        self.emit("execution_interrupted", result.error)
 
+    # --- one node ------------------------------------------------------------------------------------------------
 
-def _short_repr(value: Any, limit: int = 200) -> str:
-    return describe(value, limit)
+    def inputs_of(self, spec: NodeSpec) -> dict[str, Any]:
+        kwargs = dict(spec.constants)
+        for name, link in spec.links.items():
+            kwargs[name] = self.result.values[link.node][link.slot]
+        return kwargs
+
+    def context(self, nid: str, spec: NodeSpec, runtime: Runtime, interrupted: Callable[[], bool]) -> NodeContext:
+        return NodeContext(
+            node_id=nid,
+            prompt_id=self.prompt_id,
+            runtime=runtime,
+            prompt=self.workflow.prompt,
+            extra_data=self.extra_data,
+            report=self.emit_threadsafe if not spec.cls.is_async() else self.emit,
+            interrupted=interrupted,
+            previews=self.preview_method != "none",
+            preview_method=self.preview_method,
+        )
+

@@ -11,16 +11,20 @@
             return (a + b,)
 
 `execute` may be a plain method (run on a worker thread, so the event loop never blocks) or `async def` (awaited on
-the loop). While it runs, `self.context` gives the node its id, the folders, progress reporting and the interrupt
-check.
+the loop). While it runs, `self.context` gives the node its id, the runtime (folders, settings and what node packs
+keep, such as the model cache), progress reporting and the interrupt check.
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Hashable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable
 
 from .spec import Input, Output
+
+if TYPE_CHECKING:
+    from .folders import Folders
+    from .runtime import Runtime
 
 
 class Interrupted(Exception):
@@ -57,13 +61,19 @@ class NodeContext:
 
     node_id: str
     prompt_id: str
-    env: Any  # nodegraph.engine.folders.Folders (or anything a pack's nodes expect)
+    runtime: Runtime  # the executor's: folders, settings, the packs' resources (engine/runtime.py)
     prompt: dict[str, Any] = field(default_factory=dict)
     extra_data: dict[str, Any] = field(default_factory=dict)
     report: Callable[[str, dict[str, Any]], None] = lambda event, data: None
     interrupted: Callable[[], bool] = lambda: False
     previews: bool = True  # whether anyone wants preview images (the CLI does not: they are skipped)
     preview_method: str = "auto"  # how samplers make them (PREVIEW_METHODS); "none" when previews is False
+
+    @property
+    def env(self) -> Folders | None:
+        """The folders (models, input, output, temp) and their settings: what `fingerprint`, `check_inputs` and
+        combo choices get as `env`."""
+        return self.runtime.folders
 
     def check_interrupted(self) -> None:
         """Raise Interrupted if the user asked to stop; long nodes call this inside their loops."""

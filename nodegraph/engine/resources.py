@@ -1,7 +1,7 @@
-"""Owners of memory outside the output cache (the model cache of the SD packs) report and free through here.
+"""Owners of memory outside the output cache (the model cache of the SD packs) report and free through this protocol.
 
-The server's `/free` and `/system_stats` and the CLI talk to these owners without importing torch: a pack that
-keeps models loaded registers an owner when it is first used.
+The server's `/free` and `/system_stats` and a Ray worker's load report talk to these owners without importing
+torch: they are the resources a pack made for a runtime (`Runtime.owners()`, engine/runtime.py).
 """
 from __future__ import annotations
 
@@ -16,14 +16,3 @@ class ResourceOwner(Protocol):
 
     def free(self, unload_models: bool = False, free_memory: bool = False) -> None:
         """Give memory back: drop loaded models (`unload_models`) and / or cached working memory (`free_memory`)."""
-
-
-_owners: dict[str, ResourceOwner] = {}
-
-
-def register_owner(owner: ResourceOwner) -> None:
-    _owners[owner.name] = owner
-
-
-def owners() -> list[ResourceOwner]:
-    return list(_owners.values())

@@ -18,18 +18,27 @@ Behaviour mirrored from the frontend (docs/compat.md §3.2-3.3):
 * Muted (mode 2) and bypassed (mode 4) nodes are left out; inputs linked to nodes that are not in the
   output are then removed.
 
+How positional widget values map onto inputs is in ``uiwidgets``; the other direction (a prompt laid out as an
+editor workflow, ``api_to_ui``) is in ``uilayout`` and importable from here.
+
 Where the frontend would silently produce a broken prompt (a node type that is not installed, a dangling
 link, a cycle of reroutes), we record a :class:`ConversionProblem` instead, so the caller can tell the user.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-NodeInfo = Callable[[str], dict | None]
-"""Returns the ``object_info`` record of a node class, or None when that class is not installed."""
+from .uilayout import api_to_ui
+from .uiwidgets import MISSING, NodeInfo, widget_inputs, widget_specs
+from .workflow import is_link, wrap_literal
+
+__all__ = [
+    "ConversionProblem", "ConversionResult", "NodeInfo", "api_to_ui", "is_api_format", "is_ui_format", "ui_to_api",
+    "widget_inputs",
+]
 
 MODE_NEVER = 2
 MODE_BYPASS = 4
@@ -43,13 +52,6 @@ VIRTUAL_TYPES = frozenset({REROUTE, PRIMITIVE}) | NOTE_TYPES
 # Inside a subgraph definition, links from the subgraph's inputs / to its outputs use these node ids.
 SUBGRAPH_INPUT_ID = "-10"
 SUBGRAPH_OUTPUT_ID = "-20"
-
-WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
-CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
-# Old frontends added the control widget by input name, before object_info declared it.
-LEGACY_SEED_NAMES = frozenset({"seed", "noise_seed"})
-
-_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -101,121 +103,6 @@ def is_ui_format(obj: Any) -> bool:
 
 # ---------------------------------------------------------------------------------------------------------
 # Widgets: positional widgets_values -> named inputs
-
-
-@dataclass(frozen=True)
-class _WidgetSlot:
-    """One entry of ``widgets_values``: an input's value, or a frontend-only value to skip.
-
-    ``kind`` is "input", "control" (control_after_generate), "legacy_control" (present only when the value
-    is a control word: old files saved it after seeds without object_info declaring it) or "upload".
-    """
-
-    kind: str
-    name: str | None = None
-
-
-def _split_spec(spec: Any) -> tuple[Any, dict]:
-    """``[TYPE]`` or ``[TYPE, options]`` -> (TYPE, options)."""
-    if not isinstance(spec, (list, tuple)) or not spec:
-        return None, {}
-    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    return spec[0], options
-
-
-def _is_widget(spec: Any) -> bool:
-    """A widget input: a primitive or a choice list, not forced to be a socket."""
-    kind, options = _split_spec(spec)
-    if options.get("forceInput"):
-        return False
-    return isinstance(kind, list) or kind in WIDGET_TYPES
-
-
-def _ordered_inputs(info: dict, section: str) -> Iterator[tuple[str, Any]]:
-    """The (name, spec) pairs of one input section, in ``input_order`` (declaration order without it)."""
-    specs = (info.get("input") or {}).get(section) or {}
-    order = (info.get("input_order") or {}).get(section)
-    for name in order if order is not None else specs:
-        if name in specs:
-            yield name, specs[name]
-
-
-def _widget_layout(info: dict) -> list[_WidgetSlot]:
-    """The sequence the editor writes ``widgets_values`` in, for one node definition."""
-    slots: list[_WidgetSlot] = []
-    for section in ("required", "optional"):
-        has_upload = False
-        for name, spec in _ordered_inputs(info, section):
-            kind, options = _split_spec(spec)
-            has_upload = has_upload or bool(options.get("image_upload"))
-            if not _is_widget(spec):
-                continue
-            slots.append(_WidgetSlot("input", name))
-            if options.get("control_after_generate"):
-                slots.append(_WidgetSlot("control"))
-            elif kind == "INT" and name in LEGACY_SEED_NAMES:
-                slots.append(_WidgetSlot("legacy_control"))
-        # The frontend adds the upload button as one more required input, after the declared ones.
-        if section == "required" and has_upload:
-            slots.append(_WidgetSlot("upload"))
-    return slots
-
-
-def _widget_default(spec: Any) -> Any:
-    """The value a freshly created widget holds (used when ``widgets_values`` is shorter than the widgets)."""
-    kind, options = _split_spec(spec)
-    if "default" in options:
-        return options["default"]
-    if isinstance(kind, list):
-        return kind[0] if kind else _MISSING
-    if kind == "COMBO":
-        choices = options.get("options") or []
-        return choices[0] if choices else _MISSING
-    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(kind, _MISSING)
-
-
-def _widget_specs(info: dict) -> dict[str, Any]:
-    """Name -> spec of every widget input of a definition."""
-    return {
-        name: spec
-        for section in ("required", "optional")
-        for name, spec in _ordered_inputs(info, section)
-        if _is_widget(spec)
-    }
-
-
-def widget_inputs(info: dict, widgets_values: Any) -> dict[str, Any]:
-    """Map a node's saved ``widgets_values`` (list or dict) onto its widget inputs, by name.
-
-    Frontend-only values (seed control, upload button) are skipped; widgets the file has no value for keep
-    the value a new widget would have.
-    """
-    specs = _widget_specs(info)
-    values: dict[str, Any] = {}
-    if isinstance(widgets_values, dict):
-        values = {name: widgets_values[name] for name in specs if name in widgets_values}
-    elif isinstance(widgets_values, list):
-        position = 0
-        for slot in _widget_layout(info):
-            if position >= len(widgets_values):
-                break
-            value = widgets_values[position]
-            if slot.kind == "legacy_control" and not (isinstance(value, str) and value in CONTROL_VALUES):
-                continue
-            position += 1
-            if slot.kind == "input":
-                values[slot.name] = value
-    for name, spec in specs.items():
-        if name not in values:
-            default = _widget_default(spec)
-            if default is not _MISSING:
-                values[name] = default
-    return {name: values[name] for name in specs if name in values}
-
-
-def _wrap_value(value: Any) -> Any:
-    """Array widget values travel as ``{"__value__": [...]}`` so they are not read as links."""
-    return {"__value__": value} if isinstance(value, list) else value
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -490,25 +377,25 @@ class _Converter:
         if resolved is not None:
             return resolved
         value = self._promoted_value(instance, index)
-        return None if value is _MISSING else _FromValue(value)
+        return None if value is MISSING else _FromValue(value)
 
     def _promoted_value(self, instance: _Exec, index: int) -> Any:
         """The value of the widget a subgraph instance shows for its input ``index``, if it shows one."""
         inputs = instance.inputs
         widget = inputs[index].get("widget") if index < len(inputs) else None
         if not isinstance(widget, dict) or "name" not in widget:
-            return _MISSING
+            return MISSING
         name = widget["name"]
         if name in instance.overrides:
             return instance.overrides[name]
         values = instance.node.get("widgets_values")
         if isinstance(values, dict):
-            return values.get(name, _MISSING)
+            return values.get(name, MISSING)
         if not isinstance(values, list) or (instance.node.get("properties") or {}).get("proxyWidgets"):
-            return _MISSING
+            return MISSING
         widget_slots = [position for position, slot in enumerate(inputs) if isinstance(slot.get("widget"), dict)]
         if len(widget_slots) != len(values):
-            return _MISSING
+            return MISSING
         return values[widget_slots.index(index)]
 
     def _resolve_subgraph_output(self, instance: _Exec, slot: int, wanted: Any, visited: set
@@ -558,7 +445,7 @@ class _Converter:
             prompt[ex.id] = self._node_entry(ex, info)
         for entry in prompt.values():
             inputs = entry["inputs"]
-            for name in [n for n, v in inputs.items() if isinstance(v, list) and len(v) == 2 and v[0] not in prompt]:
+            for name in [n for n, v in inputs.items() if is_link(v) and v[0] not in prompt]:
                 del inputs[name]
         return prompt
 
@@ -577,9 +464,9 @@ class _Converter:
 
     def _node_entry(self, ex: _Exec, info: dict) -> dict[str, Any]:
         values = widget_inputs(info, ex.node.get("widgets_values"))
-        specs = _widget_specs(info)
+        specs = widget_specs(info)
         values.update({name: value for name, value in ex.overrides.items() if name in specs})
-        inputs = {name: _wrap_value(value) for name, value in values.items()}
+        inputs = {name: wrap_literal(value) for name, value in values.items()}
         for slot, socket in enumerate(ex.inputs):
             try:
                 resolved = self.resolve_input(ex, slot, set())
@@ -587,7 +474,7 @@ class _Converter:
                 self._problem(ex, f"input '{socket.get('name')}' is part of a link loop through node {loop}")
                 continue
             if isinstance(resolved, _FromValue):
-                inputs[socket.get("name")] = _wrap_value(resolved.value)
+                inputs[socket.get("name")] = wrap_literal(resolved.value)
             elif isinstance(resolved, _FromNode):
                 inputs[socket.get("name")] = [resolved.node_id, resolved.slot]
         title = ex.node.get("title") or info.get("display_name") or ex.type
@@ -609,124 +496,3 @@ def ui_to_api(workflow: dict, node_info: NodeInfo, keep_unknown: bool = False) -
     prompt = converter.build()
     # A link resolved from several consumers reports its problem once.
     return ConversionResult(prompt, list(dict.fromkeys(converter.problems)))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The other way: API prompt -> UI workflow, laid out in columns
-
-
-def api_to_ui(prompt: dict, node_info: NodeInfo) -> dict:
-    """Lay an API prompt out as a UI-format workflow (schema 0.4) that ComfyUI's editor and ours open.
-
-    Nodes are placed in columns by their depth in the graph (sources on the left); widget values are written
-    in the editor's order, with "fixed" for seed controls and the upload button's value, so that
-    ``ui_to_api(api_to_ui(p))`` gives back ``p``. Raises ValueError for node types ``node_info`` does not know.
-    """
-    unknown = sorted({node.get("class_type") for node in prompt.values() if node_info(node.get("class_type")) is None})
-    if unknown:
-        raise ValueError(f"cannot lay out node types that are not installed: {', '.join(map(str, unknown))}")
-    numeric = [int(nid) for nid in prompt if str(nid).isdigit()]
-    next_id = max(numeric, default=0) + 1
-    ui_ids: dict[str, int] = {}
-    for nid in prompt:
-        if str(nid).isdigit():
-            ui_ids[nid] = int(nid)
-        else:
-            ui_ids[nid], next_id = next_id, next_id + 1
-
-    def sources(nid: str) -> list[str]:
-        return [str(v[0]) for v in prompt[nid].get("inputs", {}).values() if isinstance(v, list) and len(v) == 2]
-
-    depth: dict[str, int] = {}
-
-    def depth_of(nid: str, trail: frozenset = frozenset()) -> int:
-        if nid not in depth:
-            if nid in trail:
-                raise ValueError(f"the prompt has a cycle through node {nid}")
-            depth[nid] = 1 + max((depth_of(s, trail | {nid}) for s in sources(nid) if s in prompt), default=-1)
-        return depth[nid]
-
-    columns: dict[int, list[str]] = {}
-    for nid in prompt:
-        columns.setdefault(depth_of(nid), []).append(nid)
-
-    links: list[list[Any]] = []
-    nodes: list[dict[str, Any]] = []
-    out_links: dict[tuple[str, int], list[int]] = {}
-    order = 0
-    for column in sorted(columns):
-        y = 40.0
-        for nid in columns[column]:
-            node = prompt[nid]
-            info = node_info(node["class_type"])
-            values = node.get("inputs", {})
-            specs = dict(_ordered_inputs(info, "required")) | dict(_ordered_inputs(info, "optional"))
-            inputs = []
-            for name, spec in specs.items():
-                linked = isinstance(values.get(name), list) and len(values[name]) == 2
-                if _is_widget(spec) and not linked:
-                    continue
-                kind, _ = _split_spec(spec)
-                slot: dict[str, Any] = {"name": name, "type": "COMBO" if isinstance(kind, list) else kind, "link": None}
-                if _is_widget(spec):
-                    slot["widget"] = {"name": name}
-                if linked:
-                    src, src_slot = str(values[name][0]), int(values[name][1])
-                    link_id = len(links) + 1
-                    src_info = node_info(prompt[src]["class_type"]) if src in prompt else None
-                    out_type = (src_info or {}).get("output", ["*"] * (src_slot + 1))[src_slot]
-                    links.append([link_id, ui_ids.get(src, -1), src_slot, ui_ids[nid], len(inputs), out_type])
-                    out_links.setdefault((src, src_slot), []).append(link_id)
-                    slot["link"] = link_id
-                inputs.append(slot)
-            widgets_values = []
-            for slot in _widget_layout(info):
-                if slot.kind == "input":
-                    value = values.get(slot.name, _widget_default(specs[slot.name]))
-                    if isinstance(value, list) and len(value) == 2:
-                        value = _widget_default(specs[slot.name])
-                    if isinstance(value, dict) and "__value__" in value:
-                        value = value["__value__"]
-                    widgets_values.append(None if value is _MISSING else value)
-                elif slot.kind in ("control", "legacy_control"):
-                    widgets_values.append("fixed")
-                else:
-                    widgets_values.append("image")
-            height = 30 + 26 * (len(inputs) + len(widgets_values) + len(info.get("output", [])))
-            title = (node.get("_meta") or {}).get("title") or info.get("display_name") or node["class_type"]
-            entry: dict[str, Any] = {
-                "id": ui_ids[nid],
-                "type": node["class_type"],
-                "pos": [40.0 + 360.0 * column, y],
-                "size": [320.0, float(height)],
-                "flags": {},
-                "order": order,
-                "mode": 0,
-                "inputs": inputs,
-                "outputs": [],
-                "properties": {"Node name for S&R": node["class_type"]},
-                "widgets_values": widgets_values,
-            }
-            if title != info.get("display_name"):
-                entry["title"] = title
-            nodes.append(entry)
-            order += 1
-            y += height + 40
-    prompt_id_of = {ui_id: nid for nid, ui_id in ui_ids.items()}
-    for entry in nodes:
-        nid = prompt_id_of[entry["id"]]
-        info = node_info(prompt[nid]["class_type"])
-        entry["outputs"] = [
-            {"name": name, "type": kind, "links": out_links.get((nid, index), []), "slot_index": index}
-            for index, (kind, name) in enumerate(zip(info.get("output", []), info.get("output_name", [])))
-        ]
-    return {
-        "last_node_id": max((n["id"] for n in nodes), default=0),
-        "last_link_id": len(links),
-        "nodes": nodes,
-        "links": links,
-        "groups": [],
-        "config": {},
-        "extra": {"ds": {"scale": 1.0, "offset": [0.0, 0.0]}},
-        "version": 0.4,
-    }

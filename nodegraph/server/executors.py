@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ..engine import Executor, NullCache, OutputCache, RunResult, Workflow
+from ..engine import Executor, NullCache, OutputCache, RunResult, Runtime, Workflow
 from ..engine.executor import EventCallback
 from ..engine.limits import Limits
 
@@ -78,9 +78,9 @@ class LocalBackend:
     free_while_running = False  # the models in use belong to the running prompt: free after it, as ComfyUI does
 
     def __init__(self, executor: Executor, concurrency: int = 1):
-        # Extra slots share the first executor's output cache, folders and limits.
+        # Extra slots share the first executor's output cache, runtime (folders, the model cache) and limits.
         self.executors = [executor] + [
-            Executor(executor.env, cache=executor.cache, previews=executor.previews, limits=executor.limits)
+            Executor(executor.runtime, cache=executor.cache, previews=executor.previews, limits=executor.limits)
             for _ in range(max(1, concurrency) - 1)
         ]
         self._idle = list(self.executors)
@@ -144,7 +144,7 @@ def make_backend(config: ServerConfig) -> PromptBackend:
     """The backend the configuration names; the Ray one is imported only here, only when asked for."""
     if config.executor == "local":
         limits = Limits(max_ui_bytes=int(config.max_output_size_mb * 1024 * 1024))
-        executor = Executor(config.folders, cache=make_output_cache(config), limits=limits)
+        executor = Executor(Runtime(config.folders), cache=make_output_cache(config), limits=limits)
         return LocalBackend(executor, concurrency=config.concurrency)
     if config.executor == "ray":
         from ..distributed.pool import RayPool

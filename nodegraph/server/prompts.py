@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from ..engine import validate_prompt
+from ..engine.errors import request_error
 from .bodies import BadRequest, finite_number, string_list
 from .state import ServerState
 from .store import DuplicatePrompt, QueueItem, now_ms
@@ -20,9 +21,7 @@ MAX_ID_LENGTH = 256
 
 
 def prompt_error(type: str, message: str, details: str, **extra_info: Any) -> BadRequest:
-    body = {"error": {"type": type, "message": message, "details": details, "extra_info": extra_info},
-            "node_errors": {}}
-    return BadRequest(details, body=body)
+    return BadRequest(details, body=request_error(type, message, details, **extra_info))
 
 
 def _identifier(value: Any, what: str) -> str:

@@ -5,6 +5,7 @@ import logging
 
 from aiohttp import web
 
+from ..engine.errors import request_error
 from .bodies import BadRequest, json_object, query_int, read_json, string_list
 from .prompts import submit
 from .state import STATE
@@ -19,17 +20,11 @@ async def post_prompt(request: web.Request) -> web.Response:
     size = len(await request.read())
     if size > 2 * limit + 65536:  # far over the stored-size limit: refused before parsing (parsing blocks the loop)
         details = f"the request body is {size:,} bytes; the workflow limit is {limit:,} (--max-prompt-size)"
-        raise BadRequest(details, status=413, body={
-            "error": {"type": "invalid_prompt", "message": "Prompt too large", "details": details, "extra_info": {}},
-            "node_errors": {},
-        })
+        raise BadRequest(details, status=413, body=request_error("invalid_prompt", "Prompt too large", details))
     try:
         body = await read_json(request)
     except BadRequest as exc:
-        raise BadRequest(str(exc), body={
-            "error": {"type": "invalid_prompt", "message": "Invalid request", "details": str(exc), "extra_info": {}},
-            "node_errors": {},
-        }) from None
+        raise BadRequest(str(exc), body=request_error("invalid_prompt", "Invalid request", str(exc))) from None
     return web.json_response(await submit(state, body))
 
 

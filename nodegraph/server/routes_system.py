@@ -13,7 +13,6 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
-from ..engine import resources
 from .bodies import BadRequest, json_object, read_json
 from .state import STATE
 
@@ -128,7 +127,8 @@ def _system_stats(state: Any) -> dict[str, Any]:
         "nodegraph": {
             "output_cache": state.executor.cache.stats() if state.executor is not None else None,
             "executor": state.backend.stats(),
-            "resources": {owner.name: owner.stats() for owner in resources.owners()},
+            "resources": {owner.name: owner.stats() for owner in state.executor.runtime.owners()}
+            if state.executor is not None else {},
             "queue_remaining": state.store.queue_remaining(),
             "max_history": state.config.max_history,
         },

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
+
+from ..engine.errors import execution_error, now_ms
 
 T = TypeVar("T")
 
@@ -106,10 +107,6 @@ def to_json(value: Any) -> str:
     """JSON for the database; a value a node left in its UI output that JSON cannot hold becomes its text, so a
     prompt's record is never lost to one odd value."""
     return json.dumps(value, default=str)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def history_meta(outputs: dict[str, Any]) -> dict[str, Any]:
@@ -204,18 +201,8 @@ class Store:
     def _record_server_stopped(self, prompt_id: str, start_time: int | None, node_id: str | None = None,
                                node_type: str | None = None) -> None:
         stamp = now_ms()
-        error = {
-            "prompt_id": prompt_id,
-            "node_id": node_id,
-            "node_type": node_type,
-            "executed": [],
-            "exception_message": SERVER_STOPPED,
-            "exception_type": "ServerStopped",
-            "traceback": [],
-            "current_inputs": {},
-            "current_outputs": [],
-            "timestamp": stamp,
-        }
+        error = execution_error(SERVER_STOPPED, "ServerStopped", node_id=node_id, node_type=node_type,
+                                prompt_id=prompt_id, timestamp=stamp)
         messages = []
         if start_time is not None:
             messages.append(["execution_start", {"prompt_id": prompt_id, "timestamp": start_time}])

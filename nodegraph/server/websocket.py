@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ..engine.errors import request_error
 from .bodies import BadRequest, parse_json
 from .hub import Client
 from .prompts import MAX_ID_LENGTH, submit
@@ -77,9 +78,8 @@ async def _on_text(state: ServerState, client: Client, text: str) -> None:
             return
         except Exception as exc:  # e.g. the database failed: tell this client, keep the socket
             log.exception("websocket %s: queueing a prompt failed", client.sid)
-            error = {"type": "server_error", "message": "Could not queue the prompt", "details": str(exc),
-                     "extra_info": {}}
-            state.hub.send("prompt_error", {"error": error, "node_errors": {}, **echo}, client.sid)
+            error = request_error("server_error", "Could not queue the prompt", str(exc))
+            state.hub.send("prompt_error", {**error, **echo}, client.sid)
             return
         state.hub.send("prompt_queued", {**queued, **echo}, client.sid)
     else:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from typing import TYPE_CHECKING, Any
 
 from ..engine import RunResult, Workflow, format_validation, validate_prompt
+from ..engine.errors import execution_error, traceback_of
 from ..engine.node import preview_method_of
 from .executors import Job
 from .previews import PNG_FORMAT, Preview, encode_png, encode_preview, preview_metadata
@@ -211,18 +211,11 @@ class PromptWorker:
 
 
 def _failure(prompt_id: str, exc: BaseException | None, message: str) -> dict[str, Any]:
-    return {
-        "prompt_id": prompt_id,
-        "node_id": None,
-        "node_type": None,
-        "executed": [],
-        "exception_message": f"{message}: {exc}" if exc is not None else message,
-        "exception_type": type(exc).__qualname__ if exc is not None else "Exception",
-        "traceback": traceback.format_tb(exc.__traceback__) if exc is not None else [],
-        "current_inputs": {},
-        "current_outputs": [],
-        "timestamp": now_ms(),
-    }
+    return execution_error(
+        f"{message}: {exc}" if exc is not None else message,
+        type(exc).__qualname__ if exc is not None else "Exception",
+        traceback=traceback_of(exc), prompt_id=prompt_id, timestamp=now_ms(),
+    )
 
 
 class _EventPipeline:

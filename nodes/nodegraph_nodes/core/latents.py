@@ -335,7 +335,7 @@ class VAEDecodeTiled(Node):
 
         if tile_size < overlap * 4:
             overlap = tile_size // 4
-        return (decode_tiled(vae, samples["samples"], tile_size // 8, overlap // 8),)
+        return (decode_tiled(self.context.runtime, vae, samples["samples"], tile_size // 8, overlap // 8),)
 
 
 class VAEEncodeTiled(Node):
@@ -356,7 +356,7 @@ class VAEEncodeTiled(Node):
 
         if tile_size < overlap * 4:  # as the decoder does; the half-size tiling would otherwise not advance
             overlap = tile_size // 4
-        return ({"samples": encode_tiled(vae, pixels, tile_size, overlap)},)
+        return ({"samples": encode_tiled(self.context.runtime, vae, pixels, tile_size, overlap)},)
 
 
 class SaveLatent(Node):
@@ -379,7 +379,7 @@ class SaveLatent(Node):
         from safetensors.torch import save_file
 
         metadata = None
-        if not self.context.env.settings.get("disable_metadata"):
+        if not self.context.runtime.settings.get("disable_metadata"):
             metadata = {"prompt": json.dumps(self.context.prompt) if self.context.prompt else ""}
             for key, value in (self.context.extra_pnginfo or {}).items():
                 metadata[key] = json.dumps(value)

@@ -36,7 +36,7 @@ def next_path(folder: Path, prefix: str, ext: str) -> tuple[Path, dict[str, str]
 
 def _metadata(context: Any) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """(prompt, extra_pnginfo) to embed, or (None, {}) when metadata is disabled."""
-    if context.env.settings.get("disable_metadata"):
+    if context.runtime.settings.get("disable_metadata"):
         return None, {}
     return (context.prompt or None), dict(context.extra_pnginfo or {})
 

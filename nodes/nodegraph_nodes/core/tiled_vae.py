@@ -10,12 +10,15 @@ whole.
 from __future__ import annotations
 
 import itertools
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from ..diffusion.model_cache import model_cache
+from ..diffusion.cache_readers import model_cache
 from ..diffusion.ops import with_oom_retry
+
+if TYPE_CHECKING:
+    from nodegraph.engine import Runtime
 
 
 def tiled_scale(
@@ -66,9 +69,9 @@ def _three_tilings(samples, function, tile_x: int, tile_y: int, overlap: int, sc
     return total / 3.0
 
 
-def decode_tiled(vae, samples: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+def decode_tiled(runtime: Runtime, vae, samples: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
     """Raw latents -> IMAGE [B, H, W, 3] in 0..1; `tile` and `overlap` in latent cells."""
-    cache = model_cache()
+    cache = model_cache(runtime)
     with cache.use(vae.ref) as model:
         param = next(model.parameters())
 
@@ -83,14 +86,14 @@ def decode_tiled(vae, samples: torch.Tensor, tile: int, overlap: int) -> torch.T
         return with_oom_retry(cache, run)
 
 
-def encode_tiled(vae, pixels: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+def encode_tiled(runtime: Runtime, vae, pixels: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
     """IMAGE [B, H, W, 3] -> raw latents (the distribution's mean); `tile` and `overlap` in pixels. The image is
     cropped to a multiple of 8 pixels as VAEEncode does."""
     h, w = (pixels.shape[1] // 8) * 8, (pixels.shape[2] // 8) * 8
     if h == 0 or w == 0:
         raise ValueError(f"image of {pixels.shape[2]}x{pixels.shape[1]} is smaller than 8x8 pixels")
     x = pixels[:, :h, :w, :3].movedim(-1, 1).float() * 2.0 - 1.0
-    cache = model_cache()
+    cache = model_cache(runtime)
     with cache.use(vae.ref) as model:
         param = next(model.parameters())
         channels = model.config.latent_channels

@@ -190,10 +190,10 @@ def vae_round_trip(models: Path, images: list[np.ndarray]) -> list[np.ndarray]:
     """`images` encoded and decoded by the SD1 demo checkpoint's VAE: the ceiling any sample can reach."""
     import torch
 
-    from ..diffusion.loader import load_checkpoint
+    from ..diffusion.checkpoint_files import read_checkpoint_file
     from .train import CHECKPOINT_NAMES
 
-    vae = load_checkpoint(models / CHECKPOINT_NAMES["sd1"], dtype=torch.float32).vae
+    vae = read_checkpoint_file(models / CHECKPOINT_NAMES["sd1"], dtype=torch.float32).vae
     with torch.no_grad():
         pixels = torch.from_numpy(np.stack(images).astype(np.float32).transpose(0, 3, 1, 2)) / 127.5 - 1
         decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample

@@ -34,7 +34,7 @@ from diffusers.training_utils import EMAModel, compute_snr
 
 from ..diffusion.families import FAMILIES, Family, bundled_config
 from ..diffusion.keymap import write_controlnet_file, write_single_file, write_vae_file
-from ..diffusion.loader import load_vae
+from ..diffusion.checkpoint_files import read_vae_file
 from ..diffusion.preview import LatentRgb, fit_latent_rgb
 from ..diffusion.tiny import Components, build_text_encoder, build_unet, build_vae, seeded
 from ..diffusion.tokenizer import clip_tokenizer
@@ -528,7 +528,7 @@ def run(config: TrainConfig, out_dir: Path, families: list[str], vae_from: Path 
         if vae_from is None:
             vae = timed("vae", lambda: train_vae(config, log))
         else:
-            vae = load_vae(vae_from, dtype=torch.float32)
+            vae = read_vae_file(vae_from, dtype=torch.float32)
             log(f"using the VAE of {vae_from}")
         vae = vae.to(torch.float16).to(torch.float32)  # the latents come from exactly the weights shipped (fp16)
         vae_path = write_vae_file(copy.deepcopy(vae).to(torch.float16), out_dir / VAE_NAME)

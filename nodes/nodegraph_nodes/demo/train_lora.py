@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from safetensors.torch import save_file
 
-from ..diffusion.loader import load_checkpoint
+from ..diffusion.checkpoint_files import read_checkpoint_file
 from . import lora_concept
 from .train import RunningMean, encode_images, warmup_cosine
 
@@ -99,7 +99,7 @@ def kohya_state_dict(adapters: dict[str, Adapter], rank: int) -> dict[str, torch
 def train(config: LoraTrainConfig, models: Path, log=print) -> Path:
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    base = load_checkpoint(models / BASE, dtype=torch.float32)
+    base = read_checkpoint_file(models / BASE, dtype=torch.float32)
     unet, vae = base.unet.requires_grad_(False), base.vae.requires_grad_(False)
     encoder, tokenizer = base.text_encoders[0].requires_grad_(False), base.tokenizers[0]
 

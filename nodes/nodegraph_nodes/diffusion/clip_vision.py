@@ -78,7 +78,7 @@ def load_clip_vision(path: str | Path) -> Any:
     """A CLIPVisionModelWithProjection (eval, CPU, fp32 as stored) from a file."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from .loader import _assemble, _empty
+    from .checkpoint_files import _assemble, _empty
     from .weights_files import load_state_dict, read_metadata
 
     path = Path(path)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from . import derived
+from .cache_readers import model_cache
 from .handles import ClipHandle, ModelHandle, VaeHandle
-from .model_cache import FileIdentity, model_cache
+from .model_cache import FileIdentity
+
+if TYPE_CHECKING:
+    from nodegraph.engine import Runtime
 
 # The CLIP a set of text encoders makes, by loader type and the encoders' kinds (sorted): the family whose text
 # conditioning it gives. ComfyUI's stable_diffusion type picks by the file: CLIP-L -> SD1, OpenCLIP-H -> SD2,
@@ -29,19 +33,19 @@ class ComponentError(ValueError):
     """A component request nodegraph cannot serve, with what it supports."""
 
 
-def load_unet(path: Path, weight_dtype: str, settings: dict[str, Any]) -> ModelHandle:
+def load_unet(runtime: Runtime, path: Path, weight_dtype: str) -> ModelHandle:
     if weight_dtype != "default":
         raise ComponentError(
             f"weight_dtype {weight_dtype!r}: fp8 weight storage is not supported; use 'default' (weights run in "
             "the precision the server was started with, --precision)"
         )
-    cache = model_cache(settings)
+    cache = model_cache(runtime)
     refs = cache.refs(path, "unet", ("unet", "info"))
     with cache.use(refs["info"]) as info:
         return ModelHandle(refs["unet"], info["family"], info["scheduler_config"], info["latent_scale"])
 
 
-def load_clip(paths: list[Path], clip_type: str, settings: dict[str, Any]) -> ClipHandle:
+def load_clip(runtime: Runtime, paths: list[Path], clip_type: str) -> ClipHandle:
     """CLIPLoader / DualCLIPLoader: the files are read now (so a wrong file fails in the loader node)."""
     from .split_files import text_encoder_kind
 
@@ -56,12 +60,12 @@ def load_clip(paths: list[Path], clip_type: str, settings: dict[str, Any]) -> Cl
         )
     family, order = CLIP_RECIPES[key]
     by_kind = dict(zip(kinds, paths))
-    from .loaders import ENCODER_NAMES
+    from .cache_readers import ENCODER_NAMES
 
     names = ENCODER_NAMES[family]  # the names the text encoder code uses for this family's encoders
     inputs = tuple(FileIdentity.of(by_kind[k]) for k in order)
     ref = derived.derived_refs("clip_files", inputs, (names,), ("clip",))["clip"]
-    model_cache(settings).preload(ref)  # read the weights now, so a damaged file fails in the loader node
+    model_cache(runtime).preload(ref)  # read the weights now, so a damaged file fails in the loader node
     return ClipHandle(ref, family)
 
 
@@ -71,47 +75,49 @@ _KIND_NAMES = {"l": "CLIP-L", "h": "OpenCLIP-H", "g": "OpenCLIP-bigG"}
 # --- merges --------------------------------------------------------------------------------------------------------
 
 
-def merge_models(model1: ModelHandle, model2: ModelHandle, a: float, b: float, node: str) -> ModelHandle:
+def merge_models(runtime: Runtime, model1: ModelHandle, model2: ModelHandle, a: float, b: float,
+                 node: str) -> ModelHandle:
     """A MODEL whose weights are `a * model1 + b * model2` (model1's other settings kept). Each input's LoRAs are
     baked into the merge (the result carries none), as ComfyUI merges the patched weights."""
     ref = derived.derived_refs("merge_unet", (model1.ref, model2.ref),
                                (float(a), float(b), model1.patches, model2.patches), ("unet",))["unet"]
-    model_cache().preload(ref)  # make it now, so a mismatch fails in this node
+    model_cache(runtime).preload(ref)  # make it now, so a mismatch fails in this node
     return replace(model1, ref=ref, patches=())
 
 
-def merge_model_blocks(model1: ModelHandle, model2: ModelHandle, ratios: dict[str, float]) -> ModelHandle:
+def merge_model_blocks(runtime: Runtime, model1: ModelHandle, model2: ModelHandle,
+                       ratios: dict[str, float]) -> ModelHandle:
     """ModelMergeBlocks: per UNet block group, ratio * model1 + (1 - ratio) * model2 (LoRAs baked in)."""
     params = tuple((name, float(value)) for name, value in ratios.items())
     ref = derived.derived_refs("merge_unet_blocks", (model1.ref, model2.ref),
                                (params, model1.patches, model2.patches), ("unet",))["unet"]
-    model_cache().preload(ref)
+    model_cache(runtime).preload(ref)
     return replace(model1, ref=ref, patches=())
 
 
-def merge_clips(clip1: ClipHandle, clip2: ClipHandle, a: float, b: float, node: str) -> ClipHandle:
+def merge_clips(runtime: Runtime, clip1: ClipHandle, clip2: ClipHandle, a: float, b: float, node: str) -> ClipHandle:
     ref = derived.derived_refs("merge_clip", (clip1.ref, clip2.ref),
                                (float(a), float(b), clip1.patches, clip2.patches), ("clip",))["clip"]
-    model_cache().preload(ref)
+    model_cache(runtime).preload(ref)
     return replace(clip1, ref=ref, patches=())
 
 
 # --- saving --------------------------------------------------------------------------------------------------------
 
 
-def baked_unet(model: ModelHandle) -> Any:
+def baked_unet(runtime: Runtime, model: ModelHandle) -> Any:
     """A CPU copy of the MODEL's UNet with its LoRAs baked in (ComfyUI saves the patched weights), read from the
     cached base's own weights even while another prompt samples with a LoRA applied to it (base_weights.py)."""
     from .base_weights import baked, unet_modules
 
-    return baked(model_cache(), model.ref, model.patches, unet_modules)["unet"]
+    return baked(model_cache(runtime), model.ref, model.patches, unet_modules)["unet"]
 
 
-def baked_clip(clip: ClipHandle) -> tuple[dict[str, Any], dict[str, Any]]:
+def baked_clip(runtime: Runtime, clip: ClipHandle) -> tuple[dict[str, Any], dict[str, Any]]:
     """The CLIP's text encoders as CPU copies with its LoRAs baked in, and its tokenizers."""
     from .base_weights import baked, clip_modules
 
-    cache = model_cache()
+    cache = model_cache(runtime)
     with cache.use(clip.ref) as parts:
         tokenizers = dict(parts["tokenizers"])
     return baked(cache, clip.ref, clip.patches, clip_modules), tokenizers
@@ -129,14 +135,14 @@ def _modelspec(model: ModelHandle) -> dict[str, str]:
     return out
 
 
-def save_checkpoint(model: ModelHandle, clip: ClipHandle, vae: VaeHandle, path: Path,
+def save_checkpoint(runtime: Runtime, model: ModelHandle, clip: ClipHandle, vae: VaeHandle, path: Path,
                     metadata: Mapping[str, str]) -> Path:
     """One original-layout checkpoint file (the layout CheckpointLoaderSimple reads) with our config record."""
     import torch
 
     from .families import FAMILIES
     from .keymap import _config_dict, checkpoint_state_dict
-    from .loaders import ENCODER_NAMES
+    from .cache_readers import ENCODER_NAMES
     from .split_layout import save
     from .tiny import Components
     from .tokenizer import tokenizer_spec
@@ -146,9 +152,9 @@ def save_checkpoint(model: ModelHandle, clip: ClipHandle, vae: VaeHandle, path: 
     if clip_family != {"sd2_base": "sd2"}.get(model.family, model.family):
         raise ComponentError(f"CheckpointSave: the CLIP is {clip.family}'s, the MODEL {model.family}'s; a checkpoint "
                              "holds one family's parts")
-    cache = model_cache()
-    unet = baked_unet(model)
-    encoders, tokenizers = baked_clip(clip)
+    cache = model_cache(runtime)
+    unet = baked_unet(runtime, model)
+    encoders, tokenizers = baked_clip(runtime, clip)
     with cache.use(vae.ref) as vae_model:  # a VAE is never patched: read in place
         names = ENCODER_NAMES[model.family]
         components = Components(
@@ -172,32 +178,33 @@ def save_checkpoint(model: ModelHandle, clip: ClipHandle, vae: VaeHandle, path: 
         return save(state, path, payload, {**_modelspec(model), **metadata})
 
 
-def save_unet(model: ModelHandle, path: Path, metadata: Mapping[str, str]) -> Path:
+def save_unet(runtime: Runtime, model: ModelHandle, path: Path, metadata: Mapping[str, str]) -> Path:
     from .split_layout import write_unet_file
 
-    return write_unet_file(baked_unet(model), model.family, model.scheduler_config, path, True,
+    return write_unet_file(baked_unet(runtime, model), model.family, model.scheduler_config, path, True,
                            {**_modelspec(model), **metadata})
 
 
-def save_clip(clip: ClipHandle, next_path: Any, filename_prefix: str, metadata: Mapping[str, str]) -> list[Path]:
+def save_clip(runtime: Runtime, clip: ClipHandle, next_path: Any, filename_prefix: str,
+              metadata: Mapping[str, str]) -> list[Path]:
     """One file per text encoder, `<prefix>_clip_l`, `_clip_h`, `_clip_g` as ComfyUI's CLIPSave names them.
     `next_path(prefix)` gives the file for a prefix (the output folder's counter)."""
-    from .loaders import ENCODER_NAMES
+    from .cache_readers import ENCODER_NAMES
     from .split_layout import FAMILY_ENCODER_KINDS, write_text_encoder_file
 
     written = []
-    encoders, tokenizers = baked_clip(clip)
+    encoders, tokenizers = baked_clip(runtime, clip)
     for name, kind in zip(ENCODER_NAMES[clip.family], FAMILY_ENCODER_KINDS[clip.family], strict=True):
         path = next_path(f"{filename_prefix}_clip_{kind}")
         written.append(write_text_encoder_file(encoders[name], tokenizers[name], kind, path, metadata))
     return written
 
 
-def save_vae(vae: VaeHandle, path: Path, metadata: Mapping[str, str]) -> Path:
+def save_vae(runtime: Runtime, vae: VaeHandle, path: Path, metadata: Mapping[str, str]) -> Path:
     from .keymap import _config_dict, vae_to_original
     from .split_layout import save
 
-    with model_cache().use(vae.ref) as model:
+    with model_cache(runtime).use(vae.ref) as model:
         state = vae_to_original(model.state_dict(), model.config)
         return save(state, path, {"kind": "vae", "vae": _config_dict(model.config)}, metadata)
 

@@ -2,7 +2,7 @@
 
 `CFGDenoiser` does what ComfyUI's CFGGuider + sampling_function do for one positive and one negative conditioning:
 
-* scales the input to the UNet's DDPM scale and picks the timestep (model_sampling.DiscreteModelSampling);
+* scales the input to the UNet's DDPM scale and picks the timestep (sigma_table.DiscreteModelSampling);
 * runs uncond and cond IN ONE BATCHED UNet CALL ([uncond, cond] along the batch) and combines
   uncond + (cond - uncond) * cfg (on the model output, which equals doing it on x0 as ComfyUI does); at cfg == 1
   the uncond half is skipped entirely;
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .batching import in_shared_call
 from .conditioning import Conditioning, ControlSpec
-from .model_sampling import DiscreteModelSampling
+from .sigma_table import DiscreteModelSampling
 
 VAE_SCALE_FACTOR = 8  # pixels per latent cell for the SD-family VAEs
 ModelPatch = Any  # an object with `pre_cfg`, `cfg_function` and/or `post_cfg` (see guidance.py)

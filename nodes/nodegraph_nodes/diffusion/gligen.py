@@ -209,11 +209,11 @@ def _with_reader(cache: Any) -> Any:
     return cache
 
 
-def load_gligen(path: Path, settings: dict[str, Any]) -> GligenHandle:
+def load_gligen(runtime: Any, path: Path) -> GligenHandle:
     """GLIGENLoader: the file is read now, so a wrong file fails in the loader node."""
-    from .model_cache import model_cache
+    from .cache_readers import model_cache
 
-    cache = _with_reader(model_cache(settings))
+    cache = _with_reader(model_cache(runtime))
     refs = cache.refs(path, "gligen", ("gligen", "info"))
     with cache.use(refs["info"]) as info:
         return GligenHandle(refs["gligen"], info["layers"])

@@ -27,8 +27,6 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from nodegraph.engine.resources import register_owner
-
 log = logging.getLogger(__name__)
 
 
@@ -165,7 +163,7 @@ def _available_bytes(device: torch.device) -> int:
 
 
 class ModelCache:
-    """Process-wide owner of loaded model components (registered as the `models` memory owner)."""
+    """Owner of one runtime's loaded model components (its `models` memory owner: cache_readers.model_cache)."""
 
     name = "models"
 
@@ -366,39 +364,3 @@ def _batching_totals(batchers: Any) -> dict[str, int]:
             for name in totals:
                 totals[name] += batcher.counters[name]
     return totals
-
-
-_cache: ModelCache | None = None
-_cache_settings: dict[str, Any] = {}
-# Prompts running side by side (--concurrency) may ask for the cache at the same moment, the first time included:
-# without the lock one could get a cache whose file loaders are not registered yet, or two caches could be made.
-_cache_lock = threading.Lock()
-
-
-def model_cache(settings: dict[str, Any] | None = None) -> ModelCache:
-    """The process-wide cache, created on first use from `settings` (device, precision, vram_budget, ram_budget:
-    the `--device` / `--precision` / budget options of the CLI and the server, passed in `Folders.settings`).
-    Asking with different settings replaces the cache (the old models are dropped)."""
-    global _cache, _cache_settings
-    given = settings or {}
-    # Compare effective settings, so that "auto" and the device it picks (or an absent budget) count as the same.
-    wanted = {
-        "device": default_device(str(given.get("device") or "auto")),
-        "precision": given.get("precision") or "auto",
-        "vram_budget": given.get("vram_budget"),
-        "ram_budget": given.get("ram_budget"),
-    }
-    with _cache_lock:
-        if _cache is None or (settings is not None and wanted != _cache_settings):
-            if _cache is not None:
-                _cache.free(unload_models=True)
-            cache = ModelCache(**wanted)
-            from . import loaders  # the file readers for checkpoints, VAEs and ControlNets
-
-            loaders.register(cache)
-            register_owner(cache)
-            _cache, _cache_settings = cache, wanted  # published only once it can load files
-        if settings is not None:
-            # Not part of the cache's identity: changing it keeps the loaded models.
-            _cache.max_batch = max(1, int(given.get("max_batch") or 1))
-        return _cache

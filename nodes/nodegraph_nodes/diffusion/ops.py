@@ -10,14 +10,19 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import torch
 
 from .conditioning import Conditioning, entries, map_entries
 from .handles import ClipHandle, ClipVisionHandle, ControlNetHandle, ModelHandle, UpscaleModelHandle, VaeHandle
-from .model_cache import ModelCache, model_cache, release_memory
+from .cache_readers import model_cache
+from .model_cache import ModelCache, release_memory
 from .text_encoding import TEXT_FAMILIES, ClipTextEncoder, refiner_time_ids
+
+if TYPE_CHECKING:
+    from nodegraph.engine import Runtime
 
 T = TypeVar("T")
 
@@ -55,8 +60,8 @@ def with_oom_retry(cache: ModelCache, fn: Callable[[], T]) -> T:
 # --- loading ---------------------------------------------------------------------------------------------------------
 
 
-def load_checkpoint(path: Path, settings: dict[str, Any]) -> tuple[ModelHandle, ClipHandle, VaeHandle]:
-    cache = model_cache(settings)
+def load_checkpoint(runtime: Runtime, path: Path) -> tuple[ModelHandle, ClipHandle, VaeHandle]:
+    cache = model_cache(runtime)
     refs = cache.refs(path, "checkpoint", ("unet", "clip", "vae", "info"))
     with cache.use(refs["info"]) as info:  # reads the file unless it is already loaded
         family, scheduler_config, scale = info["family"], info["scheduler_config"], info["latent_scale"]
@@ -68,23 +73,23 @@ def load_checkpoint(path: Path, settings: dict[str, Any]) -> tuple[ModelHandle, 
     )
 
 
-def load_vae(path: Path, settings: dict[str, Any]) -> VaeHandle:
-    cache = model_cache(settings)
+def load_vae(runtime: Runtime, path: Path) -> VaeHandle:
+    cache = model_cache(runtime)
     refs = cache.refs(path, "vae", ("vae", "info"))
     with cache.use(refs["info"]) as info:
         return VaeHandle(refs["vae"], info["family"])
 
 
-def load_controlnet(path: Path, settings: dict[str, Any]) -> ControlNetHandle:
-    cache = model_cache(settings)
+def load_controlnet(runtime: Runtime, path: Path) -> ControlNetHandle:
+    cache = model_cache(runtime)
     refs = cache.refs(path, "controlnet", ("controlnet", "info"))
     with cache.use(refs["info"]) as info:
         return ControlNetHandle(refs["controlnet"], info["family"])
 
 
 def load_lora(
-    model: ModelHandle | None, clip: ClipHandle | None, path: Path, strength_model: float, strength_clip: float,
-    settings: dict[str, Any],
+    runtime: Runtime, model: ModelHandle | None, clip: ClipHandle | None, path: Path, strength_model: float,
+    strength_clip: float,
 ) -> tuple[ModelHandle | None, ClipHandle | None]:
     """LoraLoader: the handles with the LoRA added to their patches (nothing is changed until they are used).
 
@@ -94,7 +99,7 @@ def load_lora(
     from .lora import LoraError, describe_match
     from .patching import LoraPatch
 
-    cache = model_cache(settings)
+    cache = model_cache(runtime)
     ref = cache.refs(path, "lora", ("lora",))["lora"]
     with ExitStack() as stack:
         lora = stack.enter_context(cache.use(ref))
@@ -134,8 +139,8 @@ def use_clip(cache: ModelCache, clip: ClipHandle) -> Any:
     return patched(cache, clip.ref, clip.patches, lambda parts: dict(parts["models"]))
 
 
-def load_upscale_model(path: Path, settings: dict[str, Any]) -> UpscaleModelHandle:
-    cache = model_cache(settings)
+def load_upscale_model(runtime: Runtime, path: Path) -> UpscaleModelHandle:
+    cache = model_cache(runtime)
     refs = cache.refs(path, "upscale_model", ("model", "info"))
     with cache.use(refs["info"]) as info:
         return UpscaleModelHandle(refs["model"], info["architecture"], info["scale"])
@@ -146,23 +151,23 @@ def upscale_image(handle: UpscaleModelHandle, image: torch.Tensor, context: Any)
     memory (upscale.upscale_image)."""
     from .upscale import upscale_image as run
 
-    cache = model_cache()
+    cache = model_cache(context.runtime)
     info_ref = replace(handle.ref, component="info")
     with cache.use(info_ref) as info, cache.use(handle.ref):
         return run(info["descriptor"], image, progress=lambda done, total: context.progress(done, total))
 
 
-def load_clip_vision(path: Path, settings: dict[str, Any]) -> ClipVisionHandle:
-    cache = model_cache(settings)
+def load_clip_vision(runtime: Runtime, path: Path) -> ClipVisionHandle:
+    cache = model_cache(runtime)
     refs = cache.refs(path, "clip_vision", ("clip_vision", "info"))
     cache.preload(refs["clip_vision"])  # read now, so that a bad file fails in the loader node
     return ClipVisionHandle(refs["clip_vision"])
 
 
-def encode_clip_vision(handle: ClipVisionHandle, image: torch.Tensor, crop: bool) -> Any:
+def encode_clip_vision(runtime: Runtime, handle: ClipVisionHandle, image: torch.Tensor, crop: bool) -> Any:
     from .clip_vision import encode_image
 
-    cache = model_cache()
+    cache = model_cache(runtime)
     with cache.use(handle.ref) as model:
         return with_oom_retry(cache, lambda: encode_image(model, image, crop))
 
@@ -171,7 +176,7 @@ def encode_clip_vision(handle: ClipVisionHandle, image: torch.Tensor, crop: bool
 
 
 def encode_text(
-    clip: ClipHandle, text: str | dict[str, str], time_ids: torch.Tensor | None = None
+    runtime: Runtime, clip: ClipHandle, text: str | dict[str, str], time_ids: torch.Tensor | None = None
 ) -> Conditioning:
     """CLIPTextEncode: one prompt for every encoder, or a prompt per encoder name ({"l": ..., "g": ...}).
 
@@ -179,7 +184,7 @@ def encode_text(
     refiner_time_ids); without it the sampler derives the family's defaults from the latent size."""
     from .embeddings import EmbeddingLibrary
 
-    cache = model_cache()
+    cache = model_cache(runtime)
     with use_clip(cache, clip) as parts:
         encoder = ClipTextEncoder(
             TEXT_FAMILIES[clip.family], parts["models"], parts["tokenizers"], stop_at_clip_layer=clip.stop_at_layer,
@@ -199,14 +204,14 @@ def _to_cpu(cond: Conditioning) -> Conditioning:
 VAE_BATCH = 4  # images per VAE call: bounds the activation memory of large batches
 
 
-def vae_encode(vae: VaeHandle, pixels: torch.Tensor) -> torch.Tensor:
+def vae_encode(runtime: Runtime, vae: VaeHandle, pixels: torch.Tensor) -> torch.Tensor:
     """IMAGE [B, H, W, 3] in 0..1 -> raw VAE latents [B, 4, H/8, W/8] (the distribution's mean, so the same image
     always gives the same latent). The image is cropped to a multiple of 8 pixels."""
     h, w = (pixels.shape[1] // 8) * 8, (pixels.shape[2] // 8) * 8
     if h == 0 or w == 0:
         raise ValueError(f"image of {pixels.shape[2]}x{pixels.shape[1]} is smaller than 8x8 pixels")
     pixels = pixels[:, :h, :w, :]
-    cache = model_cache()
+    cache = model_cache(runtime)
     with cache.use(vae.ref) as model:
         param = next(model.parameters())
 
@@ -221,9 +226,9 @@ def vae_encode(vae: VaeHandle, pixels: torch.Tensor) -> torch.Tensor:
         return with_oom_retry(cache, run)
 
 
-def vae_decode(vae: VaeHandle, samples: torch.Tensor) -> torch.Tensor:
+def vae_decode(runtime: Runtime, vae: VaeHandle, samples: torch.Tensor) -> torch.Tensor:
     """Raw VAE latents -> IMAGE [B, H, W, 3] float32 in 0..1 on the CPU."""
-    cache = model_cache()
+    cache = model_cache(runtime)
     from .memory import check_vae_decode_fits
 
     with cache.use(vae.ref) as model:
@@ -284,8 +289,7 @@ def _guard_unet(stack: ExitStack, unet: torch.nn.Module, shape: tuple[int, ...],
     from .denoiser import interruptible
     from .memory import check_unet_fits
 
-    settings = getattr(getattr(context, "env", None), "settings", None)
-    check_unet_fits(unet, tuple(shape), cfg, settings)
+    check_unet_fits(unet, tuple(shape), cfg, context.runtime.settings)
     check = getattr(context, "check_interrupted", None)
     if check is not None:
         stack.enter_context(interruptible(unet, check))
@@ -400,34 +404,46 @@ def _latent_options(model: ModelHandle, latent: dict[str, Any]) -> dict[str, Any
     }
 
 
-def ksample(
+def run_ksampler(
     model: ModelHandle,
     positive: Conditioning,
     negative: Conditioning,
     latent: dict[str, Any],
     context: Any,
-    **options: Any,
+    *,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    denoise: float = 1.0,
+    add_noise: bool = True,
+    start_step: int | None = None,
+    last_step: int | None = None,
+    force_full_denoise: bool = True,
 ) -> torch.Tensor:
-    """KSampler / KSamplerAdvanced: `options` are ksampler.ksample's keyword arguments. Latents arrive and
-    leave as raw VAE latents; the sampler works in the model's scaled latent space."""
-    from .ksampler import ksample as run_ksample
-    from .model_sampling import DiscreteModelSampling
+    """KSampler / KSamplerAdvanced on a MODEL handle: the sampling itself is sampling_run.ksample (whose arguments
+    these are). Latents arrive and leave as raw VAE latents; the sampler works in the model's scaled latent space."""
+    from .sampling_run import ksample
+    from .sigma_table import DiscreteModelSampling
 
-    cache = model_cache()
+    cache = model_cache(context.runtime)
     sampling = DiscreteModelSampling.from_config(model.scheduler_config)
     callback = _progress_callback(context, model)
     positive, negative = _prepare_conditionings(model, positive, negative, latent["samples"])
     with ExitStack() as stack:
         unet = stack.enter_context(use_model(cache, model))
-        _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
+        _guard_unet(stack, unet, latent["samples"].shape, cfg, context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
         scaled = latent["samples"] * model.latent_scale
         samples = with_oom_retry(
             cache,
-            lambda: run_ksample(
-                unet, sampling, pos, neg, scaled, callback=callback, interrupt=_interrupt_check(context),
-                patches=model.cfg_patches, **_latent_options(model, latent), **options
+            lambda: ksample(
+                unet, sampling, pos, neg, scaled, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
+                scheduler=scheduler, denoise=denoise, add_noise=add_noise, start_step=start_step,
+                last_step=last_step, force_full_denoise=force_full_denoise, callback=callback,
+                interrupt=_interrupt_check(context), patches=model.cfg_patches, **_latent_options(model, latent),
             ),
         )
     if torch.equal(samples, scaled):  # no step taken (denoise 0): give the input back bit for bit
@@ -442,16 +458,21 @@ def sample_custom(
     latent: dict[str, Any],
     context: Any,
     *,
+    seed: int,
+    cfg: float,
+    sampler_name: str,
+    sigmas: torch.Tensor,
+    sampler_options: Mapping[str, Any] | None = None,
+    add_noise: bool = True,
     guider: Any = None,
-    **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SamplerCustom / SamplerCustomAdvanced: returns (samples, the last denoised prediction). `guider` (a
     guidance.Guider) brings extra conditionings and its own denoiser for the dual / Perp-Neg rules; CFGGuider and
     BasicGuider take the same path as KSampler."""
-    from .ksampler import sample_with_sigmas
-    from .model_sampling import DiscreteModelSampling
+    from .sampling_run import sample_with_sigmas
+    from .sigma_table import DiscreteModelSampling
 
-    cache = model_cache()
+    cache = model_cache(context.runtime)
     sampling = DiscreteModelSampling.from_config(model.scheduler_config)
     progress = _progress_callback(context, model)
     last: dict[str, torch.Tensor] = {}
@@ -465,7 +486,7 @@ def sample_custom(
     extra = {k: _prepare_conditionings(model, c, None, latent["samples"])[0] for k, c in extra.items()}
     with ExitStack() as stack:
         unet = stack.enter_context(use_model(cache, model))
-        _guard_unet(stack, unet, latent["samples"].shape, options.get("cfg", 1.0), context)
+        _guard_unet(stack, unet, latent["samples"].shape, cfg, context)
         pos = _resolve_controls(stack, cache, positive, unet, model.family)
         neg = _resolve_controls(stack, cache, negative, unet, model.family) if negative is not None else None
         extra = {k: _resolve_controls(stack, cache, c, unet, model.family) for k, c in extra.items()}
@@ -477,9 +498,10 @@ def sample_custom(
         samples = with_oom_retry(
             cache,
             lambda: sample_with_sigmas(
-                unet, sampling, pos, neg, latent["samples"] * model.latent_scale, callback=callback,
+                unet, sampling, pos, neg, latent["samples"] * model.latent_scale, sigmas, seed=seed, cfg=cfg,
+                sampler_name=sampler_name, add_noise=add_noise, sampler_options=sampler_options, callback=callback,
                 interrupt=_interrupt_check(context), patches=model.cfg_patches, make_denoiser=make_denoiser,
-                **_latent_options(model, latent), **options,
+                **_latent_options(model, latent),
             ),
         )
     denoised = last["denoised"].detach().float().cpu() if "denoised" in last else samples
@@ -488,8 +510,8 @@ def sample_custom(
 
 def noise_schedule(model: ModelHandle, scheduler: str, steps: int, denoise: float, beta_schedule: str) -> torch.Tensor:
     """NoiseSchedule: sigmas for `steps` steps (denoise < 1: the tail of a longer schedule), ending in 0."""
-    from .ksampler import ksampler_sigmas
-    from .model_sampling import DiscreteModelSampling
+    from .sampling_run import ksampler_sigmas
+    from .sigma_table import DiscreteModelSampling
 
     config = dict(model.scheduler_config)
     if beta_schedule != "model":
@@ -508,8 +530,8 @@ def switch_step(model: ModelHandle, sampler_name: str, scheduler: str, steps: in
     agree at the integer cutoff), with a 1e-5 relative tolerance so that a step landing exactly on the cutoff
     counts as first stage, as in diffusers, whatever the last bits of a spacing's arithmetic.
     """
-    from .ksampler import ksampler_sigmas
-    from .model_sampling import DiscreteModelSampling
+    from .sampling_run import ksampler_sigmas
+    from .sigma_table import DiscreteModelSampling
 
     if fraction <= 0:
         return 0

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .conditioning import Conditioning, Conditionings, entries
 from .denoiser import VAE_SCALE_FACTOR, CFGDenoiser, apply_cfg
-from .model_sampling import DiscreteModelSampling
+from .sigma_table import DiscreteModelSampling
 
 ZERO_COUNT = 1e-37  # what ComfyUI starts the per-pixel weight sums at: uncovered pixels come out as 0
 

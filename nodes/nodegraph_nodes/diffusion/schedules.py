@@ -1,6 +1,6 @@
 """Noise schedules: the sigma spacings a sampler can walk.
 
-Given a model's sigma table (see `model_sampling.DiscreteModelSampling`, which builds it from the training beta
+Given a model's sigma table (see `sigma_table.DiscreteModelSampling`, which builds it from the training beta
 schedule: DDPM's `linear`, Stable Diffusion's `scaled_linear`, improved DDPM's `cosine`) and a step count, a
 spacing gives the sigmas a sampler visits, descending, with a trailing 0. Names and meaning follow ComfyUI's
 schedulers, so a workflow picks the same sigmas here as there.

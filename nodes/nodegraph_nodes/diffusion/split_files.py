@@ -23,7 +23,7 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from .families import FAMILIES, UNET_PREFIX, Family, describe_keys
-from .loader import CheckpointError, SingleFile, _assemble, _empty
+from .checkpoint_files import CheckpointError, SingleFile, _assemble, _empty
 from .split_layout import (
     ENCODER_KINDS, IGNORED_SUFFIXES, KIND_BY_NAME, TOKEN_EMBEDDING, EncoderKind, TextEncoder, hf_key,
 )

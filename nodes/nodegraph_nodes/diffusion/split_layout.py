@@ -42,7 +42,7 @@ ENCODER_KINDS = {
     1280: EncoderKind("g", 1280, ("sdxl_base", "text_encoder_2"), True, "!"),
 }
 KIND_BY_NAME = {k.name: k for k in ENCODER_KINDS.values()}
-# The encoders of each family's CLIP, by kind, in the order of `loaders.ENCODER_NAMES` (SD2 names its one "l").
+# The encoders of each family's CLIP, by kind, in the order of `cache_readers.ENCODER_NAMES` (SD2 names its one "l").
 FAMILY_ENCODER_KINDS = {"sd1": ("l",), "sd2": ("h",), "sd2_base": ("h",), "sdxl": ("l", "g"), "sdxl_refiner": ("g",)}
 TOKEN_EMBEDDING = "text_model.embeddings.token_embedding.weight"
 # Constants some files carry that the transformers models do not hold as parameters.

@@ -2,7 +2,7 @@
 
 Random weights from the configs in tiny.py, written through the same writers (keymap, split_layout, tiny_lora,
 tiny_upscale, clip_vision) that describe the layouts people publish, so every loading path runs on them. Kept apart
-from loader.py, which only reads files: the readers need none of this.
+from checkpoint_files.py, which only reads files: the readers need none of this.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from .keymap import write_controlnet_file, write_single_file, write_vae_file
-from .loader import write_diffusers_folder
+from .checkpoint_files import write_diffusers_folder
 from .tiny import (
     TINY_VAE,
     Components,

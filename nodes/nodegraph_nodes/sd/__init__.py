@@ -10,10 +10,10 @@ from .gligen import NODES as _GLIGEN_NODES
 from .images import NODES as _IMAGE_NODES
 from .inpaint import NODES as _INPAINT_NODES
 from .latent import NODES as _LATENT_NODES
-from .loading import NODES as _LOADING_NODES
+from .loader_nodes import NODES as _LOADING_NODES
 from .masks import NODES as _MASK_NODES
 from .model_files import NODES as _MODEL_FILE_NODES
-from .sampling import NODES as _SAMPLING_NODES
+from .sampler_nodes import NODES as _SAMPLING_NODES
 from .sdxl import NODES as _SDXL_NODES
 from .table_schedulers import NODES as _TABLE_SCHEDULER_NODES
 from .upscale import NODES as _UPSCALE_NODES
@@ -22,8 +22,8 @@ from .upscale import NODES as _UPSCALE_NODES
 # in the background as soon as it listens, `nodegraph run` before the first node (see nodegraph/warmup.py).
 WARM_IMPORTS = (
     "nodegraph_nodes.diffusion.ops",
-    "nodegraph_nodes.diffusion.loader",
-    "nodegraph_nodes.diffusion.ksampler",
+    "nodegraph_nodes.diffusion.checkpoint_files",
+    "nodegraph_nodes.diffusion.sampling_run",
     "nodegraph_nodes.diffusion.text_encoding",
     "nodegraph_nodes.diffusion.preview",
 )

@@ -8,7 +8,7 @@ from typing import Any
 
 from nodegraph.engine import Combo, Input, Node, Output
 
-from .loading import _file_fingerprint, _models
+from .loader_nodes import _file_fingerprint, _models
 
 
 class CLIPVisionLoader(Node):
@@ -27,7 +27,7 @@ class CLIPVisionLoader(Node):
         from ..diffusion import ops
 
         env = self.context.env
-        return (ops.load_clip_vision(env.model_path("clip_vision", clip_name), env.settings),)
+        return (ops.load_clip_vision(self.context.runtime, env.model_path("clip_vision", clip_name)),)
 
 
 class CLIPVisionEncode(Node):
@@ -43,7 +43,7 @@ class CLIPVisionEncode(Node):
     def execute(self, clip_vision: Any, image: Any, crop: str) -> tuple[Any]:
         from ..diffusion import ops
 
-        return (ops.encode_clip_vision(clip_vision, image, crop == "center"),)
+        return (ops.encode_clip_vision(self.context.runtime, clip_vision, image, crop == "center"),)
 
 
 NODES = [CLIPVisionLoader, CLIPVisionEncode]

@@ -12,7 +12,7 @@ from typing import Any
 
 from nodegraph.engine import Combo, Float, Input, Node, Output
 
-from .loading import _file_fingerprint, _models
+from .loader_nodes import _file_fingerprint, _models
 
 
 class ControlNetLoader(Node):
@@ -31,7 +31,7 @@ class ControlNetLoader(Node):
         from ..diffusion import ops
 
         env = self.context.env
-        return (ops.load_controlnet(env.model_path("controlnet", control_net_name), env.settings),)
+        return (ops.load_controlnet(self.context.runtime, env.model_path("controlnet", control_net_name)),)
 
 
 def _strength() -> Float:

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from nodegraph.engine import MAX_SEED, Boolean, Combo, Float, Input, Int, Node, Output, String
 
-from .sampling import cfg_input
+from .sampler_nodes import cfg_input
 
 _SIGMA_MAX, _SIGMA_MIN = 14.614642, 0.0291675  # SD1's schedule: the scheduler nodes' defaults
 
@@ -288,7 +288,7 @@ class SamplerSASolver(Node):
 
     def execute(self, model, eta, sde_start_percent, sde_end_percent, s_noise, predictor_order, corrector_order,
                 use_pece, simple_order_2):
-        from ..diffusion.model_sampling import DiscreteModelSampling
+        from ..diffusion.sigma_table import DiscreteModelSampling
         from ..diffusion.samplers_sde import sa_solver_tau
 
         sampling = DiscreteModelSampling.from_config(model.scheduler_config)
@@ -392,7 +392,7 @@ class BetaSamplingScheduler(Node):
     outputs = (Output("SIGMAS"),)
 
     def execute(self, model, steps, alpha, beta):
-        from ..diffusion.model_sampling import DiscreteModelSampling
+        from ..diffusion.sigma_table import DiscreteModelSampling
         from ..diffusion.schedules import beta_sigmas
 
         return (beta_sigmas(DiscreteModelSampling.from_config(model.scheduler_config), steps, alpha, beta),)
@@ -410,7 +410,7 @@ class SDTurboScheduler(Node):
     def execute(self, model, steps, denoise):
         import torch
 
-        from ..diffusion.model_sampling import DiscreteModelSampling
+        from ..diffusion.sigma_table import DiscreteModelSampling
 
         start = 10 - int(10 * denoise)
         timesteps = torch.flip(torch.arange(1, 11) * 100 - 1, (0,))[start:start + steps]
@@ -548,7 +548,7 @@ class SamplingPercentToSigma(Node):
     outputs = (Output("FLOAT", "sigma_value"),)
 
     def execute(self, model, sampling_percent, return_actual_sigma):
-        from ..diffusion.model_sampling import DiscreteModelSampling
+        from ..diffusion.sigma_table import DiscreteModelSampling
 
         sampling = DiscreteModelSampling.from_config(model.scheduler_config)
         value = sampling.percent_to_sigma(sampling_percent)
@@ -600,7 +600,7 @@ class AddNoise(Node):
     def execute(self, model, noise, sigmas, latent_image):
         import torch
 
-        from ..diffusion.ksampler import prepare_noise
+        from ..diffusion.sampling_run import prepare_noise
 
         if len(sigmas) == 0:
             return (latent_image,)

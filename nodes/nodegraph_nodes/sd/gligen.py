@@ -6,7 +6,7 @@ from typing import Any
 
 from nodegraph.engine import MAX_RESOLUTION, Combo, Input, Int, Node, Output, String
 
-from .loading import _file_fingerprint, _models
+from .loader_nodes import _file_fingerprint, _models
 
 
 class GLIGENLoader(Node):
@@ -24,8 +24,8 @@ class GLIGENLoader(Node):
     def execute(self, gligen_name: str) -> tuple[Any]:
         from ..diffusion.gligen import load_gligen
 
-        env = self.context.env
-        return (load_gligen(env.model_path("gligen", gligen_name), env.settings),)
+        path = self.context.env.model_path("gligen", gligen_name)
+        return (load_gligen(self.context.runtime, path),)
 
 
 class GLIGENTextBoxApply(Node):
@@ -46,7 +46,8 @@ class GLIGENTextBoxApply(Node):
     def execute(self, conditioning_to, clip, gligen_textbox_model, text, width, height, x, y) -> tuple[Any]:
         from ..diffusion.gligen_boxes import apply_text_box
 
-        return (apply_text_box(conditioning_to, clip, gligen_textbox_model, text, width, height, x, y),)
+        return (apply_text_box(self.context.runtime, conditioning_to, clip, gligen_textbox_model, text, width,
+                               height, x, y),)
 
 
 NODES = [GLIGENLoader, GLIGENTextBoxApply]

@@ -139,7 +139,7 @@ def glob_escape(text: str) -> str:
 
 
 def _pnginfo(context: Any) -> dict[str, str]:
-    if context.env.settings.get("disable_metadata"):
+    if context.runtime.settings.get("disable_metadata"):
         return {}
     chunks = {"prompt": json.dumps(context.prompt)} if context.prompt else {}
     for key, value in (context.extra_pnginfo or {}).items():

@@ -43,7 +43,7 @@ class VAEEncodeForInpaint(Node):
 
         pixels, m = crop_to_multiple(pixels, pixel_mask(mask, pixels))
         grown = grow_mask_box(m, grow_mask_by)
-        samples = ops.vae_encode(vae, grey_out(pixels, m))
+        samples = ops.vae_encode(self.context.runtime, vae, grey_out(pixels, m))
         return ({"samples": samples, "noise_mask": grown[:, :, : pixels.shape[1], : pixels.shape[2]].round()},)
 
 
@@ -71,8 +71,8 @@ class InpaintModelConditioning(Node):
         from ..diffusion.inpaint import crop_to_multiple, grey_out, pixel_mask
 
         pixels, m = crop_to_multiple(pixels, pixel_mask(mask, pixels))
-        concat_latent = ops.vae_encode(vae, grey_out(pixels, m))
-        latent: dict[str, Any] = {"samples": ops.vae_encode(vae, pixels)}
+        concat_latent = ops.vae_encode(self.context.runtime, vae, grey_out(pixels, m))
+        latent: dict[str, Any] = {"samples": ops.vae_encode(self.context.runtime, vae, pixels)}
         if noise_mask:
             latent["noise_mask"] = m
         from ..diffusion.conditioning import map_entries

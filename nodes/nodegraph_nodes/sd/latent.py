@@ -49,7 +49,7 @@ class VAEEncode(Node):
     def execute(self, pixels: Any, vae: Any) -> tuple[dict[str, Any]]:
         from ..diffusion import ops
 
-        return ({"samples": ops.vae_encode(vae, pixels)},)
+        return ({"samples": ops.vae_encode(self.context.runtime, vae, pixels)},)
 
 
 class VAEDecode(Node):
@@ -64,7 +64,7 @@ class VAEDecode(Node):
     def execute(self, samples: dict[str, Any], vae: Any) -> tuple[Any]:
         from ..diffusion import ops
 
-        return (ops.vae_decode(vae, samples["samples"]),)
+        return (ops.vae_decode(self.context.runtime, vae, samples["samples"]),)
 
 
 def _upscale(samples: Any, width: int, height: int, method: str, crop: str) -> Any:

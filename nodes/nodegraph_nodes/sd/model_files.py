@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nodegraph.engine import Combo, Float, Input, Node, NodeResult, Output, String
+from nodegraph.engine import Combo, Float, Input, Node, NodeResult, Output, Runtime, String
 
-from .loading import _file_fingerprint, _models, _with_embeddings
+from .loader_nodes import _file_fingerprint, _models, _with_embeddings
 
 # ComfyUI v0.3.75's choices (nodes.py), in its order.
 CLIP_TYPES = [
@@ -30,7 +30,7 @@ def _configs(env: Any) -> list[str]:
 
 def _metadata(context: Any, **extra: str) -> dict[str, str]:
     """ComfyUI's safetensors metadata for saved models: the prompt and each extra_pnginfo entry as JSON."""
-    if context.env.settings.get("disable_metadata"):
+    if context.runtime.settings.get("disable_metadata"):
         return {}
     out = dict(extra)
     out["prompt"] = json.dumps(context.prompt) if context.prompt else ""
@@ -72,7 +72,8 @@ class UNETLoader(Node):
         from ..diffusion import component_ops
 
         env = self.context.env
-        return (component_ops.load_unet(env.model_path("diffusion_models", unet_name), weight_dtype, env.settings),)
+        path = env.model_path("diffusion_models", unet_name)
+        return (component_ops.load_unet(self.context.runtime, path, weight_dtype),)
 
 
 class CLIPLoader(Node):
@@ -94,7 +95,7 @@ class CLIPLoader(Node):
         from ..diffusion import component_ops
 
         env = self.context.env
-        clip = component_ops.load_clip([env.model_path("text_encoders", clip_name)], type, env.settings)
+        clip = component_ops.load_clip(self.context.runtime, [env.model_path("text_encoders", clip_name)], type)
         return (_with_embeddings(clip, env),)
 
 
@@ -117,7 +118,7 @@ class DualCLIPLoader(Node):
 
         env = self.context.env
         paths = [env.model_path("text_encoders", clip_name1), env.model_path("text_encoders", clip_name2)]
-        return (_with_embeddings(component_ops.load_clip(paths, type, env.settings), env),)
+        return (_with_embeddings(component_ops.load_clip(self.context.runtime, paths, type), env),)
 
 
 class CheckpointLoader(Node):
@@ -139,7 +140,7 @@ class CheckpointLoader(Node):
         from ..diffusion import component_ops, ops
 
         env = self.context.env
-        model, clip, vae = ops.load_checkpoint(env.model_path("checkpoints", ckpt_name), env.settings)
+        model, clip, vae = ops.load_checkpoint(self.context.runtime, env.model_path("checkpoints", ckpt_name))
         model = component_ops.apply_original_config(model, env.model_path("configs", config_name))
         return model, _with_embeddings(clip, env), vae
 
@@ -177,7 +178,7 @@ class CheckpointSave(_Save):
         from ..diffusion import component_ops
 
         path = _next_path(self.context, filename_prefix)
-        component_ops.save_checkpoint(model, clip, vae, path, _metadata(self.context))
+        component_ops.save_checkpoint(self.context.runtime, model, clip, vae, path, _metadata(self.context))
         return NodeResult()
 
 
@@ -192,8 +193,8 @@ class CLIPSave(_Save):
     def execute(self, clip: Any, filename_prefix: str) -> NodeResult:
         from ..diffusion import component_ops
 
-        component_ops.save_clip(clip, lambda prefix: _next_path(self.context, prefix), filename_prefix,
-                                _metadata(self.context, format="pt"))
+        component_ops.save_clip(self.context.runtime, clip, lambda prefix: _next_path(self.context, prefix),
+                                filename_prefix, _metadata(self.context, format="pt"))
         return NodeResult()
 
 
@@ -207,7 +208,8 @@ class VAESave(_Save):
     def execute(self, vae: Any, filename_prefix: str) -> NodeResult:
         from ..diffusion import component_ops
 
-        component_ops.save_vae(vae, _next_path(self.context, filename_prefix), _metadata(self.context))
+        component_ops.save_vae(self.context.runtime, vae, _next_path(self.context, filename_prefix),
+                               _metadata(self.context))
         return NodeResult()
 
 
@@ -221,23 +223,24 @@ class ModelSave(_Save):
     def execute(self, model: Any, filename_prefix: str) -> NodeResult:
         from ..diffusion import component_ops
 
-        component_ops.save_unet(model, _next_path(self.context, filename_prefix), _metadata(self.context))
+        component_ops.save_unet(self.context.runtime, model, _next_path(self.context, filename_prefix),
+                                _metadata(self.context))
         return NodeResult()
 
 
 # --- merges: out = a * model1 + b * model2 on every weight both have (ComfyUI's patch arithmetic) ----------------
 
 
-def _merge_models(node: str, model1: Any, model2: Any, a: float, b: float) -> tuple[Any]:
+def _merge_models(runtime: Runtime, node: str, model1: Any, model2: Any, a: float, b: float) -> tuple[Any]:
     from ..diffusion import component_ops
 
-    return (component_ops.merge_models(model1, model2, a, b, node),)
+    return (component_ops.merge_models(runtime, model1, model2, a, b, node),)
 
 
-def _merge_clips(node: str, clip1: Any, clip2: Any, a: float, b: float) -> tuple[Any]:
+def _merge_clips(runtime: Runtime, node: str, clip1: Any, clip2: Any, a: float, b: float) -> tuple[Any]:
     from ..diffusion import component_ops
 
-    return (component_ops.merge_clips(clip1, clip2, a, b, node),)
+    return (component_ops.merge_clips(runtime, clip1, clip2, a, b, node),)
 
 
 class ModelMergeSimple(Node):
@@ -250,7 +253,7 @@ class ModelMergeSimple(Node):
     outputs = (Output("MODEL"),)
 
     def execute(self, model1: Any, model2: Any, ratio: float) -> tuple[Any]:
-        return _merge_models("ModelMergeSimple", model1, model2, ratio, 1.0 - ratio)
+        return _merge_models(self.context.runtime, "ModelMergeSimple", model1, model2, ratio, 1.0 - ratio)
 
 
 class ModelMergeSubtract(Node):
@@ -263,7 +266,7 @@ class ModelMergeSubtract(Node):
     outputs = (Output("MODEL"),)
 
     def execute(self, model1: Any, model2: Any, multiplier: float) -> tuple[Any]:
-        return _merge_models("ModelMergeSubtract", model1, model2, multiplier, -multiplier)
+        return _merge_models(self.context.runtime, "ModelMergeSubtract", model1, model2, multiplier, -multiplier)
 
 
 class ModelMergeAdd(Node):
@@ -275,7 +278,7 @@ class ModelMergeAdd(Node):
     outputs = (Output("MODEL"),)
 
     def execute(self, model1: Any, model2: Any) -> tuple[Any]:
-        return _merge_models("ModelMergeAdd", model1, model2, 1.0, 1.0)
+        return _merge_models(self.context.runtime, "ModelMergeAdd", model1, model2, 1.0, 1.0)
 
 
 class ModelMergeBlocks(Node):
@@ -294,7 +297,7 @@ class ModelMergeBlocks(Node):
         from ..diffusion import component_ops
 
         ratios = {"input": input, "middle": middle, "out": out}
-        return (component_ops.merge_model_blocks(model1, model2, ratios),)
+        return (component_ops.merge_model_blocks(self.context.runtime, model1, model2, ratios),)
 
 
 class CLIPMergeSimple(Node):
@@ -307,7 +310,7 @@ class CLIPMergeSimple(Node):
     outputs = (Output("CLIP"),)
 
     def execute(self, clip1: Any, clip2: Any, ratio: float) -> tuple[Any]:
-        return _merge_clips("CLIPMergeSimple", clip1, clip2, ratio, 1.0 - ratio)
+        return _merge_clips(self.context.runtime, "CLIPMergeSimple", clip1, clip2, ratio, 1.0 - ratio)
 
 
 class CLIPMergeSubtract(Node):
@@ -320,7 +323,7 @@ class CLIPMergeSubtract(Node):
     outputs = (Output("CLIP"),)
 
     def execute(self, clip1: Any, clip2: Any, multiplier: float) -> tuple[Any]:
-        return _merge_clips("CLIPMergeSubtract", clip1, clip2, multiplier, -multiplier)
+        return _merge_clips(self.context.runtime, "CLIPMergeSubtract", clip1, clip2, multiplier, -multiplier)
 
 
 class CLIPMergeAdd(Node):
@@ -332,7 +335,7 @@ class CLIPMergeAdd(Node):
     outputs = (Output("CLIP"),)
 
     def execute(self, clip1: Any, clip2: Any) -> tuple[Any]:
-        return _merge_clips("CLIPMergeAdd", clip1, clip2, 1.0, 1.0)
+        return _merge_clips(self.context.runtime, "CLIPMergeAdd", clip1, clip2, 1.0, 1.0)
 
 
 NODES = [

@@ -15,7 +15,7 @@ from typing import Any
 
 from nodegraph.engine import MAX_RESOLUTION, MAX_SEED, Combo, Float, Input, Int, Node, Output, String
 
-from .sampling import cfg_input, sampler_input, scheduler_input, steps_input
+from .sampler_nodes import cfg_input, sampler_input, scheduler_input, steps_input
 
 SWITCH_UNITS = ["step", "fraction"]
 
@@ -47,7 +47,7 @@ class CLIPTextEncodeSDXL(Node):
             height=height, width=width, crop_h=crop_h, crop_w=crop_w,
             target_height=target_height, target_width=target_width,
         )
-        return (ops.encode_text(clip, {"g": text_g, "l": text_l}, time_ids=time_ids),)
+        return (ops.encode_text(self.context.runtime, clip, {"g": text_g, "l": text_l}, time_ids=time_ids),)
 
 
 class CLIPTextEncodeSDXLRefiner(Node):
@@ -68,7 +68,7 @@ class CLIPTextEncodeSDXLRefiner(Node):
         from ..diffusion.text_encoding import refiner_time_ids
 
         time_ids = refiner_time_ids(height=height, width=width, aesthetic_score=ascore)
-        return (ops.encode_text(clip, text, time_ids=time_ids),)
+        return (ops.encode_text(self.context.runtime, clip, text, time_ids=time_ids),)
 
 
 def _switch_problem(switch_at: float, switch_unit: str) -> str | None:
@@ -120,7 +120,7 @@ class SDXLRefiner(Node):
         start = int(switch_at) if switch_unit == "step" else ops.switch_step(
             model, sampler_name, scheduler, steps, switch_at
         )
-        samples = ops.ksample(
+        samples = ops.run_ksampler(
             model, positive, negative, latent_image, self.context,
             seed=noise_seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, denoise=1.0,
             add_noise=False, start_step=start, last_step=10000, force_full_denoise=True,

@@ -9,7 +9,7 @@ from typing import Any
 
 from nodegraph.engine import Combo, Input, Node, Output
 
-from .loading import _file_fingerprint, _models
+from .loader_nodes import _file_fingerprint, _models
 
 
 class UpscaleModelLoader(Node):
@@ -28,7 +28,7 @@ class UpscaleModelLoader(Node):
         from ..diffusion import ops
 
         env = self.context.env
-        return (ops.load_upscale_model(env.model_path("upscale_models", model_name), env.settings),)
+        return (ops.load_upscale_model(self.context.runtime, env.model_path("upscale_models", model_name)),)
 
 
 class ImageUpscaleWithModel(Node):

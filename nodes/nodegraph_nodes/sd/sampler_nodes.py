@@ -52,7 +52,7 @@ class KSampler(Node):
     def execute(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise):
         from ..diffusion import ops
 
-        samples = ops.ksample(
+        samples = ops.run_ksampler(
             model, positive, negative, latent_image, self.context,
             seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
         )
@@ -83,7 +83,7 @@ class KSamplerAdvanced(Node):
                 latent_image, start_at_step, end_at_step, return_with_leftover_noise):
         from ..diffusion import ops
 
-        samples = ops.ksample(
+        samples = ops.run_ksampler(
             model, positive, negative, latent_image, self.context,
             seed=noise_seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, denoise=1.0,
             add_noise=add_noise == "enable", start_step=start_at_step, last_step=end_at_step,

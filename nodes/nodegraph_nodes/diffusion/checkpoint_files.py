@@ -225,7 +225,7 @@ def _components_from_single_file(
 # --- public loaders -------------------------------------------------------------------------------------------
 
 
-def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pickle: bool = False) -> Components:
+def read_checkpoint_file(path: str | Path, dtype: torch.dtype | None = None, allow_pickle: bool = False) -> Components:
     """A whole Stable Diffusion checkpoint (UNet, VAE, text encoders, tokenizers, scheduler config).
 
     `path`: an original-layout single file (.safetensors) or a diffusers folder (with model_index.json).
@@ -252,7 +252,7 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None, allow_pi
             raise CheckpointError(
                 f"{path}: not a checkpoint of a supported family. Found {describe_keys(file.shapes)}. "
                 f"Supported: " + "; ".join(f"{f.name}: {f.description}" for f in FAMILIES.values())
-                + ". ControlNets load with load_controlnet, VAEs with load_vae."
+                + ". ControlNets load with read_controlnet_file, VAEs with read_vae_file."
             )
         family = found
         configs = {c: family.config(c) for c in ("unet", "vae", *(s.subfolder for s in family.text_encoders))}
@@ -308,7 +308,7 @@ def _load_checkpoint_folder(folder: Path, dtype: torch.dtype | None) -> Componen
     return Components(family.name, unet, vae, encoders, tokenizers, scheduler)
 
 
-def load_vae(path: str | Path, dtype: torch.dtype | None = None, allow_pickle: bool = False) -> AutoencoderKL:
+def read_vae_file(path: str | Path, dtype: torch.dtype | None = None, allow_pickle: bool = False) -> AutoencoderKL:
     """A standalone VAE: an original-layout or diffusers-key single file, or a diffusers folder.
 
     Real VAE files carry no config; SD1, SD2 and SDXL VAEs share one architecture, so the bundled one is used.
@@ -337,7 +337,7 @@ def load_vae(path: str | Path, dtype: torch.dtype | None = None, allow_pickle: b
     return _assemble("vae", _empty(lambda: AutoencoderKL.from_config(config)), converted, file.path, dtype)
 
 
-def load_controlnet(
+def read_controlnet_file(
     path: str | Path, dtype: torch.dtype | None = None, allow_pickle: bool = False
 ) -> ControlNetModel:
     """A ControlNet: an original-layout single file (`control_model.*` or unprefixed), a single file with diffusers

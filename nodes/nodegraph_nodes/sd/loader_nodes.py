@@ -47,7 +47,7 @@ class LoadCheckpoint(Node):
         from ..diffusion import ops
 
         env = self.context.env
-        model, clip, vae = ops.load_checkpoint(env.model_path("checkpoints", ckpt_name), env.settings)
+        model, clip, vae = ops.load_checkpoint(self.context.runtime, env.model_path("checkpoints", ckpt_name))
         return model, _with_embeddings(clip, env), vae
 
 
@@ -97,8 +97,8 @@ class LoraLoader(Node):
         from ..diffusion import ops
 
         env = self.context.env
-        return ops.load_lora(model, clip, env.model_path("loras", lora_name), strength_model, strength_clip,
-                             env.settings)
+        return ops.load_lora(self.context.runtime, model, clip, env.model_path("loras", lora_name), strength_model,
+                             strength_clip)
 
 
 class LoraLoaderModelOnly(Node):
@@ -122,7 +122,8 @@ class LoraLoaderModelOnly(Node):
         from ..diffusion import ops
 
         env = self.context.env
-        patched, _ = ops.load_lora(model, None, env.model_path("loras", lora_name), strength_model, 0.0, env.settings)
+        patched, _ = ops.load_lora(self.context.runtime, model, None, env.model_path("loras", lora_name),
+                                   strength_model, 0.0)
         return (patched,)
 
 
@@ -142,7 +143,7 @@ class VAELoader(Node):
         from ..diffusion import ops
 
         env = self.context.env
-        return (ops.load_vae(env.model_path("vae", vae_name), env.settings),)
+        return (ops.load_vae(self.context.runtime, env.model_path("vae", vae_name)),)
 
 
 class CLIPSetLastLayer(Node):
@@ -189,7 +190,7 @@ class CLIPEncode(Node):
     def execute(self, text: str, clip: Any) -> tuple[Any]:
         from ..diffusion import ops
 
-        return (ops.encode_text(clip, text),)
+        return (ops.encode_text(self.context.runtime, clip, text),)
 
 
 NODES = [LoadCheckpoint, VAELoader, LoraLoader, LoraLoaderModelOnly, CLIPSetLastLayer, CLIPEncode]

@@ -1,24 +1,28 @@
-"""The file readers the model cache calls: one read of a file yields all of its components.
+"""The file readers the model cache calls (one read of a file yields all of its components), and the model cache of
+a runtime, made with them.
 
 Each returns {component: value}; "info" carries what handles need without the weights (family, scheduler config,
 latent scaling factor).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import loader
+from . import checkpoint_files
 from .families import FAMILIES
 from .model_cache import ModelCache
 from .text_encoding import TEXT_FAMILIES
+
+if TYPE_CHECKING:
+    from nodegraph.engine import Runtime
 
 ENCODER_NAMES = {"sd1": ("l",), "sd2": ("l",), "sd2_base": ("l",), "sdxl": ("l", "g"), "sdxl_refiner": ("g",)}
 
 
 def read_checkpoint(path: str) -> dict[str, Any]:
-    components = loader.load_checkpoint(path)
+    components = checkpoint_files.read_checkpoint_file(path)
     if components.family not in TEXT_FAMILIES:
-        raise loader.CheckpointError(
+        raise checkpoint_files.CheckpointError(
             f"{path}: {components.family} checkpoints are recognised but not supported by the text encoder yet"
         )
     names = ENCODER_NAMES[components.family]
@@ -39,12 +43,12 @@ def read_checkpoint(path: str) -> dict[str, Any]:
 
 
 def read_vae(path: str) -> dict[str, Any]:
-    vae = loader.load_vae(path)
+    vae = checkpoint_files.read_vae_file(path)
     return {"vae": vae, "info": {"family": "vae"}}
 
 
 def read_controlnet(path: str) -> dict[str, Any]:
-    controlnet = loader.load_controlnet(path)
+    controlnet = checkpoint_files.read_controlnet_file(path)
     family = "sdxl" if getattr(controlnet.config, "addition_embed_type", None) == "text_time" else "sd1"
     return {"controlnet": controlnet, "info": {"family": family}}
 
@@ -95,3 +99,19 @@ def register(cache: ModelCache) -> None:
     cache.register_loader("lora", read_lora)
     cache.register_loader("upscale_model", read_upscale_model)
     cache.register_loader("clip_vision", read_clip_vision)
+
+
+def _make_model_cache(runtime: Runtime) -> ModelCache:
+    cache = ModelCache(device=runtime.device, precision=runtime.precision, vram_budget=runtime.vram_budget,
+                       ram_budget=runtime.ram_budget)
+    register(cache)
+    return cache
+
+
+def model_cache(runtime: Runtime) -> ModelCache:
+    """The runtime's model cache, made on first use from its settings (device, precision, vram_budget,
+    ram_budget: the `--device` / `--precision` / budget options of the CLI and the server, in `Folders.settings`),
+    with the file readers above registered. Executors sharing a runtime share it; each runtime has its own."""
+    cache = runtime.resource("models", _make_model_cache)
+    cache.max_batch = runtime.max_batch  # not part of the cache's identity: the loaded models stay
+    return cache

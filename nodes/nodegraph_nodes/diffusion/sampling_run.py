@@ -32,7 +32,7 @@ from .inpaint import (
     differential_mask_function,
     latent_mask,
 )
-from .model_sampling import DiscreteModelSampling
+from .sigma_table import DiscreteModelSampling
 from .names import DISCARD_PENULTIMATE_SIGMA_SAMPLERS
 from . import regions
 from .sampler_registry import NEEDS_UNCOND, SAMPLER_NOISE, sampler_function
