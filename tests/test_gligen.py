@@ -208,3 +208,12 @@ def test_node_declarations_are_comfyuis():
     assert required["height"] == ["INT", {"default": 64, "min": 8, "max": 16384, "step": 8}]
     assert required["x"] == ["INT", {"default": 0, "min": 0, "max": 16384, "step": 8}]
     assert required["y"] == ["INT", {"default": 0, "min": 0, "max": 16384, "step": 8}]
+
+
+def test_a_clip_of_another_family_is_refused_in_the_box_node(runner):
+    prompt = with_box(txt2img())
+    prompt["40"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sdxl.safetensors"}}
+    prompt["31"]["inputs"]["clip"] = ["40", 1]
+    run = runner.run(prompt)
+    assert run.status == "error" and run.error["node_id"] == "31"
+    assert "GLIGEN runs on SD1 and SD2 models; this CLIP is sdxl's" in run.error["exception_message"]
