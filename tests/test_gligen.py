@@ -217,3 +217,37 @@ def test_a_clip_of_another_family_is_refused_in_the_box_node(runner):
     run = runner.run(prompt)
     assert run.status == "error" and run.error["node_id"] == "31"
     assert "GLIGEN runs on SD1 and SD2 models; this CLIP is sdxl's" in run.error["exception_message"]
+
+
+def test_calls_with_and_without_boxes_share_the_unet_side_by_side(models_root):
+    """The dispatchers on the cached UNet take the GLIGEN model from each call's own arguments: threads calling
+    one UNet with boxes, with other boxes and without get what each gets alone (as prompts do under
+    `serve --concurrency`)."""
+    import threading
+
+    base = tiny_sd1(0).unet.eval()
+    gligen = read_gligen_file(models_root / "gligen" / GLIGEN)
+    torch.manual_seed(1)
+    x, context, phrase = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32), torch.randn(1, 32)
+    t = torch.tensor([300.0])
+    variants = {"plain": {}, "left": unet_kwargs(base, gligen, ((phrase, 8, 4, 0, 0),), x.shape),
+                "right": unet_kwargs(base, gligen, ((phrase, 8, 4, 0, 4),), x.shape)}
+    with torch.no_grad():
+        alone = {name: base(x, t, encoder_hidden_states=context, **kw).sample for name, kw in variants.items()}
+    assert not torch.equal(alone["left"], alone["right"]) and not torch.equal(alone["left"], alone["plain"])
+    results: dict[str, list[torch.Tensor]] = {name: [] for name in variants}
+    start = threading.Barrier(len(variants), timeout=60)
+
+    def worker(name: str) -> None:
+        start.wait()
+        with torch.no_grad():
+            for _ in range(10):
+                results[name].append(base(x, t, encoder_hidden_states=context, **variants[name]).sample)
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in variants]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name, outs in results.items():
+        assert len(outs) == 10 and all(torch.equal(out, alone[name]) for out in outs), name
