@@ -20,9 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "nodes")]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "nodes"), str(ROOT / "tests")]
 
-from nodegraph.engine import Executor, NodeRegistry, validate_prompt  # noqa: E402
+from nodegraph.engine import Executor, NodeRegistry  # noqa: E402
+from nodegraph.run_once import PromptRunner  # noqa: E402
+from support.registry import make_registry  # noqa: E402
+from support.workflows import chain  # noqa: E402
 
 
 def make_workflow(n: int) -> dict:
@@ -42,27 +46,26 @@ def main() -> None:
     parser.add_argument("--scaling", default="1000,10000", help="chain sizes for the scaling case (first = base)")
     args = parser.parse_args()
 
-    registry = NodeRegistry()
-    registry.register_pack("nodegraph_nodes.utility")
+    registry = make_registry(builtin=False, packs={"nodegraph_nodes.utility": None})
     prompt = make_workflow(args.nodes)
 
     validate_t, cold_t, warm_t = [], [], []
     for _ in range(args.repeat):
+        runner = PromptRunner(registry=registry, executor=Executor())
         t0 = time.perf_counter()
-        result = validate_prompt(prompt, registry)
+        result = runner.validate(prompt)
         validate_t.append(time.perf_counter() - t0)
         assert result.ok
-        executor = Executor()
         t0 = time.perf_counter()
-        run = asyncio.run(executor.run(result.workflow, "bench"))
+        run = runner.run(result, "bench")
         cold_t.append(time.perf_counter() - t0)
         assert run.ok and len(run.executed) == args.nodes
         node_work = sum(run.timings.values())
         t0 = time.perf_counter()
-        run = asyncio.run(executor.run(result.workflow, "bench-warm"))
+        run = runner.run(result, "bench-warm")
         warm_t.append(time.perf_counter() - t0)
         assert run.ok and not run.executed
-        executor.close()
+        runner.executor.close()
 
     n = args.nodes
     med = statistics.median
@@ -75,21 +78,12 @@ def main() -> None:
     scaling([int(x) for x in args.scaling.split(",")])
 
 
-def chain(n: int) -> dict:
-    prompt = {"0": {"class_type": "PrimitiveInt", "inputs": {"value": 1}}}
-    for i in range(1, n - 1):
-        prompt[str(i)] = {"class_type": "IntMath", "inputs": {"a": [str(i - 1), 0], "op": "add", "b": 1}}
-    prompt[str(n - 1)] = {"class_type": "ShowText", "inputs": {"value": [str(n - 2), 0]}}
-    return prompt
-
-
 def engine_chain(registry: NodeRegistry, n: int) -> float:
     prompt = chain(n)
     started = time.perf_counter()
-    result = validate_prompt(prompt, registry)
-    executor = Executor()
-    run = asyncio.run(executor.run(result.workflow, "chain"))
-    executor.close()
+    runner = PromptRunner(registry=registry, executor=Executor())
+    run = runner.run(prompt, "chain")
+    runner.executor.close()
     assert run.ok and len(run.executed) == n
     return time.perf_counter() - started
 
@@ -126,8 +120,7 @@ def server_chain(n: int) -> tuple[float, int]:
 
 
 def scaling(sizes: list[int]) -> None:
-    registry = NodeRegistry()
-    registry.register_pack("nodegraph_nodes.utility")
+    registry = make_registry(builtin=False, packs={"nodegraph_nodes.utility": None})
     print(f"\nscaling: a chain of Int Math nodes, {' and '.join(f'{n:,}' for n in sizes)} nodes")
     engine = {n: engine_chain(registry, n) for n in sizes}
     server = {n: server_chain(n) for n in sizes}

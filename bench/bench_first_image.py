@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,26 +30,18 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "nodes"), str(ROOT / "tests")]
+
+from support.server import ServeProcess  # noqa: E402
+
 WORKFLOW = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
 
 
 class Server:
     def __init__(self, base: Path, warmup: bool):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "nodes")]), "HF_HUB_OFFLINE": "1",
-               "NODEGRAPH_WARMUP": "1" if warmup else "0"}
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nodegraph", "serve", "--port", "0", "--data-dir", str(base / "data"),
-             "--output-dir", str(base / "output"), "--input-dir", str(base / "input")],
-            cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for line in self.proc.stdout:
-            found = re.search(r"listening on (http://\S+)", line)
-            if found:
-                self.url = found.group(1)
-                break
-        else:
-            raise RuntimeError("the server did not start")
+        served = ServeProcess(base, env={"NODEGRAPH_WARMUP": "1" if warmup else "0"})
+        self.proc, self.url = served.proc, served.url
         self.listening = time.perf_counter()
 
     def image(self, seed: int) -> tuple[float, dict[str, float]]:
@@ -73,7 +62,7 @@ class Server:
     def stop(self) -> float:
         began = time.perf_counter()
         self.proc.send_signal(signal.SIGINT)
-        self.proc.communicate()
+        self.proc.wait()
         return time.perf_counter() - began
 
 

@@ -28,7 +28,7 @@ from diffusers import EulerDiscreteScheduler  # noqa: E402
 from nodegraph_nodes.diffusion.conditioning import Conditioning  # noqa: E402
 from nodegraph_nodes.diffusion.sampling_run import ksample, ksampler_sigmas, prepare_noise  # noqa: E402
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling  # noqa: E402
-from sampling_fixtures import SD1_SCHEDULER_CONFIG, tiny_sd1_pipeline, tiny_unet  # noqa: E402
+from support.tiny import SD1_SCHEDULER_CONFIG, tiny_sd1_pipeline, tiny_unet  # noqa: E402
 
 # name -> (UNet overrides, latent size): "tiny" is the test model; "medium" has SD1's block layout at reduced width.
 SIZES = {

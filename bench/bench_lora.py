@@ -25,10 +25,10 @@ from safetensors.torch import save_file  # noqa: E402
 
 from timing import synced_time  # noqa: E402
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file  # noqa: E402
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
+from nodegraph_testmodels.files import make_tiny_models  # noqa: E402
 from nodegraph_nodes.diffusion.lora import read_lora_file  # noqa: E402
 from nodegraph_nodes.diffusion.patching import apply, restore  # noqa: E402
-from nodegraph_nodes.diffusion.tiny_lora import kohya_state_dict  # noqa: E402
+from nodegraph_testmodels.lora import kohya_state_dict  # noqa: E402
 
 
 def median(fn, repeats: int) -> float:

@@ -9,7 +9,6 @@ checkpoint file reads. Only the first run should read the file.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
 import time
@@ -18,10 +17,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "nodes"), str(ROOT / "tests")]
 
-from nodegraph.engine import Executor, NullCache, default_registry, validate_prompt  # noqa: E402
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
+from nodegraph.engine import Executor, NullCache  # noqa: E402
+from nodegraph.run_once import PromptRunner  # noqa: E402
+from nodegraph_testmodels.files import make_tiny_models  # noqa: E402
 from nodegraph_nodes.diffusion.cache_readers import model_cache  # noqa: E402
-from sd_fixtures import make_folders, txt2img  # noqa: E402
+from support.sd import make_folders  # noqa: E402
+from support.workflows import txt2img  # noqa: E402
 
 
 def main() -> None:
@@ -32,18 +33,17 @@ def main() -> None:
         root = Path(tmp)
         make_tiny_models(root / "models")
         folders = make_folders(root, root / "models")
-        registry = default_registry()
-        executor = Executor(folders, cache=NullCache(), previews=False)
-        workflow = validate_prompt(txt2img(), registry, folders).workflow
-        cache = model_cache(executor.runtime)
+        runner = PromptRunner(folders, executor=Executor(folders, cache=NullCache(), previews=False))
+        workflow = runner.validate(txt2img())
+        cache = model_cache(runner.executor.runtime)
         print(f"{'run':>3}  {'LoadCheckpoint':>14}  {'whole run':>9}  {'file reads':>10}")
         for run in range(1, args.runs + 1):
             started = time.perf_counter()
-            result = asyncio.run(executor.run(workflow, f"bench-{run}"))
+            result = runner.run(workflow, f"bench-{run}")
             total = time.perf_counter() - started
             assert result.ok, result.error
             print(f"{run:>3}  {result.timings['4'] * 1e3:>11.1f} ms  {total:>7.2f} s  {cache.stats()['file_reads']:>10}")
-        executor.close()
+        runner.executor.close()
 
 
 if __name__ == "__main__":

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,22 +32,16 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT), str(ROOT / "nodes")]
 
-from sd_fixtures import TXT2IMG  # noqa: E402
+from support.server import ServeProcess  # noqa: E402
+from support.workflows import sleep_workflow, txt2img  # noqa: E402
 
 
 def sleep_prompt(index: int) -> dict[str, Any]:
-    return {
-        "1": {"class_type": "PrimitiveString", "inputs": {"value": f"v{index}"}},
-        "2": {"class_type": "Sleep", "inputs": {"value": ["1", 0], "seconds": 0.25}},
-        "3": {"class_type": "ShowText", "inputs": {"value": ["2", 0]}},
-    }
+    return sleep_workflow(0.25, f"v{index}")
 
 
 def sd_prompt(index: int) -> dict[str, Any]:
-    prompt = copy.deepcopy(TXT2IMG)
-    prompt["3"]["inputs"]["seed"] = index
-    prompt["9"]["inputs"]["filename_prefix"] = "bench"
-    return prompt
+    return txt2img(seed=index, prefix="bench")
 
 
 def math_prompt(index: int) -> dict[str, Any]:
@@ -65,21 +56,9 @@ class Server:
     """`nodegraph serve` in a subprocess, on fresh folders under `base`."""
 
     def __init__(self, base: Path, models: Path, *extra: str):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "nodes")]), "HF_HUB_OFFLINE": "1"}
         base.mkdir(parents=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nodegraph", "serve", "--port", "0", "--data-dir", str(base / "data"),
-             "--output-dir", str(base / "output"), "--models-dir", str(models), "--device", "cpu", *extra],
-            cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.url = ""
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            found = re.search(r"listening on (http://\S+)", line)
-            if found:
-                self.url = found.group(1)
-                break
-        assert self.url, "the server did not start"
+        served = ServeProcess(base, "--models-dir", str(models), "--device", "cpu", *extra)
+        self.proc, self.url = served.proc, served.url
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import statistics
 import subprocess
 import sys
@@ -24,6 +22,9 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "nodes"), str(ROOT / "tests")]
+
+from support.server import ServeProcess  # noqa: E402
 
 
 def workflow(value: int) -> dict:
@@ -69,18 +70,8 @@ async def run_workload(url: str, clients: int, prompts: int, cached: bool) -> di
 
 
 def start_server(base: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "nodes")])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nodegraph", "serve", "--port", "0", "--data-dir", str(base / "data"),
-         "--input-dir", str(base / "input"), "--output-dir", str(base / "output")],
-        cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        found = re.search(r"listening on (http://\S+)", line)
-        if found:
-            return proc, found.group(1)
-    raise RuntimeError("the server did not start")
+    served = ServeProcess(base)
+    return served.proc, served.url
 
 
 def main() -> None:

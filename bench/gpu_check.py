@@ -8,7 +8,6 @@ Prints what is placed where, the budget's evictions, and timings; exits non-zero
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
 import time
@@ -19,17 +18,19 @@ sys.path[:0] = [str(ROOT), str(ROOT / "nodes"), str(ROOT / "tests")]
 
 import torch  # noqa: E402
 
-from nodegraph.engine import Executor, NullCache, default_registry, validate_prompt  # noqa: E402
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models  # noqa: E402
+from nodegraph.engine import Executor, NullCache  # noqa: E402
+from nodegraph.run_once import PromptRunner  # noqa: E402
+from nodegraph_testmodels.files import make_tiny_models  # noqa: E402
 from nodegraph_nodes.diffusion.cache_readers import model_cache  # noqa: E402
-from sd_fixtures import make_folders, txt2img  # noqa: E402
+from support.sd import make_folders  # noqa: E402
+from support.workflows import txt2img  # noqa: E402
 
 
-def run(executor, registry, folders, prompt):
-    result = validate_prompt(prompt, registry, folders)
+def run(runner: PromptRunner, prompt):
+    result = runner.validate(prompt)
     assert result.ok, result.node_errors
     started = time.perf_counter()
-    out = asyncio.run(executor.run(result.workflow, "check"))
+    out = runner.run(result, "check")
     assert out.ok, out.error
     return out, time.perf_counter() - started
 
@@ -48,14 +49,13 @@ def main() -> int:
         make_tiny_models(root / "models")
         folders = make_folders(root, root / "models")
         folders.settings = {"device": args.device, "precision": args.precision}
-        registry = default_registry()
-        executor = Executor(folders, cache=NullCache(), previews=False)
-        cache = model_cache(executor.runtime)
+        runner = PromptRunner(folders, executor=Executor(folders, cache=NullCache(), previews=False))
+        cache = model_cache(runner.executor.runtime)
         print(f"device {cache.device}, dtype {cache.dtype}, vram budget {cache.vram_budget >> 20} MiB")
 
         sdxl = txt2img(**{"4.ckpt_name": "tiny_sdxl.safetensors"})
         for name, prompt in (("sd1", txt2img()), ("sdxl", sdxl), ("sd1 again", txt2img(**{"3.seed": 3}))):
-            out, seconds = run(executor, registry, folders, prompt)
+            out, seconds = run(runner, prompt)
             image = out.values["8"][0]
             placed = {(e["file"], e["component"]): e["device"] for e in cache.stats()["loaded"]}
             print(f"{name:10s} {seconds:6.2f} s  image {tuple(image.shape)} finite={bool(torch.isfinite(image).all())}")
@@ -72,8 +72,8 @@ def main() -> int:
             sizes = {e["file"]: e["bytes"] for e in cache.stats()["loaded"] if e["component"] == "unet"}
             cache.vram_budget = int(max(sizes.values()) * 1.5)
             before = cache.stats()["offloads"]
-            run(executor, registry, folders, sdxl)
-            run(executor, registry, folders, txt2img(**{"3.seed": 4}))
+            run(runner, sdxl)
+            run(runner, txt2img(**{"3.seed": 4}))
             offloads = cache.stats()["offloads"] - before
             on_device = [e for e in cache.stats()["loaded"] if e["device"] != "cpu"]
             print(f"budget {cache.vram_budget >> 10} KiB: {offloads} offloads; on device now: "
@@ -82,7 +82,7 @@ def main() -> int:
                 failures.append("no offload under a budget smaller than two UNets")
             if sum(e["bytes"] for e in on_device) > cache.vram_budget + max(sizes.values()):
                 failures.append("more on the device than the budget allows")
-        executor.close()
+        runner.executor.close()
     for failure in failures:
         print("FAILED:", failure)
     return 1 if failures else 0

@@ -5,8 +5,8 @@
 
 Every `import` counts: at the top of a module, inside a function (a lazy import still ties two modules together)
 and under `if TYPE_CHECKING:` (an annotation is a dependency too). Packages are the folders one level below
-`nodegraph` and `nodegraph_nodes` (`nodegraph.server`, `nodegraph_nodes.diffusion`, ...); a circle between two
-packages is reported even when no two modules form one.
+`nodegraph` and `nodegraph_nodes` (`nodegraph.server`, `nodegraph_nodes.diffusion`, ...), and `nodegraph_demo` and
+`nodegraph_testmodels` whole; a circle between two packages is reported even when no two modules form one.
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ from pathlib import Path
 import networkx as nx
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = {"nodegraph": ROOT / "nodegraph", "nodegraph_nodes": ROOT / "nodes" / "nodegraph_nodes"}
+SOURCES = {"nodegraph": ROOT / "nodegraph", "nodegraph_nodes": ROOT / "nodes" / "nodegraph_nodes",
+           "nodegraph_demo": ROOT / "nodegraph_demo", "nodegraph_testmodels": ROOT / "nodegraph_testmodels"}
+# Packages of a few modules, above the node packs: each counts as one package in the package graph.
+FLAT = {"nodegraph_demo", "nodegraph_testmodels"}
 
 
 def discover() -> dict[str, Path]:
-    """Module name -> file, for every .py file of our two top-level packages (symlinked data folders skipped)."""
+    """Module name -> file, for every .py file of our top-level packages (symlinked data folders skipped)."""
     modules: dict[str, Path] = {}
     for top, folder in SOURCES.items():
         for path in sorted(folder.rglob("*.py")):
@@ -81,7 +84,7 @@ def build(modules: dict[str, Path]) -> nx.DiGraph:
 
 def package_of(module: str) -> str:
     parts = module.split(".")
-    return ".".join(parts[:2])
+    return parts[0] if parts[0] in FLAT else ".".join(parts[:2])
 
 
 def package_graph(graph: nx.DiGraph) -> nx.DiGraph:

@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from nodegraph.paths import project_dir
-    from nodegraph_nodes.demo.evaluate import WorkflowRunner, example, positive_prompt
+    from nodegraph_demo.evaluate import WorkflowRunner, example, positive_prompt
 
     with tempfile.TemporaryDirectory() as work:
         runner = WorkflowRunner(project_dir("demo_models"), Path(work), {"device": "cpu"})

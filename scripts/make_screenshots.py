@@ -2,7 +2,7 @@
 
     python scripts/make_screenshots.py
 
-The browser tests take them while they drive the editor (tests/editor_fixtures.py: EditorPage.screenshot); a plain
+The browser tests take them while they drive the editor (tests/support/editor.py: EditorPage.screenshot); a plain
 test run writes them to a temporary folder, and this script runs those tests with NODEGRAPH_SCREENSHOTS pointing at
 docs/screenshots/. Needs Chromium and Playwright, as the browser tests do; the SD example runs take a few minutes
 on two CPU cores.

@@ -4,7 +4,7 @@
     python scripts/train_demo.py --families sd1   # SD1 and its ControlNet only
     python scripts/train_demo.py --evaluate-only  # table and grid for the files already there
 
-Extra arguments go to `nodegraph_nodes.demo.train` (see its --help), e.g. --sd1-steps 500 for a quick try.
+Extra arguments go to `nodegraph_demo.train` (see its --help), e.g. --sd1-steps 500 for a quick try.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main() -> None:
-    from nodegraph_nodes.demo import evaluate, train
+    from nodegraph_demo import evaluate, train
 
     args = sys.argv[1:]
     models = ROOT / "demo_models"

@@ -1,9 +1,12 @@
-"""Shared test set-up: no network for model code, and a registry with the built-in packs."""
+"""Shared test set-up: no network for model code, and the test-support plugins (tests/support)."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+# The fixtures of tests/support (server, editor, models, sd, ray), so test files use them without importing them.
+pytest_plugins = ["support.server", "support.editor", "support.models", "support.sd", "support.ray"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -34,7 +34,7 @@ def test_clip_vision_file_and_encode(tmp_path):
     """The file loads bit for bit; the encoder's outputs (what CLIPVisionEncode returns, through the same ops call)
     equal transformers' model on ComfyUI's preprocessing, for both crop modes, on a non-square image."""
     from nodegraph_nodes.diffusion import ops
-    from sd_fixtures import Runner, make_folders
+    from support.sd import Runner, make_folders
 
     source = tiny_clip_vision(5)
     root = tmp_path / "models"

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
-import sys
-import threading
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from editor_fixtures import CHROMIUM_ARGS, VIEWPORT, free_port, playwright_browser  # noqa: F401  (fixture)
+from support.editor import VIEWPORT, free_port
+from support.server import ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,21 +38,8 @@ class Served:
 def comfyui_server(tmp_path: Path) -> Iterator[Served]:
     """`python -m nodegraph serve --frontend comfyui` with a fresh data folder: the frontend's first visit."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "nodes")]), "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nodegraph", "serve", "--frontend", "comfyui", "--port", str(port),
-         "--data-dir", str(tmp_path / "data"), "--input-dir", str(tmp_path / "input"),
-         "--output-dir", str(tmp_path / "output"), "--models-dir", str(tmp_path / "models"), "--device", "cpu"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    lines = []
-    for line in process.stdout:  # type: ignore[union-attr]
-        lines.append(line)
-        if "listening on" in line:
-            break
-    else:
-        raise AssertionError("nodegraph serve --frontend comfyui did not start:\n" + "".join(lines))
-    threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()  # type: ignore[union-attr]
+    process = ServeProcess(tmp_path, "--frontend", "comfyui", "--models-dir", str(tmp_path / "models"), "--device",
+                           "cpu", port=port).proc
     try:
         yield Served(tmp_path, process, f"http://127.0.0.1:{port}")
     finally:
@@ -67,7 +52,7 @@ def example_titles() -> list[str]:
 
 
 def test_first_visit_has_no_console_errors_lists_the_examples_and_runs_one(
-    playwright_browser, comfyui_server  # noqa: F811
+    playwright_browser, comfyui_server
 ):
     context = playwright_browser.new_context(viewport=VIEWPORT)
     page = context.new_page()

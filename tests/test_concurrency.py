@@ -7,23 +7,14 @@ import asyncio
 import io
 
 import numpy as np
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from nodegraph.server import create_app
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from sd_fixtures import txt2img
-from server_fixtures import finished, make_config, messages_until, open_ws
+from support.workflows import txt2img
+from support.server import finished, make_config, messages_until, open_ws
 
 PROMPTS = [("a red circle", 1), ("a blue square", 2), ("a green triangle and a long prompt " * 6, 3)]
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
 
 
 def _config(tmp_path, models_root, concurrency: int, max_batch: int = 16):

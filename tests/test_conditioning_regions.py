@@ -9,7 +9,7 @@ from nodegraph_nodes.diffusion.conditioning import Conditioning, entries
 from nodegraph_nodes.diffusion.denoiser import CFGDenoiser
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.diffusion.regions import RegionalDenoiser, area_and_weight, make_denoiser
-from sampling_fixtures import SD1_SCHEDULER_CONFIG, tiny_unet
+from support.tiny import SD1_SCHEDULER_CONFIG, tiny_unet
 
 
 @pytest.fixture(scope="module")

@@ -24,22 +24,14 @@ from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.conditioning import ControlSpec
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
-from nodegraph_nodes.sd.controlnet import canny_edges
-from sd_fixtures import Runner, diffusers_pipeline, make_folders
+from nodegraph_nodes.diffusion.image_ops import canny_edges
+from support.sd import Runner, diffusers_pipeline, make_folders
 
 SEED, STEPS, CFG = 42, 10, 7.5
 ATOL = 1e-4
 CONTROLNET = "tiny_controlnet_sd1.safetensors"
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
 
 
 def _hint_images(folder) -> None:

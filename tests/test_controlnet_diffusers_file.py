@@ -10,7 +10,6 @@ import pytest
 import torch
 from diffusers import ControlNetModel
 
-from models_fixtures import real_controlnet_shapes
 from nodegraph.engine import Folders, Runtime
 from nodegraph.engine.node import NodeContext
 from nodegraph_nodes.diffusion.controlnet_shapes import ControlNetShapeError, controlnet_config_from_shapes
@@ -18,6 +17,7 @@ from nodegraph_nodes.diffusion.families import bundled_config
 from nodegraph_nodes.diffusion.checkpoint_files import CheckpointError, read_controlnet_file
 from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.sd.controlnet import ControlNetLoader
+from support.models import real_controlnet_shapes
 
 # Two SD1-shaped ControlNets (SD1's conv projections, 8 heads) and two SDXL-shaped ones (linear projections, 64
 # channels per head, text_time conditioning with several transformer layers per block), none of a published size.

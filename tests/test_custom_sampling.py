@@ -10,24 +10,11 @@ import torch
 from nodegraph.engine import default_registry
 from nodegraph_nodes.diffusion import guidance, schedules
 from nodegraph_nodes.diffusion.denoiser import apply_cfg
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.sd import custom_sampling as cs
-from sampling_fixtures import SD1_SCHEDULER_CONFIG
-from sd_fixtures import Runner, make_folders, txt2img
+from support.tiny import SD1_SCHEDULER_CONFIG
+from support.workflows import txt2img
 from test_samplers_reference import K, needs_k
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
-
-
-@pytest.fixture
-def runner(tmp_path, models_root):
-    return Runner(make_folders(tmp_path, models_root))
 
 
 def _advanced(sampler: dict, *, guider: dict | None = None, noise: dict | None = None, steps: int = 4,

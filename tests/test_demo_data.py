@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nodegraph_nodes.demo import checker, dataset
+from nodegraph_demo import checker, dataset
 
 
 def test_same_seed_same_sample() -> None:

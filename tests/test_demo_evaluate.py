@@ -7,7 +7,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from nodegraph.paths import project_dir
-from nodegraph_nodes.demo import dataset, evaluate
+from nodegraph_demo import dataset, evaluate
 
 
 def png_with_workflow(path, image, workflow):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from nodegraph.examples import examples
 from nodegraph.paths import project_dir
-from nodegraph_nodes.demo.checker import score
+from nodegraph_demo.checker import score
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = project_dir("workflows")
@@ -50,7 +50,7 @@ def test_example_on_the_demo_models_matches_its_prompt(name, tmp_path):
     assert out.returncode == 0, out.stderr
     (line,) = out.stdout.strip().splitlines()
     # the evaluation command scores the PNG against the prompt stored in it
-    scored = subprocess.run([sys.executable, "-m", "nodegraph_nodes.demo.evaluate", "--image", line],
+    scored = subprocess.run([sys.executable, "-m", "nodegraph_demo.evaluate", "--image", line],
                             capture_output=True, text=True, cwd=tmp_path, env=run_env())
     assert scored.returncode == 0, scored.stdout + scored.stderr
     assert "matches its prompt" in scored.stdout
@@ -63,7 +63,7 @@ def test_example_on_the_demo_models_matches_its_prompt(name, tmp_path):
 def test_lora_example_draws_giant_shapes_and_strength_zero_does_not(tmp_path):
     """The demo LoRA teaches a style the demo model cannot draw (shapes 42-50 px wide instead of 22-30): on, the
     prompt's object is drawn giant; at strength 0 (the base model exactly) it is drawn at the usual size."""
-    from nodegraph_nodes.demo.lora_concept import GIANT_MIN_SIDE, main_object_side
+    from nodegraph_demo.lora_concept import GIANT_MIN_SIDE, main_object_side
 
     sides = {}
     for strength in (1.0, 0.0):

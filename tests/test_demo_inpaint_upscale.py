@@ -11,8 +11,8 @@ import torch
 
 from nodegraph.engine import Folders
 from nodegraph.paths import default_models_dirs, example_input_dirs, project_dir
-from nodegraph_nodes.demo.checker import score
-from sd_fixtures import Runner
+from nodegraph_demo.checker import score
+from support.sd import Runner
 
 WORKFLOWS = project_dir("workflows")
 
@@ -66,7 +66,7 @@ def test_demo_upscaler_is_at_least_nearest_neighbour_on_held_out_pictures():
     (demo_models/README.md: 28.08 dB against 27.91 nearest, 30.23 bicubic): this guards that it is no worse."""
     import torch.nn.functional as F
 
-    from nodegraph_nodes.demo.train_upscaler import FILE, _pairs, psnr
+    from nodegraph_demo.train_upscaler import FILE, _pairs, psnr
     from nodegraph_nodes.diffusion.upscale import UpscaleModelError, load_upscale_model
 
     try:

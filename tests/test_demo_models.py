@@ -1,7 +1,6 @@
 """The shipped demo checkpoints load like users' files, and a few training steps lower the loss."""
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +9,10 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from PIL import Image
 
-from nodegraph.engine import validate_prompt
 
-from nodegraph_nodes.demo import checker, dataset, evaluate, train
-from nodegraph_nodes.demo.checker import colour_name
-from nodegraph_nodes.demo.evaluate import WorkflowRunner, sd1_txt2img
+from nodegraph_demo import checker, dataset, evaluate, train
+from nodegraph_demo.checker import colour_name
+from nodegraph_demo.evaluate import WorkflowRunner, sd1_txt2img
 from nodegraph_nodes.diffusion import preview
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.checkpoint_files import SingleFile, read_checkpoint_file, read_controlnet_file
@@ -129,8 +127,7 @@ def test_sampling_previews_of_the_demo_model_use_its_own_factors(tmp_path: Path)
     runner = WorkflowRunner(MODELS, tmp_path, {"device": "cpu"})
     events: list = []
     workflow = sd1_txt2img("a blue square", 3)
-    checked = validate_prompt(workflow, runner.registry, runner.folders)
-    result = asyncio.run(runner.executor.run(checked.workflow, "t", on_event=lambda e, d: events.append((e, d))))
+    result = runner.run(workflow, "t", on_event=lambda e, d: events.append((e, d)))
     assert result.ok
     previews = [d["image"] for e, d in events if e == "preview"]
     assert len(previews) == workflow["3"]["inputs"]["steps"]

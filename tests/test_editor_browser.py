@@ -15,19 +15,10 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from editor_fixtures import (  # noqa: F401  (fixtures)
-    VIEWPORT,
-    EditorPage,
-    editor,
-    editor_server,
-    free_port,
-    math_ui_workflow,
-    pattern_api_prompt,
-    playwright_browser,
-    start_serve,
-)
 from nodegraph.engine.uiformat import ui_to_api
-from server_fixtures import http
+from support.editor import VIEWPORT, EditorPage, free_port, start_serve
+from support.server import http
+from support.workflows import math_ui_workflow, pattern_api_prompt
 
 
 def node(page: EditorPage, node_id: int) -> dict[str, Any]:

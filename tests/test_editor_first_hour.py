@@ -9,17 +9,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from editor_fixtures import (  # noqa: F401  (fixtures)
-    ROOT,
-    VIEWPORT,
-    EditorPage,
-    editor,
-    editor_server,
-    pattern_api_prompt,
-    playwright_browser,
-)
 from nodegraph.engine import Folders
-from server_fixtures import ServerThread, make_config
+from support import ROOT
+from support.editor import VIEWPORT, EditorPage
+from support.server import ServerThread, make_config
+from support.workflows import pattern_api_prompt
 
 
 def node(page: EditorPage, node_id: int) -> dict[str, Any]:

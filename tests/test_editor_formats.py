@@ -1,7 +1,7 @@
 """The editor reads ComfyUI's workflow files the way ComfyUI's editor does.
 
 The page is served by a real server, but its node library (`/api/object_info`) is swapped for the ComfyUI core
-node records of tests/uiformat_fixtures.py, so the ComfyUI workflow files of tests/data/ui open with every node
+node records of tests/support/object_info.py, so the ComfyUI workflow files of tests/data/ui open with every node
 known. For each file, the prompt the page would queue must equal what the server's own converter
 (nodegraph.engine.uiformat.ui_to_api, which mirrors ComfyUI's graphToPrompt) makes of it.
 """
@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from editor_fixtures import EditorPage, editor, editor_server, playwright_browser  # noqa: F401  (fixtures)
 from nodegraph.engine.uiformat import ui_to_api
-from uiformat_fixtures import NODE_INFO, TXT2IMG, load_ui, node_info
+from support.editor import EditorPage
+from support.object_info import NODE_INFO, load_ui, node_info
+from support.workflows import FRONTEND_TXT2IMG as TXT2IMG
 
 # Files whose every node the editor knows (PrimitiveNode and subgraphs are not supported by the editor yet).
 COMPARABLE = ["txt2img_v04.json", "txt2img_v1.json", "absent_link.json", "bypass_chain.json", "loadimage.json",

@@ -9,15 +9,10 @@ from typing import Any, Iterator
 import pytest
 from PIL import Image
 
-from editor_fixtures import (  # noqa: F401  (fixtures)
-    ROOT,
-    VIEWPORT,
-    EditorPage,
-    playwright_browser,
-    text_pixels,
-)
 from nodegraph.engine import Folders
-from server_fixtures import ServerThread, http, make_config
+from support import ROOT
+from support.editor import VIEWPORT, EditorPage, text_pixels
+from support.server import ServerThread, http, make_config
 
 EXAMPLES = ROOT / "workflows"
 DEMO_CHECKPOINT = "nodegraph-demo-sd1.safetensors"

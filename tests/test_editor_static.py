@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from nodegraph.cli import main
 from nodegraph.server import create_app
 from nodegraph.server.frontends import FrontendMissing, comfyui_frontend_root
-from server_fixtures import make_config
+from support.server import make_config
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
@@ -155,7 +155,7 @@ def test_frontend_comfyui_uses_the_installed_packages_static_folder(tmp_path, mo
 def test_test_runs_write_screenshots_outside_the_repository(monkeypatch):
     """The browser tests' screenshots go to a temporary folder unless scripts/make_screenshots.py asks for
     docs/screenshots/: running the suite leaves the tracked pictures alone."""
-    from editor_fixtures import DOC_SCREENSHOTS, screenshot_dir
+    from support.editor import DOC_SCREENSHOTS, screenshot_dir
 
     monkeypatch.delenv("NODEGRAPH_SCREENSHOTS", raising=False)
     assert ROOT not in screenshot_dir().resolve().parents

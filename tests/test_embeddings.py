@@ -8,16 +8,9 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
 from nodegraph_nodes.diffusion.embeddings import EmbeddingLibrary, split_embeddings
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.text_encoding import SD1, SDXL, ClipTextEncoder
-from sd_fixtures import Runner, make_folders, txt2img
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
+from support.sd import Runner, make_folders
+from support.workflows import txt2img
 
 
 def sd1_encoder(models_root, components=None):

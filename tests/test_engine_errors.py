@@ -4,7 +4,7 @@ The reference key sets are ComfyUI's (v0.3.75): the `execution_error` message of
 handle_execution_error (plus the `timestamp` its add_message stamps on `execution_*` messages), and the
 `{"error": {type, message, details, extra_info}, "node_errors": {...}}` body of POST /prompt's 400 answer.
 """
-import engine_fixtures as fx
+import support.engine_nodes as fx
 from nodegraph.engine import Executor, validate_prompt
 from nodegraph.engine.errors import execution_error, request_error, validation_error, validation_response
 

@@ -3,8 +3,9 @@ import asyncio
 
 import pytest
 
-import engine_fixtures as fx
+import support.engine_nodes as fx
 from nodegraph.engine import Executor, NullCache, OutputCache, validate_prompt
+from nodegraph.run_once import PromptRunner
 
 
 @pytest.fixture(autouse=True)
@@ -29,10 +30,11 @@ def chain(bias=0, value=1, label="out"):
 
 
 async def run(executor, registry, prompt, events=None, prompt_id="p"):
-    result = validate_prompt(prompt, registry)
+    runner = PromptRunner(registry=registry, executor=executor)
+    result = runner.validate(prompt)
     assert result.ok, result.node_errors
     on_event = (lambda e, d: events.append((e, d))) if events is not None else None
-    return await executor.run(result.workflow, prompt_id, on_event=on_event)
+    return await runner.run_async(result, prompt_id, on_event=on_event)
 
 
 async def test_runs_only_needed_nodes_in_order(registry):

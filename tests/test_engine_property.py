@@ -4,7 +4,7 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import engine_fixtures as fx
+import support.engine_nodes as fx
 from nodegraph.engine import Executor, validate_prompt
 
 REGISTRY = fx.make_registry()

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from engine_fixtures import make_registry
 from nodegraph.engine import validate_prompt
 from nodegraph.engine.validate import format_validation
+from support.engine_nodes import make_registry
 
 
 @pytest.fixture(scope="module")
@@ -164,10 +164,9 @@ def test_targets_limit_outputs(registry):
 
 
 def test_custom_check_inputs():
-    from nodegraph.engine import NodeRegistry
+    from support.registry import make_registry
 
-    registry = NodeRegistry()
-    registry.register_pack("nodegraph_nodes.utility")
+    registry = make_registry(builtin=False, packs={"nodegraph_nodes.utility": None})
     prompt = {
         "1": {"class_type": "StringFormat", "inputs": {"template": "hello {name}"}},
         "2": {"class_type": "ShowText", "inputs": {"value": ["1", 0]}},
@@ -178,10 +177,9 @@ def test_custom_check_inputs():
 
 
 def test_combo_and_boolean_coercion():
-    from nodegraph.engine import NodeRegistry
+    from support.registry import make_registry
 
-    registry = NodeRegistry()
-    registry.register_pack("nodegraph_nodes.utility")
+    registry = make_registry(builtin=False, packs={"nodegraph_nodes.utility": None})
     prompt = {
         "1": {"class_type": "IntMath", "inputs": {"a": 1, "op": "divide", "b": 2}},
         "2": {"class_type": "ShowText", "inputs": {"value": ["1", 0]}},

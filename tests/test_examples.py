@@ -11,8 +11,7 @@ import pytest
 from nodegraph.engine import default_registry
 from nodegraph.formats import load_workflow
 from nodegraph.paths import example_input_dirs, project_dir
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from sd_fixtures import Runner, make_folders
+from support.sd import Runner, make_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = project_dir("workflows")
@@ -29,13 +28,6 @@ DEMO_MODELS = {
     "model_name": {"nodegraph-demo-esrgan-4x.safetensors": "tiny_esrgan_x4.safetensors"},
 }
 TINY_SIZE = 64  # the SDXL examples ask for 1024 x 1024: far too slow for the tiny models on a CPU
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
 
 
 def node_info(name):

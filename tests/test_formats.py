@@ -11,7 +11,8 @@ from PIL.PngImagePlugin import PngInfo
 
 from nodegraph.engine.uiformat import ConversionProblem
 from nodegraph.formats import LoadedWorkflow, WorkflowFormatError, load_workflow
-from tests.uiformat_fixtures import TXT2IMG, UI_DATA, load_ui, node_info, txt2img
+from support.object_info import UI_DATA, load_ui, node_info
+from support.workflows import FRONTEND_TXT2IMG as TXT2IMG, frontend_txt2img as txt2img
 
 
 def write_png(path: Path, texts: dict[str, str], itxt: bool = False) -> Path:

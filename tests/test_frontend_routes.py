@@ -9,13 +9,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from server_fixtures import client  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.name.removesuffix(".ui.json") for p in (ROOT / "workflows").glob("*.ui.json"))
 
 
-async def test_template_index_lists_every_example_with_its_workflow_and_thumbnail(client):  # noqa: F811
+async def test_template_index_lists_every_example_with_its_workflow_and_thumbnail(client):
     response = await client.get("/templates/index.json")
     assert response.status == 200 and response.content_type == "application/json"
     (category,) = await response.json()
@@ -35,14 +34,14 @@ async def test_template_index_lists_every_example_with_its_workflow_and_thumbnai
         assert (await client.get(f"/templates/{missing}")).status == 404
 
 
-async def test_custom_node_templates_translations_and_subgraphs_are_empty(client):  # noqa: F811
+async def test_custom_node_templates_translations_and_subgraphs_are_empty(client):
     for path in ("/api/workflow_templates", "/api/i18n", "/api/global_subgraphs"):
         response = await client.get(path)
         assert response.status == 200 and await response.json() == {}, path
     assert (await client.get("/api/global_subgraphs/abc")).status == 404
 
 
-async def test_model_library_lists_folders_and_files(client, tmp_path):  # noqa: F811
+async def test_model_library_lists_folders_and_files(client, tmp_path):
     checkpoints = tmp_path / "models" / "checkpoints"
     (checkpoints / "sub").mkdir(parents=True)
     (checkpoints / "sub" / "a.safetensors").write_bytes(b"12345")
@@ -68,7 +67,7 @@ async def test_model_library_lists_folders_and_files(client, tmp_path):  # noqa:
         assert (await client.get(f"/api/experiment/models/preview/{bad}")).status == 404, bad
 
 
-async def test_first_visit_userdata_reads_answer_empty_until_the_user_saves(client):  # noqa: F811
+async def test_first_visit_userdata_reads_answer_empty_until_the_user_saves(client):
     for folder in ("workflows", "subgraphs"):
         listing = await client.get(f"/api/userdata?dir={folder}&recurse=true&split=false&full_info=true")
         assert listing.status == 200 and await listing.json() == []
@@ -90,6 +89,6 @@ async def test_first_visit_userdata_reads_answer_empty_until_the_user_saves(clie
     assert css.content_type == "text/css" and await css.text() == "body { color: red }"
 
 
-async def test_system_stats_announce_no_api_nodes(client):  # noqa: F811
+async def test_system_stats_announce_no_api_nodes(client):
     stats = await (await client.get("/api/system_stats")).json()
     assert "--disable-api-nodes" in stats["system"]["argv"]

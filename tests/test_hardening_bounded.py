@@ -5,20 +5,17 @@ peak resident memory is printed."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hardening_fixtures import cycle, gif_frames, png_bomb, power_tower, string_doubling
-from server_fixtures import ROOT, http
+from support.hostile import gif_frames, png_bomb
+from support.server import ServeProcess, http
+from support.workflows import cycle, power_tower, string_doubling
 
 pytestmark = pytest.mark.bounded
 
@@ -32,7 +29,7 @@ def _limit_memory() -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+    from nodegraph_testmodels.files import make_tiny_models
 
     base = tmp_path_factory.mktemp("bounded")
     make_tiny_models(base / "models")
@@ -40,23 +37,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     png_bomb(base / "input" / "bomb12k.png", 12000, 12000)
     png_bomb(base / "input" / "bomb30k.png", 30000, 30000, complete=False)
     gif_frames(base / "input" / "frames.gif", 1000, 100)  # 100 M pixels over its frames
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "nodes")]), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nodegraph", "serve", "--port", "0", "--data-dir", str(base / "data"),
-         "--input-dir", str(base / "input"), "--output-dir", str(base / "output"), "--models-dir",
-         str(base / "models"), "--device", "cpu", "--max-image-pixels", str(PIXELS)],
-        cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_limit_memory,
-    )
-    lines: list[str] = []
-    url = ""
-    for line in proc.stdout:
-        lines.append(line)
-        found = re.search(r"listening on (http://\S+)", line)
-        if found:
-            url = found.group(1)
-            break
-    assert url, "".join(lines)
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    served = ServeProcess(base, "--models-dir", str(base / "models"), "--device", "cpu", "--max-image-pixels",
+                          str(PIXELS), preexec_fn=_limit_memory)
+    proc, url, lines = served.proc, served.url, served.lines
     yield proc, url
     status = Path(f"/proc/{proc.pid}/status").read_text() if proc.poll() is None else ""
     peak = re.search(r"VmHWM:\s+(\d+) kB", status)

@@ -15,20 +15,17 @@ import json
 import os
 import random
 import re
-import subprocess
-import sys
-import threading
 import time
 import urllib.parse
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hardening_fixtures import chain, cycle, gif_frames, png_bomb, power_tower, string_doubling
 from nodegraph.server.app import ROUTES
-from server_fixtures import ROOT
+from support.hostile import gif_frames, png_bomb
+from support.server import ServeProcess
+from support.workflows import chain, cycle, power_tower, string_doubling
 
 FAST_CASES = 400
 FULL_CASES = int(os.environ.get("NODEGRAPH_FUZZ_CASES", "10000"))
@@ -188,23 +185,9 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory):
 
     Image.new("RGBA", (16, 16), (1, 2, 3, 4)).save(base / "input" / "small.png")
     BOMB_BYTES = (base / "input" / "bomb12k.png").read_bytes()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "nodes")]), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nodegraph", "serve", "--port", "0", "--data-dir", str(base / "data"),
-         "--input-dir", str(base / "input"), "--output-dir", str(base / "output"), "--models-dir",
-         str(base / "models"), "--max-image-pixels", "16000000", "--max-history", "500"],
-        cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    lines: list[str] = []
-    url = ""
-    for line in proc.stdout:
-        lines.append(line)
-        found = re.search(r"listening on (http://\S+)", line)
-        if found:
-            url = found.group(1)
-            break
-    assert url, "".join(lines)
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    served = ServeProcess(base, "--models-dir", str(base / "models"), "--max-image-pixels", "16000000",
+                          "--max-history", "500")
+    proc, url, lines = served.proc, served.url, served.lines
     yield proc, url, lines
     proc.kill()
     proc.wait()

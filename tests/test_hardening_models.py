@@ -8,16 +8,9 @@ from diffusers import UNet2DConditionModel
 
 from nodegraph.engine import Interrupted
 from nodegraph_nodes.diffusion.denoiser import interruptible
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.memory import WorkTooLarge, check_unet_fits, unet_call_bytes
-from sd_fixtures import Runner, make_folders, txt2img
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
+from support.sd import Runner, make_folders
+from support.workflows import txt2img
 
 
 def tiny_unet() -> UNet2DConditionModel:

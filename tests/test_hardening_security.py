@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from nodegraph.server import create_app
 from nodegraph.server.config import MIN_TOKEN_LENGTH, token_problem
 from nodegraph.server.routes_system import masked_argv
-from server_fixtures import ROOT, http, make_config, serve_process  # noqa: F401
+from support import ROOT
+from support.server import http, make_config
 
 TOKEN = "t0ken-for-tests-0123456789"
 

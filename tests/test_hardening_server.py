@@ -20,10 +20,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hardening_fixtures import chain, cycle, gif_frames, png_bomb, power_tower, string_doubling
 from nodegraph.server import create_app
 from nodegraph.server.routes_system import devices
-from server_fixtures import client, http, make_config, serve_process  # noqa: F401
+from support.hostile import gif_frames, png_bomb
+from support.server import http, make_config
+from support.workflows import chain, cycle, power_tower, string_doubling
 
 
 async def post(c: TestClient, prompt: Any, **body: Any) -> tuple[int, Any]:
@@ -115,8 +116,8 @@ SERVE_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
 sys.path[:0] = [{tests!r}]
-from server_fixtures import make_config
 from nodegraph.server import serve
+from support.server import make_config
 asyncio.run(serve(make_config(Path({base!r}), port=0)))
 """
 
@@ -178,7 +179,7 @@ async def test_stop_records_a_stuck_prompt_and_leaves_no_thread_holding_the_proc
     assert status == 200
     from nodegraph.server.state import STATE
 
-    while app[STATE].worker.current_nodes.get(body["prompt_id"]) != "1":  # Spin has started
+    while app[STATE].queue.node_of(body["prompt_id"]) != "1":  # Spin has started
         await asyncio.sleep(0.01)
     started = time.monotonic()
     await c.close()  # the app's shutdown: what SIGTERM triggers in `nodegraph serve`

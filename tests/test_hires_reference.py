@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
+from nodegraph_nodes.diffusion.conditioning import Conditioning
 from nodegraph_nodes.diffusion.image_ops import bislerp
 from nodegraph_nodes.diffusion.sampling_run import ksample, ksampler_sigmas, prepare_noise, sample_with_sigmas
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.sd.latent import LatentUpscale
-from sampling_fixtures import SD1_SCHEDULER_CONFIG, tiny_sd1_pipeline
-from nodegraph_nodes.diffusion.conditioning import Conditioning
+from support.tiny import SD1_SCHEDULER_CONFIG, tiny_sd1_pipeline
 
 
 def _row(*vectors) -> torch.Tensor:

@@ -16,10 +16,9 @@ from nodegraph_nodes.diffusion.families import FAMILIES, UNET_IN_KEY, detect_fam
 from nodegraph_nodes.diffusion.inpaint import latent_mask
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise, sample_with_sigmas
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
-from sampling_fixtures import tiny_sd1_pipeline
-from sd_fixtures import Runner, make_folders
+from support.tiny import encoded_sd1
+from support.sd import Runner, make_folders
 
 from test_samplers_reference import K_MISSING
 from test_samplers_reference import K as k_sampling
@@ -31,10 +30,7 @@ SEED, STEPS, CFG = 7, 6, 6.0
 
 @pytest.fixture(scope="module")
 def sd1():
-    pipe = tiny_sd1_pipeline()
-    positive, negative = pipe.encode_prompt("a photo of a cat", "cpu", 1, True, "blurry")
-    ms = DiscreteModelSampling(pipe.scheduler.alphas_cumprod, "epsilon")
-    return pipe, Conditioning(positive), Conditioning(negative), ms
+    return encoded_sd1()
 
 
 def _mask() -> torch.Tensor:
@@ -112,13 +108,6 @@ def test_differential_diffusion_mask_is_binary_per_step(sd1):
 
 
 # --- through the nodes: every sampler node keeps the unmasked area ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
 
 
 def _masked_workflow(sampler_node: dict) -> dict:

@@ -9,7 +9,7 @@ from nodegraph.engine.node import Interrupted
 from nodegraph_nodes.diffusion.conditioning import Conditioning
 from nodegraph_nodes.diffusion.sampling_run import ksample
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
-from sampling_fixtures import SD1_SCHEDULER_CONFIG, tiny_unet
+from support.tiny import SD1_SCHEDULER_CONFIG, tiny_unet
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from nodegraph_nodes.diffusion.conditioning import Conditioning, ControlSpec
 from nodegraph_nodes.diffusion.denoiser import CFGDenoiser
 from nodegraph_nodes.diffusion.sampling_run import ksample, ksampler_sigmas, prepare_noise, sample_with_sigmas
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
-from sampling_fixtures import SD1_SCHEDULER_CONFIG, tiny_sd1_pipeline, tiny_unet
+from support.tiny import SD1_SCHEDULER_CONFIG, encoded_sd1, tiny_unet
 
 SEED, STEPS, CFG = 42, 10, 7.5
 LATENT = torch.zeros(1, 4, 8, 8)  # 64 x 64 pixels
@@ -42,10 +42,7 @@ ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def sd1():
-    pipe = tiny_sd1_pipeline()
-    positive, negative = pipe.encode_prompt("a photo of a cat", "cpu", 1, True, "blurry")
-    ms = DiscreteModelSampling(pipe.scheduler.alphas_cumprod, "epsilon")
-    return pipe, Conditioning(positive), Conditioning(negative), ms
+    return encoded_sd1()
 
 
 def _scheduler(cls, **overrides):

@@ -14,7 +14,7 @@ import torch
 from nodegraph_nodes.diffusion import schedules
 from nodegraph_nodes.diffusion.sampler_registry import SAMPLERS
 from nodegraph_nodes.diffusion.samplers import GaussianNoiseSampler
-from sampling_fixtures import gaussian_denoiser
+from support.sampling import gaussian_denoiser
 from test_samplers_reference import K, SIGMA_MAX, SIGMA_MIN
 
 

@@ -13,27 +13,14 @@ from nodegraph.engine import Folders, Runtime, default_registry
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.lora import Adapter, LoraError, match, parse_lora, read_lora_file
 from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.diffusion.patching import apply, restore
-from sd_fixtures import Runner, make_folders, txt2img
+from support.workflows import txt2img
 
 KOHYA = "tiny_lora_sd1_kohya.safetensors"
 DIFFUSERS = "tiny_lora_sd1_diffusers.safetensors"
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
-
-
-@pytest.fixture
-def runner(models_root, tmp_path):
-    return Runner(make_folders(tmp_path, models_root))
 
 
 def with_lora(prompt, name=KOHYA, strength_model=1.0, strength_clip=1.0, node="10", model=("4", 0), clip=("4", 1)):
@@ -140,7 +127,7 @@ def test_lora_for_another_family_is_a_clear_node_error(runner, models_root):
     result = runner.validate(prompt)
     assert result.ok
     import asyncio
-    out = asyncio.run(runner.executor.run(result.workflow, "t"))
+    out = asyncio.run(runner.run_async(result, "t"))
     path.unlink()
     assert out.error is not None and out.error["node_id"] == "10"
     assert "none of its 1 layers fit this sd1 model" in str(out.error["exception_message"])
@@ -292,7 +279,7 @@ def test_loha_and_lokr_files_patch_the_layers_they_name(models_root):
 def test_comfyui_layout_with_original_unet_paths(models_root):
     """ComfyUI's own LoRA files name UNet layers by their original path under `diffusion_model.`."""
     from nodegraph_nodes.diffusion.keymap import unet_to_original
-    from nodegraph_nodes.diffusion.tiny_lora import lora_layers
+    from nodegraph_testmodels.lora import lora_layers
 
     components = read_checkpoint_file(models_root / "checkpoints" / "tiny_sd1.safetensors")
     config = dict(components.unet.config)

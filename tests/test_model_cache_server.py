@@ -8,19 +8,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from nodegraph.server import create_app
 from nodegraph.server.state import STATE
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.model_cache import ModelCache
 from nodegraph_nodes.diffusion.ops import OutOfMemory, with_oom_retry
-from sd_fixtures import txt2img
-from server_fixtures import finished, make_config, messages_until, open_ws
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
+from support.server import finished, make_config, messages_until, open_ws
+from support.workflows import txt2img
 
 
 async def run_prompt(client, ws, prompt):

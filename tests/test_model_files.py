@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from nodegraph_nodes.diffusion.keymap import write_single_file
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.cache_readers import model_cache
 from nodegraph_nodes.diffusion.split_files import (
     detect_unet_family,
@@ -25,8 +25,8 @@ from nodegraph_nodes.diffusion.split_files import (
     text_encoder_kind,
 )
 from nodegraph_nodes.diffusion.tiny import tiny_sd1, tiny_sdxl
-from models_fixtures import assert_same_weights, real_layout_shapes
-from sd_fixtures import Runner, make_folders
+from support.models import assert_same_weights, real_layout_shapes
+from support.sd import Runner, make_folders
 
 SIZE = 64
 

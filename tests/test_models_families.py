@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models_fixtures import real_controlnet_shapes, real_layout_shapes, tiny_models_root  # noqa: F401
+from support.models import real_controlnet_shapes, real_layout_shapes
 from nodegraph_nodes.diffusion.families import (
     FAMILIES,
     bundled_json,

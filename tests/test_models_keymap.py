@@ -12,10 +12,10 @@ from diffusers import (
 )
 from safetensors import safe_open
 
-from models_fixtures import assert_same_weights
 from nodegraph_nodes.diffusion import keymap
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file, read_controlnet_file, read_vae_file, write_diffusers_folder
 from nodegraph_nodes.diffusion.tiny import tiny_controlnet, tiny_refiner, tiny_sd1, tiny_sd2, tiny_sdxl
+from support.models import assert_same_weights
 
 BUILDERS = {"sd1": tiny_sd1, "sd2": tiny_sd2, "sdxl": tiny_sdxl, "sdxl_refiner": tiny_refiner}
 PIPELINES = {

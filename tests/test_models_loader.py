@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from models_fixtures import assert_same_weights, no_network, tiny_models_root  # noqa: F401
+from support.models import assert_same_weights
 from nodegraph_nodes.diffusion.checkpoint_files import (
     CheckpointError,
     read_checkpoint_file,
     read_controlnet_file,
     read_vae_file,
 )
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+from nodegraph_testmodels.files import make_tiny_models
 from nodegraph_nodes.diffusion.tiny import TINY_VAE, build_vae, tiny_controlnet, tiny_sd1, tiny_sdxl
 
 

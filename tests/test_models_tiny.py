@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models_fixtures import assert_same_weights
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.tiny import tiny_controlnet, tiny_refiner, tiny_sd1, tiny_sd2, tiny_sdxl
+from support.models import assert_same_weights
 
 
 @pytest.fixture(scope="module")

@@ -168,7 +168,7 @@ def test_tiled_vae_close_to_untiled_on_the_demo_vae(demo_runtime, demo_vae):
     is not equal to untiled. Measured on the demo VAE, a 256x256 grid of 16 data-set pictures, tile 128 px with
     32 px overlap: decode mean |diff| 0.021 (of the 0..1 range), encode mean |diff| 12% of the mean |latent|. The
     stated tolerances: decode < 0.03, encode < 0.15; a tile covering the whole picture gives the untiled result."""
-    from nodegraph_nodes.demo.dataset import sample
+    from nodegraph_demo.dataset import sample
     from nodegraph_nodes.diffusion import ops
 
     pictures = [torch.from_numpy(sample(i).image).float()[None] / 255 for i in range(16)]

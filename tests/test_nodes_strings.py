@@ -1,9 +1,9 @@
 """ComfyUI's string nodes and PreviewAny against hand-worked cases, and their published interface."""
-import asyncio
 
 import pytest
 
-from nodegraph.engine import Executor, Folders, default_registry, validate_prompt
+from nodegraph.engine import Folders, default_registry
+from nodegraph.run_once import PromptRunner
 from nodegraph_nodes import strings as s
 
 
@@ -119,8 +119,9 @@ def test_a_string_workflow_runs_through_the_engine(tmp_path):
         "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 0]}},
     }
     folders = Folders(models_dirs=[tmp_path], input_dir=tmp_path, output_dir=tmp_path, temp_dir=tmp_path)
-    result = validate_prompt(prompt, default_registry(), folders)
+    runner = PromptRunner(folders)
+    result = runner.validate(prompt)
     assert result.ok, result.node_errors
-    run = asyncio.run(Executor(folders).run(result.workflow, "p"))
+    run = runner.run(result, "p")
     assert run.status == "success", run.error
     assert run.outputs["5"] == {"text": ["a red circle, on grey"]}

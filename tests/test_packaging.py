@@ -89,7 +89,7 @@ def test_the_readme_first_run_works_from_an_empty_directory(installed, tmp_path)
     _, target = installed
     commands = readme_first_run()
     assert commands[0] == "nodegraph examples" and "nodegraph run txt2img" in commands
-    assert any(c.startswith("python -m nodegraph_nodes.demo.evaluate --image") for c in commands)
+    assert any(c.startswith("python -m nodegraph_demo.evaluate --image") for c in commands)
     program = target / "bin" / "nodegraph"
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -100,7 +100,7 @@ def test_the_readme_first_run_works_from_an_empty_directory(installed, tmp_path)
         assert out.returncode == 0, f"{command}: {out.stderr}{out.stdout}"
         if command == "nodegraph run txt2img":
             assert out.stdout.strip() == "output/txt2img_00001_.png"
-        if command.startswith("python -m nodegraph_nodes.demo.evaluate"):
+        if command.startswith("python -m nodegraph_demo.evaluate"):
             assert "matches its prompt" in out.stdout
     assert sorted(p.name for p in empty.iterdir()) == ["output"]
     written = sorted(p.name for p in (empty / "output").iterdir())

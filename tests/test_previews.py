@@ -17,7 +17,8 @@ import torch
 import websocket
 from PIL import Image
 
-from server_fixtures import ServerThread, http, image_workflow, make_config
+from support.server import ServerThread, http, make_config
+from support.workflows import image_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,8 +160,8 @@ def test_taesd_previewer_decodes_like_diffusers(tmp_path, layout):
 
 
 def test_taesd_previews_from_a_sampler_on_the_server(tmp_path_factory):
-    from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-    from sd_fixtures import txt2img
+    from nodegraph_testmodels.files import make_tiny_models
+    from support.workflows import txt2img
 
     models = tmp_path_factory.mktemp("taesd_models")
     make_tiny_models(models)
@@ -185,7 +186,7 @@ def test_checkpoint_without_preview_factors_gets_them_fitted_to_its_vae(tmp_path
     """Real checkpoints use ComfyUI's published factors; a nodegraph-written one with its own VAE and no factors in
     its header (make-tiny-models) gets factors fitted to that VAE, which predict its decode better."""
     from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-    from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
+    from nodegraph_testmodels.files import make_tiny_models
     from nodegraph_nodes.diffusion.preview import LATENT_RGB
 
     make_tiny_models(tmp_path)

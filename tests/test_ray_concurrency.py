@@ -15,13 +15,11 @@ import pytest
 
 pytest.importorskip("ray", reason="the Ray executor is optional: pip install 'nodegraph[ray]'")
 
-from ray_fixtures import (  # noqa: E402
-    get, history_entry, ray_instance, ready_workers, start_server, submit, wait_for, workers, write_checkpoints,
+from support.ray import (  # noqa: E402
+    get, history_entry, ready_workers, start_server, submit, wait_for, workers, write_checkpoints,
 )
-from sd_fixtures import txt2img  # noqa: E402
-from server_fixtures import ServerThread, http, sleep_workflow  # noqa: E402
-
-__all__ = ["ray_instance"]  # a fixture: imported so that pytest finds it here
+from support.server import ServerThread, http  # noqa: E402
+from support.workflows import sleep_workflow, txt2img  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,11 @@ import pytest
 
 pytest.importorskip("ray", reason="the Ray executor is optional: pip install 'nodegraph[ray]'")
 
-from ray_fixtures import (  # noqa: E402
-    get, history_entry, ray_instance, ready_workers, start_server, submit, wait_for, worker_of, workers,
-    write_checkpoints,
+from support.ray import (  # noqa: E402
+    get, history_entry, ready_workers, start_server, submit, wait_for, worker_of, workers, write_checkpoints,
 )
-from sd_fixtures import txt2img  # noqa: E402
-from server_fixtures import ServerThread, http, image_workflow, sleep_workflow  # noqa: E402
-
-__all__ = ["ray_instance"]  # a fixture: imported so that pytest finds it here
+from support.server import ServerThread, http  # noqa: E402
+from support.workflows import image_workflow, sleep_workflow, txt2img  # noqa: E402
 
 CHECKPOINTS = {"tiny_a.safetensors": 0, "tiny_b.safetensors": 1}
 
@@ -110,15 +107,14 @@ def test_affinity_keeps_each_checkpoint_on_the_worker_that_read_it(server: Serve
 def test_results_equal_the_local_executor(server: ServerThread, base: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from nodegraph.engine import Executor, validate_prompt
-    from server_fixtures import make_registry
+    from nodegraph.run_once import PromptRunner
+    from support.registry import make_registry
 
     prompt = sd_prompt("tiny_a.safetensors", seed=1234)
     [remote] = image_files(server, history_entry(server, submit(server, prompt)))
     folders = server.config.folders
     local_folders = type(folders)(models_dirs=folders.models_dirs, output_dir=tmp_path, settings={"device": "cpu"})
-    checked = validate_prompt(prompt, make_registry(), local_folders)
-    result = asyncio.run(Executor(local_folders).run(checked.workflow, "local"))
+    result = PromptRunner(local_folders, make_registry()).run(prompt, "local")
     assert result.ok, result.error
     [local] = [tmp_path / image["filename"] for image in result.outputs["9"]["images"]]
     assert Image.open(remote).tobytes() == Image.open(local).tobytes()

@@ -9,8 +9,8 @@ from pathlib import Path
 from nodegraph.distributed.outputs import collect_files, rename_entries, store_files
 from nodegraph.distributed.scheduling import WorkerLoad, choose_worker, prompt_models
 from nodegraph.engine import Folders
-from sd_fixtures import txt2img
-from server_fixtures import ROOT
+from support import ROOT
+from support.workflows import txt2img
 
 
 def test_prompt_models_reads_loader_constants_by_file_name() -> None:
@@ -72,7 +72,8 @@ sys.path[:0] = [{str(ROOT / 'tests')!r}]
 from aiohttp.test_utils import TestClient, TestServer
 from nodegraph.cli import build_parser
 from nodegraph.server import create_app
-from server_fixtures import make_config, math_workflow
+from support.server import make_config
+from support.workflows import math_workflow
 from pathlib import Path
 
 build_parser().parse_args(["serve", "--executor", "local"])

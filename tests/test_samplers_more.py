@@ -21,7 +21,7 @@ from nodegraph_nodes.diffusion.sampler_registry import NEEDS_UNCOND, SAMPLER_NOI
 from nodegraph_nodes.diffusion.samplers import GaussianNoiseSampler
 from nodegraph_nodes.diffusion.samplers_multistep import deis_coefficients
 from nodegraph_nodes.diffusion.samplers_sde import reverse_time_sde_noise_scaler, sa_solver_coefficients, sa_solver_tau
-from sampling_fixtures import gaussian_denoiser, gaussian_ode
+from support.sampling import gaussian_denoiser, gaussian_ode
 from test_samplers_reference import SIGMA_MAX, SIGMA_MIN, K, _WithUncond, needs_k
 
 pytestmark = pytest.mark.filterwarnings("ignore:To copy construct from a tensor")  # inside k-diffusion

@@ -23,7 +23,7 @@ import torch
 from nodegraph_nodes.diffusion import samplers, schedules
 from nodegraph_nodes.diffusion.sampler_registry import SAMPLER_NOISE, SAMPLERS
 from nodegraph_nodes.diffusion.samplers import BrownianTreeNoiseSampler, GaussianNoiseSampler
-from sampling_fixtures import gaussian_denoiser, gaussian_ode
+from support.sampling import gaussian_denoiser, gaussian_ode
 
 SIGMA_MIN, SIGMA_MAX = 0.0291675, 14.614642
 
@@ -189,7 +189,7 @@ def test_uni_pc_matches_diffusers_unipc(variant):
     toy denoiser (prediction_type="sample", so the scheduler takes x0) in its variance-preserving scale."""
     from diffusers import UniPCMultistepScheduler
 
-    from sampling_fixtures import SD1_SCHEDULER_CONFIG
+    from support.tiny import SD1_SCHEDULER_CONFIG
 
     scheduler = UniPCMultistepScheduler(
         **{**SD1_SCHEDULER_CONFIG, "prediction_type": "sample", "timestep_spacing": "trailing"},
@@ -273,7 +273,7 @@ def test_sde_samplers_draw_k_diffusions_brownian_tree_seed_for_seed(name, refere
         sigmas = schedules.karras_sigmas(10, SIGMA_MIN, SIGMA_MAX)
     else:
         from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
-        from sampling_fixtures import SD1_SCHEDULER_CONFIG
+        from support.tiny import SD1_SCHEDULER_CONFIG
 
         sigmas = schedules.normal_sigmas(DiscreteModelSampling.from_config(SD1_SCHEDULER_CONFIG), 10)
     model, x = gaussian_denoiser(), _start(sigmas)

@@ -12,7 +12,7 @@ from nodegraph_nodes.diffusion import names, sampler_registry, schedules
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, slice_sigmas
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.diffusion.preview import LATENT_RGB, latent_to_rgb
-from sampling_fixtures import SD1_SCHEDULER_CONFIG
+from support.tiny import SD1_SCHEDULER_CONFIG
 
 
 @pytest.fixture(scope="module")

@@ -2,25 +2,11 @@
 import json
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.cache_readers import model_cache
-from sd_fixtures import Runner, make_folders, txt2img
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
-
-
-@pytest.fixture
-def runner(tmp_path, models_root):
-    return Runner(make_folders(tmp_path, models_root))
+from support.workflows import txt2img
 
 
 def latent_of(run, nid="3"):
@@ -185,7 +171,7 @@ def test_interrupt_inside_the_sampler(runner):
     import asyncio
 
     result = runner.validate(txt2img(**{"3.steps": 50}))
-    run = asyncio.run(runner.executor.run(result.workflow, "p", on_event=on_event))
+    run = asyncio.run(runner.run_async(result, "p", on_event=on_event))
     assert run.status == "interrupted" and run.error["node_id"] == "3"
     assert events.count("progress") < 50
 

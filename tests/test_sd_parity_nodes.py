@@ -4,22 +4,14 @@ Library-level parity (every sampler, img2img, KSamplerAdvanced splits, ControlNe
 this test checks the glue on top: checkpoint loading, text encoding, latent scaling, seeds and the node layer. The
 reference pipeline is diffusers' `from_single_file` on the same checkpoint file.
 """
-import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
-from sd_fixtures import Runner, diffusers_pipeline, make_folders, txt2img
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
+from support.sd import Runner, diffusers_pipeline, make_folders
+from support.workflows import txt2img
 
 
 def test_txt2img_workflow_equals_stable_diffusion_pipeline(models_root, tmp_path):

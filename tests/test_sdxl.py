@@ -19,21 +19,13 @@ from nodegraph_nodes.diffusion import ops
 from nodegraph_nodes.diffusion.handles import ModelHandle
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
 from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
-from sd_fixtures import Runner, diffusers_pipeline, make_folders
+from support.sd import Runner, diffusers_pipeline, make_folders
 
 SEED, STEPS, CFG, SWITCH = 42, 10, 5.0, 8
 SIZE = 64
 ATOL = 1e-4
 BASE, REFINER = "tiny_sdxl.safetensors", "tiny_sdxl_refiner.safetensors"
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import websocket
 
-from server_fixtures import ServerThread, http, image_workflow, make_config
+from support.server import ServerThread, http, make_config
+from support.workflows import image_workflow
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodegraph.server.app import ROUTES
-from server_fixtures import ServerThread, http, make_config, math_workflow
+from support.server import ServerThread, http, make_config
+from support.workflows import math_workflow
 
 CASES = {"workflows": 0, "accepted": 0, "requests": 0, "uploads": 0}
 NODE_TYPES = ["PrimitiveInt", "IntMath", "ShowText", "Sleep", "StringFormat", "ToString", "TestPattern",

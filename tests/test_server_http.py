@@ -12,7 +12,7 @@ from aiohttp import FormData
 from PIL import Image
 
 from nodegraph.server.app import ROUTES
-from server_fixtures import client, image_workflow, math_workflow, sleep_workflow  # noqa: F401
+from support.workflows import image_workflow, math_workflow, sleep_workflow
 
 
 async def post(client, prompt, **body):
@@ -74,7 +74,7 @@ async def test_static_web_root_serves_index(tmp_path):
     from aiohttp.test_utils import TestClient, TestServer
 
     from nodegraph.server import create_app
-    from server_fixtures import make_config
+    from support.server import make_config
 
     web = tmp_path / "web"
     (web / "assets").mkdir(parents=True)
@@ -280,7 +280,7 @@ async def test_history_is_bounded(tmp_path):
     from aiohttp.test_utils import TestClient, TestServer
 
     from nodegraph.server import create_app
-    from server_fixtures import make_config
+    from support.server import make_config
 
     async with TestClient(TestServer(create_app(make_config(tmp_path, max_history=3)))) as c:
         ids = []
@@ -453,7 +453,7 @@ async def test_upload_size_limit(tmp_path):
     from aiohttp.test_utils import TestClient, TestServer
 
     from nodegraph.server import create_app
-    from server_fixtures import make_config
+    from support.server import make_config
 
     async with TestClient(TestServer(create_app(make_config(tmp_path, max_upload_size_mb=0.01)))) as c:
         status, body = await _upload(c, b"\0" * 20000)
@@ -555,7 +555,7 @@ async def test_cache_none_recomputes_everything(tmp_path):
     from aiohttp.test_utils import TestClient, TestServer
 
     from nodegraph.server import create_app
-    from server_fixtures import make_config
+    from support.server import make_config
 
     async with TestClient(TestServer(create_app(make_config(tmp_path, cache="none")))) as c:
         for _ in range(2):

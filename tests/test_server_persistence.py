@@ -7,7 +7,9 @@ import subprocess
 import sys
 import time
 
-from server_fixtures import ROOT, http, serve_process, sleep_workflow  # noqa: F401
+from support import ROOT
+from support.server import http
+from support.workflows import sleep_workflow
 
 
 def _post(url: str, prompt: dict, **body) -> dict:

@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from nodegraph.server import create_app
 from nodegraph.server.config import is_loopback
-from server_fixtures import client, make_config, serve_process  # noqa: F401
+from support.server import make_config
 
 
 def test_loopback_detection():
@@ -84,7 +84,7 @@ def test_listen_beyond_loopback_generates_and_requires_a_token(serve_process):
     import re
     import time
 
-    from server_fixtures import http
+    from support.server import http
 
     server = serve_process("--listen", "0.0.0.0")
     printed = "".join(server.lines)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import struct
 
-from server_fixtures import (  # noqa: F401  (client is a fixture)
-    client, finished, image_workflow, math_workflow, messages_until, open_ws, sleep_workflow, types,
-)
+from support.server import finished, messages_until, open_ws, types
+from support.workflows import image_workflow, math_workflow, sleep_workflow
 
 
 async def post(client, prompt, **body):

@@ -8,7 +8,7 @@ from io import BytesIO
 
 from PIL import Image
 
-from server_fixtures import client, finished, messages_until, open_ws  # noqa: F401  (client is a fixture)
+from support.server import finished, messages_until, open_ws
 
 
 async def test_save_image_websocket_sends_png_frames(client):

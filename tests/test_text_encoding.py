@@ -18,7 +18,7 @@ from nodegraph_nodes.diffusion.text_encoding import (
     sdxl_time_ids,
     tokenize_weighted,
 )
-from tests import text_fixtures as tf
+from support import tiny as tf
 
 PROMPT, NEGATIVE = "a photo of a cat", "blurry, low quality"
 

@@ -25,20 +25,12 @@ from diffusers import (
 
 from nodegraph_nodes.diffusion.families import FAMILIES
 from nodegraph_nodes.diffusion.sampling_run import ksampler_sigmas, prepare_noise
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
 from nodegraph_nodes.diffusion.sigma_table import DiscreteModelSampling
 from nodegraph_nodes.diffusion.tiny import tiny_controlnet, tiny_sdxl
-from sd_fixtures import Runner, diffusers_pipeline, make_folders
+from support.sd import Runner, diffusers_pipeline, make_folders
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 ATOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def models_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_models(root)
-    return root
 
 
 @pytest.fixture(scope="module")

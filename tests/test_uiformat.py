@@ -13,7 +13,8 @@ from nodegraph.engine.uiformat import (
     ui_to_api,
     widget_inputs,
 )
-from tests.uiformat_fixtures import NODE_INFO, TXT2IMG, load_ui, node_info, txt2img
+from support.object_info import NODE_INFO, load_ui, node_info
+from support.workflows import FRONTEND_TXT2IMG as TXT2IMG, frontend_txt2img as txt2img
 
 
 def convert(name: str, info=node_info):

@@ -1,5 +1,5 @@
 """Upscale models: tiny ESRGAN files (.safetensors and Real-ESRGAN-style .pth) through spandrel, tiling, the OOM
-fallback and the nodes. The reference for the model's output is our own ESRGAN module (tiny_upscale.py) holding
+fallback and the nodes. The reference for the model's output is our own ESRGAN module (nodegraph_testmodels/upscale.py) holding
 the same weights, independent of spandrel's implementation."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from nodegraph_nodes.diffusion.tiny_upscale import tiny_esrgan, write_esrgan_files
+from nodegraph_testmodels.upscale import tiny_esrgan, write_esrgan_files
 from nodegraph_nodes.diffusion.upscale import (
     UpscaleModelError,
     load_upscale_model,
@@ -113,8 +113,8 @@ def test_out_of_memory_halves_the_tile(files):
 def test_upscale_nodes_in_a_workflow(tmp_path):
     from PIL import Image
 
-    from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-    from sd_fixtures import Runner, make_folders
+    from nodegraph_testmodels.files import make_tiny_models
+    from support.sd import Runner, make_folders
 
     root = tmp_path / "models"
     make_tiny_models(root)

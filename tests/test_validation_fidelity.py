@@ -8,8 +8,8 @@ from pathlib import Path
 
 from nodegraph.engine import Folders, default_registry, validate_prompt
 from nodegraph.engine.validate import unknown_input_message, unknown_inputs
-from server_fixtures import client, open_ws  # noqa: F401  (fixture)
 from nodegraph.paths import default_models_dirs
+from support.server import open_ws
 from test_cli import ARITH, nodegraph
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +149,7 @@ MATH_WITHOUT_OP = {
 }
 
 
-async def test_post_prompt_refuses_a_missing_required_input_and_accepts_an_extra_one(client):  # noqa: F811
+async def test_post_prompt_refuses_a_missing_required_input_and_accepts_an_extra_one(client):
     response = await client.post("/prompt", json={"prompt": MATH_WITHOUT_OP})
     assert response.status == 400
     body = await response.json()
@@ -162,7 +162,7 @@ async def test_post_prompt_refuses_a_missing_required_input_and_accepts_an_extra
     assert accepted.status == 200 and (await accepted.json())["node_errors"] == {}
 
 
-async def test_websocket_prompt_refuses_a_missing_required_input(client):  # noqa: F811
+async def test_websocket_prompt_refuses_a_missing_required_input(client):
     ws, _ = await open_ws(client, "validator")
     await ws.send_json({"type": "prompt", "data": {"prompt": MATH_WITHOUT_OP}, "request_id": 7})
     while True:

@@ -11,7 +11,7 @@ from pathlib import Path
 from nodegraph.engine import default_registry
 from nodegraph.paths import project_dir
 from nodegraph.warmup import Warmup
-from server_fixtures import http, serve_process  # noqa: F401
+from support.server import http
 
 
 def test_packs_name_their_heavy_imports():
@@ -35,7 +35,7 @@ def test_warmup_imports_on_a_thread_and_reports_its_time(tmp_path, monkeypatch):
     assert Warmup([]).status()["state"] == "idle"
 
 
-def test_serve_imports_in_the_background_and_reports_the_wait(serve_process):  # noqa: F811
+def test_serve_imports_in_the_background_and_reports_the_wait(serve_process):
     server = serve_process()
     prompt = json.loads((project_dir("workflows") / "txt2img.json").read_text())
     status, body, _ = http("POST", server.url + "/prompt", {"prompt": prompt})

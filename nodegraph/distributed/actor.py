@@ -25,7 +25,7 @@ import ray
 
 from ..engine import Executor, Folders, NullCache, OutputCache, Runtime, Workflow
 from ..engine.limits import Limits
-from ..server.previews import encode_png, encode_preview
+from ..previews import encode_png, encode_preview
 from .outputs import collect_files
 
 

@@ -22,7 +22,7 @@ import os
 import sys
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import ray
 from ray.exceptions import RayActorError
@@ -30,8 +30,7 @@ from ray.exceptions import RayActorError
 from ..engine import Folders, RunResult
 from ..engine.errors import execution_error, now_ms
 from ..engine.executor import EventCallback
-from ..server.config import ServerConfig
-from ..server.executors import Job
+from ..jobs import Job
 from .actor import LOAD_KEYS, PromptActor
 from .outputs import FileKey, rename_entries, store_files
 from .scheduling import WorkerLoad, choose_worker, prompt_models
@@ -43,6 +42,23 @@ MAINTAIN_EVERY = 2.0  # seconds between checks of the pool's size and of idle wo
 PING_TIMEOUT = 10.0
 MAX_ATTEMPTS = 2  # a prompt whose worker dies runs once more on another worker
 KEEP_RECENT = 20  # prompt ids remembered per worker, and retried prompts remembered by the pool
+
+
+class PoolConfig(Protocol):
+    """What the pool reads of the server's configuration (`ServerConfig`, nodegraph/server/config.py, has all of
+    it; the pool takes it by shape so that this package does not import the server)."""
+
+    folders: Folders
+    workers: int | None  # None: one per GPU of the cluster (per node without GPUs)
+    concurrency: int
+    ray_address: str | None
+    worker_cpus: float
+    worker_output_dir: Path | None
+    preview_size: int
+    cache: str
+    cache_entries: int
+    max_output_size_mb: float
+    max_batch: int
 
 
 class WorkerDied(Exception):
@@ -108,12 +124,12 @@ def absolute_folders(folders: Folders) -> Folders:
 
 
 class RayPool:
-    """A `PromptBackend` (server/executors.py) whose slots are Ray actors."""
+    """A `PromptBackend` (server/executors.py) whose slots are Ray actors; it runs `Job`s (nodegraph/jobs.py)."""
 
     name = "ray"
     free_while_running = True  # each worker frees between its own prompts; in-use models are kept
 
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: PoolConfig):
         self.config = config
         self.folders = absolute_folders(config.folders)
         self.workers: dict[str, RayWorker] = {}

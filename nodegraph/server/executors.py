@@ -11,26 +11,17 @@ unless the configuration asks for it (`make_backend`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ..engine import Executor, NullCache, OutputCache, RunResult, Runtime, Workflow
+from ..engine import Executor, NullCache, OutputCache, RunResult, Runtime
 from ..engine.executor import EventCallback
 from ..engine.limits import Limits
+from ..jobs import Job
 
 if TYPE_CHECKING:
     from .config import ServerConfig
 
 EXECUTORS = ("local", "ray")
-
-
-@dataclass
-class Job:
-    """One validated prompt handed to a backend."""
-
-    prompt_id: str
-    workflow: Workflow
-    extra_data: dict[str, Any] = field(default_factory=dict)
 
 
 class PromptBackend(Protocol):
@@ -51,7 +42,8 @@ class PromptBackend(Protocol):
         """Give back a reserved slot that will not run (its prompt failed validation)."""
 
     async def run(self, job: Job, on_event: EventCallback, slot: Any) -> RunResult:
-        """Run the job on its reserved slot (released when this returns); events in the engine's names."""
+        """Run the job (its validated `workflow`, its run's `extra_data`) on its reserved slot (released when this
+        returns); events in the engine's names."""
 
     def interrupt(self, prompt_id: str | None) -> bool:
         """Interrupt a running prompt (None: every running prompt); False if it is not running here."""

@@ -20,7 +20,7 @@ from typing import Any, Union
 
 from aiohttp import web
 
-from .previews import Preview
+from ..previews import Preview
 
 log = logging.getLogger(__name__)
 

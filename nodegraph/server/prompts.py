@@ -8,10 +8,10 @@ import uuid
 from typing import Any
 
 from ..engine import validate_prompt
-from ..engine.errors import request_error
+from ..engine.errors import now_ms, request_error
+from ..jobs import DuplicatePrompt, Job, QueueItem
 from .bodies import BadRequest, finite_number, string_list
 from .state import ServerState
-from .store import DuplicatePrompt, QueueItem, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ async def submit(state: ServerState, body: Any, default_client_id: str | None = 
         except BadRequest as exc:
             raise prompt_error("invalid_prompt", "Invalid number", str(exc)) from None
     else:
-        number = state.store.next_number(front=bool(body.get("front")))
+        number = state.queue.next_number(front=bool(body.get("front")))
 
     if body.get("prompt_id") is not None:
         prompt_id = _identifier(body["prompt_id"], "prompt_id")
@@ -120,22 +120,9 @@ async def submit(state: ServerState, body: Any, default_client_id: str | None = 
     duplicate = prompt_error(
         "invalid_prompt", "Duplicate prompt_id", f"prompt_id {prompt_id!r} is already queued or in the history"
     )
-    # From this check to the queue insert nothing awaits, so the registrations below can only be this prompt's.
-    if state.store.contains(prompt_id):
-        raise duplicate
-    if sensitive:
-        state.worker.sensitive[prompt_id] = sensitive
-    state.worker.workflows[prompt_id] = result.workflow
-    if client_id is not None:
-        state.hub.reserve(client_id)
     try:
-        await state.store.add(item)
-    except DuplicatePrompt:  # the id is in the history: the registrations above are this prompt's
-        state.worker.forget([prompt_id])
+        await state.queue.enqueue(Job(item, result.workflow, secrets=sensitive))
+    except DuplicatePrompt:  # queued, running, or in the history
         raise duplicate from None
-    except Exception:
-        state.worker.forget([prompt_id])
-        raise
     state.broadcast_status()
-    state.worker.wake.set()
     return {"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors}

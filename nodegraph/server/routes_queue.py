@@ -33,9 +33,9 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 
 async def get_queue(request: web.Request) -> web.Response:
-    store = request.app[STATE].store
-    running = [item.wire() for item in store.running_items.values()]
-    return web.json_response({"queue_running": running, "queue_pending": [i.wire() for i in store.pending_sorted()]})
+    queue = request.app[STATE].queue
+    running = [job.item.wire() for job in queue.running()]
+    return web.json_response({"queue_running": running, "queue_pending": [i.wire() for i in queue.pending()]})
 
 
 async def post_queue(request: web.Request) -> web.Response:
@@ -44,11 +44,10 @@ async def post_queue(request: web.Request) -> web.Response:
     body = json_object(await read_json(request, {}))
     removed: list[str] = []
     if body.get("clear"):
-        removed += await state.store.clear_pending()
+        removed += await state.queue.clear()
     if "delete" in body:
-        removed += await state.store.delete_pending(string_list(body["delete"], "delete"))
+        removed += await state.queue.remove(string_list(body["delete"], "delete"))
     if removed:
-        state.worker.forget(removed)
         state.broadcast_status()
     return web.Response(status=200)
 
@@ -160,8 +159,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def _cancel(request: web.Request, job_id: str) -> str:
     """'cancelled' (was pending), 'interrupted' (was running), 'finished' or 'not_found'."""
     state = request.app[STATE]
-    if await state.store.delete_pending([job_id]):
-        state.worker.forget([job_id])
+    if await state.queue.remove([job_id]):
         state.broadcast_status()
         return "cancelled"
     if state.worker.interrupt(job_id):

@@ -129,7 +129,7 @@ def _system_stats(state: Any) -> dict[str, Any]:
             "executor": state.backend.stats(),
             "resources": {owner.name: owner.stats() for owner in state.executor.runtime.owners()}
             if state.executor is not None else {},
-            "queue_remaining": state.store.queue_remaining(),
+            "queue_remaining": state.queue.remaining(),
             "max_history": state.config.max_history,
         },
     }

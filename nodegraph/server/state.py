@@ -10,6 +10,7 @@ from .. import __version__
 from ..warmup import Warmup
 from ..warmup import enabled as warmup_enabled
 from ..engine import Executor, NodeRegistry, default_registry
+from ..jobs import JobQueue
 from .config import ServerConfig
 from .executors import LocalBackend, PromptBackend, make_backend
 from .hub import Hub
@@ -27,12 +28,14 @@ class ServerState:
         self.backend: PromptBackend = make_backend(config)
         # The in-process executor (None when prompts run elsewhere, e.g. on Ray workers).
         self.executor: Executor | None = self.backend.executor if isinstance(self.backend, LocalBackend) else None
-        self.store = Store(config.database_path, max_history=config.max_history)
+        self.store = Store(config.database_path, max_history=config.max_history)  # the history; the queue's items
         self.hub = Hub()
-        self.worker = PromptWorker(self)
+        self.queue = JobQueue(self.store, on_client=self.hub.reserve)
         self.settings_lock = asyncio.Lock()  # settings are read-modify-written
         # torch & co. imported in the background once listening (serve.py starts it; prompts on Ray import there)
         self.warmup = Warmup(self.registry.warm_imports() if self.executor is not None and warmup_enabled() else ())
+        self.worker = PromptWorker(self.queue, self.backend, self.hub, config, self.registry, self.folders,
+                                   self.warmup, self.broadcast_status)
 
     def feature_flags(self) -> dict[str, Any]:
         """Server flags: the websocket `feature_flags` reply and GET /features."""
@@ -45,7 +48,7 @@ class ServerState:
         }
 
     def queue_status(self) -> dict[str, Any]:
-        return {"exec_info": {"queue_remaining": self.store.queue_remaining()}}
+        return {"exec_info": {"queue_remaining": self.queue.remaining()}}
 
     def broadcast_status(self) -> None:
         self.hub.send("status", {"status": self.queue_status()})
@@ -54,10 +57,10 @@ class ServerState:
         for folder in (self.folders.input_dir, self.folders.output_dir, self.folders.temp_dir):
             folder.mkdir(parents=True, exist_ok=True)
         await self.store.open()
-        await self.backend.start(self.worker.wake.set)
+        await self.backend.start(self.queue.wake.set)
         self.worker.start()
-        if self.store.pending:
-            self.worker.wake.set()
+        if self.queue.pending():
+            self.queue.wake.set()
 
     async def shutdown(self) -> None:
         """First stage of stopping: record or interrupt the running prompt, close the websockets (open sockets

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from ..engine.errors import execution_error, now_ms
+from ..jobs import DuplicatePrompt, QueueItem
 
 T = TypeVar("T")
 
@@ -54,40 +55,6 @@ CREATE TABLE IF NOT EXISTS prompts (
 );
 CREATE INDEX IF NOT EXISTS prompts_state ON prompts(state, done_seq);
 """
-
-
-class DuplicatePrompt(Exception):
-    """A client-chosen prompt_id that is already queued or in the history."""
-
-
-@dataclass
-class QueueItem:
-    """A queued prompt as ComfyUI's queue tuple holds it (without the sensitive slot, which is never stored)."""
-
-    number: int | float
-    prompt_id: str
-    prompt: dict[str, Any]
-    extra_data: dict[str, Any]
-    outputs_to_execute: list[str]
-    seq: int = 0
-    start_time: int | None = None
-
-    @property
-    def create_time(self) -> int:
-        return int(self.extra_data.get("create_time") or 0)
-
-    @property
-    def workflow_id(self) -> str | None:
-        workflow = (self.extra_data.get("extra_pnginfo") or {}).get("workflow")
-        wid = workflow.get("id") if isinstance(workflow, dict) else None
-        return str(wid) if wid is not None else None
-
-    def wire(self) -> list[Any]:
-        """`[number, prompt_id, prompt, extra_data, outputs_to_execute]`, as GET /queue and history show it."""
-        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs_to_execute]
-
-    def sort_key(self) -> tuple[float, int]:
-        return (float(self.number), self.seq)
 
 
 @dataclass

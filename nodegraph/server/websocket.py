@@ -40,11 +40,11 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     sid = _client_id(request.query.get("clientId"))
     status = {"type": "status", "data": {"status": state.queue_status(), "sid": sid}}
     resume = []
-    for running in state.store.running_items.values():
-        node = state.worker.current_nodes.get(running.prompt_id)
-        if running.extra_data.get("client_id") == sid and node is not None:
+    for job in state.queue.running():
+        node = job.node
+        if job.client == sid and node is not None:
             resume.append(json.dumps(
-                {"type": "executing", "data": {"node": node, "display_node": node, "prompt_id": running.prompt_id}}
+                {"type": "executing", "data": {"node": node, "display_node": node, "prompt_id": job.prompt_id}}
             ))
     client = await state.hub.attach(sid, ws, [json.dumps(status)], resume)
     try:

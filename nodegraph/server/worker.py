@@ -1,5 +1,5 @@
-"""The prompt worker: takes queued prompts in order, runs them on the executor backend and turns engine events into
-websocket messages.
+"""The prompt worker: takes jobs from the queue (nodegraph/jobs.py) in order, runs them on the executor backend and
+turns engine events into websocket messages.
 
 The backend decides how many prompts run at once (`executors.py`): the local executor runs one at a time in this
 process (node work on its own thread, so the server keeps answering); the Ray pool runs one per worker actor. Engine
@@ -15,17 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
-from ..engine import RunResult, Workflow, format_validation, validate_prompt
-from ..engine.errors import execution_error, traceback_of
+from ..engine import NodeRegistry, RunResult, Workflow, format_validation, validate_prompt
+from ..engine.errors import execution_error, now_ms, traceback_of
+from ..engine.folders import Folders
 from ..engine.node import preview_method_of
-from .executors import Job
-from .previews import PNG_FORMAT, Preview, encode_png, encode_preview, preview_metadata
-from .store import Finished, QueueItem, now_ms
-
-if TYPE_CHECKING:
-    from .state import ServerState
+from ..jobs import Job, JobQueue
+from ..previews import PNG_FORMAT, Preview, encode_png, encode_preview, preview_metadata
+from ..warmup import Warmup
+from .config import ServerConfig
+from .executors import PromptBackend
+from .hub import Hub
+from .store import Finished
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +35,19 @@ JOB_STATUS = {"success": "completed", "error": "failed", "interrupted": "cancell
 
 
 class PromptWorker:
-    def __init__(self, state: ServerState):
-        self.state = state
-        self.backend = state.backend
-        self.workflows: dict[str, Workflow] = {}  # validated at submission (re-validated after a restart)
-        self.sensitive: dict[str, dict[str, Any]] = {}  # secrets from extra_data: memory only, never stored
-        self.wake = asyncio.Event()
-        self.current_nodes: dict[str, str] = {}  # running prompt id -> the node it runs now
+    """Takes jobs from the queue as the backend has slots for them, runs each and records how it ended."""
+
+    def __init__(self, queue: JobQueue, backend: PromptBackend, hub: Hub, config: ServerConfig,
+                 registry: NodeRegistry, folders: Folders, warmup: Warmup,
+                 broadcast_status: Callable[[], None]):
+        self.queue = queue
+        self.backend = backend
+        self.hub = hub
+        self.config = config
+        self.registry = registry
+        self.folders = folders
+        self.warmup = warmup
+        self.broadcast_status = broadcast_status  # the queue's size changed: tell every client
         self._free_flags: dict[str, bool] = {}
         self._task: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -56,7 +64,7 @@ class PromptWorker:
         at once as failed, "server stopped while running", naming the node it was in."""
         self._stopping = True
         self.backend.interrupt(None)
-        self.wake.set()
+        self.queue.wake.set()
         tasks = [t for t in (self._task, *self._running.values()) if t is not None]
         if tasks:
             await asyncio.wait([asyncio.shield(t) for t in tasks], timeout=grace)
@@ -65,23 +73,16 @@ class PromptWorker:
                 task.cancel()
             if stuck:
                 await asyncio.wait(stuck, timeout=1.0)
-        store = self.state.store
-        for item in list(store.running_items.values()):
-            node = self.current_nodes.get(item.prompt_id)
+        for job in self.queue.running():
             try:
-                await store.record_stopped(item, node, self._node_type(item, node))
+                await self.queue.record_stopped(job)
             except Exception:
-                log.exception("prompt %s: could not record it as stopped", item.prompt_id)
-
-    @staticmethod
-    def _node_type(item: QueueItem, node: str | None) -> str | None:
-        entry = item.prompt.get(node) if node is not None and isinstance(item.prompt, dict) else None
-        return entry.get("class_type") if isinstance(entry, dict) else None
+                log.exception("prompt %s: could not record it as stopped", job.prompt_id)
 
     def interrupt(self, prompt_id: str | None = None) -> bool:
         """Interrupt the running prompt(s); with a prompt_id only that prompt, if it is running."""
-        running = self.state.store.running_items
-        if not running or (prompt_id is not None and prompt_id not in running):
+        running = self.queue.running()
+        if not running or (prompt_id is not None and not self.queue.is_running(prompt_id)):
             return False
         return self.backend.interrupt(prompt_id)
 
@@ -90,40 +91,31 @@ class PromptWorker:
         by itself)."""
         self._free_flags["unload_models"] = self._free_flags.get("unload_models", False) or unload_models
         self._free_flags["free_memory"] = self._free_flags.get("free_memory", False) or free_memory
-        self.wake.set()
-
-    def forget(self, prompt_ids: list[str]) -> None:
-        for pid in prompt_ids:
-            self.workflows.pop(pid, None)
-            self.sensitive.pop(pid, None)
+        self.queue.wake.set()
 
     # --- the loop ------------------------------------------------------------------------------------------------
 
     async def _run_forever(self) -> None:
-        store = self.state.store
+        wake = self.queue.wake
         while not self._stopping:
-            self.wake.clear()
+            wake.clear()
             if not self._running or self.backend.free_while_running:
                 await self._apply_free()
-            for item in store.pending_sorted():
-                if self._stopping or item.prompt_id not in store.pending:
-                    break  # deleted meanwhile: look again from the top
-                slot = self.backend.reserve(item.prompt)
-                if slot is None:
-                    break  # in queue order: the first prompt that cannot start holds the ones behind it
-                await store.mark_running(item)
-                task = asyncio.create_task(self._run_guarded(item, slot), name=f"nodegraph-prompt-{item.prompt_id}")
-                self._running[item.prompt_id] = task
-            await self.wake.wait()
+            # In queue order: the first job that gets no slot holds the ones behind it.
+            while not self._stopping and (taken := await self.queue.take(self.backend.reserve)) is not None:
+                job, slot = taken
+                task = asyncio.create_task(self._run_guarded(job, slot), name=f"nodegraph-prompt-{job.prompt_id}")
+                self._running[job.prompt_id] = task
+            await wake.wait()
 
-    async def _run_guarded(self, item: QueueItem, slot: Any) -> None:
+    async def _run_guarded(self, job: Job, slot: Any) -> None:
         try:
-            await self._run_one(item, slot)
+            await self._run_one(job, slot)
         except Exception:  # the worker must survive anything a prompt does
-            log.exception("prompt %s: recording failed", item.prompt_id)
+            log.exception("prompt %s: recording failed", job.prompt_id)
         finally:
-            self._running.pop(item.prompt_id, None)
-            self.wake.set()
+            self._running.pop(job.prompt_id, None)
+            self.queue.wake.set()
 
     async def _apply_free(self) -> None:
         if not self._free_flags:
@@ -131,21 +123,17 @@ class PromptWorker:
         flags, self._free_flags = self._free_flags, {}
         await self.backend.free(flags.get("unload_models", False), flags.get("free_memory", False))
 
-    async def _run_one(self, item: QueueItem, slot: Any) -> None:
-        state = self.state
-        pid = item.prompt_id
-        target = item.extra_data.get("client_id") or None
-        extra_data = {**item.extra_data, **self.sensitive.pop(pid, {})}
+    async def _run_one(self, job: Job, slot: Any) -> None:
+        pid = job.prompt_id
         # The preview method this run uses: the prompt's own request, else the server's --preview-method.
-        extra_data["preview_method"] = preview_method_of(extra_data, state.config.preview_method)
-        workflow = self.workflows.pop(pid, None)
-        pipeline = _EventPipeline(self, pid, target)
+        job.preview_method = preview_method_of(job.extra_data, self.config.preview_method)
+        pipeline = _EventPipeline(self, job)
         pipeline.start()
         handed_over = False  # the backend releases the slot once it runs the prompt; before that, we do
         try:
-            if workflow is None:
-                workflow = await self._revalidate(item, pipeline)
-            if workflow is None:
+            if job.workflow is None:
+                job.workflow = await self._revalidate(job, pipeline)
+            if job.workflow is None:
                 result_status, outputs, timings = "error", {}, {}
                 error = pipeline.last_error
             else:
@@ -156,15 +144,14 @@ class PromptWorker:
                     result = RunResult(pid, "interrupted", error={"node_id": None, "node_type": None, "executed": []})
                     pipeline.on_event("execution_interrupted", {"prompt_id": pid, **result.error})
                 else:
-                    result = await self.backend.run(Job(pid, workflow, extra_data), pipeline.on_event, slot)
+                    result = await self.backend.run(job, pipeline.on_event, slot)
                 result_status, outputs, timings, error = result.status, result.outputs, result.timings, result.error
                 if imports:
                     timings = {"imports": imports, **timings}
         except Exception as exc:
             log.exception("prompt %s: the executor failed", pid)
             error = _failure(pid, exc, "the executor failed")
-            node = self.current_nodes.get(pid)  # name the node whose output or display failed
-            error["node_id"], error["node_type"] = node, self._node_type(item, node)
+            error["node_id"], error["node_type"] = job.node, job.node_type  # the node whose output or display failed
             pipeline.on_event("execution_error", error)
             result_status, outputs, timings = "error", {}, {}
         if not handed_over:
@@ -178,26 +165,25 @@ class PromptWorker:
             timings={nid: round(seconds, 6) for nid, seconds in timings.items()},
             error=error,
         )
-        await state.store.finish(item, done)
-        self.current_nodes.pop(pid, None)
-        state.hub.send("executing", {"node": None, "prompt_id": pid}, target)
-        state.broadcast_status()
+        await self.queue.finish(job, done)
+        self.hub.send("executing", {"node": None, "prompt_id": pid}, job.client)
+        self.broadcast_status()
 
     async def _wait_for_imports(self) -> float:
         """Seconds this prompt waited for the background import of torch & co. (nodegraph/warmup.py), so that
         the wait is reported as `imports` rather than inside the first model node's time."""
-        warmup = self.state.warmup
+        warmup = self.warmup
         started = time.perf_counter()
         # Polled: a thread blocked in wait() would hold the server's exit; a stop ends the wait.
         while warmup.state == "importing" and not self._stopping:
             await asyncio.sleep(0.05)
         return time.perf_counter() - started if warmup.state == "done" and time.perf_counter() > started + 0.01 else 0.0
 
-    async def _revalidate(self, item: QueueItem, pipeline: _EventPipeline) -> Workflow | None:
+    async def _revalidate(self, job: Job, pipeline: _EventPipeline) -> Workflow | None:
         """A prompt queued before a restart: validate again (models or inputs may have changed meanwhile)."""
-        state = self.state
+        item = job.item
         result = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: validate_prompt(item.prompt, state.registry, state.folders, item.outputs_to_execute)
+            None, lambda: validate_prompt(item.prompt, self.registry, self.folders, item.outputs_to_execute)
         )
         if result.ok and result.workflow is not None:
             return result.workflow
@@ -221,11 +207,12 @@ def _failure(prompt_id: str, exc: BaseException | None, message: str) -> dict[st
 class _EventPipeline:
     """Engine events of one prompt -> websocket messages, in order; keeps the history's status messages."""
 
-    def __init__(self, worker: PromptWorker, prompt_id: str, target: str | None):
+    def __init__(self, worker: PromptWorker, job: Job):
         self.worker = worker
-        self.hub = worker.state.hub
-        self.prompt_id = prompt_id
-        self.target = target
+        self.hub = worker.hub
+        self.job = job
+        self.prompt_id = job.prompt_id
+        self.target = job.client
         self.queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
         self.history_messages: list[list[Any]] = []
         self.last_error: dict[str, Any] | None = None
@@ -267,14 +254,14 @@ class _EventPipeline:
         if event == "preview":
             jpeg = data.get("jpeg")  # a remote worker encodes its previews before sending them
             if jpeg is None:
-                size = self.worker.state.config.preview_size
+                size = self.worker.config.preview_size
                 jpeg = await asyncio.get_running_loop().run_in_executor(None, encode_preview, data["image"], size)
             hub.send_preview(Preview(jpeg, preview_metadata(self.prompt_id, data["node"])), target)
             return
         if event == "executing":
             self._finish_running("finished")
             self.running = data["node"]
-            self.worker.current_nodes[self.prompt_id] = data["node"]
+            self.job.node = data["node"]
             hub.send(event, data, target)
             self._set_state(data["node"], "running", 0, 1)
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nodegraph.engine import MAX_RESOLUTION, Boolean, Combo, Float, Input, Int, Node, NodeResult, Output, String
+from nodegraph.engine import MAX_RESOLUTION, Boolean, Combo, Float, Input, Int, Node, Output
 from nodegraph.engine.limits import check_image_size, image_pixel_budget
 
 SCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
@@ -20,13 +20,6 @@ def _fits(node: Node, width: int, height: int, batch: int, what: str = "the imag
     """Refuse, before allocating, images over the pixel budget (`--max-image-pixels`, batch counted as frames)."""
     env = getattr(getattr(node, "context", None), "env", None)
     check_image_size(width, height, batch, image_pixel_budget(env), what)
-
-
-def _resize(image: Any, width: int, height: int, method: str, crop: str = "disabled") -> Any:
-    """Resize an IMAGE [B, H, W, C] to width x height (ComfyUI's common_upscale on channels-first)."""
-    from ..diffusion.image_ops import resize_nchw
-
-    return resize_nchw(image.movedim(-1, 1), max(1, width), max(1, height), method, crop).movedim(1, -1)
 
 
 class ImageScaleBy(Node):
@@ -40,9 +33,11 @@ class ImageScaleBy(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, image: Any, upscale_method: str, scale_by: float) -> tuple[Any]:
+        from ..diffusion.image_ops import resize_images
+
         h, w = image.shape[1:3]
         _fits(self, round(w * scale_by), round(h * scale_by), image.shape[0], "the scaled images")
-        return (_resize(image, round(w * scale_by), round(h * scale_by), upscale_method),)
+        return (resize_images(image, round(w * scale_by), round(h * scale_by), upscale_method),)
 
 
 class ImageScaleToTotalPixels(Node):
@@ -56,10 +51,12 @@ class ImageScaleToTotalPixels(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, image: Any, upscale_method: str, megapixels: float) -> tuple[Any]:
+        from ..diffusion.image_ops import resize_images
+
         h, w = image.shape[1:3]
         factor = math.sqrt(int(megapixels * 1024 * 1024) / (w * h))
         _fits(self, round(w * factor), round(h * factor), image.shape[0], "the scaled images")
-        return (_resize(image, round(w * factor), round(h * factor), upscale_method),)
+        return (resize_images(image, round(w * factor), round(h * factor), upscale_method),)
 
 
 class ImageScaleToMaxDimension(Node):
@@ -74,6 +71,8 @@ class ImageScaleToMaxDimension(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, image: Any, upscale_method: str, largest_size: int) -> tuple[Any]:
+        from ..diffusion.image_ops import resize_images
+
         h, w = image.shape[1:3]
         if h > w:
             w, h = round(w / h * largest_size), largest_size
@@ -82,7 +81,7 @@ class ImageScaleToMaxDimension(Node):
         else:
             w = h = largest_size
         _fits(self, w, h, image.shape[0], "the scaled images")
-        return (_resize(image, w, h, upscale_method),)
+        return (resize_images(image, w, h, upscale_method),)
 
 
 class ImageInvert(Node):
@@ -109,8 +108,10 @@ class ImageBatch(Node):
     def execute(self, image1: Any, image2: Any) -> tuple[Any]:
         import torch
 
+        from ..diffusion.image_ops import resize_images
+
         if image1.shape[1:] != image2.shape[1:]:
-            image2 = _resize(image2, image1.shape[2], image1.shape[1], "bilinear", "center")
+            image2 = resize_images(image2, image1.shape[2], image1.shape[1], "bilinear", "center")
         return (torch.cat((image1, image2), dim=0),)
 
 
@@ -197,41 +198,6 @@ class ImageRotate(Node):
         return (torch.rot90(image, k=quarter_turns(rotation), dims=[2, 1]),)
 
 
-def composite(destination: Any, source: Any, x: int, y: int, mask: Any, multiplier: int, resize_source: bool):
-    """Paste `source` [B, C, h, w] into a copy of `destination` [B, C, H, W] at (x, y) / multiplier, weighted by
-    `mask` (resized bilinearly to the source; 1 = source). The paste is cut at the destination's border.
-    Batches of source and mask are repeated to the destination's batch size (ComfyUI's composite)."""
-    import torch
-    import torch.nn.functional as F
-
-    destination = destination.clone()
-    if resize_source:
-        source = F.interpolate(source, size=destination.shape[2:], mode="bilinear")
-    source = _repeat_to(source, destination.shape[0])
-    left, top = x // multiplier, y // multiplier
-    if mask is None:
-        mask = torch.ones_like(source)
-    else:
-        mask = F.interpolate(mask.reshape(-1, 1, *mask.shape[-2:]).float(), size=source.shape[2:], mode="bilinear")
-        mask = _repeat_to(mask, source.shape[0])
-    visible_h = max(0, min(source.shape[2], destination.shape[2] - top))
-    visible_w = max(0, min(source.shape[3], destination.shape[3] - left))
-    mask = mask[:, :, :visible_h, :visible_w]
-    region = destination[:, :, top:top + visible_h, left:left + visible_w]
-    destination[:, :, top:top + visible_h, left:left + visible_w] = (
-        mask * source[:, :, :visible_h, :visible_w] + (1 - mask) * region
-    )
-    return destination
-
-
-def _repeat_to(t: Any, batch: int) -> Any:
-    if t.shape[0] == batch:
-        return t
-    if t.shape[0] > batch:
-        return t[:batch]
-    return t.repeat(math.ceil(batch / t.shape[0]), *([1] * (t.ndim - 1)))[:batch]
-
-
 class ImageCompositeMasked(Node):
     """Paste `source` onto `destination` at (x, y), through an optional mask (1 = source)."""
 
@@ -245,33 +211,10 @@ class ImageCompositeMasked(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, destination, source, x, y, resize_source, mask=None) -> tuple[Any]:
+        from ..diffusion.image_ops import composite
+
         out = composite(destination.movedim(-1, 1), source.movedim(-1, 1), x, y, mask, 1, resize_source)
         return (out.movedim(1, -1),)
-
-
-def _soft_light_g(x: Any) -> Any:
-    import torch
-
-    return torch.where(x <= 0.25, ((16 * x - 12) * x + 4) * x, torch.sqrt(x))
-
-
-def blend(a: Any, b: Any, mode: str) -> Any:
-    """The blend modes of ImageBlend (a: base, b: layer)."""
-    import torch
-
-    if mode == "normal":
-        return b
-    if mode == "multiply":
-        return a * b
-    if mode == "screen":
-        return 1 - (1 - a) * (1 - b)
-    if mode == "overlay":
-        return torch.where(a <= 0.5, 2 * a * b, 1 - 2 * (1 - a) * (1 - b))
-    if mode == "soft_light":
-        return torch.where(b <= 0.5, a - (1 - 2 * b) * a * (1 - a), a + (2 * b - 1) * (_soft_light_g(a) - a))
-    if mode == "difference":
-        return a - b
-    raise ValueError(f"blend_mode {mode!r} is not one of normal, multiply, screen, overlay, soft_light, difference")
 
 
 class ImageBlend(Node):
@@ -286,30 +229,12 @@ class ImageBlend(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, image1: Any, image2: Any, blend_factor: float, blend_mode: str) -> tuple[Any]:
+        from ..diffusion.image_ops import blend, resize_images
+
         if image1.shape != image2.shape:
-            image2 = _resize(image2, image1.shape[2], image1.shape[1], "bicubic", "center")
+            image2 = resize_images(image2, image1.shape[2], image1.shape[1], "bicubic", "center")
         out = image1 * (1 - blend_factor) + blend(image1, image2, blend_mode) * blend_factor
         return (out.clamp(0, 1),)
-
-
-def gaussian_kernel(size: int, sigma: float) -> Any:
-    """ComfyUI's blur kernel: a Gaussian over a size x size grid spanning -1..1 (not pixel units), normalised."""
-    import torch
-
-    axis = torch.linspace(-1, 1, size)
-    y, x = torch.meshgrid(axis, axis, indexing="ij")
-    g = torch.exp(-(x * x + y * y) / (2.0 * sigma * sigma))
-    return g / g.sum()
-
-
-def _filter(image: Any, kernel: Any, radius: int) -> Any:
-    """Convolve each channel of an IMAGE with `kernel`, reflecting the border."""
-    import torch.nn.functional as F
-
-    channels = image.shape[-1]
-    x = F.pad(image.movedim(-1, 1), (radius, radius, radius, radius), mode="reflect")
-    weight = kernel.to(x.dtype).expand(channels, 1, *kernel.shape)
-    return F.conv2d(x, weight, groups=channels).movedim(1, -1)
 
 
 class ImageBlur(Node):
@@ -322,7 +247,9 @@ class ImageBlur(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, image: Any, blur_radius: int, sigma: float) -> tuple[Any]:
-        return (_filter(image, gaussian_kernel(2 * blur_radius + 1, sigma), blur_radius),)
+        from ..diffusion.image_ops import filter_channels, gaussian_kernel
+
+        return (filter_channels(image, gaussian_kernel(2 * blur_radius + 1, sigma), blur_radius),)
 
 
 class ImageSharpen(Node):
@@ -336,10 +263,12 @@ class ImageSharpen(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, image: Any, sharpen_radius: int, sigma: float, alpha: float) -> tuple[Any]:
+        from ..diffusion.image_ops import filter_channels, gaussian_kernel
+
         size = 2 * sharpen_radius + 1
         kernel = gaussian_kernel(size, sigma) * -(alpha * 10)
         kernel[size // 2, size // 2] += 1.0 - kernel.sum()  # the kernel sums to 1: flat areas stay as they are
-        return (_filter(image, kernel, sharpen_radius).clamp(0, 1),)
+        return (filter_channels(image, kernel, sharpen_radius).clamp(0, 1),)
 
 
 class ImageQuantize(Node):
@@ -354,45 +283,13 @@ class ImageQuantize(Node):
     def execute(self, image: Any, colors: int, dither: str) -> tuple[Any]:
         import torch
 
-        from ..diffusion.image_ops import pil_to_tensor, to_pil
+        from ..diffusion.image_ops import pil_to_tensor, quantize, to_pil
 
         out = []
         for frame in image:
             picture = to_pil(frame[..., :3]).convert("RGB")
             out.append(pil_to_tensor(quantize(picture, colors, dither)))
         return (torch.stack(out),)
-
-
-def quantize(picture: Any, colors: int, dither: str) -> Any:
-    """A PIL RGB picture reduced to a `colors`-colour palette computed from itself."""
-    import numpy as np
-    from PIL import Image
-
-    palette = picture.quantize(colors=colors)  # the palette; quantizing against it applies the dither choice
-    if dither == "none":
-        return picture.quantize(palette=palette, dither=Image.Dither.NONE).convert("RGB")
-    if dither == "floyd-steinberg":
-        return picture.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).convert("RGB")
-    order = int(dither.split("-")[1])
-    # ordered dithering: add a tiled, normalised Bayer threshold matrix scaled to the palette's spacing
-    spread = 2 * 256 / (len(palette.getpalette()) // 3)
-    matrix = _bayer(int(math.log2(order))) * spread + 0.5
-    pixels = np.asarray(picture, dtype=np.float32)
-    h, w = pixels.shape[:2]
-    tiled = np.tile(matrix, (math.ceil(h / order), math.ceil(w / order)))[:h, :w, None]
-    shifted = Image.fromarray(np.clip(pixels + tiled, 0, 255).astype(np.uint8))
-    return shifted.quantize(palette=palette, dither=Image.Dither.NONE).convert("RGB")
-
-
-def _bayer(n: int) -> Any:
-    """The 2^n x 2^n Bayer matrix, normalised to be centred on 0 (ComfyUI's recursive construction)."""
-    import numpy as np
-
-    if n == 0:
-        return np.zeros((1, 1), np.float32)
-    q = 4**n
-    m = q * _bayer(n - 1)
-    return np.block([[m - 1.5, m + 0.5], [m + 1.5, m - 0.5]]) / q
 
 
 class ImageStitch(Node):
@@ -412,27 +309,29 @@ class ImageStitch(Node):
     def execute(self, image1, direction, match_image_size, spacing_width, spacing_color, image2=None):
         import torch
 
+        from ..diffusion.image_ops import extend_batch, pad_centered, resize_images
+
         if image2 is None:
             return (image1,)
         batch = max(image1.shape[0], image2.shape[0])
-        image1, image2 = (_extend_batch(image1, batch), _extend_batch(image2, batch))
+        image1, image2 = (extend_batch(image1, batch), extend_batch(image2, batch))
         horizontal = direction in ("left", "right")
         (h1, w1), (h2, w2) = image1.shape[1:3], image2.shape[1:3]
         color = {"white": 1.0, "black": 0.0, "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0),
                  "blue": (0.0, 0.0, 1.0)}[spacing_color]
         if match_image_size:
             if horizontal:
-                image2 = _resize(image2, int(h1 * (w2 / h2)), h1, "lanczos")
+                image2 = resize_images(image2, int(h1 * (w2 / h2)), h1, "lanczos")
             else:
-                image2 = _resize(image2, w1, int(w1 / (w2 / h2)), "lanczos")
+                image2 = resize_images(image2, w1, int(w1 / (w2 / h2)), "lanczos")
         else:
             pad = color if isinstance(color, float) else 0.0
             if horizontal and h1 != h2:
                 target = max(h1, h2)
-                image1, image2 = (_pad_centered(image, target, 1, pad) for image in (image1, image2))
+                image1, image2 = (pad_centered(image, target, 1, pad) for image in (image1, image2))
             elif not horizontal and w1 != w2:
                 target = max(w1, w2)
-                image1, image2 = (_pad_centered(image, target, 2, pad) for image in (image1, image2))
+                image1, image2 = (pad_centered(image, target, 2, pad) for image in (image1, image2))
         channels = max(image1.shape[-1], image2.shape[-1])
         image1, image2 = (
             torch.cat([im, im.new_ones(*im.shape[:-1], channels - im.shape[-1])], dim=-1) for im in (image1, image2)
@@ -452,26 +351,6 @@ class ImageStitch(Node):
                 spacer[..., 3] = 1.0
             parts.insert(1, spacer)
         return (torch.cat(parts, dim=2 if horizontal else 1),)
-
-
-def _extend_batch(image: Any, batch: int) -> Any:
-    """Repeat the last image until the batch has `batch` images."""
-    import torch
-
-    if image.shape[0] >= batch:
-        return image
-    return torch.cat([image, image[-1:].repeat(batch - image.shape[0], 1, 1, 1)])
-
-
-def _pad_centered(image: Any, size: int, dim: int, value: float) -> Any:
-    import torch.nn.functional as F
-
-    missing = size - image.shape[dim]
-    if missing <= 0:
-        return image
-    before, after = missing // 2, missing - missing // 2
-    pad = (0, 0, 0, 0, before, after) if dim == 1 else (0, 0, before, after)
-    return F.pad(image, pad, mode="constant", value=value)
 
 
 class GetImageSize(Node):

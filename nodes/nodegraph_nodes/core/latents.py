@@ -6,15 +6,13 @@ with new samples so cached upstream values are never changed. Inputs and semanti
 """
 from __future__ import annotations
 
-import hashlib
-import math
 from typing import Any
 
 from nodegraph.engine import MAX_RESOLUTION, Boolean, Combo, Float, Input, Int, Node, NodeResult, Output, String
-from nodegraph.engine import UnsafePath
 
-from .images import ROTATIONS, composite, quarter_turns
-from .outputs import _check_prefix, next_path
+from .images import ROTATIONS, quarter_turns
+from .files import input_file, input_fingerprint, output_prefix_problem
+from .outputs import next_path
 
 
 def _latent(step: int = 8, default: int = 0, minimum: int = 0) -> Int:
@@ -23,21 +21,6 @@ def _latent(step: int = 8, default: int = 0, minimum: int = 0) -> Int:
 
 def _copy(samples: dict[str, Any], x: Any) -> dict[str, Any]:
     return {**samples, "samples": x}
-
-
-def _resize(x: Any, width: int, height: int, method: str, crop: str) -> Any:
-    from ..diffusion.image_ops import resize_nchw
-
-    return resize_nchw(x, width, height, method, crop)
-
-
-def reshape_latent_to(shape: Any, latent: Any, repeat_batch: bool = True) -> Any:
-    """`latent` resized (bilinear, center crop) to the spatial size of `shape`, its batch repeated to shape[0]."""
-    if latent.shape[1:] != tuple(shape[1:]):
-        latent = _resize(latent, shape[3], shape[2], "bilinear", "center")
-    if repeat_batch and latent.shape[0] != shape[0]:
-        latent = latent.repeat(math.ceil(shape[0] / latent.shape[0]), 1, 1, 1)[: shape[0]]
-    return latent
 
 
 class LatentComposite(Node):
@@ -92,6 +75,8 @@ class LatentCompositeMasked(Node):
     outputs = (Output("LATENT"),)
 
     def execute(self, destination, source, x, y, resize_source, mask=None) -> tuple[dict[str, Any]]:
+        from ..diffusion.image_ops import composite
+
         out = composite(destination["samples"], source["samples"], x, y, mask, 8, resize_source)
         return (_copy(destination, out),)
 
@@ -108,16 +93,12 @@ class LatentBlend(Node):
     outputs = (Output("LATENT"),)
 
     def execute(self, samples1, samples2, blend_factor) -> tuple[dict[str, Any]]:
+        from ..diffusion.image_ops import resize_nchw
+
         a, b = samples1["samples"], samples2["samples"]
         if a.shape != b.shape:
-            b = _resize(b, a.shape[3], a.shape[2], "bicubic", "center")
+            b = resize_nchw(b, a.shape[3], a.shape[2], "bicubic", "center")
         return (_copy(samples1, a * blend_factor + b * (1 - blend_factor)),)
-
-
-def _repeat_masks(masks: Any, batch: int) -> Any:
-    if masks.shape[0] < batch:
-        masks = masks.repeat(math.ceil(batch / masks.shape[0]), 1, 1, 1)[:batch]
-    return masks
 
 
 class LatentFromBatch(Node):
@@ -131,6 +112,8 @@ class LatentFromBatch(Node):
     outputs = (Output("LATENT"),)
 
     def execute(self, samples, batch_index, length) -> tuple[dict[str, Any]]:
+        from ..diffusion.image_ops import repeat_to_batch
+
         x = samples["samples"]
         start = min(x.shape[0] - 1, batch_index)
         length = min(x.shape[0] - start, length)
@@ -140,7 +123,7 @@ class LatentFromBatch(Node):
             if masks.shape[0] == 1:
                 out["noise_mask"] = masks.clone()
             else:
-                out["noise_mask"] = _repeat_masks(masks, x.shape[0])[start:start + length].clone()
+                out["noise_mask"] = repeat_to_batch(masks, x.shape[0])[start:start + length].clone()
         if "batch_index" in samples:
             out["batch_index"] = list(samples["batch_index"][start:start + length])
         else:
@@ -179,6 +162,8 @@ class LatentBatch(Node):
 
     def execute(self, samples1, samples2) -> tuple[dict[str, Any]]:
         import torch
+
+        from ..diffusion.image_ops import reshape_latent_to
 
         a = samples1["samples"]
         b = reshape_latent_to(a.shape, samples2["samples"], repeat_batch=False)
@@ -247,6 +232,8 @@ class LatentAdd(Node):
     outputs = (Output("LATENT"),)
 
     def execute(self, samples1, samples2) -> tuple[dict[str, Any]]:
+        from ..diffusion.image_ops import reshape_latent_to
+
         a = samples1["samples"]
         return (_copy(samples1, a + reshape_latent_to(a.shape, samples2["samples"])),)
 
@@ -260,6 +247,8 @@ class LatentSubtract(Node):
     outputs = (Output("LATENT"),)
 
     def execute(self, samples1, samples2) -> tuple[dict[str, Any]]:
+        from ..diffusion.image_ops import reshape_latent_to
+
         a = samples1["samples"]
         return (_copy(samples1, a - reshape_latent_to(a.shape, samples2["samples"])),)
 
@@ -288,6 +277,8 @@ class LatentInterpolate(Node):
 
     def execute(self, samples1, samples2, ratio) -> tuple[dict[str, Any]]:
         import torch
+
+        from ..diffusion.image_ops import reshape_latent_to
 
         a = samples1["samples"]
         b = reshape_latent_to(a.shape, samples2["samples"])
@@ -370,7 +361,7 @@ class SaveLatent(Node):
 
     @classmethod
     def check_inputs(cls, env: Any, filename_prefix: str = "latents/ComfyUI", **_: Any) -> dict[str, str] | None:
-        return _check_prefix(env, filename_prefix)
+        return output_prefix_problem(env, filename_prefix)
 
     def execute(self, samples, filename_prefix) -> NodeResult:
         import json
@@ -405,20 +396,11 @@ class LoadLatent(Node):
 
     @classmethod
     def check_inputs(cls, env: Any, latent: str = "", **_: Any) -> dict[str, str] | None:
-        try:
-            path = env.annotated_path(latent)
-        except UnsafePath as exc:
-            return {"latent": str(exc)}
-        if not path.is_file():
-            return {"latent": f"Invalid latent file: {latent!r} is not in the input folder"}
-        return None
+        return input_file(env, "latent", latent, "latent", show_folder=False)[1]
 
     @classmethod
     def fingerprint(cls, env: Any, latent: str = "", **_: Any) -> Any:
-        try:
-            return hashlib.sha256(env.annotated_path(latent).read_bytes()).hexdigest()
-        except (OSError, UnsafePath):
-            return None
+        return input_fingerprint(env, latent)
 
     def execute(self, latent: str) -> tuple[dict[str, Any]]:
         from safetensors import SafetensorError

@@ -12,19 +12,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from nodegraph.engine import Boolean, Combo, Float, Input, Int, Node, NodeResult, String, UnsafePath
-from nodegraph.engine.folders import resolve_inside
+from nodegraph.engine import Boolean, Combo, Float, Input, Int, Node, NodeResult, String
+
+from .files import output_prefix_problem, prefix_folder
 
 WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}
 
 
 def next_path(folder: Path, prefix: str, ext: str) -> tuple[Path, dict[str, str]]:
     """A new file `<name>_<counter:05>_.<ext>` for `prefix` (which may hold subfolders) and its UI record."""
-    subfolder, _, name = prefix.replace("\\", "/").rpartition("/")
-    target = resolve_inside(folder, subfolder) if subfolder else Path(folder).resolve()
-    if not name:
-        raise ValueError(f"filename_prefix {prefix!r} has no file name part")
-    target.mkdir(parents=True, exist_ok=True)
+    target, subfolder, name = prefix_folder(folder, prefix)
     pattern = re.compile(re.escape(name) + r"_(\d{5,})_?\.")
     used = [int(m.group(1)) for p in target.iterdir() if (m := pattern.match(p.name))]
     counter = max(used, default=0) + 1
@@ -47,16 +44,6 @@ def _frames(images: Any) -> list[Any]:
     return [to_pil(image) for image in images]
 
 
-def _check_prefix(env: Any, filename_prefix: str) -> dict[str, str] | None:
-    subfolder = filename_prefix.replace("\\", "/").rpartition("/")[0]
-    if subfolder:
-        try:
-            resolve_inside(env.output_dir, subfolder)
-        except UnsafePath as exc:
-            return {"filename_prefix": f"must stay inside the output folder: {exc}"}
-    return None
-
-
 class SaveAnimatedWEBP(Node):
     """Save an image batch as one animated WEBP (a frame per image) in the output folder."""
 
@@ -72,7 +59,7 @@ class SaveAnimatedWEBP(Node):
 
     @classmethod
     def check_inputs(cls, env: Any, filename_prefix: str = "ComfyUI", **_: Any) -> dict[str, str] | None:
-        return _check_prefix(env, filename_prefix)
+        return output_prefix_problem(env, filename_prefix)
 
     def execute(self, images, filename_prefix, fps, lossless, quality, method) -> NodeResult:
         frames = _frames(images)
@@ -103,7 +90,7 @@ class SaveAnimatedPNG(Node):
 
     @classmethod
     def check_inputs(cls, env: Any, filename_prefix: str = "ComfyUI", **_: Any) -> dict[str, str] | None:
-        return _check_prefix(env, filename_prefix)
+        return output_prefix_problem(env, filename_prefix)
 
     def execute(self, images, filename_prefix, fps, compress_level) -> NodeResult:
         from PIL.PngImagePlugin import PngInfo

@@ -1,9 +1,11 @@
-"""Image and latent tensor helpers: loading, PIL conversion, resizing (ComfyUI's methods), center crops.
+"""Image and latent tensor operations: loading, PIL conversion, resizing (ComfyUI's methods), center crops, masks,
+compositing, blending, filters, quantizing, batches, edges. The node modules declare nodes and call these.
 
 IMAGE tensors are float32 [B, H, W, 3] in 0..1; MASK tensors [B, H, W]; latents [B, C, h, w].
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +192,153 @@ def grow_mask(mask: torch.Tensor, expand: int, tapered_corners: bool) -> torch.T
             result = view if result is None else reduce(result, view)
         out = result
     return out.clone()
+
+
+def canny_edges(image: torch.Tensor, low_threshold: float, high_threshold: float) -> torch.Tensor:
+    """Canny edges of IMAGE [B, H, W, 3] in 0..1 as an IMAGE of 0/1 with the edges in all three channels.
+
+    The thresholds are ComfyUI's (0..1, on the gradient magnitude of the 0..1 grayscale image with unnormalised
+    3x3 Sobel filters after a 5x5 Gaussian blur of sigma 1, L2 norm), computed with OpenCV: the blurred image's
+    gradients are taken at the 0..255 scale, where those thresholds are 255 times larger, and handed to cv2.Canny,
+    which does the non-maximum suppression and the hysteresis.
+    """
+    import cv2  # here, not at the top: of the image ops only this one needs OpenCV
+
+    out = []
+    for frame in image.detach().float().cpu().numpy():
+        gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) * 255.0
+        blurred = cv2.GaussianBlur(gray, (5, 5), 1.0, borderType=cv2.BORDER_REFLECT)
+        dx, dy = (
+            np.rint(cv2.Sobel(blurred, cv2.CV_32F, ox, oy, ksize=3, borderType=cv2.BORDER_REPLICATE)).astype(np.int16)
+            for ox, oy in ((1, 0), (0, 1))
+        )
+        edges = cv2.Canny(dx, dy, low_threshold * 255.0, high_threshold * 255.0, L2gradient=True)
+        out.append(torch.from_numpy(edges > 0).float())
+    return torch.stack(out)[..., None].repeat(1, 1, 1, 3)
+
+
+def resize_images(image: torch.Tensor, width: int, height: int, method: str, crop: str = "disabled") -> torch.Tensor:
+    """Resize an IMAGE [B, H, W, C] to width x height (at least 1 x 1): resize_nchw on channels-first."""
+    return resize_nchw(image.movedim(-1, 1), max(1, width), max(1, height), method, crop).movedim(1, -1)
+
+
+def repeat_to_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """`t` [B, ...] with exactly `batch` entries: cut when longer, repeated whole (then cut) when shorter."""
+    if t.shape[0] == batch:
+        return t
+    if t.shape[0] > batch:
+        return t[:batch]
+    return t.repeat(math.ceil(batch / t.shape[0]), *([1] * (t.ndim - 1)))[:batch]
+
+
+def reshape_latent_to(shape: torch.Size, latent: torch.Tensor, repeat_batch: bool = True) -> torch.Tensor:
+    """`latent` resized (bilinear, center crop) to the spatial size of `shape`, its batch repeated to shape[0]."""
+    if latent.shape[1:] != tuple(shape[1:]):
+        latent = resize_nchw(latent, shape[3], shape[2], "bilinear", "center")
+    return repeat_to_batch(latent, shape[0]) if repeat_batch else latent
+
+
+def composite(destination: torch.Tensor, source: torch.Tensor, x: int, y: int, mask: torch.Tensor | None,
+              multiplier: int, resize_source: bool) -> torch.Tensor:
+    """Paste `source` [B, C, h, w] into a copy of `destination` [B, C, H, W] at (x, y) / multiplier, weighted by
+    `mask` (resized bilinearly to the source; 1 = source). The paste is cut at the destination's border.
+    Batches of source and mask are repeated to the destination's batch size (ComfyUI's composite)."""
+    destination = destination.clone()
+    if resize_source:
+        source = F.interpolate(source, size=destination.shape[2:], mode="bilinear")
+    source = repeat_to_batch(source, destination.shape[0])
+    left, top = x // multiplier, y // multiplier
+    if mask is None:
+        mask = torch.ones_like(source)
+    else:
+        mask = F.interpolate(mask.reshape(-1, 1, *mask.shape[-2:]).float(), size=source.shape[2:], mode="bilinear")
+        mask = repeat_to_batch(mask, source.shape[0])
+    visible_h = max(0, min(source.shape[2], destination.shape[2] - top))
+    visible_w = max(0, min(source.shape[3], destination.shape[3] - left))
+    mask = mask[:, :, :visible_h, :visible_w]
+    region = destination[:, :, top:top + visible_h, left:left + visible_w]
+    destination[:, :, top:top + visible_h, left:left + visible_w] = (
+        mask * source[:, :, :visible_h, :visible_w] + (1 - mask) * region
+    )
+    return destination
+
+
+def _soft_light_g(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x <= 0.25, ((16 * x - 12) * x + 4) * x, torch.sqrt(x))
+
+
+def blend(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
+    """The blend modes of ImageBlend (a: base, b: layer)."""
+    if mode == "normal":
+        return b
+    if mode == "multiply":
+        return a * b
+    if mode == "screen":
+        return 1 - (1 - a) * (1 - b)
+    if mode == "overlay":
+        return torch.where(a <= 0.5, 2 * a * b, 1 - 2 * (1 - a) * (1 - b))
+    if mode == "soft_light":
+        return torch.where(b <= 0.5, a - (1 - 2 * b) * a * (1 - a), a + (2 * b - 1) * (_soft_light_g(a) - a))
+    if mode == "difference":
+        return a - b
+    raise ValueError(f"blend_mode {mode!r} is not one of normal, multiply, screen, overlay, soft_light, difference")
+
+
+def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
+    """ComfyUI's blur kernel: a Gaussian over a size x size grid spanning -1..1 (not pixel units), normalised."""
+    axis = torch.linspace(-1, 1, size)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    g = torch.exp(-(x * x + y * y) / (2.0 * sigma * sigma))
+    return g / g.sum()
+
+
+def filter_channels(image: torch.Tensor, kernel: torch.Tensor, radius: int) -> torch.Tensor:
+    """Convolve each channel of an IMAGE with `kernel`, reflecting the border."""
+    channels = image.shape[-1]
+    x = F.pad(image.movedim(-1, 1), (radius, radius, radius, radius), mode="reflect")
+    weight = kernel.to(x.dtype).expand(channels, 1, *kernel.shape)
+    return F.conv2d(x, weight, groups=channels).movedim(1, -1)
+
+
+def quantize(picture: Image.Image, colors: int, dither: str) -> Image.Image:
+    """A PIL RGB picture reduced to a `colors`-colour palette computed from itself."""
+    palette = picture.quantize(colors=colors)  # the palette; quantizing against it applies the dither choice
+    if dither == "none":
+        return picture.quantize(palette=palette, dither=Image.Dither.NONE).convert("RGB")
+    if dither == "floyd-steinberg":
+        return picture.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).convert("RGB")
+    order = int(dither.split("-")[1])
+    # ordered dithering: add a tiled, normalised Bayer threshold matrix scaled to the palette's spacing
+    spread = 2 * 256 / (len(palette.getpalette()) // 3)
+    matrix = _bayer(int(math.log2(order))) * spread + 0.5
+    pixels = np.asarray(picture, dtype=np.float32)
+    h, w = pixels.shape[:2]
+    tiled = np.tile(matrix, (math.ceil(h / order), math.ceil(w / order)))[:h, :w, None]
+    shifted = Image.fromarray(np.clip(pixels + tiled, 0, 255).astype(np.uint8))
+    return shifted.quantize(palette=palette, dither=Image.Dither.NONE).convert("RGB")
+
+
+def _bayer(n: int) -> np.ndarray:
+    """The 2^n x 2^n Bayer matrix, normalised to be centred on 0 (ComfyUI's recursive construction)."""
+    if n == 0:
+        return np.zeros((1, 1), np.float32)
+    q = 4**n
+    m = q * _bayer(n - 1)
+    return np.block([[m - 1.5, m + 0.5], [m + 1.5, m - 0.5]]) / q
+
+
+def extend_batch(image: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat the last image until the batch has `batch` images."""
+    if image.shape[0] >= batch:
+        return image
+    return torch.cat([image, image[-1:].repeat(batch - image.shape[0], 1, 1, 1)])
+
+
+def pad_centered(image: torch.Tensor, size: int, dim: int, value: float) -> torch.Tensor:
+    """IMAGE padded with `value` on both sides of `dim` (1: height, 2: width) to `size` (never cut)."""
+    missing = size - image.shape[dim]
+    if missing <= 0:
+        return image
+    before, after = missing // 2, missing - missing // 2
+    pad = (0, 0, 0, 0, before, after) if dim == 1 else (0, 0, before, after)
+    return F.pad(image, pad, mode="constant", value=value)

@@ -106,6 +106,15 @@ def _call(model: Denoiser, x: torch.Tensor, sigma: float, extra_args: dict[str, 
     return model(x, x.new_full((x.shape[0],), sigma), **(extra_args or {}))
 
 
+def _denoise(model: Denoiser, x: torch.Tensor, sigma: float, i: int, extra_args: dict[str, Any] | None,
+             callback: StepCallback | None) -> torch.Tensor:
+    """Step i's first model evaluation, reported to the callback (with x before the update)."""
+    denoised = _call(model, x, sigma, extra_args)
+    if callback is not None:
+        callback(i, x, denoised)
+    return denoised
+
+
 def _lambda_point(sigma: float, sigma_next: float, r: float) -> float:
     """The sigma a fraction r of the way from sigma to sigma_next in lambda = -log sigma, computed in float32 tensor
     arithmetic as ComfyUI does: the Brownian tree is then queried at bit-identical times."""
@@ -140,9 +149,7 @@ def sample_euler(
     eta = 0 is exactly this step in sigma space."""
     s = _floats(sigmas)
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         x = _euler_to(x, denoised, s[i], s[i + 1])
     return x
 
@@ -154,9 +161,7 @@ def sample_heun(
     """Heun's second-order method (Karras et al. 2022, Alg. 1); the last step to sigma = 0 is plain Euler."""
     s = _floats(sigmas)
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         d = (x - denoised) / s[i]
         x_next = x + d * (s[i + 1] - s[i])
         if s[i + 1] > 0:
@@ -184,9 +189,7 @@ def sample_dpm_2(
     """DPM-Solver-2 (Lu et al. 2022) in the Karras et al. formulation: a midpoint method in log sigma."""
     s = _floats(sigmas)
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         x = _dpm2_step(model, x, denoised, s[i], s[i + 1], extra_args)
     return x
 
@@ -206,9 +209,7 @@ def sample_lms(
     s = _floats(sigmas)
     slopes: list[torch.Tensor] = []
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         slopes.append((x - denoised) / s[i])
         del slopes[:-order]
         n = len(slopes)
@@ -236,9 +237,7 @@ def sample_dpmpp_2m(
     s = _floats(sigmas)
     previous: torch.Tensor | None = None
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         if s[i + 1] == 0:
             x = denoised
         else:
@@ -272,9 +271,7 @@ def sample_euler_ancestral(
     noise_sampler = noise_sampler or _global_noise(x)
     s = _floats(sigmas)
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         sigma_down, sigma_up = ancestral_step(s[i], s[i + 1], eta)
         x = _euler_to(x, denoised, s[i], sigma_down)
         if s[i + 1] > 0:
@@ -298,9 +295,7 @@ def sample_dpm_2_ancestral(
     noise_sampler = noise_sampler or _global_noise(x)
     s = _floats(sigmas)
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         sigma_down, sigma_up = ancestral_step(s[i], s[i + 1], eta)
         x = _dpm2_step(model, x, denoised, s[i], sigma_down, extra_args)
         if sigma_down > 0:
@@ -324,9 +319,7 @@ def sample_dpmpp_2s_ancestral(
     noise_sampler = noise_sampler or _global_noise(x)
     s = _floats(sigmas)
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         sigma_down, sigma_up = ancestral_step(s[i], s[i + 1], eta)
         if sigma_down == 0:
             x = _euler_to(x, denoised, s[i], 0.0)
@@ -358,9 +351,7 @@ def sample_dpmpp_sde(
     noise_sampler = noise_sampler or _global_noise(x)
     s = _floats(sigmas)
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         if s[i + 1] == 0:
             x = _euler_to(x, denoised, s[i], 0.0)
             continue
@@ -402,9 +393,7 @@ def sample_dpmpp_2m_sde(
     previous: torch.Tensor | None = None
     h_last = 0.0
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         if s[i + 1] == 0:
             x = denoised
         else:
@@ -440,9 +429,7 @@ def sample_dpmpp_3m_sde(
     s = _floats(sigmas)
     history: list[tuple[torch.Tensor, float]] = []  # (denoised, h) of the previous steps, newest first
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         if s[i + 1] == 0:
             x = denoised
             continue
@@ -484,9 +471,7 @@ def sample_ddpm(
     noise_sampler = noise_sampler or _global_noise(x)
     s = _floats(sigmas)
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         sigma, sigma_next = s[i], s[i + 1]
         abar, abar_next = 1 / (1 + sigma**2), 1 / (1 + sigma_next**2)
         alpha = abar / abar_next
@@ -515,9 +500,7 @@ def sample_lcm(
     noise_sampler = noise_sampler or _global_noise(x)
     s = _floats(sigmas)
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         x = denoised
         if s[i + 1] > 0:
             x = x + noise_sampler(s[i], s[i + 1]) * s[i + 1]

@@ -28,6 +28,15 @@ def call_with_uncond(model: Denoiser, x: torch.Tensor, sigma: float, extra_args)
     return denoised, uncond
 
 
+def denoise_with_uncond(model: Denoiser, x: torch.Tensor, sigma: float, i: int, extra_args,
+                        callback: StepCallback | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step i's first evaluation as (guided x0, unconditional x0), the guided one reported to the callback."""
+    denoised, uncond = call_with_uncond(model, x, sigma, extra_args)
+    if callback is not None:
+        callback(i, x, denoised)
+    return denoised, uncond
+
+
 @torch.no_grad()
 def sample_euler_ancestral_cfg_pp(
     model: Denoiser,
@@ -44,9 +53,7 @@ def sample_euler_ancestral_cfg_pp(
     noise_sampler = noise_sampler or _global_noise(x)
     s = _floats(sigmas)
     for i in range(len(s) - 1):
-        denoised, uncond = call_with_uncond(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised, uncond = denoise_with_uncond(model, x, s[i], i, extra_args, callback)
         if s[i + 1] == 0:
             x = denoised
             continue
@@ -81,10 +88,8 @@ def sample_dpmpp_2s_ancestral_cfg_pp(
     noise_sampler = noise_sampler or _global_noise(x)
     s = _floats(sigmas)
     for i in range(len(s) - 1):
-        denoised, uncond = call_with_uncond(model, x, s[i], extra_args)
+        denoised, uncond = denoise_with_uncond(model, x, s[i], i, extra_args, callback)
         guidance = denoised - uncond
-        if callback is not None:
-            callback(i, x, denoised)
         sigma_down, sigma_up = ancestral_step(s[i], s[i + 1], eta)
         if sigma_down == 0:
             x = uncond
@@ -108,9 +113,7 @@ def sample_dpmpp_2m_cfg_pp(
     s = _floats(sigmas)
     old_uncond: torch.Tensor | None = None
     for i in range(len(s) - 1):
-        denoised, uncond = call_with_uncond(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised, uncond = denoise_with_uncond(model, x, s[i], i, extra_args, callback)
         ratio = s[i + 1] / s[i]  # e^-h, h = lambda_next - lambda
         mix = -ratio * uncond
         if old_uncond is not None and s[i + 1] > 0:

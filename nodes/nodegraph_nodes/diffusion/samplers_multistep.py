@@ -5,12 +5,15 @@ and the gradient-estimation sampler. Same call shape and callbacks as `samplers`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from .samplers import Denoiser, NoiseSampler, StepCallback, _call, _euler_to, _floats, _global_noise, ancestral_step
-from .samplers_cfgpp import call_with_uncond
+from .samplers import (
+    Denoiser, NoiseSampler, StepCallback, _call, _denoise, _euler_to, _floats, _global_noise, ancestral_step,
+)
+from .samplers_cfgpp import denoise_with_uncond
 
 
 @torch.no_grad()
@@ -23,9 +26,7 @@ def sample_heunpp2(
     s = _floats(sigmas)
     end = s[-1]
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         d = (x - denoised) / s[i]
         dt = s[i + 1] - s[i]
         if s[i + 1] == end:
@@ -61,17 +62,22 @@ def sample_ipndm(
     """iPNDM (Zhang & Chen 2023, "Fast sampling of diffusion models with exponential integrator"): Adams-Bashforth
     with the fixed equal-step weights, the order ramping up from Euler over the first steps; the step to sigma = 0
     jumps to the prediction."""
+    return _adams_bashforth(model, x, sigmas, extra_args, callback, max_order, lambda s, i, order: _AB_WEIGHTS[order])
+
+
+def _adams_bashforth(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args, callback: StepCallback | None,
+                     max_order: int, weights_for: Callable[[list[float], int, int], tuple[float, ...]]) -> torch.Tensor:
+    """The iPNDM loop: slope d = (x - x0) / sigma, then x + (weighted newest-first slopes) * step, the weights of
+    order min(max_order, i + 1) from `weights_for(sigmas, i, order)`; the step to sigma = 0 jumps to x0."""
     s = _floats(sigmas)
     slopes: list[torch.Tensor] = []  # previous slopes, newest last, at most max_order - 1
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         d = (x - denoised) / s[i]
         if s[i + 1] == 0:
             x_next = denoised
         else:
-            weights = _AB_WEIGHTS[min(max_order, i + 1)]
+            weights = weights_for(s, i, min(max_order, i + 1))
             history = [d] + slopes[::-1]
             x_next = x + sum(w * h for w, h in zip(weights, history)) * (s[i + 1] - s[i])
         slopes = (slopes + [d])[-(max_order - 1):] if max_order > 1 else []
@@ -116,22 +122,7 @@ def sample_ipndm_v(
 ) -> torch.Tensor:
     """iPNDM with variable-step weights (iPNDM-v): the Adams-Bashforth weights recomputed from the actual sigma
     steps, so it keeps its order on non-uniform schedules."""
-    s = _floats(sigmas)
-    slopes: list[torch.Tensor] = []
-    for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
-        d = (x - denoised) / s[i]
-        if s[i + 1] == 0:
-            x_next = denoised
-        else:
-            weights = _ipndm_v_weights(s, i, min(max_order, i + 1))
-            history = [d] + slopes[::-1]
-            x_next = x + sum(w * h for w, h in zip(weights, history)) * (s[i + 1] - s[i])
-        slopes = (slopes + [d])[-(max_order - 1):] if max_order > 1 else []
-        x = x_next
-    return x
+    return _adams_bashforth(model, x, sigmas, extra_args, callback, max_order, _ipndm_v_weights)
 
 
 def _phi1(t: float) -> float:
@@ -165,11 +156,9 @@ def _res_multistep(
     old_sigma_down = 0.0
     for i in range(len(s) - 1):
         if cfg_pp:
-            denoised, uncond = call_with_uncond(model, x, s[i], extra_args)
+            denoised, uncond = denoise_with_uncond(model, x, s[i], i, extra_args, callback)
         else:
-            denoised = uncond = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+            denoised = uncond = _denoise(model, x, s[i], i, extra_args, callback)
         sigma_down, sigma_up = ancestral_step(s[i], s[i + 1], eta)
         if sigma_down == 0 or old_denoised is None:
             if cfg_pp:
@@ -234,12 +223,10 @@ def sample_gradient_estimation(
     old_d: torch.Tensor | None = None
     for i in range(len(s) - 1):
         if cfg_pp:
-            denoised, uncond = call_with_uncond(model, x, s[i], extra_args)
+            denoised, uncond = denoise_with_uncond(model, x, s[i], i, extra_args, callback)
         else:
-            denoised = uncond = _call(model, x, s[i], extra_args)
+            denoised = uncond = _denoise(model, x, s[i], i, extra_args, callback)
         d = (x - uncond) / s[i]
-        if callback is not None:
-            callback(i, x, denoised)
         dt = s[i + 1] - s[i]
         if s[i + 1] == 0:
             x = denoised
@@ -318,9 +305,7 @@ def sample_deis(
     weights = deis_coefficients(s, max_order)
     slopes: list[torch.Tensor] = []
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         d = (x - denoised) / s[i]
         order = 1 if s[i + 1] <= 0 else min(max_order, i + 1)
         if order == 1:

@@ -14,7 +14,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from .samplers import Denoiser, NoiseSampler, StepCallback, _call, _floats, _global_noise
+from .samplers import Denoiser, NoiseSampler, StepCallback, _call, _denoise, _floats, _global_noise
 
 ER_SDE_INTEGRATION_POINTS = 200
 
@@ -47,9 +47,7 @@ def sample_er_sde(
     old_denoised_d: torch.Tensor | None = None
     points = np.arange(ER_SDE_INTEGRATION_POINTS, dtype=np.float64)
     for i in range(len(lambdas) - 1):
-        denoised = _call(model, x, lambdas[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, lambdas[i], i, extra_args, callback)
         stage = min(max_stage, i + 1)
         if lambdas[i + 1] == 0:
             x = denoised
@@ -86,6 +84,27 @@ def _h_phi_2(h: float) -> float:
     return (math.expm1(h) - h) / h
 
 
+def _seeds_first_stage(model: Denoiser, x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_1: float,
+                       r: float, h: float, eta: float, s_noise: float, noise_sampler: NoiseSampler | None,
+                       extra_args) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """SEEDS' first stage, exponential Euler-Maruyama from sigma to sigma_1 = lambda + r*h, and the model there:
+    (its prediction, the stage's unit noise or None when no noise is injected)."""
+    h_eta = h * (eta + 1)
+    x_2 = x * (sigma_1 / sigma * math.exp(-r * h * eta)) - denoised * _h_phi_1(-r * h_eta)
+    noise = None
+    if noise_sampler is not None:
+        noise = noise_sampler(sigma, sigma_1) * math.sqrt(-math.expm1(-2 * r * h * eta))
+        x_2 = x_2 + noise * (sigma_1 * s_noise)
+    return _call(model, x_2, sigma_1, extra_args), noise
+
+
+def _chained_noise(noise: torch.Tensor, noise_sampler: NoiseSampler, sigma: float, sigma_next: float,
+                   segment: float) -> torch.Tensor:
+    """The next segment's noise on the same Brownian path: the previous one decayed by e^segment (segment <= 0)
+    plus fresh noise for the rest of the unit variance."""
+    return noise * math.exp(segment) + noise_sampler(sigma, sigma_next) * math.sqrt(-math.expm1(2 * segment))
+
+
 @torch.no_grad()
 def sample_seeds_2(
     model: Denoiser,
@@ -108,25 +127,19 @@ def sample_seeds_2(
     s = _floats(sigmas)
     fac = 1 / (2 * r)
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         if s[i + 1] == 0:
             x = denoised
             continue
         h = math.log(s[i]) - math.log(s[i + 1])
         h_eta = h * (eta + 1)
         sigma_1 = math.exp(-(-math.log(s[i]) + r * h))
-        x_2 = x * (sigma_1 / s[i] * math.exp(-r * h * eta)) - denoised * _h_phi_1(-r * h_eta)
-        if inject:
-            noise = noise_sampler(s[i], sigma_1) * math.sqrt(-math.expm1(-2 * r * h * eta))
-            x_2 = x_2 + noise * (sigma_1 * s_noise)
-        denoised_2 = _call(model, x_2, sigma_1, extra_args)
+        denoised_2, noise = _seeds_first_stage(model, x, denoised, s[i], sigma_1, r, h, eta, s_noise,
+                                               noise_sampler if inject else None, extra_args)
         blended = denoised + (denoised_2 - denoised) * fac
         x = x * (s[i + 1] / s[i] * math.exp(-h * eta)) - blended * _h_phi_1(-h_eta)
         if inject:
-            segment = (r - 1) * h * eta
-            noise = noise * math.exp(segment) + noise_sampler(sigma_1, s[i + 1]) * math.sqrt(-math.expm1(2 * segment))
+            noise = _chained_noise(noise, noise_sampler, sigma_1, s[i + 1], (r - 1) * h * eta)
             x = x + noise * (s[i + 1] * s_noise)
     return x
 
@@ -151,9 +164,7 @@ def sample_seeds_3(
     inject = eta > 0 and s_noise > 0
     s = _floats(sigmas)
     for i in range(len(s) - 1):
-        denoised = _call(model, x, s[i], extra_args)
-        if callback is not None:
-            callback(i, x, denoised)
+        denoised = _denoise(model, x, s[i], i, extra_args, callback)
         if s[i + 1] == 0:
             x = denoised
             continue
@@ -162,18 +173,14 @@ def sample_seeds_3(
         h_eta = h * (eta + 1)
         sigma_1, sigma_2 = math.exp(-(lam + r_1 * h)), math.exp(-(lam + r_2 * h))
 
-        x_2 = x * (sigma_1 / s[i] * math.exp(-r_1 * h * eta)) - denoised * _h_phi_1(-r_1 * h_eta)
-        if inject:
-            noise = noise_sampler(s[i], sigma_1) * math.sqrt(-math.expm1(-2 * r_1 * h * eta))
-            x_2 = x_2 + noise * (sigma_1 * s_noise)
-        denoised_2 = _call(model, x_2, sigma_1, extra_args)
+        denoised_2, noise = _seeds_first_stage(model, x, denoised, s[i], sigma_1, r_1, h, eta, s_noise,
+                                               noise_sampler if inject else None, extra_args)
 
         a32 = r_2 / r_1 * _h_phi_2(-r_2 * h_eta)
         a31 = _h_phi_1(-r_2 * h_eta) - a32
         x_3 = x * (sigma_2 / s[i] * math.exp(-r_2 * h * eta)) - (denoised * a31 + denoised_2 * a32)
         if inject:
-            segment = (r_1 - r_2) * h * eta
-            noise = noise * math.exp(segment) + noise_sampler(sigma_1, sigma_2) * math.sqrt(-math.expm1(2 * segment))
+            noise = _chained_noise(noise, noise_sampler, sigma_1, sigma_2, (r_1 - r_2) * h * eta)
             x_3 = x_3 + noise * (sigma_2 * s_noise)
         denoised_3 = _call(model, x_3, sigma_2, extra_args)
 
@@ -181,8 +188,7 @@ def sample_seeds_3(
         b1 = _h_phi_1(-h_eta) - b3
         x = x * (s[i + 1] / s[i] * math.exp(-h * eta)) - (denoised * b1 + denoised_3 * b3)
         if inject:
-            segment = (r_2 - 1) * h * eta
-            noise = noise * math.exp(segment) + noise_sampler(sigma_2, s[i + 1]) * math.sqrt(-math.expm1(2 * segment))
+            noise = _chained_noise(noise, noise_sampler, sigma_2, s[i + 1], (r_2 - 1) * h * eta)
             x = x + noise * (s[i + 1] * s_noise)
     return x
 
@@ -277,9 +283,7 @@ def sample_sa_solver(
     x_pred, h, tau, noise = x, 0.0, 0.0, None
     predictions: list[torch.Tensor] = []
     for i in range(len(s) - 1):
-        denoised = _call(model, x_pred, s[i], extra_args)
-        if callback is not None:
-            callback(i, x_pred, denoised)
+        denoised = _denoise(model, x_pred, s[i], i, extra_args, callback)
         predictions = (predictions + [denoised])[-max_order:]
         p_order = min(predictor_order, len(predictions))
         c_order = 0 if i == 0 or (s[i + 1] == 0 and not use_pece) else min(corrector_order, len(predictions))

@@ -1,4 +1,5 @@
-"""ControlNet nodes: load a ControlNet, attach it with a hint image to conditioning, and the Canny preprocessor.
+"""ControlNet nodes: load a ControlNet, attach it with a hint image to conditioning, and the Canny preprocessor
+(whose edge detection is `diffusion.image_ops.canny_edges`, shared with the demo ControlNet's training).
 
 A ControlNet rides with the conditioning into the sampler (`Conditioning.with_control`): the sampler runs it on
 each step whose noise level lies in its [start_percent, end_percent] window and adds its residuals to the UNet's.
@@ -90,31 +91,6 @@ class ControlNetApplyAdvanced(Node):
                 map_entries(negative, lambda c: c.with_control(spec)))
 
 
-def canny_edges(image: Any, low_threshold: float, high_threshold: float) -> Any:
-    """Canny edges of IMAGE [B, H, W, 3] in 0..1 as an IMAGE of 0/1 with the edges in all three channels.
-
-    The thresholds are ComfyUI's (0..1, on the gradient magnitude of the 0..1 grayscale image with unnormalised
-    3x3 Sobel filters after a 5x5 Gaussian blur of sigma 1, L2 norm), computed with OpenCV: the blurred image's
-    gradients are taken at the 0..255 scale, where those thresholds are 255 times larger, and handed to cv2.Canny,
-    which does the non-maximum suppression and the hysteresis.
-    """
-    import cv2
-    import numpy as np
-    import torch
-
-    out = []
-    for frame in image.detach().float().cpu().numpy():
-        gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) * 255.0
-        blurred = cv2.GaussianBlur(gray, (5, 5), 1.0, borderType=cv2.BORDER_REFLECT)
-        dx, dy = (
-            np.rint(cv2.Sobel(blurred, cv2.CV_32F, ox, oy, ksize=3, borderType=cv2.BORDER_REPLICATE)).astype(np.int16)
-            for ox, oy in ((1, 0), (0, 1))
-        )
-        edges = cv2.Canny(dx, dy, low_threshold * 255.0, high_threshold * 255.0, L2gradient=True)
-        out.append(torch.from_numpy(edges > 0).float())
-    return torch.stack(out)[..., None].repeat(1, 1, 1, 3)
-
-
 class Canny(Node):
     """Find the edges of an image (the hint for a canny ControlNet): white lines on black. Edges with a gradient
     above high_threshold are kept, and those above low_threshold where they continue a kept edge."""
@@ -127,6 +103,8 @@ class Canny(Node):
     outputs = (Output("IMAGE"),)
 
     def execute(self, image: Any, low_threshold: float, high_threshold: float) -> tuple[Any]:
+        from ..diffusion.image_ops import canny_edges  # torch and OpenCV load when a node runs
+
         return (canny_edges(image, low_threshold, high_threshold),)
 
 

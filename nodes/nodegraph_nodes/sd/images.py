@@ -6,7 +6,6 @@ ours, and `nodegraph run image.png`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -14,9 +13,11 @@ import string
 from pathlib import Path
 from typing import Any
 
-from nodegraph.engine import MAX_RESOLUTION, Combo, Input, Int, Node, NodeResult, Output, String, UnsafePath
-from nodegraph.engine.folders import name_problem, resolve_inside
+from nodegraph.engine import MAX_RESOLUTION, Combo, Input, Int, Node, NodeResult, Output, String
+from nodegraph.engine.folders import name_problem
 from nodegraph.engine.limits import ImageTooLarge, check_image_size, image_pixel_budget, open_image
+
+from ..core.files import input_file, input_fingerprint, output_prefix_problem, prefix_folder
 
 IMAGE_SCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 
@@ -36,21 +37,15 @@ class LoadImage(Node):
 
     @classmethod
     def check_inputs(cls, env: Any, image: str = "", **_: Any) -> dict[str, str] | None:
-        try:
-            path = env.annotated_path(image)
-        except UnsafePath as exc:
-            return {"image": str(exc)}
-        if not path.is_file():
-            return {"image": f"Invalid image file: {image!r} is not in the input folder {env.input_dir}"}
+        path, refused = input_file(env, "image", image, "image")
+        if refused:
+            return refused
         problem = _image_size_problem(path, env)
         return {"image": problem} if problem else None
 
     @classmethod
     def fingerprint(cls, env: Any, image: str = "", **_: Any) -> Any:
-        try:
-            return hashlib.sha256(env.annotated_path(image).read_bytes()).hexdigest()
-        except (OSError, UnsafePath):
-            return None
+        return input_fingerprint(env, image)
 
     def execute(self, image: str) -> tuple[Any, Any]:
         from ..diffusion.image_ops import load_image
@@ -108,11 +103,7 @@ def save_images(images: Any, folder: Path, prefix: str, pnginfo: dict[str, str],
 
     from ..diffusion.image_ops import to_pil
 
-    subfolder, _, name = prefix.replace("\\", "/").rpartition("/")
-    target = resolve_inside(folder, subfolder) if subfolder else Path(folder).resolve()
-    if not name:
-        raise ValueError(f"filename_prefix {prefix!r} has no file name part")
-    target.mkdir(parents=True, exist_ok=True)
+    target, subfolder, name = prefix_folder(folder, prefix)
     existing = [int(m.group(1)) for p in target.glob(f"{glob_escape(name)}_*_.png") if (m := _COUNTER.search(p.name))]
     counter = max(existing, default=0) + 1
     info = PngInfo()
@@ -164,13 +155,7 @@ class SaveImage(Node):
         problem = name_problem(filename_prefix + "_00001_.png")
         if problem is not None:
             return {"filename_prefix": f"not a usable file name: {problem}"}
-        subfolder = filename_prefix.replace("\\", "/").rpartition("/")[0]
-        if subfolder:
-            try:
-                resolve_inside(env.output_dir, subfolder)
-            except UnsafePath as exc:
-                return {"filename_prefix": f"must stay inside the output folder: {exc}"}
-        return None
+        return output_prefix_problem(env, filename_prefix)
 
     def execute(self, images: Any, filename_prefix: str) -> NodeResult:
         records = save_images(images, self.context.env.output_dir, filename_prefix, _pnginfo(self.context), 4)

@@ -4,11 +4,11 @@ A MASK is a float32 CPU tensor [B, H, W] (a bare [H, W] from older nodes is acce
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from nodegraph.engine import MAX_RESOLUTION, Boolean, Combo, Float, Input, Int, Node, Output, UnsafePath
+from nodegraph.engine import MAX_RESOLUTION, Boolean, Combo, Float, Input, Int, Node, Output
 
+from ..core.files import input_file, input_fingerprint
 from .images import _input_images
 
 MASK_OPERATIONS = ["multiply", "add", "subtract", "and", "or", "xor"]
@@ -30,20 +30,11 @@ class LoadImageMask(Node):
 
     @classmethod
     def check_inputs(cls, env: Any, image: str = "", **_: Any) -> dict[str, str] | None:
-        try:
-            path = env.annotated_path(image)
-        except UnsafePath as exc:
-            return {"image": str(exc)}
-        if not path.is_file():
-            return {"image": f"Invalid image file: {image!r} is not in the input folder {env.input_dir}"}
-        return None
+        return input_file(env, "image", image, "image")[1]
 
     @classmethod
     def fingerprint(cls, env: Any, image: str = "", **_: Any) -> Any:
-        try:
-            return hashlib.sha256(env.annotated_path(image).read_bytes()).hexdigest()
-        except (OSError, UnsafePath):
-            return None
+        return input_fingerprint(env, image)
 
     def execute(self, image: str, channel: str) -> tuple[Any]:
         from ..diffusion.image_ops import load_mask_channel

@@ -40,9 +40,9 @@ def _metadata(context: Any, **extra: str) -> dict[str, str]:
 
 
 def _check_prefix(env: Any, filename_prefix: str) -> dict[str, str] | None:
-    from ..core.outputs import _check_prefix as check
+    from ..core.files import output_prefix_problem
 
-    return check(env, filename_prefix)
+    return output_prefix_problem(env, filename_prefix)
 
 
 def _next_path(context: Any, filename_prefix: str):

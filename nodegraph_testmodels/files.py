@@ -1,17 +1,18 @@
 """The tiny models the tests and `nodegraph make-tiny-models` use, written to disk in ComfyUI's folder layout.
 
-Random weights from the configs in tiny.py, written through the same writers (keymap, split_layout, tiny_lora,
-tiny_upscale, clip_vision) that describe the layouts people publish, so every loading path runs on them. Kept apart
-from checkpoint_files.py, which only reads files: the readers need none of this.
+Random weights from the configs in nodegraph_nodes/diffusion/tiny.py, written through the same writers (keymap,
+split_layout, clip_vision, and this package's lora and upscale) that describe the layouts people publish, so every
+loading path runs on them. Kept out of the node packs, whose loaders (checkpoint_files.py, ...) only read files:
+the readers need none of this.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from .keymap import write_controlnet_file, write_single_file, write_vae_file
-from .checkpoint_files import write_diffusers_folder
-from .tiny import (
+from nodegraph_nodes.diffusion.checkpoint_files import write_diffusers_folder
+from nodegraph_nodes.diffusion.keymap import write_controlnet_file, write_single_file, write_vae_file
+from nodegraph_nodes.diffusion.tiny import (
     TINY_VAE,
     Components,
     build_vae,
@@ -39,7 +40,7 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     bare keys): the two layouts UNet files come in;
     text_encoders/: tiny_sd1_clip_l (tiny_sd1's CLIP), tiny_sdxl_clip_l and tiny_sdxl_clip_g (tiny_sdxl's two).
     The split files hold the very weights of the checkpoints of the same name.
-    loras/ and embeddings/: LoRAs and embeddings for tiny_sd1 / tiny_sdxl in the published layouts (tiny_lora.py).
+    loras/ and embeddings/: LoRAs and embeddings for tiny_sd1 / tiny_sdxl in the published layouts (lora.py).
     upscale_models/: tiny_esrgan_x4 and tiny_esrgan_x2 (random ESRGAN generators) as .safetensors and as
     Real-ESRGAN-style .pth pickles; clip_vision/: tiny_clip_vision.safetensors (a random CLIP vision tower);
     gligen/: tiny_gligen_sd1.safetensors (GLIGEN layers for tiny_sd1's UNet, ComfyUI's layout).
@@ -75,15 +76,15 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
         family="controlnet_sdxl",
     )
     written["tiny_vae"] = write_vae_file(build_vae(TINY_VAE, seed + 7), root / "vae" / "tiny_vae.safetensors")
-    from .tiny_lora import write_tiny_embeddings, write_tiny_loras  # loras/ and embeddings/ for those two
+    from .lora import write_tiny_embeddings, write_tiny_loras  # loras/ and embeddings/ for those two
 
     written.update(write_tiny_loras(root, sd1, sdxl, seed))
     written.update(write_tiny_embeddings(root, sd1, sdxl, seed))
-    from .tiny_upscale import tiny_esrgan, write_esrgan_files
+    from .upscale import tiny_esrgan, write_esrgan_files
 
     written.update(write_esrgan_files(tiny_esrgan(seed + 11), root / "upscale_models", "tiny_esrgan_x4"))
     written.update(write_esrgan_files(tiny_esrgan(seed + 12, scale=2), root / "upscale_models", "tiny_esrgan_x2"))
-    from .clip_vision import tiny_clip_vision, write_clip_vision_file
+    from nodegraph_nodes.diffusion.clip_vision import tiny_clip_vision, write_clip_vision_file
 
     written["tiny_clip_vision"] = write_clip_vision_file(
         tiny_clip_vision(seed + 13), root / "clip_vision" / "tiny_clip_vision.safetensors"
@@ -97,7 +98,7 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
 
 def write_split_files(sd1: Components, sdxl: Components, root: Path) -> dict[str, Path]:
     """The parts of tiny_sd1 and tiny_sdxl as files of their own (see make_tiny_models)."""
-    from .split_layout import write_text_encoder_file, write_unet_file
+    from nodegraph_nodes.diffusion.split_layout import write_text_encoder_file, write_unet_file
 
     return {
         "tiny_sd1_unet": write_unet_file(sd1.unet, "sd1", sd1.scheduler_config,

@@ -5,7 +5,7 @@ blob's colour is the named hue nearest to its mean colour, its shape follows fro
 corners of its bounding box (`shape_features`), and the centre of its bounding box names its cell of the 3x3
 grid. `score` compares that with what a caption asks for; a larger picture (a hires-fix output) is first scaled
 down to the data set's 64 px (`at_dataset_size`), where the areas and the grid above are defined. Validated against ground truth in
-`tests/test_demo_data.py` and by `python -m nodegraph_nodes.demo.evaluate`.
+`tests/test_demo_data.py` and by `python -m nodegraph_demo.evaluate`.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A test-only node pack for the server tests: previews with progress, a PNG-saving output node, a failing node.
 
-Registered only in the registries the server tests build (see server_fixtures.make_registry).
+Registered only in the registries the server tests build (see support.registry.make_registry).
 """
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
-"""Fixtures and helpers for the server tests: a real server (in-process, in a thread, or a subprocess), websocket
-readers, and small workflows built from the utility nodes and the test pack (server_nodes.py)."""
+"""The real server for tests: in-process (the `client` fixture), in a thread (`ServerThread`) or as `nodegraph serve`
+in a subprocess (`ServeProcess`, the `serve_process` fixture); HTTP and websocket helpers.
+
+A plugin: aiohttp and the server package are imported inside the functions, so a test file that starts no server
+does not pay for them.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -12,27 +16,26 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
-import server_nodes
-from nodegraph.engine import Folders, NodeRegistry
-from nodegraph.server import ServerConfig, create_app
+from nodegraph.engine import Folders
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import ROOT
+from .registry import make_registry
 
+if TYPE_CHECKING:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient
 
-def make_registry() -> NodeRegistry:
-    registry = NodeRegistry()
-    registry.load_builtin()
-    registry.register_pack("server_nodes", nodes=server_nodes.NODES)
-    return registry
+    from nodegraph.server import ServerConfig
 
 
 def make_config(base: Path, **overrides: Any) -> ServerConfig:
+    """The server's config on folders under `base`, with make_registry()'s nodes; `overrides` replace fields."""
+    from nodegraph.server import ServerConfig
+
     folders = Folders(models_dirs=[base / "models"], input_dir=base / "input", output_dir=base / "output",
                       temp_dir=base / "temp")
     settings: dict[str, Any] = dict(folders=folders, data_dir=base / "data", registry=make_registry())
@@ -43,6 +46,10 @@ def make_config(base: Path, **overrides: Any) -> ServerConfig:
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[TestClient]:
     """An aiohttp test client talking to a real server app on a free loopback port."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from nodegraph.server import create_app
+
     async with TestClient(TestServer(create_app(make_config(tmp_path)))) as test_client:
         yield test_client
 
@@ -67,6 +74,8 @@ async def open_ws(client: TestClient, client_id: str | None = None, metadata_pre
 
 async def messages_until(ws: Any, done: Callable[[dict[str, Any]], bool]) -> list[Any]:
     """Messages (dicts; binary frames as bytes) up to and including the first JSON one `done` accepts."""
+    from aiohttp import web
+
     seen: list[Any] = []
     while True:
         msg = await ws.receive()
@@ -96,35 +105,6 @@ def types(messages: list[Any], prompt_id: str | None = None) -> list[str]:
     return out
 
 
-# --- workflows ---------------------------------------------------------------------------------------------------
-
-
-def math_workflow(a: int = 2, b: int = 3) -> dict[str, Any]:
-    """Int(a) + Int(b) -> ShowText."""
-    return {
-        "1": {"class_type": "PrimitiveInt", "inputs": {"value": a}},
-        "2": {"class_type": "PrimitiveInt", "inputs": {"value": b}},
-        "3": {"class_type": "IntMath", "inputs": {"a": ["1", 0], "op": "add", "b": ["2", 0]}},
-        "4": {"class_type": "ShowText", "inputs": {"value": ["3", 0]}},
-    }
-
-
-def image_workflow(steps: int = 3, shade: int = 128, prefix: str = "test") -> dict[str, Any]:
-    """TestPattern (progress + previews) -> SaveTestImage (a PNG in output/)."""
-    return {
-        "1": {"class_type": "TestPattern", "inputs": {"width": 640, "height": 480, "steps": steps, "shade": shade}},
-        "2": {"class_type": "SaveTestImage", "inputs": {"image": ["1", 0], "filename_prefix": prefix}},
-    }
-
-
-def sleep_workflow(seconds: float, value: str = "x") -> dict[str, Any]:
-    return {
-        "1": {"class_type": "PrimitiveString", "inputs": {"value": value}},
-        "2": {"class_type": "Sleep", "inputs": {"value": ["1", 0], "seconds": seconds}},
-        "3": {"class_type": "ShowText", "inputs": {"value": ["2", 0]}},
-    }
-
-
 # --- a server in a thread, for synchronous clients (websocket-client, urllib, hypothesis) --------------------------
 
 
@@ -148,6 +128,10 @@ class ServerThread:
         self._loop.close()
 
     async def _start(self) -> None:
+        from aiohttp import web
+
+        from nodegraph.server import create_app
+
         self._runner = web.AppRunner(create_app(self.config), handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -181,15 +165,18 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
 
 
 class ServeProcess:
-    """`python -m nodegraph serve --port 0 ...` with its announced URL read from stdout."""
+    """`python -m nodegraph serve` on `port` (0: any free one) with `base`'s data, input and output folders and
+    `extra` arguments; `url` is the address it announced. `env` adds environment variables; `preexec_fn` runs in
+    the child (resource limits). Its output is kept in `lines`, read on by a thread so the child never blocks."""
 
-    def __init__(self, base: Path, *extra: str):
+    def __init__(self, base: Path, *extra: str, port: int = 0, env: dict[str, str] | None = None,
+                 preexec_fn: Callable[[], None] | None = None):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "nodes")]),
-               "HF_HUB_OFFLINE": "1"}
+               "HF_HUB_OFFLINE": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nodegraph", "serve", "--port", "0", "--data-dir", str(base / "data"),
+            [sys.executable, "-m", "nodegraph", "serve", "--port", str(port), "--data-dir", str(base / "data"),
              "--input-dir", str(base / "input"), "--output-dir", str(base / "output"), *extra],
-            cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec_fn,
         )
         self.lines: list[str] = []
         self.url = ""
@@ -200,7 +187,7 @@ class ServeProcess:
             if found:
                 self.url = found.group(1)
                 break
-        assert self.url, "".join(self.lines)
+        assert self.url, "nodegraph serve did not start:\n" + "".join(self.lines)
         # Keep draining the output so the child never blocks on a full pipe.
         self._drain = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
         self._drain.start()

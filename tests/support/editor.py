@@ -1,4 +1,4 @@
-"""Fixtures for the browser tests of the editor: Debian's Chromium driven by Playwright against a real server.
+"""Fixtures for the browser tests of the editor (and the ComfyUI frontend): Debian's Chromium driven by Playwright against a real server.
 
 The tests skip (with the install command in the reason) when Playwright or Chromium is missing. Never run
 `playwright install`: its download site is unreachable here; the system Chromium is used instead.
@@ -10,17 +10,15 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from server_fixtures import ServerThread, make_config
-
-ROOT = Path(__file__).resolve().parent.parent
+from . import ROOT
+from .server import ServeProcess, ServerThread, make_config
+from .workflows import math_ui_workflow, pattern_api_prompt
 DOC_SCREENSHOTS = ROOT / "docs" / "screenshots"  # redrawn by scripts/make_screenshots.py, never by a plain test run
 
 
@@ -40,43 +38,6 @@ def chromium_path() -> str | None:
         if candidate and os.path.exists(candidate):
             return candidate
     return None
-
-
-def math_ui_workflow() -> dict[str, Any]:
-    """Int(2) + Int(3) -> Show Text, as the editor saves it (schema 0.4)."""
-    return {
-        "last_node_id": 4, "last_link_id": 3,
-        "nodes": [
-            {"id": 1, "type": "PrimitiveInt", "pos": [40, 80], "size": [240, 82], "flags": {}, "order": 0,
-             "mode": 0, "outputs": [{"name": "INT", "type": "INT", "links": [1], "slot_index": 0}],
-             "properties": {}, "widgets_values": [2, "fixed"]},
-            {"id": 2, "type": "PrimitiveInt", "pos": [40, 240], "size": [240, 82], "flags": {}, "order": 1,
-             "mode": 0, "outputs": [{"name": "INT", "type": "INT", "links": [2], "slot_index": 0}],
-             "properties": {}, "widgets_values": [3, "fixed"]},
-            {"id": 3, "type": "IntMath", "pos": [340, 120], "size": [240, 110], "flags": {}, "order": 2, "mode": 0,
-             "inputs": [{"name": "a", "type": "INT", "link": 1, "widget": {"name": "a"}},
-                        {"name": "op", "type": "COMBO", "link": None, "widget": {"name": "op"}},
-                        {"name": "b", "type": "INT", "link": 2, "widget": {"name": "b"}}],
-             "outputs": [{"name": "result", "type": "INT", "links": [3], "slot_index": 0}],
-             "properties": {}, "widgets_values": [0, "add", 0]},
-            {"id": 4, "type": "ShowText", "pos": [640, 140], "size": [240, 120], "flags": {}, "order": 3, "mode": 0,
-             "inputs": [{"name": "value", "type": "*", "link": 3}], "properties": {}, "widgets_values": []},
-        ],
-        "links": [[1, 1, 0, 3, 0, "INT"], [2, 2, 0, 3, 2, "INT"], [3, 3, 0, 4, 0, "INT"]],
-        "groups": [{"id": 1, "title": "Numbers", "bounding": [20, 20, 280, 330], "color": "#3f789e",
-                    "font_size": 24, "flags": {}}],
-        "config": {}, "extra": {}, "version": 0.4,
-    }
-
-
-def pattern_api_prompt(steps: int = 3, shade: int = 90) -> dict[str, Any]:
-    """TestPattern (progress + previews) -> SaveTestImage, in API format."""
-    return {
-        "1": {"class_type": "TestPattern", "inputs": {"width": 320, "height": 240, "steps": steps, "shade": shade},
-              "_meta": {"title": "Test pattern"}},
-        "2": {"class_type": "SaveTestImage", "inputs": {"image": ["1", 0], "filename_prefix": "editor"},
-              "_meta": {"title": "Save"}},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -203,19 +164,5 @@ def free_port() -> int:
 
 
 def start_serve(base: Path, port: int) -> subprocess.Popen:
-    """`python -m nodegraph serve` on `port` (built-in nodes), once it announces that it listens."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "nodes")]), "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nodegraph", "serve", "--port", str(port), "--data-dir", str(base / "data"),
-         "--input-dir", str(base / "input"), "--output-dir", str(base / "output"), "--web-root", str(ROOT / "web")],
-        cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    lines = []
-    for line in process.stdout:  # type: ignore[union-attr]
-        lines.append(line)
-        if "listening on" in line:
-            break
-    else:
-        raise AssertionError("nodegraph serve did not start:\n" + "".join(lines))
-    threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()  # type: ignore[union-attr]
-    return process
+    """`nodegraph serve` on `port` (built-in nodes, the editor from web/), once it announces that it listens."""
+    return ServeProcess(base, "--web-root", str(ROOT / "web"), port=port).proc

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .keymap import unet_to_original
-from .tiny import Components, seeded
+from nodegraph_nodes.diffusion.keymap import unet_to_original
+from nodegraph_nodes.diffusion.tiny import Components, seeded
 
 RANK = 4
 UP_STD = 0.2  # large enough that a LoRA visibly changes a tiny random model's output

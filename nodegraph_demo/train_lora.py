@@ -14,7 +14,7 @@ base weights frozen; DDPM noise-prediction loss on latents of freshly drawn gian
 the time; then written the way kohya's sd-scripts writes SD1 LoRAs (`lora_unet_<diffusers module path with _>`,
 `lora_down.weight`, `lora_up.weight`, `alpha`), so it takes the same loading path as a downloaded LoRA.
 
-    python -m nodegraph_nodes.demo.train_lora --out demo_models   # ~6 minutes on one CPU thread
+    python -m nodegraph_demo.train_lora --out demo_models   # ~6 minutes on one CPU thread
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from safetensors.torch import save_file
 
-from ..diffusion.checkpoint_files import read_checkpoint_file
+from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
+
 from . import lora_concept
 from .train import RunningMean, encode_images, warmup_cosine
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from nodegraph.engine import Float, Input, Int, Node, NodeRegistry, NodeResult, Output, String
 
+from .registry import make_registry as _make_registry
+
 CALLS: Counter[str] = Counter()
 _lock = threading.Lock()
 
@@ -113,6 +115,5 @@ TEST_NODES = [Const, Add, Collect, Fail, Slow, AsyncDouble, Text, Stamp]
 
 
 def make_registry() -> NodeRegistry:
-    registry = NodeRegistry()
-    registry.register_pack("engine_fixtures", nodes=TEST_NODES)
-    return registry
+    """These test nodes alone (no built-in packs), as the pack "engine_fixtures"."""
+    return _make_registry(builtin=False, packs={"engine_fixtures": TEST_NODES})

@@ -1,4 +1,4 @@
-"""Train the demo upscale model: a small ESRGAN generator (tiny_upscale.TinyRRDBNet, ~0.3 M parameters) that
+"""Train the demo upscale model: a small ESRGAN generator (nodegraph_testmodels.upscale.TinyRRDBNet, ~0.3 M parameters) that
 learns to undo a 4x (or 2x) area downscale of the demo data set's pictures (64x64 shapes on grey).
 
 The shipped one is `demo_models/upscale_models/nodegraph-demo-esrgan-4x.safetensors` (fp32, 1.2 MB), in the key
@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..diffusion.tiny_upscale import TinyRRDBNet
+from nodegraph_testmodels.upscale import TinyRRDBNet
+
 from .dataset import images_and_captions
 
 FILE = "upscale_models/nodegraph-demo-esrgan-2x.safetensors"

@@ -1,8 +1,8 @@
 """Measure how well the demo models follow their prompts, by running the example workflows, and score single images.
 
-    python -m nodegraph_nodes.demo.evaluate --models demo_models --samples 96 --table demo_models/eval.md \
+    python -m nodegraph_demo.evaluate --models demo_models --samples 96 --table demo_models/eval.md \
         --grid docs/demo_grid.png
-    python -m nodegraph_nodes.demo.evaluate --image output/txt2img_00001_.png   # prompt read from the PNG
+    python -m nodegraph_demo.evaluate --image output/txt2img_00001_.png   # prompt read from the PNG
 
 Every generated sample comes from one of the shipped example workflows (`workflows/*.json`) run by the engine, as
 `nodegraph run` would run it, with only its prompt, seed (and, for ControlNet, its input image) replaced: the
@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nodegraph.engine import Executor, Folders, default_registry, validate_prompt
+from nodegraph.engine import Folders
 from nodegraph.paths import default_models_dirs, project_dir
+from nodegraph.run_once import PromptRunner
 
 from . import checker, dataset
 
@@ -126,16 +127,14 @@ def example_cfg(name: str) -> float:
 # --- running workflows --------------------------------------------------------------------------------------------
 
 
-class WorkflowRunner:
+class WorkflowRunner(PromptRunner):
     """Validates and runs workflows on one engine executor (loaded models stay cached between runs)."""
 
     def __init__(self, models: Path, work_dir: Path, settings: dict[str, Any] | None = None):
-        self.folders = Folders(models_dirs=[models, *default_models_dirs()], input_dir=work_dir / "input",
-                               output_dir=work_dir / "output", temp_dir=work_dir / "temp",
-                               settings=settings or {})
+        super().__init__(Folders(models_dirs=[models, *default_models_dirs()], input_dir=work_dir / "input",
+                                 output_dir=work_dir / "output", temp_dir=work_dir / "temp",
+                                 settings=settings or {}))
         self.folders.input_dir.mkdir(parents=True, exist_ok=True)
-        self.registry = default_registry()
-        self.executor = Executor(self.folders)
 
     def save_input(self, name: str, image: np.ndarray) -> str:
         Image.fromarray(image).save(self.folders.input_dir / name)
@@ -143,10 +142,10 @@ class WorkflowRunner:
 
     async def images(self, workflow: Workflow) -> list[np.ndarray]:
         """Run `workflow`; the images its SaveImage nodes wrote, as uint8 RGB arrays."""
-        checked = validate_prompt(workflow, self.registry, self.folders)
+        checked = self.validate(workflow)
         if not checked.ok:
             raise RuntimeError(f"workflow invalid: {checked.error} {checked.node_errors}")
-        result = await self.executor.run(checked.workflow, "evaluate")
+        result = await self.run_async(checked, "evaluate")
         if not result.ok:
             raise RuntimeError(f"workflow {result.status}: {result.error}")
         images = []
@@ -190,7 +189,7 @@ def vae_round_trip(models: Path, images: list[np.ndarray]) -> list[np.ndarray]:
     """`images` encoded and decoded by the SD1 demo checkpoint's VAE: the ceiling any sample can reach."""
     import torch
 
-    from ..diffusion.checkpoint_files import read_checkpoint_file
+    from nodegraph_nodes.diffusion.checkpoint_files import read_checkpoint_file
     from .train import CHECKPOINT_NAMES
 
     vae = read_checkpoint_file(models / CHECKPOINT_NAMES["sd1"], dtype=torch.float32).vae
@@ -205,7 +204,7 @@ def example_edges(images: list[np.ndarray]) -> list[np.ndarray]:
     """What the ControlNet example's Canny node makes of `images` (for the grid)."""
     import torch
 
-    from ..sd.controlnet import canny_edges
+    from nodegraph_nodes.diffusion.image_ops import canny_edges
 
     canny = next(n for n in example("controlnet_canny").values() if n["class_type"] == "Canny")["inputs"]
     pixels = torch.from_numpy(np.stack(images).astype(np.float32) / 255.0)

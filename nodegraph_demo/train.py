@@ -1,6 +1,6 @@
 """Train the shipped demo models on `dataset.py`'s shapes, on a CPU, from a fixed seed.
 
-Order and method (run `python -m nodegraph_nodes.demo.train --help`):
+Order and method (run `python -m nodegraph_demo.train --help`):
 1. a small AutoencoderKL (8x down, 4 latent channels) on the images, then its latent space rescaled so that the
    family's standard scaling factor (0.18215 SD1, 0.13025 SDXL) gives unit-variance latents, as in the real models;
 2. the training images are encoded once (posterior mean and std cached), which makes every diffusion step cheap;
@@ -32,13 +32,14 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import EMAModel, compute_snr
 
-from ..diffusion.families import FAMILIES, Family, bundled_config
-from ..diffusion.keymap import write_controlnet_file, write_single_file, write_vae_file
-from ..diffusion.checkpoint_files import read_vae_file
-from ..diffusion.preview import LatentRgb, fit_latent_rgb
-from ..diffusion.tiny import Components, build_text_encoder, build_unet, build_vae, seeded
-from ..diffusion.tokenizer import clip_tokenizer
-from ..sd.controlnet import canny_edges
+from nodegraph_nodes.diffusion.checkpoint_files import read_vae_file
+from nodegraph_nodes.diffusion.families import FAMILIES, Family, bundled_config
+from nodegraph_nodes.diffusion.image_ops import canny_edges
+from nodegraph_nodes.diffusion.keymap import write_controlnet_file, write_single_file, write_vae_file
+from nodegraph_nodes.diffusion.preview import LatentRgb, fit_latent_rgb
+from nodegraph_nodes.diffusion.tiny import Components, build_text_encoder, build_unet, build_vae, seeded
+from nodegraph_nodes.diffusion.tokenizer import clip_tokenizer
+
 from . import dataset
 
 VOCAB_SIZE = 4096  # the first 3582 CLIP merges: every caption word is tokenised exactly as full CLIP does

@@ -1,4 +1,7 @@
-"""Preview images for the websocket: scaled JPEGs, and ComfyUI's binary frame layouts (docs/compat.md §2.4)."""
+"""Preview images for the websocket: scaled JPEGs, and ComfyUI's binary frame layouts (docs/compat.md §2.4).
+
+Used by the server's prompt worker and hub, and by Ray workers (nodegraph/distributed/actor.py), which encode their
+previews before sending them: so it lives below both."""
 from __future__ import annotations
 
 import io

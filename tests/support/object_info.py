@@ -1,13 +1,13 @@
-"""Hand-written ``object_info`` records (docs/compat.md §3.4) and expected prompts shared by the UI-format tests."""
+"""Hand-written ``object_info`` records (docs/compat.md §3.4) and UI workflows shared by the UI-format tests (the
+frontend's default txt2img graph is `workflows.FRONTEND_TXT2IMG`)."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
-UI_DATA = Path(__file__).parent / "data" / "ui"
+UI_DATA = Path(__file__).resolve().parents[1] / "data" / "ui"
 
 MAX_RESOLUTION = 16384
 SAMPLERS = ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "ddim", "uni_pc"]
@@ -106,31 +106,3 @@ def node_info(class_type: str) -> dict[str, Any] | None:
 def load_ui(name: str) -> dict[str, Any]:
     """One of the hand-written UI workflows under tests/data/ui."""
     return json.loads((UI_DATA / name).read_text(encoding="utf-8"))
-
-
-# The frontend's default graph, as graphToPrompt sends it (docs/compat.md §3.1).
-TXT2IMG: dict[str, dict[str, Any]] = {
-    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
-          "_meta": {"title": "Load Checkpoint"}},
-    "6": {"class_type": "CLIPTextEncode",
-          "inputs": {"text": "beautiful scenery nature glass bottle landscape, purple galaxy bottle", "clip": ["4", 1]},
-          "_meta": {"title": "CLIP Text Encode (Prompt)"}},
-    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["4", 1]},
-          "_meta": {"title": "CLIP Text Encode (Prompt)"}},
-    "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1},
-          "_meta": {"title": "Empty Latent Image"}},
-    "3": {"class_type": "KSampler",
-          "inputs": {"seed": 156680208700286, "steps": 20, "cfg": 8.0, "sampler_name": "euler", "scheduler": "normal",
-                     "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
-                     "latent_image": ["5", 0]},
-          "_meta": {"title": "KSampler"}},
-    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]},
-          "_meta": {"title": "VAE Decode"}},
-    "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]},
-          "_meta": {"title": "Save Image"}},
-}
-
-
-def txt2img() -> dict[str, dict[str, Any]]:
-    """A fresh copy of :data:`TXT2IMG` to edit into a test's expectation."""
-    return copy.deepcopy(TXT2IMG)

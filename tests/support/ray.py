@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from server_fixtures import ServerThread, http, make_config
+from .server import ServerThread, http, make_config
 
 # A bound on waiting for something that must happen; a hang then fails with a message instead of blocking CI.
 PATIENCE = 120.0
