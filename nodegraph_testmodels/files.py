@@ -90,7 +90,7 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
         tiny_clip_vision(seed + 13), root / "clip_vision" / "tiny_clip_vision.safetensors"
     )
     written.update(write_split_files(sd1, sdxl, root))
-    from .tiny_gligen import write_tiny_gligen  # gligen/: a GLIGEN model for tiny_sd1's UNet
+    from .gligen import write_tiny_gligen  # gligen/: a GLIGEN model for tiny_sd1's UNet
 
     written["tiny_gligen_sd1"] = write_tiny_gligen(sd1.unet, root / "gligen" / "tiny_gligen_sd1.safetensors", seed + 14)
     return written

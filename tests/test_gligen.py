@@ -18,8 +18,9 @@ from safetensors.torch import load_file, save_file
 from nodegraph.engine import default_registry
 from nodegraph_nodes.diffusion.gligen import GligenError, read_gligen_file, unet_kwargs
 from nodegraph_nodes.diffusion.tiny import tiny_sd1
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from sd_fixtures import Runner, make_folders, txt2img
+from nodegraph_testmodels.files import make_tiny_models
+from support.sd import Runner, make_folders
+from support.workflows import txt2img
 
 GLIGEN = "tiny_gligen_sd1.safetensors"
 # tiny_sd1's transformer blocks: the original (LDM) block name and diffusers' name, written out by hand

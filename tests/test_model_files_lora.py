@@ -18,8 +18,8 @@ from nodegraph_nodes.diffusion.keymap import write_single_file
 from nodegraph_nodes.diffusion.ops import load_checkpoint as load_handles
 from nodegraph_nodes.diffusion.ops import load_lora, use_clip, use_model
 from nodegraph_nodes.diffusion.tiny import tiny_sd1
-from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-from sd_fixtures import Runner, make_folders
+from nodegraph_testmodels.files import make_tiny_models
+from support.sd import Runner, make_folders
 
 KOHYA = "tiny_lora_sd1_kohya.safetensors"
 SIZE = 64

@@ -141,8 +141,9 @@ def test_node_declarations_are_comfyuis():
 def test_gits_sigmas_drive_sampler_custom_advanced(tmp_path):
     """A GITS schedule samples the tiny SD1 model through SamplerCustomAdvanced exactly as the same numbers typed
     into ManualSigmas do (the node's SIGMAS value is a plain schedule a sampler walks)."""
-    from nodegraph_nodes.diffusion.tiny_files import make_tiny_models
-    from sd_fixtures import Runner, make_folders, txt2img
+    from nodegraph_testmodels.files import make_tiny_models
+    from support.sd import Runner, make_folders
+    from support.workflows import txt2img
 
     models = tmp_path / "models"
     make_tiny_models(models)

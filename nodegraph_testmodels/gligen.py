@@ -1,4 +1,5 @@
-"""A tiny GLIGEN model for a tiny SD1 UNet, written in ComfyUI's GLIGEN file layout (see gligen.py): random gated
+"""A tiny GLIGEN model for a tiny SD1 UNet, written in ComfyUI's GLIGEN file layout (see
+nodegraph_nodes/diffusion/gligen.py): random gated
 layers, one per transformer block, keyed by the block's original-layout name, and a random box encoder. Its gates
 (tanh(alpha)) are opened to 0.5 so the boxes visibly change a tiny model's output."""
 from __future__ import annotations
@@ -13,8 +14,8 @@ def tiny_gligen_state(unet: torch.nn.Module, seed: int = 0) -> dict[str, torch.T
     from diffusers.models.attention import GatedSelfAttentionDense
     from diffusers.models.embeddings import GLIGENTextBoundingboxProjection
 
-    from .gligen import _heads, transformer_blocks
-    from .keymap import unet_to_original
+    from nodegraph_nodes.diffusion.gligen import _heads, transformer_blocks
+    from nodegraph_nodes.diffusion.keymap import unet_to_original
 
     with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
         torch.manual_seed(seed)
