@@ -43,6 +43,9 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     loras/ and embeddings/: LoRAs and embeddings for tiny_sd1 / tiny_sdxl in the published layouts (lora.py).
     upscale_models/: tiny_esrgan_x4 and tiny_esrgan_x2 (random ESRGAN generators) as .safetensors and as
     Real-ESRGAN-style .pth pickles; clip_vision/: tiny_clip_vision.safetensors (a random CLIP vision tower);
+    checkpoints/tiny_sd21_unclip.safetensors: an SD 2.1 unCLIP single file (diffusion/tiny_unclip.py) with its CLIP image
+    encoder under `embedder.model.visual.`; style_models/tiny_style_model.safetensors: a random T2I-Adapter style
+    model that reads tiny_clip_vision's features and makes tiny_sd1-wide tokens.
     gligen/: tiny_gligen_sd1.safetensors (GLIGEN layers for tiny_sd1's UNet, ComfyUI's layout).
     The same seed always writes the same bytes.
     """
@@ -88,6 +91,16 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
 
     written["tiny_clip_vision"] = write_clip_vision_file(
         tiny_clip_vision(seed + 13), root / "clip_vision" / "tiny_clip_vision.safetensors"
+    )
+    from nodegraph_nodes.diffusion.tiny_unclip import tiny_sd21_unclip
+
+    written["tiny_sd21_unclip"] = write_single_file(
+        tiny_sd21_unclip(seed), root / "checkpoints" / "tiny_sd21_unclip.safetensors"
+    )
+    from nodegraph_nodes.diffusion.style_model import tiny_style_model, write_style_model_file
+
+    written["tiny_style_model"] = write_style_model_file(
+        tiny_style_model(seed=seed + 16), root / "style_models" / "tiny_style_model.safetensors"
     )
     written.update(write_split_files(sd1, sdxl, root))
     from .gligen import write_tiny_gligen  # gligen/: a GLIGEN model for tiny_sd1's UNet

@@ -93,9 +93,8 @@ REASON_BY_NAME = {
     "ModelMergeSD3_2B": "model family not run (SD3)",
     "ModelMergeWAN2_1": "video (Wan model family)",
     "UNetTemporalAttentionMultiply": "video (temporal attention)",
-    # it loads image-conditioned checkpoints (UNet + CLIP vision + VAE) of SVD, Stable Zero123 and SV3D only, none of
-    # them a family nodegraph runs; an SD1 / SD2 / SDXL checkpoint has no CLIP vision tower for it to return
-    "ImageOnlyCheckpointLoader": "video / 3D (SVD, Stable Zero123, SV3D checkpoints: families not run)",
+    # ImageOnlyCheckpointLoader runs on unCLIP checkpoints (the image-conditioned family nodegraph runs); saving one
+    # is for the image-to-video / 3D families (SVD, Stable Zero123, SV3D), which it does not run
     "ImageOnlyCheckpointSave": "video / 3D (SVD, Stable Zero123, SV3D checkpoints: families not run)",
 }
 

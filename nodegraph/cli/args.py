@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         "tiny_controlnet_sdxl.safetensors, vae/tiny_vae.safetensors, loras/tiny_lora_* (kohya, diffusers and pickled "
         "layouts), embeddings/tiny_embedding* (.safetensors, A1111 .pt, SDXL), and the SD1 / SDXL parts as split "
         "files (diffusion_models/tiny_sd1_unet, tiny_sdxl_unet; text_encoders/tiny_sd1_clip_l, tiny_sdxl_clip_l, "
-        "tiny_sdxl_clip_g; vae/tiny_sdxl_vae). They exercise every code "
+        "tiny_sdxl_clip_g; vae/tiny_sdxl_vae), checkpoints/tiny_sd21_unclip.safetensors (SD 2.1 unCLIP with its CLIP "
+        "image encoder) and style_models/tiny_style_model.safetensors. They exercise every code "
         "path of real models in seconds; their images are noise.",
     )
     tiny.add_argument("directory", type=Path, help="the models root to write into (created if missing)")

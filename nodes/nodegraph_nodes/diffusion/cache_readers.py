@@ -26,7 +26,12 @@ def read_checkpoint(path: str) -> dict[str, Any]:
             f"{path}: {components.family} checkpoints are recognised but not supported by the text encoder yet"
         )
     names = ENCODER_NAMES[components.family]
+    from .unclip_files import read_embedded_clip_vision
+
+    clip_vision = read_embedded_clip_vision(path)  # unCLIP checkpoints carry a CLIP image encoder
+    extra = {} if clip_vision is None else {"clip_vision": clip_vision}
     return {
+        **extra,
         "unet": components.unet,
         "vae": components.vae,
         "clip": {
@@ -38,6 +43,7 @@ def read_checkpoint(path: str) -> dict[str, Any]:
             "scheduler_config": dict(components.scheduler_config),
             "latent_scale": FAMILIES[components.family].latent_scale,
             "latent_rgb": components.latent_rgb,
+            "clip_vision": clip_vision is not None,
         },
     }
 
@@ -99,6 +105,9 @@ def register(cache: ModelCache) -> None:
     cache.register_loader("lora", read_lora)
     cache.register_loader("upscale_model", read_upscale_model)
     cache.register_loader("clip_vision", read_clip_vision)
+    from .style_model import read_style_model
+
+    cache.register_loader("style_model", read_style_model)
 
 
 def _make_model_cache(runtime: Runtime) -> ModelCache:

@@ -31,7 +31,7 @@ from diffusers.loaders.single_file_utils import (
 from safetensors import SafetensorError, safe_open
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from . import weights_files
+from . import unclip, weights_files
 from .controlnet_shapes import ControlNetShapeError, controlnet_config_from_shapes, is_diffusers_controlnet
 from .families import (
     CONTROLNET_FAMILIES,
@@ -258,6 +258,7 @@ def read_checkpoint_file(path: str | Path, dtype: torch.dtype | None = None, all
         configs = {c: family.config(c) for c in ("unet", "vae", *(s.subfolder for s in family.text_encoders))}
         if UNET_IN_KEY in file.shapes:  # inpainting UNets take 9 channels: the file says which kind it holds
             configs["unet"] = {**configs["unet"], "in_channels": file.shapes[UNET_IN_KEY][1]}
+        configs["unet"] = unclip.unet_config_for(configs["unet"], file.shapes)  # unCLIP: an image-embedding input
         tokenizers = [clip_tokenizer(pad_token=spec.pad_token) for spec in family.text_encoders]
         scheduler = family.config("scheduler")
     components = _components_from_single_file(file, family, configs, tokenizers, scheduler, dtype)

@@ -68,6 +68,8 @@ class Conditioning:
                 or self.end_percent < 1.0 or self.gligen is not None)
     concat_latent: torch.Tensor | None = None
     concat_mask: torch.Tensor | None = None
+    # unCLIPConditioning entries (unclip.UnclipSpec), in the order applied; only unCLIP UNets read them
+    unclip: tuple[Any, ...] = ()
 
     def with_control(self, control: ControlSpec) -> "Conditioning":
         from dataclasses import replace
@@ -79,7 +81,7 @@ class Conditioning:
         for t in (self.pooled, self.time_ids, self.mask, self.concat_latent, self.concat_mask):
             if t is not None:
                 total += t.element_size() * t.nelement()
-        return total
+        return total + sum(u.cache_nbytes() for u in self.unclip)
 
 
 # A CONDITIONING value is one Conditioning or, after ConditioningCombine, a tuple of them (ComfyUI's list of

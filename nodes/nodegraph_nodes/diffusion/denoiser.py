@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import unclip
 from .batching import in_shared_call
 from .conditioning import Conditioning, ControlSpec
 from .sigma_table import DiscreteModelSampling
@@ -49,6 +50,7 @@ class _Half:
     embeds: torch.Tensor  # [1, tokens, dim], padded to the common token count
     pooled: torch.Tensor | None
     time_ids: torch.Tensor | None
+    class_labels: torch.Tensor | None = None  # unCLIP UNets' image-embedding input (unclip.class_labels)
 
 
 class CFGDenoiser:
@@ -104,8 +106,9 @@ class CFGDenoiser:
         return _Half(
             conditioning=c,
             embeds=embeds.to(**to),
-            pooled=None if c.pooled is None else c.pooled.to(**to),
+            pooled=None if (pooled := unclip.pooled_for(c, c.pooled)) is None else pooled.to(**to),
             time_ids=None if c.time_ids is None else c.time_ids.to(**to),
+            class_labels=None if (labels := unclip.class_labels(c, self.unet)) is None else labels.to(**to),
         )
 
     def set_concat(self, build: Callable[[Conditioning], torch.Tensor]) -> None:
@@ -150,6 +153,9 @@ class CFGDenoiser:
         context = torch.cat([_rows(h.embeds, batch) for h in self._halves])
         added = self._added_cond_kwargs(x, batch)
         residuals = self._control_residuals(x_in, t, context, added, float(sigma[0]), batch)
+        # only unCLIP UNets take class labels; other calls keep the plain signature (batching.py stacks those)
+        labels = {} if self._halves[0].class_labels is None else {
+            "class_labels": torch.cat([_rows(h.class_labels, batch) for h in self._halves])}
 
         self.check_interrupt()
         self.unet_calls += 1
@@ -166,6 +172,7 @@ class CFGDenoiser:
                 down_block_additional_residuals=residuals[0] if residuals else None,
                 mid_block_additional_residual=residuals[1] if residuals else None,
                 return_dict=False,
+                **labels,
                 **extra,
             )[0].float()
         self.check_interrupt()

@@ -42,6 +42,8 @@ _EMBEDDINGS = {  # time_embedding / add_embedding MLPs -> nn.Sequential(Linear, 
     "time_embedding.linear_2": "time_embed.2",
     "add_embedding.linear_1": "label_emb.0.0",
     "add_embedding.linear_2": "label_emb.0.2",
+    "class_embedding.linear_1": "label_emb.0.0",  # unCLIP's image-embedding input (class_embed_type "projection")
+    "class_embedding.linear_2": "label_emb.0.2",
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
@@ -252,7 +254,13 @@ def write_single_file(components: Any, path: str | Path) -> Path:
     if components.latent_rgb is not None:
         factors, bias = components.latent_rgb
         payload["latent_rgb"] = {"factors": factors, "bias": bias}
-    return _save(checkpoint_state_dict(components), path, payload)
+    state = checkpoint_state_dict(components)
+    if getattr(components, "clip_vision", None) is not None:  # unCLIP: its image encoder, in Stability's layout
+        from .unclip import unclip_file_extras
+
+        extra_state, payload["clip_vision"] = unclip_file_extras(components.clip_vision)
+        state.update(extra_state)
+    return _save(state, path, payload)
 
 
 def write_controlnet_file(controlnet: torch.nn.Module, path: str | Path, family: str = "controlnet_sd1") -> Path:

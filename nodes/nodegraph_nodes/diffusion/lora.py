@@ -21,8 +21,17 @@ the original-layout path through `keymap`), so a name is matched exactly or not 
 and LoCon files), and drops DoRA scales; it is the independent reference in the parity tests instead.
 
 A layer's change is ComfyUI's: `strength * alpha / rank * up @ down` (rank = down's output size, alpha = rank when
-the file has none), reshaped to the weight; LoHa `(w1a @ w1b) * (w2a @ w2b)`; LoKr `kron(w1, w2)`. DoRA files
-(`dora_scale`) are refused with a message rather than applied wrongly.
+the file has none), reshaped to the weight; LoHa `(w1a @ w1b) * (w2a @ w2b)`; LoKr `kron(w1, w2)`.
+
+DoRA (weight-decomposed LoRA; `Adapter.change`): the adapted weight W + d (d the change above, at strength 1) is
+rescaled to a stored magnitude, and the layer moves `strength` of the way from W to it (ComfyUI's strength):
+- `dora_scale` (kohya / LyCORIS / ComfyUI files), ComfyUI's weight_decompose: a scale shaped [1, in, ...] is per
+  input channel and divides by the column norms of W + d; one shaped [out, 1, ...] is per output channel and divides
+  by the row norms of W itself, the base weight (ComfyUI's choice; LyCORIS, which trains these files, takes W + d
+  there too); float32's eps is added to the norms.
+- `lora_magnitude_vector` (PEFT / diffusers files, [out]): PEFT's DoRA, divided by the row norms of W + d. ComfyUI
+  does not read this key (it applies such files as plain LoRAs); nodegraph gives PEFT's result.
+W is the weight as the LoRAs before this one left it, as ComfyUI applies patches one after another.
 """
 from __future__ import annotations
 
@@ -51,7 +60,6 @@ _CANONICAL = {
     "lora_B.weight": "lora_up.weight", "lora_A.weight": "lora_down.weight",
     "lora.up.weight": "lora_up.weight", "lora.down.weight": "lora_down.weight",
     "lora_linear_layer.up.weight": "lora_up.weight", "lora_linear_layer.down.weight": "lora_down.weight",
-    "lora_magnitude_vector": "dora_scale",
 }
 
 # Which model a module-name prefix addresses: "unet", or a text encoder by its role name ("l", "g").
@@ -99,6 +107,32 @@ class Adapter:
         except (RuntimeError, LoraError):
             return False
         return True
+
+    @property
+    def decomposes(self) -> bool:
+        """A DoRA adapter: its change depends on the weight it is applied to (see the module doc)."""
+        return "dora_scale" in self.tensors or "lora_magnitude_vector" in self.tensors
+
+    def change(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        """The change to `weight` (float32, the current weight) at `strength`, on the weight's device."""
+        delta = self.delta(weight.shape).to(weight.device)
+        if not self.decomposes:
+            return delta * strength
+        adapted = weight + delta
+        rows = lambda w: w.reshape(w.shape[0], -1).norm(dim=1).reshape(-1, *[1] * (w.dim() - 1))  # noqa: E731
+        if "dora_scale" in self.tensors:
+            scale = self.tensors["dora_scale"].float().to(weight.device)
+            if scale.shape[0] == weight.shape[0]:  # per output channel: ComfyUI divides by the base weight's norms
+                norm = rows(weight)
+            else:  # per input channel: the adapted weight's column norms
+                norm = rows(adapted.transpose(0, 1)).transpose(0, 1)
+            if scale.numel() == norm.numel():  # a flat [out] or [in] scale: one value per norm
+                scale = scale.reshape(norm.shape)
+            adapted = adapted * (scale / (norm + torch.finfo(torch.float32).eps))
+        else:
+            magnitude = self.tensors["lora_magnitude_vector"].float().to(weight.device)
+            adapted = adapted * (magnitude.reshape(-1, *[1] * (weight.dim() - 1)) / rows(adapted))
+        return (adapted - weight) * strength
 
     def delta(self, shape: torch.Size) -> torch.Tensor:
         """The change of the layer's weight at strength 1, float32, shaped `shape`."""
@@ -190,7 +224,7 @@ def _normalise_diffusers_names(keys: Iterable[str]) -> dict[str, str]:
 
 
 def parse_lora(state: Mapping[str, torch.Tensor], source: str = "LoRA") -> LoraFile:
-    """Group a LoRA state dict into adapters; raises LoraError for a file with no adapter or with DoRA scales."""
+    """Group a LoRA state dict into adapters; raises LoraError for a file with no adapter."""
     renamed = _normalise_diffusers_names(state)
     adapters: dict[str, Adapter] = {}
     unknown = []
@@ -201,9 +235,6 @@ def parse_lora(state: Mapping[str, torch.Tensor], source: str = "LoRA") -> LoraF
             continue
         name, role = split
         adapters.setdefault(name, Adapter(name)).tensors[role] = value
-    if any("dora_scale" in a.tensors for a in adapters.values()):
-        raise LoraError(f"{source}: a DoRA file (dora_scale weights); DoRA is not supported, only plain LoRA, "
-                        "LoCon, LoHa and LoKr")
     adapters = {name: a for name, a in adapters.items() if a.kind != "unknown" or log.warning(
         "%s: %s has no complete adapter (roles %s), skipped", source, name, sorted(a.tensors)) }
     if unknown:

@@ -70,7 +70,11 @@ def apply(models: dict[str, torch.nn.Module], loras: list[tuple[Any, float]]) ->
         for target in targets:
             weight = models[target.component].get_submodule(target.path).weight
             key = (target.component, target.path)
-            delta = target.adapter.delta(weight.shape).to(weight.device) * strength
+            if target.adapter.decomposes:  # DoRA: its change depends on the weight as the LoRAs before left it
+                current = weight.detach().float() + totals[key] if key in totals else weight.detach().float()
+                delta = target.adapter.change(current, strength)
+            else:
+                delta = target.adapter.delta(weight.shape).to(weight.device) * strength
             totals[key] = totals[key] + delta if key in totals else delta
     saved: dict[tuple[str, str], torch.Tensor] = {}
     with torch.no_grad():

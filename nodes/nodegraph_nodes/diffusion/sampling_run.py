@@ -198,3 +198,20 @@ def sample_with_sigmas(
     with torch.inference_mode():
         out = sample(model, x, sigmas, **kwargs)
     return out.float().cpu()
+
+
+def _with_unclip_seed(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """unCLIP models noise their image embeddings with the sampler's seed (unclip.sampling_seed)."""
+    from functools import wraps
+
+    from . import unclip
+
+    @wraps(fn)
+    def run(*args: Any, seed: int, **kwargs: Any) -> torch.Tensor:
+        with unclip.sampling_seed(seed):
+            return fn(*args, seed=seed, **kwargs)
+
+    return run
+
+
+sample_with_sigmas = _with_unclip_seed(sample_with_sigmas)

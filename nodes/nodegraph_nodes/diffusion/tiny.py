@@ -134,6 +134,8 @@ class Components:
     # (4x3 factors, RGB bias) for live previews fitted to this checkpoint's own VAE (see preview.fit_latent_rgb);
     # None: the family's published factors
     latent_rgb: tuple[list[list[float]], list[float]] | None = None
+    # the CLIP image encoder an unCLIP checkpoint carries (CLIPVisionModelWithProjection; see unclip.py), else None
+    clip_vision: Any = None
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Components":
         """Move every model to `device` / `dtype` (in place, like `nn.Module.to`) and return self."""

@@ -15,7 +15,9 @@ from .masks import NODES as _MASK_NODES
 from .model_files import NODES as _MODEL_FILE_NODES
 from .sampler_nodes import NODES as _SAMPLING_NODES
 from .sdxl import NODES as _SDXL_NODES
+from .style_model import NODES as _STYLE_MODEL_NODES
 from .table_schedulers import NODES as _TABLE_SCHEDULER_NODES
+from .unclip import NODES as _UNCLIP_NODES
 from .upscale import NODES as _UPSCALE_NODES
 
 # What the nodes import on first use (torch, diffusers, transformers behind them): `nodegraph serve` imports these
@@ -31,5 +33,5 @@ WARM_IMPORTS = (
 NODES = [
     *_LOADING_NODES, *_MODEL_FILE_NODES, *_LATENT_NODES, *_SAMPLING_NODES, *_CUSTOM_SAMPLING_NODES,
     *_TABLE_SCHEDULER_NODES, *_SDXL_NODES, *_CONTROLNET_NODES, *_IMAGE_NODES, *_INPAINT_NODES, *_MASK_NODES,
-    *_UPSCALE_NODES, *_CLIP_VISION_NODES, *_GLIGEN_NODES,
+    *_UPSCALE_NODES, *_CLIP_VISION_NODES, *_UNCLIP_NODES, *_STYLE_MODEL_NODES, *_GLIGEN_NODES,
 ]
