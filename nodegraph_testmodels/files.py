@@ -46,6 +46,7 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
     checkpoints/tiny_sd21_unclip.safetensors: an SD 2.1 unCLIP single file (diffusion/tiny_unclip.py) with its CLIP image
     encoder under `embedder.model.visual.`; style_models/tiny_style_model.safetensors: a random T2I-Adapter style
     model that reads tiny_clip_vision's features and makes tiny_sd1-wide tokens.
+    gligen/: tiny_gligen_sd1.safetensors (GLIGEN layers for tiny_sd1's UNet, ComfyUI's layout).
     The same seed always writes the same bytes.
     """
     root = Path(models_root)
@@ -102,6 +103,9 @@ def make_tiny_models(models_root: str | Path, seed: int = 0) -> dict[str, Path]:
         tiny_style_model(seed=seed + 16), root / "style_models" / "tiny_style_model.safetensors"
     )
     written.update(write_split_files(sd1, sdxl, root))
+    from .gligen import write_tiny_gligen  # gligen/: a GLIGEN model for tiny_sd1's UNet
+
+    written["tiny_gligen_sd1"] = write_tiny_gligen(sd1.unet, root / "gligen" / "tiny_gligen_sd1.safetensors", seed + 14)
     return written
 
 

@@ -74,8 +74,6 @@ REASON_BY_NAME = {
     "StyleModelApply": "style models (CLIP vision) not run",
     "unCLIPCheckpointLoader": "unCLIP models not run",
     "unCLIPConditioning": "unCLIP models not run",
-    "GLIGENLoader": "GLIGEN not run",
-    "GLIGENTextBoxApply": "GLIGEN not run",
     "DiffusersLoader": "not implemented yet (Load Checkpoint reads diffusers folders)",
     "T5TokenizerOptions": "model family not run (T5 text encoders)",
     "ModelSamplingAuraFlow": "model family not run (AuraFlow)",
@@ -95,6 +93,9 @@ REASON_BY_NAME = {
     "ModelMergeSD3_2B": "model family not run (SD3)",
     "ModelMergeWAN2_1": "video (Wan model family)",
     "UNetTemporalAttentionMultiply": "video (temporal attention)",
+    # ImageOnlyCheckpointLoader runs on unCLIP checkpoints (the image-conditioned family nodegraph runs); saving one
+    # is for the image-to-video / 3D families (SVD, Stable Zero123, SV3D), which it does not run
+    "ImageOnlyCheckpointSave": "video / 3D (SVD, Stable Zero123, SV3D checkpoints: families not run)",
 }
 
 

@@ -2,7 +2,7 @@
 
 Models follow ComfyUI's layout: a models root holds `checkpoints/`, `controlnet/`, `vae/`, `loras/`, `embeddings/`,
 `upscale_models/`, `clip_vision/`, `style_models/`, `vae_approx/`, `diffusion_models/` (also read from `unet/`),
-`text_encoders/` (also read from `clip/`) and `configs/`.
+`text_encoders/` (also read from `clip/`), `configs/` and `gligen/`.
 Several roots may be given; the first is where new files go. Every path built from a name that came from a user
 (a workflow, an upload, a URL) goes through `resolve_inside`, which resolves symlinks before checking containment.
 """
@@ -16,7 +16,7 @@ from typing import Any
 # vae_approx: TAESD decoders for live previews (taesd_decoder.*, taesdxl_decoder.*), as in ComfyUI.
 MODEL_KINDS = (
     "checkpoints", "controlnet", "vae", "loras", "embeddings", "vae_approx", "upscale_models", "clip_vision",
-    "style_models", "diffusion_models", "text_encoders", "configs",
+    "style_models", "diffusion_models", "text_encoders", "configs", "gligen",
 )
 # Kinds read from more than one folder of a root, as ComfyUI does (its older folder names come second).
 KIND_FOLDERS = {"diffusion_models": ("diffusion_models", "unet"), "text_encoders": ("text_encoders", "clip")}

@@ -75,40 +75,52 @@ _KIND_NAMES = {"l": "CLIP-L", "h": "OpenCLIP-H", "g": "OpenCLIP-bigG"}
 # --- merges --------------------------------------------------------------------------------------------------------
 
 
-def _no_patches(node: str, **handles: Any) -> None:
-    for name, handle in handles.items():
-        if getattr(handle, "patches", ()):
-            raise ComponentError(f"{node}: {name} has LoRAs applied; merging patched models is not supported yet "
-                                 "(merge first, then apply the LoRA)")
-
-
 def merge_models(runtime: Runtime, model1: ModelHandle, model2: ModelHandle, a: float, b: float,
                  node: str) -> ModelHandle:
-    """A MODEL whose weights are `a * model1 + b * model2` (model1's other settings kept)."""
-    _no_patches(node, model1=model1, model2=model2)
-    ref = derived.derived_refs("merge_unet", (model1.ref, model2.ref), (float(a), float(b)), ("unet",))["unet"]
+    """A MODEL whose weights are `a * model1 + b * model2` (model1's other settings kept). Each input's LoRAs are
+    baked into the merge (the result carries none), as ComfyUI merges the patched weights."""
+    ref = derived.derived_refs("merge_unet", (model1.ref, model2.ref),
+                               (float(a), float(b), model1.patches, model2.patches), ("unet",))["unet"]
     model_cache(runtime).preload(ref)  # make it now, so a mismatch fails in this node
-    return replace(model1, ref=ref)
+    return replace(model1, ref=ref, patches=())
 
 
 def merge_model_blocks(runtime: Runtime, model1: ModelHandle, model2: ModelHandle,
                        ratios: dict[str, float]) -> ModelHandle:
-    """ModelMergeBlocks: per UNet block group, ratio * model1 + (1 - ratio) * model2."""
-    _no_patches("ModelMergeBlocks", model1=model1, model2=model2)
+    """ModelMergeBlocks: per UNet block group, ratio * model1 + (1 - ratio) * model2 (LoRAs baked in)."""
     params = tuple((name, float(value)) for name, value in ratios.items())
-    ref = derived.derived_refs("merge_unet_blocks", (model1.ref, model2.ref), params, ("unet",))["unet"]
+    ref = derived.derived_refs("merge_unet_blocks", (model1.ref, model2.ref),
+                               (params, model1.patches, model2.patches), ("unet",))["unet"]
     model_cache(runtime).preload(ref)
-    return replace(model1, ref=ref)
+    return replace(model1, ref=ref, patches=())
 
 
 def merge_clips(runtime: Runtime, clip1: ClipHandle, clip2: ClipHandle, a: float, b: float, node: str) -> ClipHandle:
-    _no_patches(node, clip1=clip1, clip2=clip2)
-    ref = derived.derived_refs("merge_clip", (clip1.ref, clip2.ref), (float(a), float(b)), ("clip",))["clip"]
+    ref = derived.derived_refs("merge_clip", (clip1.ref, clip2.ref),
+                               (float(a), float(b), clip1.patches, clip2.patches), ("clip",))["clip"]
     model_cache(runtime).preload(ref)
-    return replace(clip1, ref=ref)
+    return replace(clip1, ref=ref, patches=())
 
 
 # --- saving --------------------------------------------------------------------------------------------------------
+
+
+def baked_unet(runtime: Runtime, model: ModelHandle) -> Any:
+    """A CPU copy of the MODEL's UNet with its LoRAs baked in (ComfyUI saves the patched weights), read from the
+    cached base's own weights even while another prompt samples with a LoRA applied to it (base_weights.py)."""
+    from .base_weights import baked, unet_modules
+
+    return baked(model_cache(runtime), model.ref, model.patches, unet_modules)["unet"]
+
+
+def baked_clip(runtime: Runtime, clip: ClipHandle) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The CLIP's text encoders as CPU copies with its LoRAs baked in, and its tokenizers."""
+    from .base_weights import baked, clip_modules
+
+    cache = model_cache(runtime)
+    with cache.use(clip.ref) as parts:
+        tokenizers = dict(parts["tokenizers"])
+    return baked(cache, clip.ref, clip.patches, clip_modules), tokenizers
 
 
 def _modelspec(model: ModelHandle) -> dict[str, str]:
@@ -135,17 +147,18 @@ def save_checkpoint(runtime: Runtime, model: ModelHandle, clip: ClipHandle, vae:
     from .tiny import Components
     from .tokenizer import tokenizer_spec
 
-    _no_patches("CheckpointSave", model=model, clip=clip)
     family = FAMILIES[model.family]
     clip_family = {"sd2_base": "sd2"}.get(clip.family, clip.family)
     if clip_family != {"sd2_base": "sd2"}.get(model.family, model.family):
         raise ComponentError(f"CheckpointSave: the CLIP is {clip.family}'s, the MODEL {model.family}'s; a checkpoint "
                              "holds one family's parts")
     cache = model_cache(runtime)
-    with cache.use(model.ref) as unet, cache.use(clip.ref) as parts, cache.use(vae.ref) as vae_model:
+    unet = baked_unet(runtime, model)
+    encoders, tokenizers = baked_clip(runtime, clip)
+    with cache.use(vae.ref) as vae_model:  # a VAE is never patched: read in place
         names = ENCODER_NAMES[model.family]
         components = Components(
-            model.family, unet, vae_model, [parts["models"][n] for n in names], [parts["tokenizers"][n] for n in names],
+            model.family, unet, vae_model, [encoders[n] for n in names], [tokenizers[n] for n in names],
             dict(model.scheduler_config),
         )
         state = checkpoint_state_dict(components)
@@ -168,10 +181,8 @@ def save_checkpoint(runtime: Runtime, model: ModelHandle, clip: ClipHandle, vae:
 def save_unet(runtime: Runtime, model: ModelHandle, path: Path, metadata: Mapping[str, str]) -> Path:
     from .split_layout import write_unet_file
 
-    _no_patches("ModelSave", model=model)
-    with model_cache(runtime).use(model.ref) as unet:
-        return write_unet_file(unet, model.family, model.scheduler_config, path, True,
-                               {**_modelspec(model), **metadata})
+    return write_unet_file(baked_unet(runtime, model), model.family, model.scheduler_config, path, True,
+                           {**_modelspec(model), **metadata})
 
 
 def save_clip(runtime: Runtime, clip: ClipHandle, next_path: Any, filename_prefix: str,
@@ -181,13 +192,11 @@ def save_clip(runtime: Runtime, clip: ClipHandle, next_path: Any, filename_prefi
     from .cache_readers import ENCODER_NAMES
     from .split_layout import FAMILY_ENCODER_KINDS, write_text_encoder_file
 
-    _no_patches("CLIPSave", clip=clip)
     written = []
-    with model_cache(runtime).use(clip.ref) as parts:
-        for name, kind in zip(ENCODER_NAMES[clip.family], FAMILY_ENCODER_KINDS[clip.family], strict=True):
-            path = next_path(f"{filename_prefix}_clip_{kind}")
-            model, tokenizer = parts["models"][name], parts["tokenizers"][name]
-            written.append(write_text_encoder_file(model, tokenizer, kind, path, metadata))
+    encoders, tokenizers = baked_clip(runtime, clip)
+    for name, kind in zip(ENCODER_NAMES[clip.family], FAMILY_ENCODER_KINDS[clip.family], strict=True):
+        path = next_path(f"{filename_prefix}_clip_{kind}")
+        written.append(write_text_encoder_file(encoders[name], tokenizers[name], kind, path, metadata))
     return written
 
 

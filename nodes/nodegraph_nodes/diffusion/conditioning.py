@@ -57,12 +57,15 @@ class Conditioning:
     set_area_to_bounds: bool = False  # the area becomes the mask's bounding box
     start_percent: float = 0.0  # acts while the schedule is between these fractions
     end_percent: float = 1.0
+    # GLIGENTextBoxApply's text boxes: (GligenHandle, ((pooled [1, D], height, width, y, x) in latent cells, ...)),
+    # applied by the sampler to this conditioning's own UNet calls (gligen.py)
+    gligen: tuple | None = None
 
     @property
     def is_regional(self) -> bool:
         """True when the prompt does not simply act everywhere and always."""
         return (self.area is not None or self.mask is not None or self.start_percent > 0.0
-                or self.end_percent < 1.0)
+                or self.end_percent < 1.0 or self.gligen is not None)
     concat_latent: torch.Tensor | None = None
     concat_mask: torch.Tensor | None = None
     # unCLIPConditioning entries (unclip.UnclipSpec), in the order applied; only unCLIP UNets read them

@@ -163,6 +163,7 @@ class CFGDenoiser:
             for patch in self.patches:
                 if getattr(patch, "during_unet", None) is not None:
                     hooks.enter_context(patch.during_unet(self))
+            extra = self._gligen(x_in.shape) if n == 1 and self._halves[0].conditioning.gligen else {}
             out = self.unet(
                 x_in if self.concat is None else torch.cat([x_in, self.concat], dim=1),
                 t,
@@ -172,9 +173,19 @@ class CFGDenoiser:
                 mid_block_additional_residual=residuals[1] if residuals else None,
                 return_dict=False,
                 **labels,
+                **extra,
             )[0].float()
         self.check_interrupt()
         return out
+
+    def _gligen(self, shape: torch.Size) -> dict:
+        """GLIGENTextBoxApply's boxes for a call of the one conditioning that carries them (gligen.py; the sampler
+        put the pinned GLIGEN model in place of its handle); a conditioning with boxes always runs alone
+        (regions.py), as in ComfyUI."""
+        from .gligen import unet_kwargs
+
+        model, boxes = self._halves[0].conditioning.gligen
+        return unet_kwargs(self.unet, model, boxes, shape)
 
     def _guide(self, x: torch.Tensor, sigma: torch.Tensor, predictions: list[torch.Tensor]) -> torch.Tensor:
         """Combine the per-conditioning x0 predictions (in call order) into the guided x0, with the MODEL's CFG

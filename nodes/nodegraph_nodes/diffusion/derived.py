@@ -2,22 +2,27 @@
 (CLIPLoader, DualCLIPLoader) and weight merges (ModelMergeSimple / Add / Subtract, CLIPMerge*).
 
 Each lives in the model cache like a file's component, under a key that names its recipe: the kind, the inputs
-(file identities, or the refs of the components merged) and the numbers. The recipe is kept here, so a component
+(file identities, or the refs of the components merged), the numbers and, for a merge, the LoRAs each input
+carries (baked into the merge, as ComfyUI merges the patched weights). The recipe is kept here, so a component
 dropped from the cache (RAM budget, /free) is made again from its inputs when next used, and the same recipe in
 another prompt finds the component already made. A merge is a new set of weights: per weight of model1 that model2
 also has, `a * w1 + b * w2`, which is ComfyUI's patch arithmetic (its merge nodes add model2's weights to model1 as
-patches with strength b on a model scaled by a; see the node docstrings for a and b).
+patches with strength b on a model scaled by a; see the node docstrings for a and b). The inputs' weights are read
+through base_weights.py: their base weights (or those with their LoRAs baked in), never another prompt's LoRA that
+happens to be applied to the cached model at the time.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
+from .base_weights import base_states, baked, clip_modules, unet_modules
 from .model_cache import FileIdentity, ModelCache, ModelRef
 
 LOADER = "derived"
@@ -81,12 +86,11 @@ class MergeError(ValueError):
     """Two models whose weights cannot be combined (another architecture)."""
 
 
-def merge_state(target: torch.nn.Module, other: torch.nn.Module, a: float, b: float, what: str,
+def merge_state(target: torch.nn.Module, theirs: Mapping[str, torch.Tensor], a: float, b: float, what: str,
                 skip: tuple[str, ...] = (), per_key: dict[str, tuple[float, float]] | None = None) -> None:
-    """In place: every parameter / buffer of `target` that `other` also has becomes `a * target + b * other`,
-    computed in float32 and stored in the target's dtype; the others are left as they are. `per_key` gives other
-    (a, b) for some keys."""
-    theirs = other.state_dict()
+    """In place: every parameter / buffer of `target` that the other model's state dict `theirs` also has becomes
+    `a * target + b * other`, computed in float32 and stored in the target's dtype; the others are left as they
+    are. `per_key` gives other (a, b) for some keys."""
     mine = target.state_dict()
     misfits = [f"{k} {list(v.shape)} vs {list(theirs[k].shape)}" for k, v in mine.items()
                if k in theirs and v.shape != theirs[k].shape]
@@ -102,17 +106,24 @@ def merge_state(target: torch.nn.Module, other: torch.nn.Module, a: float, b: fl
             value.copy_(merged.to(value.dtype))
 
 
-def _detached_copy(module: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(module).to("cpu")
+@contextmanager
+def _weights(cache: ModelCache, ref: ModelRef, patches: tuple[Any, ...],
+             modules_of: Callable[[Any], dict[str, torch.nn.Module]]) -> Iterator[dict[str, Mapping[str, torch.Tensor]]]:
+    """The state dicts of a merge input's modules: its base weights read in place, or a copy with its LoRAs baked
+    in."""
+    if patches:
+        yield {name: module.state_dict() for name, module in baked(cache, ref, patches, modules_of).items()}
+    else:
+        with cache.use(ref) as value, base_states(ref, modules_of(value)) as states:
+            yield states
 
 
 def _build_unet_merge(cache: ModelCache, recipe: Recipe) -> dict[str, Any]:
     ref1, ref2 = recipe.inputs
-    a, b = recipe.params
-    with cache.use(ref1) as unet1:
-        merged = _detached_copy(unet1)
-    with cache.use(ref2) as unet2:
-        merge_state(merged, unet2, a, b, "model merge")
+    a, b, patches1, patches2 = recipe.params
+    merged = baked(cache, ref1, patches1, unet_modules)["unet"]
+    with _weights(cache, ref2, patches2, unet_modules) as theirs:
+        merge_state(merged, theirs["unet"], a, b, "model merge")
     return {"unet": merged}
 
 
@@ -136,11 +147,11 @@ def block_ratios(unet: torch.nn.Module, ratios: tuple[tuple[str, float], ...]) -
 
 def _build_unet_block_merge(cache: ModelCache, recipe: Recipe) -> dict[str, Any]:
     ref1, ref2 = recipe.inputs
-    with cache.use(ref1) as unet1:
-        merged = _detached_copy(unet1)
-    per_key = block_ratios(merged, recipe.params)
-    with cache.use(ref2) as unet2:
-        merge_state(merged, unet2, 1.0, 0.0, "model merge", per_key=per_key)
+    ratios, patches1, patches2 = recipe.params
+    merged = baked(cache, ref1, patches1, unet_modules)["unet"]
+    per_key = block_ratios(merged, ratios)
+    with _weights(cache, ref2, patches2, unet_modules) as theirs:
+        merge_state(merged, theirs["unet"], 1.0, 0.0, "model merge", per_key=per_key)
     return {"unet": merged}
 
 
@@ -150,18 +161,16 @@ CLIP_MERGE_SKIP = (".position_ids", ".logit_scale", "logit_scale")
 
 def _build_clip_merge(cache: ModelCache, recipe: Recipe) -> dict[str, Any]:
     ref1, ref2 = recipe.inputs
-    a, b = recipe.params
+    a, b, patches1, patches2 = recipe.params
     with cache.use(ref1) as parts1:
-        models = {name: _detached_copy(model) for name, model in parts1["models"].items()}
         tokenizers = dict(parts1["tokenizers"])
-    with cache.use(ref2) as parts2:
-        missing = sorted(set(models) - set(parts2["models"]))
+    models = baked(cache, ref1, patches1, clip_modules)
+    with _weights(cache, ref2, patches2, clip_modules) as theirs:
+        missing = sorted(set(models) - set(theirs))
         if missing:
-            raise MergeError(
-                f"clip merge: clip2 has no text encoder {missing[0]!r} (it has {sorted(parts2['models'])})"
-            )
+            raise MergeError(f"clip merge: clip2 has no text encoder {missing[0]!r} (it has {sorted(theirs)})")
         for name, model in models.items():
-            merge_state(model, parts2["models"][name], a, b, f"clip merge ({name})", skip=CLIP_MERGE_SKIP)
+            merge_state(model, theirs[name], a, b, f"clip merge ({name})", skip=CLIP_MERGE_SKIP)
     return {"clip": {"models": models, "tokenizers": tokenizers}}
 
 

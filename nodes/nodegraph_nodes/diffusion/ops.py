@@ -303,6 +303,10 @@ def _resolve_controls(
     ControlNets made for another model family (they would fail deep inside the UNet call)."""
     if not isinstance(cond, Conditioning):  # several prompts (ConditioningCombine): each entry
         return map_entries(cond, lambda c: _resolve_controls(stack, cache, c, unet, family))
+    if cond.gligen is not None:  # GLIGENTextBoxApply's model, pinned like the ControlNets (gligen.py)
+        from .gligen import resolve
+
+        cond = resolve(stack, cache, cond)
     if not cond.controls:
         return cond
     controls = []

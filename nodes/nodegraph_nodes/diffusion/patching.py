@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from .model_cache import ModelCache, ModelRef
+# The model cache and its refs are only used here (cache.use(ref)), not imported: base_weights.py, which reads this
+# module's state, is read by the merges the model cache makes (derived.py), and must not pull in the cache.
 
 _states: dict[Any, "_Shared"] = {}
 _states_guard = threading.Lock()
@@ -40,6 +41,7 @@ class _Shared:
 
 
 def _shared(key: Any) -> _Shared:
+    """The sharing state of the cached model `key` (made on first use; base_weights.py reads it too)."""
     with _states_guard:
         return _states.setdefault(key, _Shared())
 
@@ -48,7 +50,7 @@ def _shared(key: Any) -> _Shared:
 class LoraPatch:
     """A LoRA file (its model-cache handle) applied at `strength` to one side (model or CLIP)."""
 
-    ref: ModelRef
+    ref: Any  # the LoRA file's model_cache.ModelRef
     strength: float
 
     def cache_nbytes(self) -> int:
@@ -92,8 +94,8 @@ def restore(models: dict[str, torch.nn.Module], saved: dict[tuple[str, str], tor
 
 @contextmanager
 def patched(
-    cache: ModelCache,
-    ref: ModelRef,
+    cache: Any,  # a model_cache.ModelCache
+    ref: Any,  # a model_cache.ModelRef
     patches: tuple[LoraPatch, ...],
     models_of: Callable[[Any], dict[str, torch.nn.Module]],
     exclusive: bool = False,
@@ -104,8 +106,11 @@ def patched(
     signature = tuple((p.ref.key, p.strength) for p in patches)
     if exclusive:
         signature += (object(),)  # equal to no other user's
-    with cache.use(ref) as value:
+    with cache.use(ref) as value, ExitStack() as lora_uses:
         models = models_of(value)
+        # The LoRAs are pinned before the state is entered: applying and restoring then need nothing of the model
+        # cache, so a reader that waits for them while holding the cache's lock (base_weights.py) cannot deadlock.
+        loras = [(lora_uses.enter_context(cache.use(p.ref)), p.strength) for p in patches]
         with state.cond:
             while state.busy or (state.users and state.signature != signature):
                 state.cond.wait()
@@ -115,9 +120,7 @@ def patched(
                 state.signature, state.busy = signature, bool(patches)
         if first and patches:
             try:
-                with ExitStack() as stack:
-                    loras = [(stack.enter_context(cache.use(p.ref)), p.strength) for p in patches]
-                    saved = apply(models, loras)
+                saved = apply(models, loras)
             except BaseException:
                 with state.cond:
                     state.users -= 1
