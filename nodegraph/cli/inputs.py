@@ -7,12 +7,15 @@ import difflib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .status import EXIT_INVALID, fail
 
+if TYPE_CHECKING:
+    from ..engine import Folders
 
-def make_folders(args: argparse.Namespace) -> Any:
+
+def make_folders(args: argparse.Namespace) -> Folders:
     from ..engine import Folders
     from ..paths import default_models_dirs, example_input_dirs
 
@@ -42,7 +45,7 @@ def resolve_workflow(text: str | Path) -> Path:
     return find_example(str(text)) or path
 
 
-def read_workflow(path: str | Path, registry: Any, env: Any, keep_unknown: bool = False) -> Any:
+def read_workflow(path: str | Path, registry: Any, env: Folders | None, keep_unknown: bool = False) -> Any:
     from ..formats import WorkflowFormatError, load_workflow
 
     def node_info(class_type: str) -> dict[str, Any] | None:

@@ -8,10 +8,13 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .inputs import apply_overrides, make_folders, read_workflow, report_problems, warn_unknown_inputs
 from .status import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, fail
+
+if TYPE_CHECKING:
+    from ..engine import Folders
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -118,7 +121,7 @@ async def _run_interruptible(runner: Any, checked: Any, extra_data: dict[str, An
         runner.executor.close()
 
 
-def _output_files(outputs: dict[str, dict[str, Any]], env: Any) -> list[Path]:
+def _output_files(outputs: dict[str, dict[str, Any]], env: Folders) -> list[Path]:
     files = []
     for ui in outputs.values():
         for image in ui.get("images", []):

@@ -17,7 +17,10 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .folders import Folders
 
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192  # pixels x frames one decode may produce
 
@@ -29,7 +32,7 @@ class Limits:
     max_ui_bytes: int = 1024 * 1024
 
 
-def image_pixel_budget(env: Any) -> int:
+def image_pixel_budget(env: Folders | None) -> int:
     """The pixel budget (width x height x frames) for one decoded image, from the folders' settings."""
     settings = getattr(env, "settings", None) or {}
     value = settings.get("max_image_pixels")

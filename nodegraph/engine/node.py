@@ -132,7 +132,7 @@ class Node:
         raise NotImplementedError(f"{type(self).__name__}.execute")
 
     @classmethod
-    def fingerprint(cls, env: Any, **constants: Any) -> Hashable | None:
+    def fingerprint(cls, env: Folders | None, **constants: Any) -> Hashable | None:
         """What, besides the inputs, the result depends on (ComfyUI's IS_CHANGED).
 
         Return None for a pure node. A node that reads a file returns e.g. its hash or mtime, so that a changed
@@ -141,7 +141,7 @@ class Node:
         return None
 
     @classmethod
-    def check_inputs(cls, env: Any, **constants: Any) -> dict[str, str] | None:
+    def check_inputs(cls, env: Folders | None, **constants: Any) -> dict[str, str] | None:
         """Extra validation of literal inputs (ComfyUI's VALIDATE_INPUTS): `{input_name: message}` for problems."""
         return None
 
@@ -162,7 +162,7 @@ class Node:
         return cls.display_name or cls.type_name
 
     @classmethod
-    def object_info(cls, env: Any = None, name: str | None = None) -> dict[str, Any]:
+    def object_info(cls, env: Folders | None = None, name: str | None = None) -> dict[str, Any]:
         """ComfyUI's object_info record for this node (docs/compat.md §3.4)."""
         required = {i.name: i.object_info(env) for i in cls.required_inputs()}
         optional = {i.name: i.object_info(env) for i in cls.optional_inputs()}

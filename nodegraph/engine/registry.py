@@ -17,9 +17,12 @@ import sys
 import traceback
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .node import Node
+
+if TYPE_CHECKING:
+    from .folders import Folders
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +119,7 @@ class NodeRegistry:
                     modules.append(name)
         return modules
 
-    def object_info(self, env: Any = None, class_type: str | None = None) -> dict[str, Any]:
+    def object_info(self, env: Folders | None = None, class_type: str | None = None) -> dict[str, Any]:
         """ComfyUI's /object_info: every registered name (aliases included) -> its record."""
         names = [class_type] if class_type is not None else self.names()
         info: dict[str, Any] = {}

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    from .folders import Folders
 
 MAX_RESOLUTION = 16384
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -83,7 +86,7 @@ class Input:
             opts["advanced"] = True
         return opts
 
-    def object_info(self, env: Any = None) -> list[Any]:
+    def object_info(self, env: Folders | None = None) -> list[Any]:
         """ComfyUI's input spec: `[TYPE]` or `[TYPE, options]`."""
         opts = self.options()
         return [self.type, opts] if opts else [self.type]
@@ -94,7 +97,7 @@ class Input:
         """Whether an output of `output_type` may feed this input (ComfyUI's rule: equal, '*', or comma unions)."""
         return types_compatible(output_type, self.type)
 
-    def coerce(self, value: Any, env: Any = None) -> Any:
+    def coerce(self, value: Any, env: Folders | None = None) -> Any:
         """Turn a literal into this input's value, or raise InputError. Link-only inputs take no literals."""
         raise InputError(
             "invalid_input_type",
@@ -153,7 +156,7 @@ class Int(_Number):
             opts["control_after_generate"] = True
         return opts
 
-    def coerce(self, value: Any, env: Any = None) -> int:
+    def coerce(self, value: Any, env: Folders | None = None) -> int:
         if isinstance(value, bool):
             value = int(value)
         if isinstance(value, float) and value.is_integer():
@@ -194,7 +197,7 @@ class Float(_Number):
             opts["round"] = self.round
         return opts
 
-    def coerce(self, value: Any, env: Any = None) -> float:
+    def coerce(self, value: Any, env: Folders | None = None) -> float:
         try:
             if isinstance(value, (list, dict, tuple)) or value is None:
                 raise TypeError
@@ -231,7 +234,7 @@ class String(Input):
             opts["dynamicPrompts"] = True
         return opts
 
-    def coerce(self, value: Any, env: Any = None) -> str:
+    def coerce(self, value: Any, env: Folders | None = None) -> str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise InputError(
@@ -256,7 +259,7 @@ class Boolean(Input):
             opts["label_off"] = self.label_off
         return opts
 
-    def coerce(self, value: Any, env: Any = None) -> bool:
+    def coerce(self, value: Any, env: Folders | None = None) -> bool:
         # Unlike bool("false") == True, only clear spellings are accepted.
         if isinstance(value, bool):
             return value
@@ -271,7 +274,8 @@ class Boolean(Input):
         )
 
 
-Choices = Sequence[str] | Callable[[Any], Sequence[str]]
+# A choices function gets the folders validation runs with (None when there are none, e.g. `nodegraph nodes`).
+Choices = Sequence[str] | Callable[["Folders | None"], Sequence[str]]
 
 
 class Combo(Input):
@@ -291,7 +295,7 @@ class Combo(Input):
         self.strict = strict
         self.image_upload = image_upload
 
-    def choices(self, env: Any = None) -> list[str]:
+    def choices(self, env: Folders | None = None) -> list[str]:
         return list(self._choices(env) if callable(self._choices) else self._choices)
 
     def options(self) -> dict[str, Any]:
@@ -300,7 +304,7 @@ class Combo(Input):
             opts["image_upload"] = True
         return opts
 
-    def object_info(self, env: Any = None) -> list[Any]:
+    def object_info(self, env: Folders | None = None) -> list[Any]:
         # The legacy `[[choices...], options]` form: every ComfyUI client and script version understands it.
         choices = self.choices(env)
         opts = self.options()
@@ -311,7 +315,7 @@ class Combo(Input):
     def accepts_link_from(self, output_type: str) -> bool:
         return output_type in ("COMBO", "STRING", "*")
 
-    def coerce(self, value: Any, env: Any = None) -> str:
+    def coerce(self, value: Any, env: Folders | None = None) -> str:
         if not isinstance(value, str):
             raise InputError(
                 "invalid_input_type",

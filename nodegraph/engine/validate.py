@@ -24,6 +24,8 @@ from .workflow import Link, NodeSpec, Workflow, is_link, node_sort_key, run_orde
 if TYPE_CHECKING:
     import networkx as nx
 
+    from .folders import Folders
+
 
 @dataclass
 class ValidationResult:
@@ -57,7 +59,7 @@ def _title(node: Any, class_type: str | None, cls: type[Node] | None) -> str:
 def validate_prompt(
     prompt: Any,
     registry: NodeRegistry,
-    env: Any = None,
+    env: Folders | None = None,
     targets: Iterable[str] | None = None,
 ) -> ValidationResult:
     """Validate an API-format workflow; `targets` limits execution to these output nodes (partial execution).
@@ -89,7 +91,7 @@ def validate_prompt(
 class _Validation:
     """One validation: the nodes read from the prompt and the errors found so far, by node."""
 
-    def __init__(self, prompt: dict[str, Any], registry: NodeRegistry, env: Any):
+    def __init__(self, prompt: dict[str, Any], registry: NodeRegistry, env: Folders | None):
         self.prompt = prompt
         self.registry = registry
         self.env = env
@@ -258,7 +260,7 @@ def _validate_node(
     raw: dict[str, Any],
     classes: dict[str, type[Node]],
     prompt: dict[str, Any],
-    env: Any,
+    env: Folders | None,
 ) -> tuple[list[dict[str, Any]], NodeSpec]:
     """Check each declared input of one node (presence, link, literal), then the node's own `check_inputs`."""
     inputs = raw["inputs"]
@@ -296,7 +298,7 @@ def _validate_node(
     return errors, NodeSpec(nid, cls, raw["class_type"], raw["title"], constants, links)
 
 
-def _echoed_config(spec: Input, env: Any) -> list[Any] | None:
+def _echoed_config(spec: Input, env: Folders | None) -> list[Any] | None:
     """The input's declaration as errors echo it back (`input_config`)."""
     config = spec.object_info(env)
     if isinstance(config[0], list) and len(config[0]) > MAX_ECHOED_CHOICES:
@@ -338,7 +340,7 @@ def _check_link(
     return None, Link(src, slot)
 
 
-def _custom_checks(cls: type[Node], constants: dict[str, Any], env: Any) -> list[dict[str, Any]]:
+def _custom_checks(cls: type[Node], constants: dict[str, Any], env: Folders | None) -> list[dict[str, Any]]:
     """The node's own `check_inputs` over its literal inputs: one error per problem it names."""
     try:
         problems = cls.check_inputs(env, **constants) or {}

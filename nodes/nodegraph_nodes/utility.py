@@ -11,7 +11,7 @@ import string
 import time
 from typing import Any
 
-from nodegraph.engine import Boolean, Combo, Float, Input, Int, Node, NodeResult, Output, String
+from nodegraph.engine import Boolean, Combo, Float, Folders, Input, Int, Node, NodeResult, Output, String
 from nodegraph.engine.limits import Limits
 
 INT_LIMIT = 2**63 - 1
@@ -182,7 +182,7 @@ class StringFormat(Node):
     outputs = (Output("STRING"),)
 
     @classmethod
-    def check_inputs(cls, env: Any, template: str = "", **_: Any) -> dict[str, str] | None:
+    def check_inputs(cls, env: Folders | None, template: str = "", **_: Any) -> dict[str, str] | None:
         try:
             fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
         except ValueError as exc:

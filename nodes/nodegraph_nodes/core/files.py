@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
-from nodegraph.engine import UnsafePath
+from nodegraph.engine import Folders, UnsafePath
 from nodegraph.engine.folders import resolve_inside
 
 
-def input_file(env: Any, input_name: str, name: str, kind: str,
+def input_file(env: Folders | None, input_name: str, name: str, kind: str,
                show_folder: bool = True) -> tuple[Path | None, dict[str, str] | None]:
     """(the file, None) for `name` in the input folder, or (None, {input_name: why}) when the name leaves the
     folder or names no file there. `kind` ("image", "latent") and `show_folder` shape the message."""
@@ -27,7 +26,7 @@ def input_file(env: Any, input_name: str, name: str, kind: str,
     return path, None
 
 
-def input_fingerprint(env: Any, name: str) -> str | None:
+def input_fingerprint(env: Folders | None, name: str) -> str | None:
     """The SHA-256 of an input file's bytes (a changed file runs its node again), None when it cannot be read."""
     try:
         return hashlib.sha256(env.annotated_path(name).read_bytes()).hexdigest()
@@ -35,7 +34,7 @@ def input_fingerprint(env: Any, name: str) -> str | None:
         return None
 
 
-def output_prefix_problem(env: Any, filename_prefix: str) -> dict[str, str] | None:
+def output_prefix_problem(env: Folders | None, filename_prefix: str) -> dict[str, str] | None:
     """{"filename_prefix": why} when the prefix's subfolders would leave the output folder, else None."""
     subfolder = filename_prefix.replace("\\", "/").rpartition("/")[0]
     if subfolder:

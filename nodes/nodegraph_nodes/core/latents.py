@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.engine import MAX_RESOLUTION, Boolean, Combo, Float, Input, Int, Node, NodeResult, Output, String
+from nodegraph.engine import (
+    MAX_RESOLUTION, Boolean, Combo, Float, Folders, Input, Int, Node, NodeResult, Output, String,
+)
 
 from .images import ROTATIONS, quarter_turns
 from .files import input_file, input_fingerprint, output_prefix_problem
@@ -360,7 +362,7 @@ class SaveLatent(Node):
     filename_prefix = String("latents/ComfyUI")
 
     @classmethod
-    def check_inputs(cls, env: Any, filename_prefix: str = "latents/ComfyUI", **_: Any) -> dict[str, str] | None:
+    def check_inputs(cls, env: Folders | None, filename_prefix: str = "latents/ComfyUI", **_: Any) -> dict[str, str] | None:
         return output_prefix_problem(env, filename_prefix)
 
     def execute(self, samples, filename_prefix) -> NodeResult:
@@ -381,7 +383,7 @@ class SaveLatent(Node):
         return NodeResult(ui={"latents": [record]})
 
 
-def _latent_files(env: Any) -> list[str]:
+def _latent_files(env: Folders | None) -> list[str]:
     if env is None:
         return []
     return sorted(env.list_inputs((".latent",)))
@@ -395,11 +397,11 @@ class LoadLatent(Node):
     outputs = (Output("LATENT"),)
 
     @classmethod
-    def check_inputs(cls, env: Any, latent: str = "", **_: Any) -> dict[str, str] | None:
+    def check_inputs(cls, env: Folders | None, latent: str = "", **_: Any) -> dict[str, str] | None:
         return input_file(env, "latent", latent, "latent", show_folder=False)[1]
 
     @classmethod
-    def fingerprint(cls, env: Any, latent: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, latent: str = "", **_: Any) -> Any:
         return input_fingerprint(env, latent)
 
     def execute(self, latent: str) -> tuple[dict[str, Any]]:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from nodegraph.engine import Boolean, Combo, Float, Input, Int, Node, NodeResult, String
+from nodegraph.engine import Boolean, Combo, Float, Folders, Input, Int, Node, NodeResult, String
 
 from .files import output_prefix_problem, prefix_folder
 
@@ -58,7 +58,7 @@ class SaveAnimatedWEBP(Node):
     method = Combo(list(WEBP_METHODS))
 
     @classmethod
-    def check_inputs(cls, env: Any, filename_prefix: str = "ComfyUI", **_: Any) -> dict[str, str] | None:
+    def check_inputs(cls, env: Folders | None, filename_prefix: str = "ComfyUI", **_: Any) -> dict[str, str] | None:
         return output_prefix_problem(env, filename_prefix)
 
     def execute(self, images, filename_prefix, fps, lossless, quality, method) -> NodeResult:
@@ -89,7 +89,7 @@ class SaveAnimatedPNG(Node):
     compress_level = Int(4, min=0, max=9)
 
     @classmethod
-    def check_inputs(cls, env: Any, filename_prefix: str = "ComfyUI", **_: Any) -> dict[str, str] | None:
+    def check_inputs(cls, env: Folders | None, filename_prefix: str = "ComfyUI", **_: Any) -> dict[str, str] | None:
         return output_prefix_problem(env, filename_prefix)
 
     def execute(self, images, filename_prefix, fps, compress_level) -> NodeResult:
@@ -117,7 +117,7 @@ class SaveImageWebsocket(Node):
     images = Input("IMAGE")
 
     @classmethod
-    def fingerprint(cls, env: Any, **constants: Any) -> float:
+    def fingerprint(cls, env: Folders | None, **constants: Any) -> float:
         return float("nan")  # sending is the point: run every time, as ComfyUI does
 
     def execute(self, images: Any) -> NodeResult:

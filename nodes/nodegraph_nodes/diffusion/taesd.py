@@ -19,10 +19,13 @@ import logging
 import re
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from nodegraph.engine import Folders
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ class TaesdError(ValueError):
     """A file in vae_approx that is not a TAESD decoder we can build."""
 
 
-def find_decoder(env: Any, latent_family: str) -> Path | None:
+def find_decoder(env: Folders | None, latent_family: str) -> Path | None:
     """The TAESD decoder file for this latent family in the models roots' `vae_approx` folders, or None."""
     prefix = TAESD_DECODERS.get(latent_family)
     if prefix is None or env is None or not hasattr(env, "list_models"):
@@ -145,7 +148,7 @@ def decode_to_image(decoder: torch.nn.Module, latent: torch.Tensor) -> Image.Ima
     return Image.fromarray(pixels.numpy())
 
 
-def taesd_previewer(env: Any, latent_family: str) -> Callable[[torch.Tensor], Image.Image] | None:
+def taesd_previewer(env: Folders | None, latent_family: str) -> Callable[[torch.Tensor], Image.Image] | None:
     """A latent -> preview image function using TAESD, or None when no decoder is installed (or it is broken)."""
     path = find_decoder(env, latent_family)
     if path is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.engine import Combo, Input, Node, Output
+from nodegraph.engine import Combo, Folders, Input, Node, Output
 
 from .loader_nodes import _file_fingerprint, _models
 
@@ -20,7 +20,7 @@ class CLIPVisionLoader(Node):
     outputs = (Output("CLIP_VISION"),)
 
     @classmethod
-    def fingerprint(cls, env: Any, clip_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, clip_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "clip_vision", clip_name)
 
     def execute(self, clip_name: str) -> tuple[Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.engine import Combo, Float, Input, Node, Output
+from nodegraph.engine import Combo, Float, Folders, Input, Node, Output
 
 from .loader_nodes import _file_fingerprint, _models
 
@@ -25,7 +25,7 @@ class ControlNetLoader(Node):
     outputs = (Output("CONTROL_NET"),)
 
     @classmethod
-    def fingerprint(cls, env: Any, control_net_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, control_net_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "controlnet", control_net_name)
 
     def execute(self, control_net_name: str) -> tuple[Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.engine import MAX_RESOLUTION, Combo, Input, Int, Node, Output, String
+from nodegraph.engine import MAX_RESOLUTION, Combo, Folders, Input, Int, Node, Output, String
 
 from .loader_nodes import _file_fingerprint, _models
 
@@ -18,7 +18,7 @@ class GLIGENLoader(Node):
     outputs = (Output("GLIGEN"),)
 
     @classmethod
-    def fingerprint(cls, env: Any, gligen_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, gligen_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "gligen", gligen_name)
 
     def execute(self, gligen_name: str) -> tuple[Any]:

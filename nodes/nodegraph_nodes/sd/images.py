@@ -13,7 +13,7 @@ import string
 from pathlib import Path
 from typing import Any
 
-from nodegraph.engine import MAX_RESOLUTION, Combo, Input, Int, Node, NodeResult, Output, String
+from nodegraph.engine import MAX_RESOLUTION, Combo, Folders, Input, Int, Node, NodeResult, Output, String
 from nodegraph.engine.folders import name_problem
 from nodegraph.engine.limits import ImageTooLarge, check_image_size, image_pixel_budget, open_image
 
@@ -22,7 +22,7 @@ from ..core.files import input_file, input_fingerprint, output_prefix_problem, p
 IMAGE_SCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 
 
-def _input_images(env: Any) -> list[str]:
+def _input_images(env: Folders | None) -> list[str]:
     return env.list_inputs() if env is not None else []
 
 
@@ -36,7 +36,7 @@ class LoadImage(Node):
     outputs = (Output("IMAGE"), Output("MASK"))
 
     @classmethod
-    def check_inputs(cls, env: Any, image: str = "", **_: Any) -> dict[str, str] | None:
+    def check_inputs(cls, env: Folders | None, image: str = "", **_: Any) -> dict[str, str] | None:
         path, refused = input_file(env, "image", image, "image")
         if refused:
             return refused
@@ -44,7 +44,7 @@ class LoadImage(Node):
         return {"image": problem} if problem else None
 
     @classmethod
-    def fingerprint(cls, env: Any, image: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, image: str = "", **_: Any) -> Any:
         return input_fingerprint(env, image)
 
     def execute(self, image: str) -> tuple[Any, Any]:
@@ -54,7 +54,7 @@ class LoadImage(Node):
         return load_image(env.annotated_path(image), image_pixel_budget(env))
 
 
-def _image_size_problem(path: Path, env: Any) -> str | None:
+def _image_size_problem(path: Path, env: Folders | None) -> str | None:
     """Refuse at validation an image whose first frame alone is over the pixel budget (reads the header only)."""
     from PIL import UnidentifiedImageError
 
@@ -150,7 +150,7 @@ class SaveImage(Node):
     filename_prefix = String("ComfyUI", tooltip="The prefix of the file names; may include subfolders.")
 
     @classmethod
-    def check_inputs(cls, env: Any, filename_prefix: str = "ComfyUI", **_: Any) -> dict[str, str] | None:
+    def check_inputs(cls, env: Folders | None, filename_prefix: str = "ComfyUI", **_: Any) -> dict[str, str] | None:
         # The longest name written is `<name>_<counter>_.png`; a name no file system takes is refused here.
         problem = name_problem(filename_prefix + "_00001_.png")
         if problem is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.engine import MAX_RESOLUTION, Combo, Float, Input, Int, Node, Output
+from nodegraph.engine import MAX_RESOLUTION, Combo, Float, Folders, Input, Int, Node, Output
 
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
 CROP_METHODS = ["disabled", "center"]
@@ -24,7 +24,7 @@ class EmptyLatentImage(Node):
     outputs = (Output("LATENT", tooltip="The empty latent image batch."),)
 
     @classmethod
-    def check_inputs(cls, env: Any, width: int = 512, height: int = 512, batch_size: int = 1, **_: Any):
+    def check_inputs(cls, env: Folders | None, width: int = 512, height: int = 512, batch_size: int = 1, **_: Any):
         # 4 channels x (w/8) x (h/8) float32 per image; refuse what cannot fit in memory rather than crash.
         nbytes = batch_size * 4 * (width // 8) * (height // 8) * 4
         if nbytes > 8 << 30:

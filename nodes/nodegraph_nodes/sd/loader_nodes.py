@@ -3,19 +3,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.engine import Combo, Float, Input, Int, Node, Output, String
+from nodegraph.engine import Combo, Float, Folders, Input, Int, Node, Output, String
 
 
 def _models(kind: str):
     """Combo choices: the model files of one kind in the configured models roots."""
 
-    def choices(env: Any) -> list[str]:
+    def choices(env: Folders | None) -> list[str]:
         return env.list_models(kind) if env is not None else []
 
     return choices
 
 
-def _file_fingerprint(env: Any, kind: str, name: str) -> Any:
+def _file_fingerprint(env: Folders | None, kind: str, name: str) -> Any:
     """A replaced file (other size or mtime) must be read again, so it is part of the cache key."""
     try:
         stat = env.model_path(kind, name).stat()
@@ -40,7 +40,7 @@ class LoadCheckpoint(Node):
     )
 
     @classmethod
-    def fingerprint(cls, env: Any, ckpt_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, ckpt_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "checkpoints", ckpt_name)
 
     def execute(self, ckpt_name: str) -> tuple[Any, Any, Any]:
@@ -51,14 +51,14 @@ class LoadCheckpoint(Node):
         return model, _with_embeddings(clip, env), vae
 
 
-def _embedding_dirs(env: Any) -> tuple[str, ...]:
+def _embedding_dirs(env: Folders | None) -> tuple[str, ...]:
     try:
         return tuple(str(p) for p in env.model_roots("embeddings"))
     except (AttributeError, KeyError):
         return ()
 
 
-def _with_embeddings(clip: Any, env: Any) -> Any:
+def _with_embeddings(clip: Any, env: Folders | None) -> Any:
     """The CLIP searches the models roots' embeddings/ folders for `embedding:name` (as ComfyUI's checkpoint
     loader gives its CLIP the embeddings directory)."""
     from dataclasses import replace
@@ -88,7 +88,7 @@ class LoraLoader(Node):
     )
 
     @classmethod
-    def fingerprint(cls, env: Any, lora_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, lora_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "loras", lora_name)
 
     def execute(self, model: Any, clip: Any, lora_name: str, strength_model: float, strength_clip: float):
@@ -113,7 +113,7 @@ class LoraLoaderModelOnly(Node):
     outputs = (Output("MODEL", tooltip="The modified diffusion model."),)
 
     @classmethod
-    def fingerprint(cls, env: Any, lora_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, lora_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "loras", lora_name)
 
     def execute(self, model: Any, lora_name: str, strength_model: float):
@@ -136,7 +136,7 @@ class VAELoader(Node):
     outputs = (Output("VAE"),)
 
     @classmethod
-    def fingerprint(cls, env: Any, vae_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, vae_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "vae", vae_name)
 
     def execute(self, vae_name: str) -> tuple[Any]:
@@ -173,7 +173,7 @@ class CLIPEncode(Node):
     outputs = (Output("CONDITIONING", tooltip="The encoded text, to guide the diffusion model."),)
 
     @classmethod
-    def fingerprint(cls, env: Any, text: Any = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, text: Any = "", **_: Any) -> Any:
         """A prompt naming embeddings depends on their files (replaced, added or removed)."""
         if not isinstance(text, str) or "embedding:" not in text:
             return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.engine import MAX_RESOLUTION, Boolean, Combo, Float, Input, Int, Node, Output
+from nodegraph.engine import MAX_RESOLUTION, Boolean, Combo, Float, Folders, Input, Int, Node, Output
 
 from ..core.files import input_file, input_fingerprint
 from .images import _input_images
@@ -29,11 +29,11 @@ class LoadImageMask(Node):
     outputs = (Output("MASK"),)
 
     @classmethod
-    def check_inputs(cls, env: Any, image: str = "", **_: Any) -> dict[str, str] | None:
+    def check_inputs(cls, env: Folders | None, image: str = "", **_: Any) -> dict[str, str] | None:
         return input_file(env, "image", image, "image")[1]
 
     @classmethod
-    def fingerprint(cls, env: Any, image: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, image: str = "", **_: Any) -> Any:
         return input_fingerprint(env, image)
 
     def execute(self, image: str, channel: str) -> tuple[Any]:

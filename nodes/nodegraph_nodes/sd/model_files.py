@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nodegraph.engine import Combo, Float, Input, Node, NodeResult, Output, Runtime, String
+from nodegraph.engine import Combo, Float, Folders, Input, Node, NodeResult, Output, Runtime, String
 
 from .loader_nodes import _file_fingerprint, _models, _with_embeddings
 
@@ -24,7 +24,7 @@ UNET_WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 CLIP_DEVICES = ["default", "cpu"]
 
 
-def _configs(env: Any) -> list[str]:
+def _configs(env: Folders | None) -> list[str]:
     return env.list_models("configs") if env is not None else []
 
 
@@ -39,7 +39,7 @@ def _metadata(context: Any, **extra: str) -> dict[str, str]:
     return out
 
 
-def _check_prefix(env: Any, filename_prefix: str) -> dict[str, str] | None:
+def _check_prefix(env: Folders | None, filename_prefix: str) -> dict[str, str] | None:
     from ..core.files import output_prefix_problem
 
     return output_prefix_problem(env, filename_prefix)
@@ -65,7 +65,7 @@ class UNETLoader(Node):
     outputs = (Output("MODEL"),)
 
     @classmethod
-    def fingerprint(cls, env: Any, unet_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, unet_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "diffusion_models", unet_name)
 
     def execute(self, unet_name: str, weight_dtype: str) -> tuple[Any]:
@@ -88,7 +88,7 @@ class CLIPLoader(Node):
     outputs = (Output("CLIP"),)
 
     @classmethod
-    def fingerprint(cls, env: Any, clip_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, clip_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "text_encoders", clip_name)
 
     def execute(self, clip_name: str, type: str, device: str = "default") -> tuple[Any]:
@@ -110,7 +110,7 @@ class DualCLIPLoader(Node):
     outputs = (Output("CLIP"),)
 
     @classmethod
-    def fingerprint(cls, env: Any, clip_name1: str = "", clip_name2: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, clip_name1: str = "", clip_name2: str = "", **_: Any) -> Any:
         return tuple(_file_fingerprint(env, "text_encoders", name) for name in (clip_name1, clip_name2))
 
     def execute(self, clip_name1: str, clip_name2: str, type: str, device: str = "default") -> tuple[Any]:
@@ -133,7 +133,7 @@ class CheckpointLoader(Node):
     outputs = (Output("MODEL"), Output("CLIP"), Output("VAE"))
 
     @classmethod
-    def fingerprint(cls, env: Any, config_name: str = "", ckpt_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, config_name: str = "", ckpt_name: str = "", **_: Any) -> Any:
         return (_file_fingerprint(env, "configs", config_name), _file_fingerprint(env, "checkpoints", ckpt_name))
 
     def execute(self, config_name: str, ckpt_name: str) -> tuple[Any, Any, Any]:
@@ -155,11 +155,11 @@ class _Save(Node):
     default_prefix = ""
 
     @classmethod
-    def check_inputs(cls, env: Any, filename_prefix: str = "", **_: Any) -> dict[str, str] | None:
+    def check_inputs(cls, env: Folders | None, filename_prefix: str = "", **_: Any) -> dict[str, str] | None:
         return _check_prefix(env, filename_prefix or cls.default_prefix)
 
     @classmethod
-    def fingerprint(cls, env: Any, **_: Any) -> float:
+    def fingerprint(cls, env: Folders | None, **_: Any) -> float:
         return float("nan")  # writing the file is the point: every run writes one, as in ComfyUI
 
 

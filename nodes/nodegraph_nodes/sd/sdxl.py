@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.engine import MAX_RESOLUTION, MAX_SEED, Combo, Float, Input, Int, Node, Output, String
+from nodegraph.engine import MAX_RESOLUTION, MAX_SEED, Combo, Float, Folders, Input, Int, Node, Output, String
 
 from .sampler_nodes import cfg_input, sampler_input, scheduler_input, steps_input
 
@@ -104,7 +104,7 @@ class SDXLRefiner(Node):
     outputs = (Output("LATENT", tooltip="The refined latent, fully denoised."),)
 
     @classmethod
-    def check_inputs(cls, env: Any, switch_at: float | None = None, switch_unit: str | None = None, **_: Any):
+    def check_inputs(cls, env: Folders | None, switch_at: float | None = None, switch_unit: str | None = None, **_: Any):
         if switch_at is None or switch_unit is None:  # a linked value is checked when the node runs
             return None
         problem = _switch_problem(switch_at, switch_unit)

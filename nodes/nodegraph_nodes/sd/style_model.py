@@ -6,7 +6,7 @@ from typing import Any
 
 from dataclasses import dataclass
 
-from nodegraph.engine import Combo, Float, Input, Node, Output
+from nodegraph.engine import Combo, Float, Folders, Input, Node, Output
 
 from .loader_nodes import _file_fingerprint, _models
 
@@ -30,7 +30,7 @@ class StyleModelLoader(Node):
     outputs = (Output("STYLE_MODEL"),)
 
     @classmethod
-    def fingerprint(cls, env: Any, style_model_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, style_model_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "style_models", style_model_name)
 
     def execute(self, style_model_name: str) -> tuple[Any]:

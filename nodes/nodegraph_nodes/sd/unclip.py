@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.engine import Combo, Float, Input, Node, Output
+from nodegraph.engine import Combo, Float, Folders, Input, Node, Output, Runtime
 
 from .loader_nodes import _file_fingerprint, _models, _with_embeddings
 
 
-def _load(runtime: Any, env: Any, ckpt_name: str, node: str) -> tuple[Any, Any, Any, Any]:
+def _load(runtime: Runtime, env: Folders | None, ckpt_name: str, node: str) -> tuple[Any, Any, Any, Any]:
     """(MODEL, CLIP, VAE, CLIP_VISION) of a checkpoint that carries a CLIP image encoder. The file is read once for
     Load Checkpoint and these loaders alike (the same model cache entries)."""
     from ..diffusion import ops
@@ -39,7 +39,7 @@ class unCLIPCheckpointLoader(Node):  # noqa: N801 (ComfyUI's class name)
     outputs = (Output("MODEL"), Output("CLIP"), Output("VAE"), Output("CLIP_VISION"))
 
     @classmethod
-    def fingerprint(cls, env: Any, ckpt_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, ckpt_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "checkpoints", ckpt_name)
 
     def execute(self, ckpt_name: str) -> tuple[Any, Any, Any, Any]:
@@ -56,7 +56,7 @@ class ImageOnlyCheckpointLoader(Node):
     outputs = (Output("MODEL"), Output("CLIP_VISION"), Output("VAE"))
 
     @classmethod
-    def fingerprint(cls, env: Any, ckpt_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, ckpt_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "checkpoints", ckpt_name)
 
     def execute(self, ckpt_name: str) -> tuple[Any, Any, Any]:

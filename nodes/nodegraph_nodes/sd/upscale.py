@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.engine import Combo, Input, Node, Output
+from nodegraph.engine import Combo, Folders, Input, Node, Output
 
 from .loader_nodes import _file_fingerprint, _models
 
@@ -21,7 +21,7 @@ class UpscaleModelLoader(Node):
     outputs = (Output("UPSCALE_MODEL"),)
 
     @classmethod
-    def fingerprint(cls, env: Any, model_name: str = "", **_: Any) -> Any:
+    def fingerprint(cls, env: Folders | None, model_name: str = "", **_: Any) -> Any:
         return _file_fingerprint(env, "upscale_models", model_name)
 
     def execute(self, model_name: str) -> tuple[Any]:
