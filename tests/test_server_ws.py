@@ -134,6 +134,26 @@ async def test_interrupt_mid_run_then_next_prompt_runs(client):
     assert "execution_success" in types(seen)
 
 
+async def test_one_at_a_time_a_prompt_ends_before_the_next_starts(client):
+    # The slot is given back only after the prompt is recorded and its end sent: before, a quick next prompt could
+    # start (and send execution_start .. execution_success) while the last one's history write was in flight. That
+    # needs a slow history write, so on the old code this failed only on a loaded machine (as the test below did in
+    # a full run), not every time.
+    ws, sid = await open_ws(client)
+    ids = []
+    for n in range(8):
+        _, body = await post(client, math_workflow(n, 100 + n), client_id=sid)
+        ids.append(body["prompt_id"])
+    seen = await messages_until(ws, finished(ids[-1]))
+    events = [(m["type"], m["data"].get("prompt_id"), m["data"].get("node", "-")) for m in seen
+              if m["type"] in ("execution_start", "executing")]
+    starts = [pid for kind, pid, _ in events if kind == "execution_start"]
+    ends = [pid for kind, pid, node in events if kind == "executing" and node is None]
+    assert starts == ids and ends == ids
+    order = [(kind, pid) for kind, pid, node in events if kind == "execution_start" or node is None]
+    assert order == [pair for pid in ids for pair in (("execution_start", pid), ("executing", pid))]
+
+
 async def test_node_error_reports_and_queue_continues(client):
     ws, sid = await open_ws(client)
     failing = {"1": {"class_type": "PrimitiveString", "inputs": {"value": "x"}},

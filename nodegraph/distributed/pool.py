@@ -330,6 +330,10 @@ class RayPool:
 
     # --- running -------------------------------------------------------------------------------------------------
 
+    def done(self, slot: RayWorker) -> None:
+        """Nothing to do: `run` gives each worker's slot back itself, since a prompt that loses its worker moves on to
+        another one (and prompts on a pool run side by side anyway)."""
+
     async def run(self, job: Job, on_event: EventCallback, slot: RayWorker) -> RunResult:
         worker: RayWorker | None = slot
         attempts: list[str] = []

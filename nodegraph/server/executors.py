@@ -42,8 +42,12 @@ class PromptBackend(Protocol):
         """Give back a reserved slot that will not run (its prompt failed validation)."""
 
     async def run(self, job: Job, on_event: EventCallback, slot: Any) -> RunResult:
-        """Run the job (its validated `workflow`, its run's `extra_data`) on its reserved slot (released when this
-        returns); events in the engine's names."""
+        """Run the job (its validated `workflow`, its run's `extra_data`) on its reserved slot; events in the
+        engine's names. The slot is free again once this returns, or, where the backend waits for it, once `done`
+        is called."""
+
+    def done(self, slot: Any) -> None:
+        """The worker has recorded the prompt that ran on `slot` and sent its end."""
 
     def interrupt(self, prompt_id: str | None) -> bool:
         """Interrupt a running prompt (None: every running prompt); False if it is not running here."""
@@ -102,7 +106,11 @@ class LocalBackend:
             return await executor.run(job.workflow, job.prompt_id, extra_data=job.extra_data, on_event=on_event)
         finally:
             self._running.pop(job.prompt_id, None)
-            self.release(executor)
+
+    def done(self, slot: Any) -> None:
+        # The slot is free only once its prompt is recorded and its end sent (`done`, not the end of `run`): one at
+        # a time, the next prompt must not start, and send its events, before the last one's end, as in ComfyUI.
+        self.release(slot)
 
     def interrupt(self, prompt_id: str | None) -> bool:
         if prompt_id is None:

@@ -165,8 +165,12 @@ class PromptWorker:
             timings={nid: round(seconds, 6) for nid, seconds in timings.items()},
             error=error,
         )
-        await self.queue.finish(job, done)
-        self.hub.send("executing", {"node": None, "prompt_id": pid}, job.client)
+        try:
+            await self.queue.finish(job, done)
+            self.hub.send("executing", {"node": None, "prompt_id": pid}, job.client)
+        finally:
+            if handed_over:
+                self.backend.done(slot)
         self.broadcast_status()
 
     async def _wait_for_imports(self) -> float:
