@@ -82,11 +82,3 @@ def baked(cache: ModelCache, ref: ModelRef, patches: tuple[Any, ...],
             loras = [(stack.enter_context(cache.use(p.ref)), p.strength) for p in patches]
             apply(copies, loras)  # returns the replaced weights, which a copy does not need back
     return copies
-
-
-def unet_modules(unet: Any) -> dict[str, torch.nn.Module]:
-    return {"unet": unet}
-
-
-def clip_modules(parts: Any) -> dict[str, torch.nn.Module]:
-    return dict(parts["models"])

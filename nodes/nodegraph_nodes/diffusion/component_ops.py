@@ -108,14 +108,16 @@ def merge_clips(runtime: Runtime, clip1: ClipHandle, clip2: ClipHandle, a: float
 def baked_unet(runtime: Runtime, model: ModelHandle) -> Any:
     """A CPU copy of the MODEL's UNet with its LoRAs baked in (ComfyUI saves the patched weights), read from the
     cached base's own weights even while another prompt samples with a LoRA applied to it (base_weights.py)."""
-    from .base_weights import baked, unet_modules
+    from .base_weights import baked
+    from .patching import unet_modules
 
     return baked(model_cache(runtime), model.ref, model.patches, unet_modules)["unet"]
 
 
 def baked_clip(runtime: Runtime, clip: ClipHandle) -> tuple[dict[str, Any], dict[str, Any]]:
     """The CLIP's text encoders as CPU copies with its LoRAs baked in, and its tokenizers."""
-    from .base_weights import baked, clip_modules
+    from .base_weights import baked
+    from .patching import clip_modules
 
     cache = model_cache(runtime)
     with cache.use(clip.ref) as parts:

@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 import torch
 
-from .base_weights import base_states, baked, clip_modules, unet_modules
+from .base_weights import base_states, baked
+from .patching import clip_modules, unet_modules
 from .model_cache import FileIdentity, ModelCache, ModelRef
 
 LOADER = "derived"

@@ -125,18 +125,18 @@ def use_model(cache: ModelCache, model: ModelHandle) -> Any:
     A MODEL whose guidance patches change the UNet's attention during its calls (SelfAttentionGuidance,
     PerturbedAttentionGuidance swap attention processors on the shared module) takes the UNet for itself: prompts
     running side by side must not sample through another prompt's processors."""
-    from .patching import patched
+    from .patching import patched, unet_modules
 
     exclusive = any(getattr(p, "during_unet", None) is not None or getattr(p, "swaps_attention", False)
                     for p in model.cfg_patches)
-    return patched(cache, model.ref, model.patches, lambda unet: {"unet": unet}, exclusive=exclusive)
+    return patched(cache, model.ref, model.patches, unet_modules, exclusive=exclusive)
 
 
 def use_clip(cache: ModelCache, clip: ClipHandle) -> Any:
     """The CLIP's parts ({"models": ..., "tokenizers": ...}), with its LoRAs applied, for a `with` block."""
-    from .patching import patched
+    from .patching import clip_modules, patched
 
-    return patched(cache, clip.ref, clip.patches, lambda parts: dict(parts["models"]))
+    return patched(cache, clip.ref, clip.patches, clip_modules)
 
 
 def load_upscale_model(runtime: Runtime, path: Path) -> UpscaleModelHandle:

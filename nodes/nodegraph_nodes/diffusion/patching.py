@@ -92,6 +92,16 @@ def restore(models: dict[str, torch.nn.Module], saved: dict[tuple[str, str], tor
             weight.copy_(original.to(weight.device))
 
 
+def unet_modules(unet: Any) -> dict[str, torch.nn.Module]:
+    """A UNet's patchable modules, named as LoRA patches name them."""
+    return {"unet": unet}
+
+
+def clip_modules(parts: Any) -> dict[str, torch.nn.Module]:
+    """A CLIP's patchable text encoders ({"l": ..., "g": ...}), named as LoRA patches name them."""
+    return dict(parts["models"])
+
+
 @contextmanager
 def patched(
     cache: Any,  # a model_cache.ModelCache
