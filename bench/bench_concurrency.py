@@ -1,16 +1,17 @@
 """Benchmark: prompts per second with 1..16 clients, one prompt at a time vs `--concurrency` with batched UNet calls.
 
-Each client holds its own websocket and sends txt2img prompts one after another (its next prompt when the last one
-finished), each with a seed of its own, through a real server on loopback. The same clients and seeds run twice in
-this process: against a server that runs prompts one at a time (ComfyUI's way, nodegraph's default) and against
-one with `--concurrency N --max-batch ROWS` (N: `--concurrency`, by default the largest client count, at most 16; the
-same server setting for every row, as a deployed server has, so the 1-client row shows what the batching machinery
-costs a lone prompt). Printed per client count: prompts per
-second of each, their ratio, latency p50 / p95 of each, the largest pixel difference between the two runs' images
-of the same seed (a prompt gives the same image batched as alone), and the mean rows per UNet forward of the
-concurrent run. With `--rounds R` the two modes alternate R times per client count (on a shared, noisy machine a
-burst of outside load then hits both modes alike); the figures are over all rounds, and the ratio's spread over the
-rounds is printed beside it.
+Two servers run side by side, each `nodegraph serve` in a process of its own, as a user starts it: one that runs
+prompts one at a time (ComfyUI's way, nodegraph's default) and one with `--concurrency N --max-batch ROWS` (N:
+`--concurrency`, by default the largest client count, at most 16; the same server for every row, as a deployed
+server has, so the 1-client row shows what the batching machinery costs a lone prompt). The clients run in this
+process and reach the servers over loopback only. Each client holds its own websocket and sends txt2img prompts one
+after another (its next prompt when the last one finished), each with a seed of its own; the same clients and
+seeds go to one server, then to the other. Printed per client count: prompts per second of each, their ratio,
+latency p50 / p95 of each, the largest pixel difference between the two runs' images of the same seed (a prompt
+gives the same image batched as alone), and the mean rows per UNet forward of the concurrent server. With
+`--rounds R` the two servers take turns R times per client count (on a shared, noisy machine a burst of outside
+load then hits both alike); the figures are over all rounds, and the ratio's spread over the rounds is printed
+beside it.
 
     python bench/bench_concurrency.py                       # the shipped demo SD1 (64x64, 20 steps)
     python bench/bench_concurrency.py --model real-size     # SD1.5's architecture, random weights, 64x64
@@ -29,6 +30,8 @@ import asyncio
 import io
 import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,12 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "nodes")]
 
 import numpy as np  # noqa: E402
-from aiohttp import ClientSession, WSMsgType, web  # noqa: E402
+from aiohttp import ClientSession, WSMsgType  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from nodegraph.engine import Folders  # noqa: E402
-from nodegraph.paths import default_models_dirs  # noqa: E402
-from nodegraph.server import ServerConfig, create_app  # noqa: E402
 
 DEMO_CHECKPOINT = "nodegraph-demo-sd1.safetensors"
 SETTINGS = {"device": "cpu", "precision": "auto", "size": 64}  # from the command line
@@ -95,38 +95,81 @@ def workflow(checkpoint: str, text: str, seed: int, steps: int, prefix: str, siz
     return prompt
 
 
-async def run_clients(models_dirs: list[Path], out: Path, checkpoint: str, clients: int, prompts: int, steps: int,
-                      concurrency: int, max_batch: int) -> tuple[float, list[float], dict[int, np.ndarray], float]:
-    """(seconds for all prompts, latencies, seed -> image, mean rows per UNet forward) for `clients` clients against
-    one fresh server."""
-    settings = {"device": SETTINGS["device"], "precision": SETTINGS["precision"]}
-    settings |= {"max_batch": max_batch} if concurrency > 1 else {}
-    folders = Folders(models_dirs=models_dirs, input_dir=out / "input", output_dir=out / "output",
-                      temp_dir=out / "temp", settings=settings)
-    config = ServerConfig(folders=folders, data_dir=out / f"data-{concurrency}-{clients}", concurrency=concurrency,
-                          max_batch=max_batch)
-    runner = web.AppRunner(create_app(config), handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    base = f"http://{host}:{port}"
+class Server:
+    """`nodegraph serve` in a process of its own, as a user starts it: the clients (this process) reach it over
+    loopback only, so their own work (JSON, HTTP, PNG decoding) does not take the server's GIL, as remote clients'
+    would not."""
+
+    def __init__(self, folder: Path, concurrency: int, max_batch: int, models_dir: Path | None):
+        folder.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as probe:  # a free port on loopback
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "nodegraph", "serve", "--port", str(self.port),
+                   "--data-dir", str(folder / "data"), "--output-dir", str(folder / "output"),
+                   "--input-dir", str(folder / "input"), "--temp-dir", str(folder / "temp"),
+                   "--device", SETTINGS["device"], "--precision", SETTINGS["precision"]]
+        if concurrency > 1:
+            command += ["--concurrency", str(concurrency), "--max-batch", str(max_batch)]
+        if models_dir is not None:
+            command += ["--models-dir", str(models_dir)]
+        self.log = folder / "server.log"
+        # this checkout's code, as the bench's own imports (whether or not it is the installed one)
+        path = os.pathsep.join([str(ROOT), str(ROOT / "nodes"), *filter(None, [os.environ.get("PYTHONPATH")])])
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "PYTHONPATH": path})
+
+    async def ready(self, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with ClientSession() as session:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.log.read_text()[-3000:]}")
+                try:
+                    async with session.get(f"{self.base}/system_stats") as response:
+                        if response.status == 200:
+                            return
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not start in {timeout:.0f} s")
+                await asyncio.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def warm_up(server: Server, checkpoint: str, steps: int) -> None:
+    """Wait for the server and load the model (one prompt, not timed), so that no timed run pays for the read."""
+    await server.ready()
+    async with ClientSession() as session:
+        await one_client(session, server.base, checkpoint, "warm", [10_000_000], steps, [], {})
+
+
+async def run_clients(server: Server, checkpoint: str, clients: int, prompts: int, steps: int,
+                      first_seed: int) -> tuple[float, list[float], dict[int, np.ndarray], float]:
+    """(seconds for all prompts, latencies, seed -> image, mean rows per UNet forward) for `clients` clients, each
+    sending `prompts` prompts one after another. Seeds start at `first_seed` (new seeds for each run, so that the
+    server's output cache, which lives across runs, answers none of them)."""
     latencies: list[float] = []
     images: dict[int, np.ndarray] = {}
     async with ClientSession() as session:
-        # Warm-up (not timed): loads the model so neither mode pays for the first read.
-        await one_client(session, base, checkpoint, "warm", [10_000], steps, [], {})
-
         async def client(index: int) -> None:
-            seeds = [index * 1000 + i for i in range(prompts)]
-            await one_client(session, base, checkpoint, f"c{index}", seeds, steps, latencies, images)
+            seeds = [first_seed + index * 1000 + i for i in range(prompts)]
+            await one_client(session, server.base, checkpoint, f"c{index}", seeds, steps, latencies, images)
 
-        before = await batching_counters(session, base)
+        before = await batching_counters(session, server.base)
         started = time.perf_counter()
         await asyncio.gather(*(client(i) for i in range(clients)))
         elapsed = time.perf_counter() - started
-        after = await batching_counters(session, base)
-    await runner.cleanup()
+        after = await batching_counters(session, server.base)
     forwards = after["forwards"] - before["forwards"]
     rows = (after["rows"] - before["rows"]) / forwards if forwards else 0.0  # 0: no batcher (one at a time)
     return elapsed, latencies, images, rows
@@ -184,6 +227,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the concurrent server's --concurrency (default: the largest client count, at most 16)")
 
 
+def measure_row(one: Server, many: Server, checkpoint: str, clients: int, args: argparse.Namespace) -> dict:
+    """One row of the table: the two servers take turns (`--rounds` times), each with the same clients and seeds."""
+    total = clients * args.prompts
+    t1 = tn = 0.0
+    lat1: list[float] = []
+    latn: list[float] = []
+    ratios: list[float] = []
+    diff, rows = 0, []
+    for r in range(args.rounds):
+        first_seed = (r * 100 + clients) * 100_000
+        once = asyncio.run(run_clients(one, checkpoint, clients, args.prompts, args.steps, first_seed))
+        batched = asyncio.run(run_clients(many, checkpoint, clients, args.prompts, args.steps, first_seed))
+        t1, tn = t1 + once[0], tn + batched[0]
+        lat1 += once[1]
+        latn += batched[1]
+        ratios.append(once[0] / batched[0])
+        diff = max(diff, *(int(np.abs(once[2][seed] - batched[2][seed]).max()) for seed in once[2]))
+        rows.append(batched[3])
+    row = {"clients": clients, "one_per_s": total * args.rounds / t1, "many_per_s": total * args.rounds / tn,
+           "ratio": t1 / tn, "ratio_min": min(ratios), "ratio_max": max(ratios),
+           "one_p50": percentile(lat1, 50), "one_p95": percentile(lat1, 95),
+           "many_p50": percentile(latn, 50), "many_p95": percentile(latn, 95),
+           "max_pixel_diff": diff, "rows_per_forward": sum(rows) / len(rows)}
+    spread = f"({row['ratio_min']:.2f}-{row['ratio_max']:.2f})" if len(ratios) > 1 else ""
+    print(f"{clients:7d} | {row['one_per_s']:24.2f}  {row['one_p50']:5.2f}  {row['one_p95']:5.2f} | "
+          f"{row['many_per_s']:24.2f}  {row['many_p50']:5.2f}  {row['many_p95']:5.2f} | "
+          f"{row['ratio']:5.2f} {spread:11s} | {diff:14d} | {row['rows_per_forward']:.1f}", flush=True)
+    return row
+
+
 def run_table(model: str, size: int, args: argparse.Namespace, models_root: Path | None = None) -> list[dict]:
     """Print (and return) the table for one model and image size. Real-size checkpoints are written under
     `models_root` (kept for the next call) or a temporary folder."""
@@ -191,52 +264,33 @@ def run_table(model: str, size: int, args: argparse.Namespace, models_root: Path
     table = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
+        models_dir = None  # the demo models ship with nodegraph: the server finds them by itself
         if model == "demo":
-            models_dirs, checkpoint = default_models_dirs(), DEMO_CHECKPOINT
+            checkpoint = DEMO_CHECKPOINT
         else:
             root = models_root or out / "models"
             checkpoint = REAL_SIZE[model][2]
             if not (root / "checkpoints" / checkpoint).exists():
                 print(f"writing the {model} checkpoint (random weights) ...", flush=True)
                 write_real_size_checkpoint(root, model, half=args.precision == "fp16")
-            models_dirs = [root]
+            models_dir = root
         counts = [int(c) for c in args.clients.split(",")]
         concurrency = args.concurrency or min(max(counts), 16)
-        print(f"model: {model} ({checkpoint}), {size}x{size} on {args.device}, {args.steps} steps, cfg 7, euler; "
-              f"{args.prompts} prompts per client; --concurrency {concurrency} --max-batch {args.max_batch}; "
-              f"torch threads: "
-              f"{__import__('torch').get_num_threads()}; load average {os.getloadavg()[0]:.1f} "
-              f"on {os.cpu_count()} CPUs", flush=True)
-        print("clients | one at a time: prompts/s  p50 s  p95 s | concurrency N: prompts/s  p50 s  p95 s | "
-              "ratio (rounds) | max pixel diff | rows/forward", flush=True)
-        for clients in counts:
-            total = clients * args.prompts
-            t1 = tn = 0.0
-            lat1: list[float] = []
-            latn: list[float] = []
-            ratios: list[float] = []
-            diff, rows = 0, []
-            for r in range(args.rounds):
-                one = asyncio.run(run_clients(models_dirs, out / f"one{clients}-{r}", checkpoint, clients,
-                                              args.prompts, args.steps, 1, args.max_batch))
-                many = asyncio.run(run_clients(models_dirs, out / f"many{clients}-{r}", checkpoint, clients,
-                                               args.prompts, args.steps, concurrency, args.max_batch))
-                t1, tn = t1 + one[0], tn + many[0]
-                lat1 += one[1]
-                latn += many[1]
-                ratios.append(one[0] / many[0])
-                diff = max(diff, *(int(np.abs(one[2][seed] - many[2][seed]).max()) for seed in one[2]))
-                rows.append(many[3])
-            row = {"clients": clients, "one_per_s": total * args.rounds / t1, "many_per_s": total * args.rounds / tn,
-                   "ratio": t1 / tn, "ratio_min": min(ratios), "ratio_max": max(ratios),
-                   "one_p50": percentile(lat1, 50), "one_p95": percentile(lat1, 95),
-                   "many_p50": percentile(latn, 50), "many_p95": percentile(latn, 95),
-                   "max_pixel_diff": diff, "rows_per_forward": sum(rows) / len(rows)}
-            table.append(row)
-            spread = f"({row['ratio_min']:.2f}-{row['ratio_max']:.2f})" if len(ratios) > 1 else ""
-            print(f"{clients:7d} | {row['one_per_s']:24.2f}  {row['one_p50']:5.2f}  {row['one_p95']:5.2f} | "
-                  f"{row['many_per_s']:24.2f}  {row['many_p50']:5.2f}  {row['many_p95']:5.2f} | "
-                  f"{row['ratio']:5.2f} {spread:11s} | {diff:14d} | {row['rows_per_forward']:.1f}", flush=True)
+        servers = (Server(out / "one", 1, args.max_batch, models_dir),
+                   Server(out / "many", concurrency, args.max_batch, models_dir))
+        try:
+            for server in servers:
+                asyncio.run(warm_up(server, checkpoint, args.steps))
+            print(f"model: {model} ({checkpoint}), {size}x{size} on {args.device}, {args.steps} steps, cfg 7, euler; "
+                  f"{args.prompts} prompts per client; --concurrency {concurrency} --max-batch {args.max_batch}; "
+                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+            print("clients | one at a time: prompts/s  p50 s  p95 s | concurrency N: prompts/s  p50 s  p95 s | "
+                  "ratio (rounds) | max pixel diff | rows/forward", flush=True)
+            for clients in counts:
+                table.append(measure_row(*servers, checkpoint, clients, args))
+        finally:
+            for server in servers:
+                server.stop()
     return table
 
 

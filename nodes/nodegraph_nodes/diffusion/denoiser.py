@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from . import unclip
 from .batching import in_shared_call
 from .conditioning import Conditioning, ControlSpec
+from .memory import placement
 from .sigma_table import DiscreteModelSampling
 
 VAE_SCALE_FACTOR = 8  # pixels per latent cell for the SD-family VAEs
@@ -75,8 +76,7 @@ class CFGDenoiser:
     ) -> None:
         self.unet = unet
         self.interrupt = interrupt
-        self.device = unet.device
-        self.dtype = unet.dtype
+        self.device, self.dtype = placement(unet)
         self.model_sampling = model_sampling.to(self.device)
         self.cfg = float(cfg)
         # keep_uncond: CFG++ samplers read `uncond_denoised` after each call, so the unconditional half runs even at

@@ -25,6 +25,16 @@ class WorkTooLarge(ValueError):
     """The work would not fit in the device's memory (the message says what would)."""
 
 
+def placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype of a module's (first floating-point) weights. diffusers' `device` / `dtype` properties
+    answer the same for our models, but walk every submodule looking for offload hooks first: ~0.3 ms per call on
+    the SD1 UNet, paid per prompt by each sampler, which adds up when many prompts run at once."""
+    for param in module.parameters():
+        if param.is_floating_point():
+            return param.device, param.dtype
+    return torch.device("cpu"), torch.float32
+
+
 def _gib(n: float) -> str:
     return f"{n / (1 << 30):.1f} GiB"
 
@@ -64,7 +74,7 @@ def address_space_headroom() -> int:
 def unet_call_bytes(unet: torch.nn.Module, latent_shape: tuple[int, ...], rows_per_sample: int) -> int:
     """Peak activation bytes of one UNet call on a [B, C, h, w] latent with `rows_per_sample` (2 with CFG)."""
     width = int(unet.config.block_out_channels[0])
-    dtype_size = torch.empty((), dtype=unet.dtype).element_size()
+    dtype_size = torch.empty((), dtype=placement(unet)[1]).element_size()
     cells = int(latent_shape[0]) * rows_per_sample * int(latent_shape[-2]) * int(latent_shape[-1])
     return cells * width * dtype_size * UNET_VALUES_PER_CHANNEL
 
@@ -75,7 +85,8 @@ def check_unet_fits(unet: torch.nn.Module, latent_shape: tuple[int, ...], cfg: f
     would, at the same batch size."""
     rows = 1 if math.isclose(float(cfg), 1.0) else 2
     need = unet_call_bytes(unet, latent_shape, rows)
-    have = available_bytes(unet.device, settings)
+    device = placement(unet)[0]
+    have = available_bytes(device, settings)
     if need <= have:
         return
     batch, h, w = int(latent_shape[0]), int(latent_shape[-2]), int(latent_shape[-1])
@@ -84,7 +95,7 @@ def check_unet_fits(unet: torch.nn.Module, latent_shape: tuple[int, ...], cfg: f
     fits = f"about {side}x{side} at batch {batch}" if side >= 64 else f"nothing at batch {batch}; use batch 1"
     raise WorkTooLarge(
         f"sampling {w * LATENT_TO_PIXELS}x{h * LATENT_TO_PIXELS} at batch {batch} needs about {_gib(need)} for one "
-        f"UNet call ({rows} rows per sample), and about {_gib(have)} is available on {unet.device}; what fits is "
+        f"UNet call ({rows} rows per sample), and about {_gib(have)} is available on {device}; what fits is "
         f"{fits}"
     )
 

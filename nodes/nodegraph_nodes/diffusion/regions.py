@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .conditioning import Conditioning, Conditionings, entries
 from .denoiser import VAE_SCALE_FACTOR, CFGDenoiser, apply_cfg
+from .memory import placement
 from .sigma_table import DiscreteModelSampling
 
 ZERO_COUNT = 1e-37  # what ComfyUI starts the per-pixel weight sums at: uncovered pixels come out as 0
@@ -55,7 +56,7 @@ class RegionalDenoiser:
     def __init__(self, unet, model_sampling: DiscreteModelSampling, positive: Conditionings,
                  negative: Conditionings | None, cfg: float, *, keep_uncond: bool = False, patches=()) -> None:
         self.unet = unet
-        self.device = unet.device
+        self.device = placement(unet)[0]
         self.model_sampling = model_sampling.to(self.device)
         self.cfg = float(cfg)
         self.patches = tuple(patches)
