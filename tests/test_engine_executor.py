@@ -239,3 +239,80 @@ async def test_progress_events_arrive_before_executed(registry):
         ("executing", "3"),
         ("executed", "3"),
     ]
+
+
+def slow_then_collect(label: str, steps: int = 20) -> dict:
+    return {
+        "1": {"class_type": "Const", "inputs": {"value": 3}},
+        "2": {"class_type": "Slow", "inputs": {"value": ["1", 0], "steps": steps, "delay": 0.01}},
+        "3": {"class_type": "Collect", "inputs": {"value": ["2", 0], "label": label}},
+    }
+
+
+async def _started(executor: Executor, registry, prompt: dict, prompt_id: str, on_event=None):
+    """Run `prompt` on `executor` as a task; return the task once its Slow node reported progress (is running)."""
+    running = asyncio.Event()
+
+    def events(event, data):
+        if event == "progress":
+            running.set()
+        if on_event is not None:
+            on_event(event, data)
+
+    workflow = validate_prompt(prompt, registry).workflow
+    task = asyncio.create_task(executor.run(workflow, prompt_id, on_event=events))
+    await asyncio.wait_for(running.wait(), 10)
+    return task
+
+
+async def _run_beside(task, executor, registry, prompt, events):
+    """Run `prompt` as "b" on `executor` while `task` runs; wait for both and return b's result."""
+    res = await executor.run(validate_prompt(prompt, registry).workflow, "b",
+                             on_event=lambda e, d: events.append((e, d)))
+    await task
+    return res
+
+
+async def test_prompts_side_by_side_share_a_node_in_progress(registry):
+    # Executors of one server (serve --concurrency) share the cache: the second prompt needs the Slow node the
+    # first one is computing, and waits for its result instead of computing it again.
+    cache = OutputCache()
+    first, second = Executor(cache=cache), Executor(cache=cache)
+    task = await _started(first, registry, slow_then_collect("a"), "a")
+    events = []
+    res_b = await _run_beside(task, second, registry, slow_then_collect("b"), events)
+    res_a = task.result()
+    assert res_a.status == res_b.status == "success"
+    assert res_a.outputs["3"] == {"value": [3], "label": ["a"]} and res_b.outputs["3"] == {"value": [3], "label": ["b"]}
+    assert fx.CALLS["2"] == 1 and cache.stats()["shared"] == 1
+    # the waiting prompt still reports the node as executing, then its own output
+    assert [d["node"] for e, d in events if e == "executing"] == ["2", "3"]
+    assert res_b.executed == ["2", "3"]
+
+
+async def test_a_prompt_waiting_for_a_node_runs_its_own_when_the_other_is_interrupted(registry):
+    cache = OutputCache()
+    first, second = Executor(cache=cache), Executor(cache=cache)
+
+    def stop_first(event, data):
+        if event == "progress" and data["value"] == 5:
+            first.interrupt()
+
+    task = await _started(first, registry, slow_then_collect("a", steps=30), "a", stop_first)
+    res_b = await _run_beside(task, second, registry, slow_then_collect("b", steps=30), [])
+    assert task.result().status == "interrupted"
+    assert res_b.status == "success" and res_b.outputs["3"]["value"] == [3]
+    assert fx.CALLS["2"] == 2 and cache.stats()["shared"] == 0
+
+
+async def test_interrupting_a_waiting_prompt_leaves_the_computing_one_running(registry):
+    cache = OutputCache()
+    first, second = Executor(cache=cache), Executor(cache=cache)
+    task = await _started(first, registry, slow_then_collect("a", steps=100), "a")
+    waiting = asyncio.create_task(second.run(validate_prompt(slow_then_collect("b", steps=100), registry).workflow,
+                                             "b"))
+    await asyncio.sleep(0.1)
+    second.interrupt()
+    res_b = await asyncio.wait_for(waiting, 5)
+    assert res_b.status == "interrupted" and not task.done()
+    assert (await task).status == "success" and fx.CALLS["2"] == 1

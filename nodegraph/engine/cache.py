@@ -10,9 +10,13 @@ Policy (documented in the README):
   exceeds `max_bytes`. Sizes are estimated from tensors / arrays / bytes (see `estimate_nbytes`); values that own
   no memory of their own (model handles, whose weights the model cache owns) count as small.
 - A failed or interrupted node stores nothing; what finished before it stays valid.
+- Prompts that run side by side (`serve --concurrency`) share work in progress: a node whose key another prompt is
+  computing at that moment waits for that result instead of computing it again (what it would have found in the
+  cache had the other prompt finished first). If the other prompt's node fails or is interrupted, it runs its own.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -92,7 +96,9 @@ class OutputCache:
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._computing: dict[str, asyncio.Future[None]] = {}  # key -> done when its computation ends
         self.hits = self.misses = self.evictions = 0
+        self.shared = 0  # results taken from another prompt's computation in progress
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -128,6 +134,25 @@ class OutputCache:
                 self._bytes -= evicted.nbytes
                 self.evictions += 1
 
+    # --- work in progress (on the event loop that runs the executors) --------------------------------------------
+
+    def computing(self, key: str) -> asyncio.Future[None] | None:
+        """The computation of `key` running now for another prompt, if any: done when it ends (stored or not)."""
+        return self._computing.get(key)
+
+    def start(self, key: str) -> asyncio.Future[None] | None:
+        """Mark `key` as being computed; pass the result to `finish` when the computation ends, however it ends."""
+        future = self._computing[key] = asyncio.get_running_loop().create_future()
+        return future
+
+    def finish(self, key: str, future: asyncio.Future[None] | None) -> None:
+        if future is None:
+            return
+        if self._computing.get(key) is future:
+            del self._computing[key]
+        if not future.done():
+            future.set_result(None)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
@@ -142,6 +167,7 @@ class OutputCache:
             "hits": self.hits,
             "misses": self.misses,
             "evictions": self.evictions,
+            "shared": self.shared,
         }
 
 
@@ -153,3 +179,6 @@ class NullCache(OutputCache):
 
     def put(self, key: str, outputs: tuple[Any, ...], ui: dict[str, Any] | None) -> None:
         return None
+
+    def start(self, key: str) -> None:
+        return None  # nothing is stored, so nobody could take the result: no prompt waits for another

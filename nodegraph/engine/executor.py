@@ -239,6 +239,8 @@ class Executor:
         spec = run.workflow.nodes[nid]
         run.current = nid
         run.emit("executing", {"node": nid, "display_node": nid})
+        if await self._take_shared(run, nid, key):
+            return True
         kwargs = run.inputs_of(spec)
         problem = self._check_linked(spec, kwargs)
         if problem is not None:
@@ -247,6 +249,7 @@ class Executor:
         node = spec.cls()
         node.context = run.context(nid, spec, self.runtime, self._interrupt.is_set)
         started = time.perf_counter()
+        computing = self.cache.start(key)
         try:
             out = await self._execute(run, spec, node, kwargs)
         except Interrupted:
@@ -256,11 +259,33 @@ class Executor:
             await asyncio.sleep(0)  # deliver progress events queued by the worker before the error
             run.failed(nid, spec, kwargs, exc)
             return False
+        finally:
+            self.cache.finish(key, computing)
         run.result.timings[nid] = time.perf_counter() - started
         run.executed(nid, out.outputs)
         self.cache.put(key, out.outputs, out.ui)
         await asyncio.sleep(0)  # flush progress events from the worker thread in order
         run.show(nid, out.ui)
+        return True
+
+    async def _take_shared(self, run: _Run, nid: str, key: str) -> bool:
+        """If another prompt running beside this one is computing the same key, wait for it and take its result
+        (see cache.py); False when there is nothing to wait for or it stored nothing (failed, interrupted)."""
+        computing = self.cache.computing(key)
+        if computing is None:
+            return False
+        started = time.perf_counter()
+        while not computing.done():  # an interrupt of this prompt must not wait for the other one's node
+            if self._interrupt.is_set():
+                raise Interrupted("interrupted")
+            await asyncio.wait([computing], timeout=0.05)
+        entry = self.cache.get(key)
+        if entry is None:
+            return False
+        self.cache.shared += 1
+        run.result.timings[nid] = time.perf_counter() - started
+        run.executed(nid, entry.outputs)
+        run.show(nid, entry.ui)
         return True
 
     async def _execute(self, run: _Run, spec: NodeSpec, node: Any, kwargs: dict[str, Any]) -> NodeResult:

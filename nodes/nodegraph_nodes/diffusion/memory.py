@@ -100,19 +100,32 @@ def check_unet_fits(unet: torch.nn.Module, latent_shape: tuple[int, ...], cfg: f
     )
 
 
+def vae_decode_bytes(vae: torch.nn.Module, latent_shape: tuple[int, ...], rows: int) -> int:
+    """Peak activation bytes of decoding `rows` latents of this [.., C, h, w] shape in one VAE call."""
+    channels = int(vae.config.block_out_channels[0])  # the width of the full-resolution blocks
+    dtype_size = torch.empty((), dtype=placement(vae)[1]).element_size()
+    pixels = int(latent_shape[-2]) * int(latent_shape[-1]) * LATENT_TO_PIXELS ** 2
+    return rows * pixels * channels * dtype_size * VAE_VALUES_PER_CHANNEL
+
+
+def vae_decode_rows(vae: torch.nn.Module, latent_shape: tuple[int, ...], settings: dict[str, Any] | None = None
+                    ) -> int:
+    """How many latents of this shape one VAE call may decode in the memory available now (at least 1)."""
+    per_row = vae_decode_bytes(vae, latent_shape, 1)
+    return max(1, available_bytes(placement(vae)[0], settings) // max(per_row, 1))
+
+
 def check_vae_decode_fits(vae: torch.nn.Module, latent_shape: tuple[int, ...], batch_limit: int,
                           settings: dict[str, Any] | None = None) -> None:
     """Raise WorkTooLarge if decoding one chunk (`batch_limit` latents) of this size would not fit."""
-    channels = int(vae.config.block_out_channels[0])  # the width of the full-resolution blocks
-    dtype_size = torch.empty((), dtype=vae.dtype).element_size()
     rows = min(int(latent_shape[0]), batch_limit)
-    pixels = int(latent_shape[-2]) * int(latent_shape[-1]) * LATENT_TO_PIXELS ** 2
-    need = rows * pixels * channels * dtype_size * VAE_VALUES_PER_CHANNEL
-    device = next(vae.parameters()).device
+    need = vae_decode_bytes(vae, latent_shape, rows)
+    device = placement(vae)[0]
     have = available_bytes(device, settings)
     if need <= have:
         return
-    side = int(math.sqrt(have / (rows * channels * dtype_size * VAE_VALUES_PER_CHANNEL))) // 64 * 64
+    per_pixel = need / (rows * int(latent_shape[-2]) * int(latent_shape[-1]) * LATENT_TO_PIXELS ** 2)
+    side = int(math.sqrt(have / (rows * per_pixel))) // 64 * 64
     raise WorkTooLarge(
         f"decoding {latent_shape[-1] * LATENT_TO_PIXELS}x{latent_shape[-2] * LATENT_TO_PIXELS} needs about "
         f"{_gib(need)}, and about {_gib(have)} is available on {device}; what fits is about {side}x{side}"

@@ -76,7 +76,8 @@ class _Entry:
     device: torch.device
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
-    batcher: Any = None  # a UNet's batching.UNetBatcher, made on first use when max_batch > 1
+    # made on first use when max_batch > 1: a UNet's batching.UNetBatcher, a VAE's decode_batching.DecodeBatcher
+    batcher: Any = None
 
 
 def module_nbytes(value: Any) -> int:
@@ -277,6 +278,23 @@ class ModelCache:
         with self._compute_lock:
             yield
 
+    def decode_batcher(self, ref: ModelRef) -> Any:
+        """The loaded VAE's DecodeBatcher (decode_batching.py) when prompts run side by side (max_batch > 1), else
+        None (a decode then runs as it is). Call it inside `use(ref)`."""
+        if self.max_batch <= 1:
+            return None
+        from .decode_batching import DecodeBatcher
+        from .memory import vae_decode_rows
+
+        with self._lock:
+            entry = self._entries[ref.key]
+            if entry.batcher is None or entry.batcher.vae is not entry.value:
+                vae = entry.value
+                entry.batcher = DecodeBatcher(
+                    vae, lambda z: min(self.max_batch, vae_decode_rows(vae, tuple(z.shape))),
+                    compute=self.compute)
+            return entry.batcher
+
     def _batcher(self, entry: _Entry) -> Any:
         from .batching import UNetBatcher
 
@@ -368,16 +386,19 @@ class ModelCache:
                 "loaded": entries,
                 "bytes_on_device": sum(e["bytes"] for e in entries if e["device"] == str(self.device)),
                 "max_batch": self.max_batch,
-                "batching": _batching_totals(e.batcher for e in self._entries.values()),
+                "batching": _totals(self._entries.values(), ("forwards", "shared_forwards", "rows")),
+                "decode_batching": _totals(self._entries.values(), ("batches", "shared_batches", "rows")),
                 "bytes_total": sum(e["bytes"] for e in entries),
                 **self.counters,
             }
 
 
-def _batching_totals(batchers: Any) -> dict[str, int]:
-    totals = {"forwards": 0, "shared_forwards": 0, "rows": 0}
-    for batcher in batchers:
-        if batcher is not None:
-            for name in totals:
-                totals[name] += batcher.counters[name]
+def _totals(entries: Any, names: tuple[str, ...]) -> dict[str, int]:
+    """The sums of the counters `names` over the entries' batchers that keep them."""
+    totals = dict.fromkeys(names, 0)
+    for entry in entries:
+        counters = getattr(entry.batcher, "counters", {})
+        if names[0] in counters:
+            for name in names:
+                totals[name] += counters[name]
     return totals

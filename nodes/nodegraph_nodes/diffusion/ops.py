@@ -235,13 +235,20 @@ def vae_decode(runtime: Runtime, vae: VaeHandle, samples: torch.Tensor) -> torch
     with cache.use(vae.ref) as model:
         param = next(model.parameters())
         check_vae_decode_fits(model, tuple(samples.shape), VAE_BATCH)
+        # prompts side by side (serve --concurrency): decodes asked at the same time run as one batch
+        batcher = cache.decode_batcher(vae.ref)
+
+        def decode(z: torch.Tensor) -> torch.Tensor:
+            if batcher is not None:
+                return batcher.decode(z)
+            with cache.compute():
+                return model.decode(z).sample.float()
 
         def run() -> torch.Tensor:
             out = []
-            with torch.no_grad(), cache.compute():
+            with torch.no_grad():
                 for chunk in samples.split(VAE_BATCH):
-                    z = chunk.to(param.device, param.dtype)
-                    image = model.decode(z).sample.float()
+                    image = decode(chunk.to(param.device, param.dtype))
                     out.append(((image + 1.0) / 2.0).clamp(0, 1).movedim(1, -1).cpu())
             return torch.cat(out)
 
