@@ -81,8 +81,10 @@ async def test_concurrent_prompts_get_their_own_messages_and_the_images_they_get
         received = await asyncio.gather(*(messages_until(ws, finished(pid)) for ws, pid in zip(sockets, ids)))
         for i, (messages, pid) in enumerate(zip(received, ids)):
             own = [m for m in messages if isinstance(m, dict) and m["type"] in
-                   ("execution_start", "executing", "executed", "progress", "execution_success")]
-            assert {m["data"]["prompt_id"] for m in own} == {pid}  # nothing of the other prompts' clients
+                   ("execution_start", "executing", "executed", "progress", "progress_state", "execution_success")]
+            # nothing of the other prompts' clients, not even progress_state (broadcast when one runs at a time)
+            assert {m["data"]["prompt_id"] for m in own} == {pid}
+            assert any(m["type"] == "progress_state" for m in own)
             assert any(m["type"] == "execution_success" for m in own)
             image = await _image(client, messages, pid)
             assert np.abs(image - reference[i]).max() <= 1  # within 1/255 of the prompt's image alone

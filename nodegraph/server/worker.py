@@ -295,4 +295,9 @@ class _EventPipeline:
             "real_node_id": node_id,
         }
         # Only the node that changed: resending every node so far made a long chain quadratic in time and bytes.
-        self.hub.send("progress_state", {"prompt_id": self.prompt_id, "nodes": {node_id: self.nodes[node_id]}})
+        # ComfyUI broadcasts it: one prompt runs at a time there. Where prompts run side by side, it goes to the
+        # prompt's own client like `progress` (to everyone when the prompt has none): N clients no longer each get
+        # every prompt's per-step state, N^2 messages per step that the server had to encode and send.
+        side_by_side = self.worker.config.concurrency > 1 or self.worker.config.executor == "ray"
+        self.hub.send("progress_state", {"prompt_id": self.prompt_id, "nodes": {node_id: self.nodes[node_id]}},
+                      self.target if side_by_side else None)
