@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 Outgoing = Union[str, Preview]
 DROPPABLE = {"progress", "progress_state"}
+# json.dumps(..., default=str) builds an encoder per call; a server sends a few messages per prompt step.
+_encode = json.JSONEncoder(default=str).encode  # odd values in UI output become text
 
 
 @dataclass
@@ -113,7 +115,7 @@ class Hub:
     # --- sending -------------------------------------------------------------------------------------------------
 
     def send(self, event: str, data: Any, sid: str | None = None) -> None:
-        text = json.dumps({"type": event, "data": data}, default=str)  # odd values in UI output become text
+        text = _encode({"type": event, "data": data})
         self._route(text, event in DROPPABLE, sid)
 
     def send_preview(self, preview: Preview, sid: str | None = None) -> None:
