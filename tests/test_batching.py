@@ -290,6 +290,53 @@ def test_a_caller_with_a_long_step_does_not_hold_the_others_back(sd1):
     assert got[-1] - got[0] < 0.5 and 0.5 > HANDOFF_TIMEOUT
 
 
+def _two_prompts_starting_apart(sd1, prompts_running: int, delay: float) -> tuple[UNetBatcher, float]:
+    """Prompt a starts sampling; with `prompts_running` 2, prompt b starts `delay` s later. Returns the batcher and
+    how long a's first call took."""
+    import time
+
+    batcher = UNetBatcher(sd1, max_batch=16, prompts_running=lambda: prompts_running)
+    took: list[float] = []
+
+    def prompt(wait: float, measure: bool) -> None:
+        time.sleep(wait)
+        with batcher.participant() as unet:
+            c = _call(300 + int(wait * 1000), 2, 77)
+            started = time.monotonic()
+            with torch.inference_mode():
+                unet(c["sample"], c["timestep"], encoder_hidden_states=c["context"], return_dict=False)
+            if measure:
+                took.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=prompt, args=(0.0, True))]
+    if prompts_running > 1:
+        threads.append(threading.Thread(target=prompt, args=(delay, False)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return batcher, took[0]
+
+
+def test_a_prompt_starting_to_sample_waits_a_moment_for_the_prompts_beside_it(sd1, monkeypatch):
+    # Two prompts run; b reaches its sampler 60 ms after a (its client sent it later): a's first call waits for it
+    # (the window between steps, 20 ms, would not), so they share their first forward instead of drifting apart.
+    import nodegraph_nodes.diffusion.batching as batching
+
+    monkeypatch.setattr(batching, "FIRST_CALL_WINDOW", 30.0)  # however slow the machine, b comes within it
+    batcher, _ = _two_prompts_starting_apart(sd1, prompts_running=2, delay=0.06)
+    assert list(batcher.forwards) == [4]
+
+
+def test_a_prompt_alone_on_the_server_does_not_wait(sd1, monkeypatch):
+    # Nobody else runs: its first call runs at once. With an hour-long window, a wait would hang this test.
+    import nodegraph_nodes.diffusion.batching as batching
+
+    monkeypatch.setattr(batching, "FIRST_CALL_WINDOW", 3600.0)
+    batcher, _ = _two_prompts_starting_apart(sd1, prompts_running=1, delay=0.0)
+    assert list(batcher.forwards) == [2]
+
+
 def test_the_cpu_compute_turn_is_held_by_one_thread_at_a_time_under_concurrency():
     from nodegraph_nodes.diffusion.model_cache import ModelCache
 

@@ -190,6 +190,11 @@ class Executor:
         run = _Run(workflow, prompt_id, extra_data or {}, on_event, self.previews)
         self._interrupt.clear()
         self.running_prompt = prompt_id
+        with self.runtime.running_prompt():
+            return await self._run(run)
+
+    async def _run(self, run: _Run) -> RunResult:
+        workflow = run.workflow
         try:
             # Off the loop: fingerprints read files (LoadImage hashes its image), and big graphs have many keys.
             keys = await run.loop.run_in_executor(None, self.compute_keys, workflow, workflow.order)

@@ -12,6 +12,8 @@ resource with `stats()` and `free()` is a memory owner (`owners()`), reported by
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -26,6 +28,8 @@ class Runtime:
     folders: Folders | None = None
     _resources: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # prompts running now on executors that share this runtime (several with `serve --concurrency`)
+    prompts_running: int = field(default=0, init=False, repr=False)
 
     @classmethod
     def of(cls, env: Runtime | Folders | None) -> Runtime:
@@ -65,6 +69,20 @@ class Runtime:
     def max_batch(self) -> int:
         """Rows one shared UNet forward may hold when prompts sample side by side; 1: no batching."""
         return max(1, int(self.settings.get("max_batch") or 1))
+
+    # --- what runs -----------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def running_prompt(self) -> Iterator[None]:
+        """Count a prompt as running while inside (Executor.run); packs read `prompts_running` (the UNet batcher
+        lets a prompt that starts sampling wait a moment for the others that run beside it)."""
+        with self._lock:
+            self.prompts_running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.prompts_running -= 1
 
     # --- what packs keep -----------------------------------------------------------------------------------------
 

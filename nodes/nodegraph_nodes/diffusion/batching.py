@@ -42,6 +42,7 @@ import torch
 
 DEFAULT_WINDOW = 0.02  # seconds a call waits for the other participants' calls before running without them
 HANDOFF_TIMEOUT = 0.005  # seconds a caller whose output is ready waits for its turn to take it (see _pass_turn)
+FIRST_CALL_WINDOW = 0.15  # seconds a prompt that starts sampling may wait for the prompts beside it (_others_may_join)
 TAKEN_RECHECK = 0.1  # seconds between looks of a caller whose call is in a running forward (a turn wakes it first)
 ROW_LIMIT_TTL = 0.5  # seconds a memory-based row limit is reused (reading free memory costs more than a wake-up)
 
@@ -72,6 +73,8 @@ class _Call:
     error: BaseException | None = None
     wake: threading.Condition | None = None  # on the batcher's lock: wakes this caller alone
     key: tuple = ()  # calls with equal keys can share a forward
+    first: bool = False  # its participant's first call (the prompt starts sampling)
+    hold_until: float = 0.0  # time.monotonic() until which a first call waits for others (_others_may_join)
 
     def __post_init__(self) -> None:
         added = None if self.added is None else tuple(sorted((k, tuple(v.shape[1:])) for k, v in self.added.items()))
@@ -87,8 +90,11 @@ class UNetBatcher:
     """Gathers the calls of the participants that sample with one UNet (see the module's docstring)."""
 
     def __init__(self, unet: torch.nn.Module, max_batch: int, window: float = DEFAULT_WINDOW,
-                 compute: Callable[[], AbstractContextManager[Any]] = nullcontext):
+                 compute: Callable[[], AbstractContextManager[Any]] = nullcontext,
+                 prompts_running: Callable[[], int] | None = None):
         self.unet = unet
+        # prompts running beside each other on this server (sampling or not yet): see _ready_group
+        self._prompts_running = prompts_running
         self.max_batch = max(1, int(max_batch))
         self.window = window
         self._compute = compute  # the device's turn for a forward (ModelCache.compute)
@@ -99,6 +105,7 @@ class UNetBatcher:
         self._lock = threading.Lock()
         self._participants = 0
         self._next_id = 0
+        self._called: set[int] = set()  # participants that have made a call
         self._queue: list[_Call] = []
         self._running = False  # a forward is in flight (one at a time, see the module's docstring)
         self._last_end = 0.0  # time.monotonic() when the last forward ended
@@ -120,6 +127,7 @@ class UNetBatcher:
         finally:
             with self._lock:
                 self._participants -= 1
+                self._called.discard(ident)
                 self._pass_turn()
                 self._wake_queued()  # the others may now be all there is to wait for
 
@@ -133,6 +141,8 @@ class UNetBatcher:
         group: list[_Call] | None = None
         with self._lock:
             self._pass_turn()  # this caller has stepped: the next one takes its output
+            call.first = participant not in self._called
+            self._called.add(participant)
             self._queue.append(call)
             while not call.released:
                 if call.done:  # the output is ready; the caller's turn to take it has not come yet
@@ -148,7 +158,8 @@ class UNetBatcher:
                         self._running = True
                         break
                     since = max(call.queued_at, self._last_end)
-                    call.wake.wait(timeout=max(self.window - (time.monotonic() - since), 0.001))
+                    wait = max(self.window - (time.monotonic() - since), call.hold_until - time.monotonic())
+                    call.wake.wait(timeout=max(wait, 0.001))
                 else:  # a forward is running (maybe holding this call): woken by its turn, or look again
                     call.wake.wait(timeout=TAKEN_RECHECK)
         if group is not None:
@@ -176,9 +187,26 @@ class UNetBatcher:
         full = rows >= limit or len(group) < len(others) + 1
         since = max(min(c.queued_at for c in group), self._last_end)
         expired = time.monotonic() - since >= self.window
+        if everyone_waiting and not full and self._others_may_join(group):
+            # a first call waits for the prompts beside it, up to FIRST_CALL_WINDOW after it came
+            hold_until = min(c.queued_at for c in group) + FIRST_CALL_WINDOW
+            if time.monotonic() < hold_until:
+                call.hold_until = hold_until
+                return None
         if everyone_waiting or full or expired:
             return group
         return None
+
+    def _others_may_join(self, group: list[_Call]) -> bool:
+        """A prompt that starts sampling while other prompts run beside it that do not sample yet waits up to
+        FIRST_CALL_WINDOW for them (they are often a moment behind: their clients sent them a moment later): starting alone,
+        it ran a small forward of its own, came one step ahead, and the prompts stayed in two groups to the end,
+        each with small forwards of its own (measured at 8 clients: two prompts whose clients came back ~100 ms
+        before the other six). Only first calls wait, so a prompt beside one that does something else (an upscale)
+        waits once, and a prompt alone on the server never."""
+        if self._prompts_running is None or not any(c.first for c in group):
+            return False
+        return self._prompts_running() > self._participants
 
     def _row_limit(self, key: tuple, sample: torch.Tensor) -> int:
         """Rows one shared forward may hold: max_batch, and no more than the memory free for the work allows (the

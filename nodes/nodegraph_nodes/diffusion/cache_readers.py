@@ -123,4 +123,5 @@ def model_cache(runtime: Runtime) -> ModelCache:
     with the file readers above registered. Executors sharing a runtime share it; each runtime has its own."""
     cache = runtime.resource("models", _make_model_cache)
     cache.max_batch = runtime.max_batch  # not part of the cache's identity: the loaded models stay
+    cache.prompts_running = lambda: runtime.prompts_running  # for the UNet batchers (batching.py)
     return cache

@@ -189,6 +189,9 @@ class ModelCache:
         self.counters = {"file_reads": 0, "hits": 0, "misses": 0, "offloads": 0, "drops": 0}
         # Rows one UNet forward may hold when prompts sample side by side (`serve --concurrency`); 1: no batching.
         self.max_batch = 1
+        # How many prompts run now on the executors that share this cache (set by cache_readers.model_cache from
+        # the runtime); 1 when the cache is used on its own.
+        self.prompts_running: Callable[[], int] = lambda: 1
         self._compute_lock = threading.RLock()  # see compute()
 
     def component_dtype(self, component: str) -> torch.dtype:
@@ -300,7 +303,8 @@ class ModelCache:
 
         with self._lock:
             if entry.batcher is None or entry.batcher.unet is not entry.value:
-                entry.batcher = UNetBatcher(entry.value, self.max_batch, compute=self.compute)
+                entry.batcher = UNetBatcher(entry.value, self.max_batch, compute=self.compute,
+                                            prompts_running=lambda: self.prompts_running())
             entry.batcher.max_batch = self.max_batch
             return entry.batcher
 
