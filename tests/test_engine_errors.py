@@ -6,12 +6,48 @@ handle_execution_error (plus the `timestamp` its add_message stamps on `executio
 """
 import support.engine_nodes as fx
 from nodegraph.engine import Executor, validate_prompt
-from nodegraph.engine.errors import execution_error, request_error, validation_error, validation_response
+from nodegraph.engine.errors import (
+    execution_error,
+    execution_interrupted,
+    request_error,
+    validation_error,
+    validation_response,
+)
 
 COMFY_EXECUTION_ERROR_KEYS = {
     "prompt_id", "node_id", "node_type", "executed", "exception_message", "exception_type", "traceback",
     "current_inputs", "current_outputs", "timestamp",
 }
+
+# execution.py's message for an interrupted prompt (with the timestamp add_message stamps)
+COMFY_EXECUTION_INTERRUPTED_KEYS = {"prompt_id", "node_id", "node_type", "executed", "timestamp"}
+
+
+async def test_an_interrupted_run_reports_comfyuis_execution_interrupted_keys():
+    registry = fx.make_registry()
+    prompt = {
+        "1": {"class_type": "Const", "inputs": {"value": 3}},
+        "2": {"class_type": "Slow", "inputs": {"value": ["1", 0], "steps": 1000, "delay": 0.005}},
+        "3": {"class_type": "Collect", "inputs": {"value": ["2", 0], "label": ""}},
+    }
+    events = []
+    executor = Executor()
+
+    def on_event(event, data):
+        events.append((event, data))
+        if event == "progress":
+            executor.interrupt()
+
+    try:
+        result = await executor.run(validate_prompt(prompt, registry).workflow, "p3", on_event=on_event)
+    finally:
+        executor.close()
+    event, data = events[-1]
+    assert event == "execution_interrupted" and set(data) == COMFY_EXECUTION_INTERRUPTED_KEYS
+    assert data["node_id"] == "2" and data["node_type"] == "Slow" and data["executed"] == ["1"]
+    assert result.error == execution_interrupted("2", "Slow", ["1"])
+    # outside any node (the server stopping before the run, the Ray pool giving up): the same keys, no node
+    assert set(execution_interrupted()) == COMFY_EXECUTION_INTERRUPTED_KEYS - {"prompt_id", "timestamp"}
 
 
 async def test_a_failing_node_reports_comfyuis_execution_error_keys():

@@ -28,7 +28,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from ..engine import Folders, RunResult
-from ..engine.errors import execution_error, now_ms
+from ..engine.errors import execution_error, execution_interrupted, now_ms
 from ..engine.executor import EventCallback
 from ..jobs import Job
 from .actor import LOAD_KEYS, PromptActor
@@ -353,7 +353,7 @@ class RayPool:
             self.retries += 1
             log.warning("prompt %s: %s; retrying on another worker", job.prompt_id, reason)
             worker = await self._reserve_for_retry(job)
-        interrupted = {"node_id": None, "node_type": None, "executed": []}
+        interrupted = execution_interrupted()
         on_event("execution_interrupted", dict(interrupted))
         return RunResult(job.prompt_id, "interrupted", error=interrupted)
 

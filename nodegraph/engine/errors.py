@@ -80,6 +80,13 @@ def execution_error(
     return data
 
 
+def execution_interrupted(node_id: str | None = None, node_type: str | None = None,
+                          executed: Iterable[str] = ()) -> dict[str, Any]:
+    """The data of an `execution_interrupted` event (and a run's `error` when it was interrupted): the node that was
+    running, if any, and what had run before. `prompt_id` and `timestamp` are added as the event is sent."""
+    return {"node_id": node_id, "node_type": node_type, "executed": list(executed)}
+
+
 def exception_type_name(exc: BaseException) -> str:
     """The exception's class as ComfyUI reports it: qualified by its module unless it is a builtin.
 

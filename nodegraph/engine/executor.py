@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .cache import OutputCache, node_key
-from .errors import exception_type_name, execution_error, now_ms, traceback_of
+from .errors import exception_type_name, execution_error, execution_interrupted, now_ms, traceback_of
 from .limits import Limits, check_link_outputs, describe, ui_size
 from .folders import Folders
 from .node import Interrupted, NodeContext, NodeResult, normalize_result, preview_method_of
@@ -407,11 +407,10 @@ class _Run:
     def interrupted(self) -> None:
         result = self.result
         result.status = "interrupted"
-        result.error = {
-            "node_id": self.current,
-            "node_type": self.workflow.nodes[self.current].class_type if self.current is not None else None,
-            "executed": list(result.cached + result.executed),
-        }
+        result.error = execution_interrupted(
+            self.current, self.workflow.nodes[self.current].class_type if self.current is not None else None,
+            result.cached + result.executed,
+        )
         self.emit("execution_interrupted", result.error)
 
     # --- one node ------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 from ..engine import NodeRegistry, RunResult, Workflow, format_validation, validate_prompt
-from ..engine.errors import execution_error, now_ms, traceback_of
+from ..engine.errors import execution_error, execution_interrupted, now_ms, traceback_of
 from ..engine.folders import Folders
 from ..engine.node import preview_method_of
 from ..jobs import Job, JobQueue
@@ -141,7 +141,7 @@ class PromptWorker:
                 imports = await self._wait_for_imports()
                 if self._stopping:  # stopped while it waited for the imports: it never started
                     self.backend.release(slot)
-                    result = RunResult(pid, "interrupted", error={"node_id": None, "node_type": None, "executed": []})
+                    result = RunResult(pid, "interrupted", error=execution_interrupted())
                     pipeline.on_event("execution_interrupted", {"prompt_id": pid, **result.error})
                 else:
                     result = await self.backend.run(job, pipeline.on_event, slot)
