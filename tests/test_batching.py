@@ -180,6 +180,40 @@ def test_a_forward_holds_no_more_rows_than_free_memory_allows(sd1, monkeypatch):
 
 
 @torch.inference_mode()
+def _sample_side_by_side(batcher: UNetBatcher, prompts: int, steps: int, pause: dict[int, float] | None = None,
+                         first_seed: int = 200):
+    """`prompts` threads, each making `steps` calls in a row (prompt i's call at `step` is `_call(first_seed + 10 * i
+    + step, 2, 77)`). Returns the (prompt, "got" | "call", step, time) events in time order and the outputs by
+    (prompt, step). `pause`: seconds a prompt waits after its first output before its next call (a long step)."""
+    import time
+
+    events: list[tuple[int, str, int, float]] = []
+    results: dict[tuple[int, int], torch.Tensor] = {}
+    views = [batcher.participant() for _ in range(prompts)]
+    entered = [v.__enter__() for v in views]
+
+    def sample(i: int) -> None:
+        try:
+            for step in range(steps):
+                c = _call(first_seed + 10 * i + step, 2, 77)
+                events.append((i, "call", step, time.monotonic()))
+                with torch.inference_mode():
+                    results[i, step] = entered[i](c["sample"], c["timestep"], encoder_hidden_states=c["context"],
+                                                  return_dict=False)[0]
+                events.append((i, "got", step, time.monotonic()))
+                if step == 0 and pause and i in pause:
+                    time.sleep(pause[i])
+        finally:
+            views[i].__exit__(None, None, None)
+
+    threads = [threading.Thread(target=sample, args=(i,)) for i in range(prompts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sorted(events, key=lambda e: e[3]), results
+
+
 def test_one_forward_at_a_time_and_calls_meet_across_steps(sd1):
     # Four prompts sampling side by side, each making several calls in a row (its sampling steps): calls that come
     # while a forward runs wait for the next one instead of starting a small forward beside it, so at most one
@@ -203,25 +237,7 @@ def test_one_forward_at_a_time_and_calls_meet_across_steps(sd1):
     try:
         batcher = UNetBatcher(sd1, max_batch=16, window=5.0)
         steps, prompts = 3, 4
-        views = [batcher.participant() for _ in range(prompts)]
-        entered = [v.__enter__() for v in views]
-        results: dict[tuple[int, int], torch.Tensor] = {}
-
-        def sample(i: int) -> None:
-            try:
-                for step in range(steps):
-                    c = _call(100 + 10 * i + step, 2, 77)
-                    with torch.inference_mode():
-                        results[i, step] = entered[i](c["sample"], c["timestep"], encoder_hidden_states=c["context"],
-                                                      return_dict=False)[0]
-            finally:
-                views[i].__exit__(None, None, None)
-
-        threads = [threading.Thread(target=sample, args=(i,)) for i in range(prompts)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _, results = _sample_side_by_side(batcher, prompts, steps, first_seed=100)
     finally:
         for h in handles:
             h.remove()
@@ -232,36 +248,6 @@ def test_one_forward_at_a_time_and_calls_meet_across_steps(sd1):
         assert (got - _alone(sd1, _call(100 + 10 * i + step, 2, 77))).abs().max() < TOLERANCE
 
 
-def _sample_side_by_side(batcher: UNetBatcher, prompts: int, steps: int, pause: dict[int, float] | None = None):
-    """`prompts` threads, each making `steps` calls in a row; returns (prompt, "got" | "call", step, time) events.
-    `pause`: seconds a prompt waits after its first output before its next call (a long sampler step)."""
-    import time
-
-    events: list[tuple[int, str, int, float]] = []
-    views = [batcher.participant() for _ in range(prompts)]
-    entered = [v.__enter__() for v in views]
-
-    def sample(i: int) -> None:
-        try:
-            for step in range(steps):
-                c = _call(200 + 10 * i + step, 2, 77)
-                events.append((i, "call", step, time.monotonic()))
-                with torch.inference_mode():
-                    entered[i](c["sample"], c["timestep"], encoder_hidden_states=c["context"], return_dict=False)
-                events.append((i, "got", step, time.monotonic()))
-                if step == 0 and pause and i in pause:
-                    time.sleep(pause[i])
-        finally:
-            views[i].__exit__(None, None, None)
-
-    threads = [threading.Thread(target=sample, args=(i,)) for i in range(prompts)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sorted(events, key=lambda e: e[3])
-
-
 def test_the_callers_of_a_shared_forward_take_their_outputs_one_after_another(sd1, monkeypatch):
     # Woken all at once, their sampler steps ran side by side and passed the GIL back and forth at every small
     # tensor operation; each takes its output when the one before it has called again (or left).
@@ -269,7 +255,7 @@ def test_the_callers_of_a_shared_forward_take_their_outputs_one_after_another(sd
 
     monkeypatch.setattr(batching, "HANDOFF_TIMEOUT", 30.0)  # only the turn, never the timeout, lets one go here
     prompts, steps = 4, 3
-    events = _sample_side_by_side(UNetBatcher(sd1, max_batch=16, window=5.0), prompts, steps)
+    events, _ = _sample_side_by_side(UNetBatcher(sd1, max_batch=16, window=5.0), prompts, steps)
     for step in range(steps - 1):
         # after the forward of `step`: got, call (the next step's), got, call, ... strictly alternating
         after = [(i, kind) for i, kind, s, _ in events
@@ -284,7 +270,7 @@ def test_a_caller_with_a_long_step_does_not_hold_the_others_back(sd1):
     from nodegraph_nodes.diffusion.batching import HANDOFF_TIMEOUT
 
     batcher = UNetBatcher(sd1, max_batch=16, window=0.05)
-    events = _sample_side_by_side(batcher, 3, 2, pause={i: 1.0 for i in range(3)})
+    events, _ = _sample_side_by_side(batcher, 3, 2, pause={i: 1.0 for i in range(3)})
     got = sorted(t for _, kind, s, t in events if kind == "got" and s == 0)
     # everyone sleeps 1 s after its first output; without the timeout the outputs would be ~1 s apart
     assert got[-1] - got[0] < 0.5 and 0.5 > HANDOFF_TIMEOUT

@@ -27,8 +27,7 @@ from nodegraph_nodes.diffusion.split_files import (
 from nodegraph_nodes.diffusion.tiny import tiny_sd1, tiny_sdxl
 from support.models import assert_same_weights, real_layout_shapes
 from support.sd import Runner, make_folders
-
-SIZE = 64
+from support.workflows import txt2img_from
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +59,6 @@ def runner(tmp_path, models_root):
     return Runner(folders)
 
 
-def txt2img(model, clip, vae, loaders: dict, seed: int = 42) -> dict:
-    """Loader nodes (ids from "1") feeding a txt2img graph ("20"...): `model` / `clip` / `vae` are links."""
-    return {
-        **loaders,
-        "20": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": clip}},
-        "21": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": clip}},
-        "22": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
-        "23": {"class_type": "KSampler", "inputs": {
-            "seed": seed, "steps": 4, "cfg": 6.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
-            "model": model, "positive": ["20", 0], "negative": ["21", 0], "latent_image": ["22", 0]}},
-        "24": {"class_type": "VAEDecode", "inputs": {"samples": ["23", 0], "vae": vae}},
-        "25": {"class_type": "PreviewImage", "inputs": {"images": ["24", 0]}},
-    }
-
-
 def checkpoint(name: str) -> dict:
     return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}}}
 
@@ -85,7 +69,7 @@ def image_of(run):
 
 
 def ckpt_image(runner, name: str, seed: int = 42):
-    return image_of(runner.run(txt2img(["1", 0], ["1", 1], ["1", 2], checkpoint(name), seed)))
+    return image_of(runner.run(txt2img_from(["1", 0], ["1", 1], ["1", 2], checkpoint(name), seed)))
 
 
 # --- split files ----------------------------------------------------------------------------------------------------
@@ -101,7 +85,7 @@ def test_split_sdxl_unet_dual_clip_vae_equals_the_checkpoint(runner):
             "type": "sdxl"}},
         "3": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_sdxl_vae.safetensors"}},
     }
-    split = image_of(runner.run(txt2img(["1", 0], ["2", 0], ["3", 0], loaders)))
+    split = image_of(runner.run(txt2img_from(["1", 0], ["2", 0], ["3", 0], loaders)))
     whole = ckpt_image(runner, "tiny_sdxl.safetensors")
     assert torch.equal(split, whole)
     assert split.std() > 0.01  # a real image, not a constant
@@ -115,7 +99,7 @@ def test_split_sd1_unet_and_clip_l_equal_the_checkpoint(runner):
         "3": {"class_type": "CLIPLoader",
               "inputs": {"clip_name": "tiny_sd1_clip_l.safetensors", "type": "stable_diffusion"}},
     }
-    split = image_of(runner.run(txt2img(["2", 0], ["3", 0], ["1", 2], loaders)))
+    split = image_of(runner.run(txt2img_from(["2", 0], ["3", 0], ["1", 2], loaders)))
     assert torch.equal(split, ckpt_image(runner, "tiny_sd1.safetensors"))
 
 
@@ -236,9 +220,9 @@ def test_checkpoint_loader_with_config(runner, models_root):
                       "inputs": {"config_name": config, "ckpt_name": "tiny_sd1.safetensors"}}}
 
     assert runner.folders.list_models("configs") == ["sd_xl_base.yaml", "v1-inference.yaml", "v2-inference-v.yaml"]
-    eps = image_of(runner.run(txt2img(["1", 0], ["1", 1], ["1", 2], with_config("v1-inference.yaml"))))
+    eps = image_of(runner.run(txt2img_from(["1", 0], ["1", 1], ["1", 2], with_config("v1-inference.yaml"))))
     assert torch.equal(eps, ckpt_image(runner, "tiny_sd1.safetensors"))
-    run = runner.run(txt2img(["1", 0], ["1", 1], ["1", 2], with_config("v2-inference-v.yaml")))
+    run = runner.run(txt2img_from(["1", 0], ["1", 1], ["1", 2], with_config("v2-inference-v.yaml")))
     model = run.values["1"][0]
     assert model.scheduler_config["prediction_type"] == "v_prediction"
     assert not torch.equal(image_of(run), eps)  # the config's v-prediction is used by the sampler
@@ -317,7 +301,7 @@ def test_clip_merge_simple_averages_the_text_encoders(runner):
 def test_merged_model_samples_and_ratio_one_is_model1(runner):
     def image(ratio: float):
         prompt = merge_prompt("ModelMergeSimple", model1=["1", 0], model2=["2", 0], ratio=ratio)
-        return image_of(runner.run(txt2img(["3", 0], ["1", 1], ["1", 2], prompt)))
+        return image_of(runner.run(txt2img_from(["3", 0], ["1", 1], ["1", 2], prompt)))
 
     assert torch.equal(image(1.0), ckpt_image(runner, "tiny_sd1.safetensors"))
     assert not torch.equal(image(0.5), image(1.0))
@@ -386,7 +370,7 @@ def test_clip_vae_and_model_saves_round_trip_through_the_component_loaders(runne
             "type": "sdxl"}},
         "3": {"class_type": "VAELoader", "inputs": {"vae_name": "xl_00001_.safetensors"}},
     }
-    reloaded = image_of(runner.run(txt2img(["1", 0], ["2", 0], ["3", 0], loaders)))
+    reloaded = image_of(runner.run(txt2img_from(["1", 0], ["2", 0], ["3", 0], loaders)))
     assert torch.equal(reloaded, ckpt_image(runner, "tiny_sdxl.safetensors"))
 
 
@@ -420,7 +404,7 @@ def test_sd2_and_refiner_parts_saved_and_reloaded_equal_the_checkpoint(runner, n
                      "inputs": {"unet_name": f"{name}_00001_.safetensors", "weight_dtype": "default"}},
                "3": {"class_type": "CLIPLoader",
                      "inputs": {"clip_name": f"{name}_clip_{kind}_00001_.safetensors", "type": "stable_diffusion"}}}
-    run = runner.run(txt2img(["2", 0], ["3", 0], ["1", 2], loaders))
+    run = runner.run(txt2img_from(["2", 0], ["3", 0], ["1", 2], loaders))
     assert run.values["2"][0].family == {"tiny_sd2": "sd2", "tiny_sdxl_refiner": "sdxl_refiner"}[name]
     prediction = run.values["2"][0].scheduler_config["prediction_type"]
     assert prediction == ("v_prediction" if name == "tiny_sd2" else "epsilon")
@@ -444,7 +428,7 @@ def test_split_sdxl_takes_loras_and_embeddings_like_the_checkpoint(runner):
     """LoraLoader patches UNETLoader's MODEL and DualCLIPLoader's CLIP as it patches a checkpoint's, and the
     split CLIP finds `embedding:name` in the embeddings folder."""
     def with_lora(model, clip, loaders):
-        prompt = txt2img(["9", 0], ["9", 1], ["3", 0] if "3" in loaders else ["1", 2], loaders)
+        prompt = txt2img_from(["9", 0], ["9", 1], ["3", 0] if "3" in loaders else ["1", 2], loaders)
         prompt["9"] = {"class_type": "LoraLoader", "inputs": {
             "model": model, "clip": clip, "lora_name": "tiny_lora_sdxl_kohya.safetensors",
             "strength_model": 0.8, "strength_clip": 0.6}}

@@ -20,9 +20,9 @@ from nodegraph_nodes.diffusion.ops import load_lora, use_clip, use_model
 from nodegraph_nodes.diffusion.tiny import tiny_sd1
 from nodegraph_testmodels.files import make_tiny_models
 from support.sd import Runner, make_folders
+from support.workflows import txt2img_from
 
 KOHYA = "tiny_lora_sd1_kohya.safetensors"
-SIZE = 64
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +58,6 @@ def loaders(lora: bool, strength_model: float = 1.0, strength_clip: float = 1.0)
             "model": ["1", 0], "clip": ["1", 1], "lora_name": KOHYA,
             "strength_model": strength_model, "strength_clip": strength_clip}}
     return out
-
-
-def sample(model, clip, vae, graph: dict, seed: int = 42) -> dict:
-    return {
-        **graph,
-        "20": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": clip}},
-        "21": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": clip}},
-        "22": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
-        "23": {"class_type": "KSampler", "inputs": {
-            "seed": seed, "steps": 4, "cfg": 6.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
-            "model": model, "positive": ["20", 0], "negative": ["21", 0], "latent_image": ["22", 0]}},
-        "24": {"class_type": "VAEDecode", "inputs": {"samples": ["23", 0], "vae": vae}},
-        "25": {"class_type": "PreviewImage", "inputs": {"images": ["24", 0]}},
-    }
 
 
 def image_of(run) -> torch.Tensor:
@@ -112,14 +98,14 @@ def patched_weights(runtime, models_root) -> tuple[dict, dict]:
 
 
 def test_checkpoint_save_bakes_the_lora_and_the_plain_reload_gives_the_lora_image(runner, tmp_path, models_root):
-    with_lora = image_of(runner.run(sample(["10", 0], ["10", 1], ["1", 2], loaders(True))))
-    plain = image_of(runner.run(sample(["1", 0], ["1", 1], ["1", 2], loaders(False))))
+    with_lora = image_of(runner.run(txt2img_from(["10", 0], ["10", 1], ["1", 2], loaders(True))))
+    plain = image_of(runner.run(txt2img_from(["1", 0], ["1", 1], ["1", 2], loaders(False))))
     assert (with_lora - plain).abs().max() > 1e-3  # the LoRA changes the picture
     graph = {**loaders(True), "3": {"class_type": "CheckpointSave", "inputs": {
         "model": ["10", 0], "clip": ["10", 1], "vae": ["1", 2], "filename_prefix": "checkpoints/baked"}}}
     assert runner.run(graph).status == "success"
     reloaded = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "baked_00001_.safetensors"}}}
-    assert torch.equal(image_of(runner.run(sample(["1", 0], ["1", 1], ["1", 2], reloaded))), with_lora)
+    assert torch.equal(image_of(runner.run(txt2img_from(["1", 0], ["1", 1], ["1", 2], reloaded))), with_lora)
     # the file holds the patched weights, and the cached base was left as it was
     runtime = runner.executor.runtime
     unet_weights, clip_weights = patched_weights(runtime, models_root)
@@ -133,7 +119,7 @@ def test_checkpoint_save_bakes_the_lora_and_the_plain_reload_gives_the_lora_imag
 
 
 def test_model_and_clip_saves_bake_the_lora_for_the_component_loaders(runner, models_root):
-    with_lora = image_of(runner.run(sample(["10", 0], ["10", 1], ["1", 2], loaders(True, 0.8, 0.6))))
+    with_lora = image_of(runner.run(txt2img_from(["10", 0], ["10", 1], ["1", 2], loaders(True, 0.8, 0.6))))
     graph = {**loaders(True, 0.8, 0.6),
              "3": {"class_type": "ModelSave", "inputs": {"model": ["10", 0], "filename_prefix": "diffusion_models/b"}},
              "4": {"class_type": "CLIPSave", "inputs": {"clip": ["10", 1], "filename_prefix": "clip/b"}}}
@@ -144,7 +130,7 @@ def test_model_and_clip_saves_bake_the_lora_for_the_component_loaders(runner, mo
         "6": {"class_type": "CLIPLoader", "inputs": {"clip_name": "b_clip_l_00001_.safetensors",
                                                      "type": "stable_diffusion"}},
     }
-    assert torch.equal(image_of(runner.run(sample(["5", 0], ["6", 0], ["1", 2], reloaded))), with_lora)
+    assert torch.equal(image_of(runner.run(txt2img_from(["5", 0], ["6", 0], ["1", 2], reloaded))), with_lora)
 
 
 def merged(runner, graph: dict, nid: str) -> dict:
@@ -181,10 +167,10 @@ def test_merges_of_lora_models_merge_the_patched_weights(runner, models_root):
 
 
 def test_merge_at_ratio_one_of_a_lora_model_samples_as_the_lora_model(runner):
-    with_lora = image_of(runner.run(sample(["10", 0], ["10", 1], ["1", 2], loaders(True))))
+    with_lora = image_of(runner.run(txt2img_from(["10", 0], ["10", 1], ["1", 2], loaders(True))))
     graph = {**loaders(True), "3": {"class_type": "ModelMergeSimple", "inputs": {
         "model1": ["10", 0], "model2": ["2", 0], "ratio": 1.0}}}
-    assert torch.equal(image_of(runner.run(sample(["3", 0], ["10", 1], ["1", 2], graph))), with_lora)
+    assert torch.equal(image_of(runner.run(txt2img_from(["3", 0], ["10", 1], ["1", 2], graph))), with_lora)
 
 
 # --- the race: merges and saves while another prompt samples with a LoRA on the same cached base ----------------

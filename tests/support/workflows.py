@@ -76,6 +76,23 @@ def txt2img(checkpoint: str = "tiny_sd1.safetensors", positive: str = "a red cir
     return prompt
 
 
+def txt2img_from(model: list, clip: list, vae: list, loaders: dict[str, Any], seed: int = 42,
+                 size: int = 64) -> dict[str, Any]:
+    """Loader nodes (ids from "1") feeding a txt2img graph ("20"...): `model` / `clip` / `vae` are links into them
+    (a checkpoint, split files, a LoRA, a merge...)."""
+    return {
+        **loaders,
+        "20": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": clip}},
+        "21": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": clip}},
+        "22": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "23": {"class_type": "KSampler", "inputs": {
+            "seed": seed, "steps": 4, "cfg": 6.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+            "model": model, "positive": ["20", 0], "negative": ["21", 0], "latent_image": ["22", 0]}},
+        "24": {"class_type": "VAEDecode", "inputs": {"samples": ["23", 0], "vae": vae}},
+        "25": {"class_type": "PreviewImage", "inputs": {"images": ["24", 0]}},
+    }
+
+
 def frontend_txt2img(**changes: Any) -> dict[str, Any]:
     """A fresh copy of the frontend's default graph (FRONTEND_TXT2IMG), to edit into a test's expectation."""
     return txt2img(**FRONTEND_DEFAULTS, **changes)
